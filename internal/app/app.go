@@ -1,0 +1,105 @@
+// Package app holds what the project's programs share around their work:
+// settings read from the environment, serving on a listener with a graceful
+// shutdown, and the healthcheck mode that distroless images need (they have
+// no curl).
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Setting is one environment variable a program reads, with its default.
+// Each program lists its settings in one table; the README's configuration
+// table is that list, and a test in each module keeps the two in step.
+type Setting struct {
+	Name    string
+	Default string
+	Usage   string
+}
+
+// Get returns the variable's value, or the default when it is unset or empty.
+func (s Setting) Get(getenv func(string) string) string {
+	if v := getenv(s.Name); v != "" {
+		return v
+	}
+	return s.Default
+}
+
+// Serve serves h on ln until ctx is done, then stops accepting connections
+// and waits up to grace for requests in flight. A clean shutdown is not an
+// error.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler, grace time.Duration) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Healthcheck GETs url and returns nil on 200. Programs run it as their
+// "healthcheck" command, which compose uses as a container healthcheck.
+func Healthcheck(ctx context.Context, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return nil
+}
+
+// LocalURL returns http://127.0.0.1:port + path, for a healthcheck.
+func LocalURL(port, path string) string {
+	return "http://" + net.JoinHostPort("127.0.0.1", port) + path
+}
+
+// Undocumented returns the settings that readme's configuration table does
+// not list with their default: a row that starts "| `NAME` |" and holds
+// "`DEFAULT`" (or "(empty)" where the default is empty). Each program's tests
+// call it, so that the README stays true.
+func Undocumented(readme string, settings []Setting) []string {
+	var missing []string
+	for _, s := range settings {
+		def := "`" + s.Default + "`"
+		if s.Default == "" {
+			def = "(empty)"
+		}
+		found := false
+		for _, line := range strings.Split(readme, "\n") {
+			if strings.HasPrefix(line, "| `"+s.Name+"` |") && strings.Contains(line, def) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			missing = append(missing, fmt.Sprintf("%s (default %s)", s.Name, def))
+		}
+	}
+	return missing
+}

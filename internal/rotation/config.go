@@ -1,0 +1,38 @@
+package rotation
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/spreadlb/spread/internal/app"
+)
+
+// The settings shared by the seeder and the dispatcher.
+var (
+	RedisURL = app.Setting{Name: "REDIS_URL", Default: "redis://localhost:6379/0",
+		Usage: "where the list lives, in redis.ParseURL form: redis://[:password@]host:port/db, rediss:// for TLS, unix:///path.sock"}
+	RedisKey = app.Setting{Name: "REDIS_KEY", Default: "servers",
+		Usage: "the Redis list that holds the backend URLs"}
+)
+
+// Connect parses rawURL with redis.ParseURL and returns a client for it.
+// Context deadlines apply to every command, so a caller bounds how long it
+// waits on Redis. name shows in CLIENT LIST.
+func Connect(rawURL, name string) (*redis.Client, error) {
+	opts, err := redis.ParseURL(rawURL)
+	if err != nil {
+		// Report the reason without the URL itself, which may hold a password.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return nil, fmt.Errorf("%s: %w", RedisURL.Name, err)
+	}
+	opts.ContextTimeoutEnabled = true
+	if opts.ClientName == "" {
+		opts.ClientName = name
+	}
+	return redis.NewClient(opts), nil
+}

@@ -1,0 +1,207 @@
+// Package rotation keeps the round-robin list of backend URLs in Redis.
+//
+// It is the one place where Redis is touched: the seeder writes the list
+// through a Store and the dispatcher takes one rotation step per request
+// through the same Store. The list stays a plain Redis list of URLs, so
+// `redis-cli LRANGE servers 0 -1` always shows the truth.
+//
+// A rotation step is the tutorial's RPOPLPUSH, spelled LMOVE today:
+//
+//	LMOVE servers servers RIGHT LEFT
+//
+// It takes the last entry, puts it back at the front and returns it, in one
+// atomic command, so every caller, in any number of processes, gets its own
+// step of one shared round robin. The next pick is therefore always the last
+// entry that LRANGE shows.
+package rotation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync/atomic"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Errors a Store returns. Callers choose what each means to a client; the
+// dispatcher answers 503 to all of them, each with its own explanation.
+var (
+	// ErrNoBackends: the list is empty or the key does not exist.
+	ErrNoBackends = errors.New("the rotation list is empty or missing")
+	// ErrWrongType: the key holds something other than a list.
+	ErrWrongType = errors.New("the rotation key holds a value that is not a list")
+	// ErrNoValidBackend: every entry met in one pick failed validation.
+	ErrNoValidBackend = errors.New("no valid backend URL in the rotation list")
+	// ErrUnavailable: Redis did not answer (connection refused, timeout, ...).
+	ErrUnavailable = errors.New("redis unavailable")
+	// ErrNoURLs: a write was asked to store an empty list.
+	ErrNoURLs = errors.New("no URLs given")
+	// ErrNotInList: Remove was asked for an entry the list does not hold.
+	ErrNotInList = errors.New("not in the rotation list")
+)
+
+// MaxSkips bounds how many invalid entries one pick steps over before it
+// gives up with ErrNoValidBackend. Each skipped entry costs one more round
+// trip, for the request that meets it only; a healthy list costs exactly one.
+const MaxSkips = 16
+
+// Store is the rotation list at one Redis key.
+type Store struct {
+	rdb redis.UniversalClient
+	key string
+	log *slog.Logger
+
+	// legacy is set once the server has answered that it has no LMOVE
+	// (Redis < 6.2); from then on a step uses RPOPLPUSH, which is the same
+	// operation under its old name.
+	legacy atomic.Bool
+}
+
+// NewStore returns a Store for the list at key. A nil log discards the
+// messages about skipped entries.
+func NewStore(rdb redis.UniversalClient, key string, log *slog.Logger) *Store {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Store{rdb: rdb, key: key, log: log}
+}
+
+// Key returns the Redis key of the list.
+func (s *Store) Key() string { return s.key }
+
+// Next takes one rotation step and returns the backend it lands on. An entry
+// that fails ParseBackend is logged, skipped (it stays in the list) and the
+// next step is taken, at most MaxSkips times.
+func (s *Store) Next(ctx context.Context) (*url.URL, error) {
+	for range MaxSkips + 1 {
+		entry, err := s.step(ctx)
+		if err != nil {
+			return nil, err
+		}
+		u, err := ParseBackend(entry)
+		if err == nil {
+			return u, nil
+		}
+		s.log.Warn("skipping invalid rotation entry", "key", s.key, "err", err)
+	}
+	return nil, ErrNoValidBackend
+}
+
+// step is one atomic rotation: LMOVE key key RIGHT LEFT.
+func (s *Store) step(ctx context.Context) (string, error) {
+	if !s.legacy.Load() {
+		entry, err := s.rdb.LMove(ctx, s.key, s.key, "RIGHT", "LEFT").Result()
+		if !isUnknownCommand(err) {
+			return entry, s.classify(err)
+		}
+		s.legacy.Store(true)
+		s.log.Info("redis has no LMOVE (older than 6.2); rotating with RPOPLPUSH")
+	}
+	entry, err := s.rdb.RPopLPush(ctx, s.key, s.key).Result()
+	return entry, s.classify(err)
+}
+
+// Entries returns the list as LRANGE key 0 -1 shows it. The next pick is the
+// last entry.
+func (s *Store) Entries(ctx context.Context) ([]string, error) {
+	entries, err := s.rdb.LRange(ctx, s.key, 0, -1).Result()
+	return entries, s.classify(err)
+}
+
+// Len returns the number of entries (0 when the key does not exist).
+func (s *Store) Len(ctx context.Context) (int64, error) {
+	n, err := s.rdb.LLen(ctx, s.key).Result()
+	return n, s.classify(err)
+}
+
+// Replace makes the list exactly urls, in this order, in one MULTI/EXEC: a
+// reader sees the old list or the new one, never a mix or an empty key. Every
+// URL is validated first; if any fails, nothing is written.
+func (s *Store) Replace(ctx context.Context, urls []string) error {
+	if len(urls) == 0 {
+		return ErrNoURLs
+	}
+	if err := validateAll(urls); err != nil {
+		return err
+	}
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, s.key)
+		p.RPush(ctx, s.key, toArgs(urls)...)
+		return nil
+	})
+	return s.classify(err)
+}
+
+// Add validates u and appends it to the list, where it becomes the next
+// pick. It returns the new length of the list.
+func (s *Store) Add(ctx context.Context, u string) (int64, error) {
+	if err := validateAll([]string{u}); err != nil {
+		return 0, err
+	}
+	n, err := s.rdb.RPush(ctx, s.key, u).Result()
+	return n, s.classify(err)
+}
+
+// Remove deletes every occurrence of entry and returns how many there were.
+// entry is not validated, so that an invalid entry can be cleaned out; an
+// entry that is not in the list gives ErrNotInList.
+func (s *Store) Remove(ctx context.Context, entry string) (int64, error) {
+	if entry == "" {
+		return 0, ErrNoURLs
+	}
+	n, err := s.rdb.LRem(ctx, s.key, 0, entry).Result()
+	if err != nil {
+		return 0, s.classify(err)
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("%q: %w %q", entry, ErrNotInList, s.key)
+	}
+	return n, nil
+}
+
+// Ping reports whether Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.classify(s.rdb.Ping(ctx).Err())
+}
+
+// classify maps what go-redis returns to this package's errors.
+func (s *Store) classify(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, redis.Nil):
+		return ErrNoBackends
+	case strings.HasPrefix(err.Error(), "WRONGTYPE"):
+		return fmt.Errorf("%w: %q", ErrWrongType, s.key)
+	case errors.Is(err, context.Canceled):
+		return err
+	default:
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+}
+
+func isUnknownCommand(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "ERR unknown command")
+}
+
+func validateAll(urls []string) error {
+	for _, u := range urls {
+		if _, err := ParseBackend(u); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func toArgs(ss []string) []any {
+	args := make([]any, len(ss))
+	for i, s := range ss {
+		args[i] = s
+	}
+	return args
+}

@@ -1,0 +1,173 @@
+package rotation_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/spreadlb/spread/internal/redistest"
+	"github.com/spreadlb/spread/internal/rotation"
+)
+
+var three = []string{"http://127.0.0.1:5000", "http://127.0.0.1:5001", "http://127.0.0.1:5002"}
+
+func newStore(t *testing.T) (*rotation.Store, *redistest.Server) {
+	t.Helper()
+	srv := redistest.Start(t)
+	return rotation.NewStore(srv.Client, "servers", nil), srv
+}
+
+func TestReplaceAndNextRotateFromTheRight(t *testing.T) {
+	ctx := context.Background()
+	s, srv := newStore(t)
+	if err := s.Replace(ctx, three); err != nil {
+		t.Fatal(err)
+	}
+	// LMOVE servers servers RIGHT LEFT takes the last entry first.
+	want := []string{three[2], three[1], three[0], three[2], three[1], three[0]}
+	for i, w := range want {
+		u, err := s.Next(ctx)
+		if err != nil {
+			t.Fatalf("pick %d: %v", i, err)
+		}
+		if got := u.String(); got != w {
+			t.Errorf("pick %d: got %q, want %q", i, got, w)
+		}
+	}
+	// Two full turns leave the list as seeded.
+	got, err := srv.Client.LRange(ctx, "servers", 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, three) {
+		t.Errorf("LRANGE after two turns: got %q, want %q", got, three)
+	}
+	calls, err := srv.Client.Info(ctx, "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(calls, "cmdstat_lmove:calls=6,") {
+		t.Errorf("want exactly 6 LMOVE calls in INFO commandstats, got:\n%s", calls)
+	}
+}
+
+func TestReplaceIsIdempotentAndAllOrNothing(t *testing.T) {
+	ctx := context.Background()
+	s, srv := newStore(t)
+	for range 2 {
+		if err := s.Replace(ctx, three); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bad := []string{"http://127.0.0.1:6000", "javascript:alert(1)"}
+	if err := s.Replace(ctx, bad); !errors.Is(err, rotation.ErrInvalidURL) {
+		t.Fatalf("Replace with a bad URL: got %v, want ErrInvalidURL", err)
+	}
+	if err := s.Replace(ctx, nil); !errors.Is(err, rotation.ErrNoURLs) {
+		t.Fatalf("Replace with nothing: got %v, want ErrNoURLs", err)
+	}
+	got, _ := srv.Client.LRange(ctx, "servers", 0, -1).Result()
+	if !slices.Equal(got, three) {
+		t.Errorf("list after rejected writes: got %q, want %q", got, three)
+	}
+}
+
+func TestAddRemove(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	if err := s.Replace(ctx, three[:2]); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.Add(ctx, three[2])
+	if err != nil || n != 3 {
+		t.Fatalf("Add: got (%d, %v), want (3, nil)", n, err)
+	}
+	if _, err := s.Add(ctx, "//evil.example"); !errors.Is(err, rotation.ErrInvalidURL) {
+		t.Errorf("Add of a scheme-relative URL: got %v, want ErrInvalidURL", err)
+	}
+	// The added entry is the next pick.
+	u, err := s.Next(ctx)
+	if err != nil || u.String() != three[2] {
+		t.Errorf("Next after Add: got (%v, %v), want %q", u, err, three[2])
+	}
+	removed, err := s.Remove(ctx, three[0])
+	if err != nil || removed != 1 {
+		t.Errorf("Remove: got (%d, %v), want (1, nil)", removed, err)
+	}
+	if _, err := s.Remove(ctx, three[0]); !errors.Is(err, rotation.ErrNotInList) {
+		t.Errorf("Remove of a missing entry: got %v, want ErrNotInList", err)
+	}
+	entries, _ := s.Entries(ctx)
+	if want := []string{three[2], three[1]}; !slices.Equal(entries, want) {
+		t.Errorf("Entries: got %q, want %q", entries, want)
+	}
+}
+
+func TestNextErrors(t *testing.T) {
+	ctx := context.Background()
+	s, srv := newStore(t)
+
+	if _, err := s.Next(ctx); !errors.Is(err, rotation.ErrNoBackends) {
+		t.Errorf("missing key: got %v, want ErrNoBackends", err)
+	}
+	srv.Client.Set(ctx, "servers", "not a list", 0)
+	if _, err := s.Next(ctx); !errors.Is(err, rotation.ErrWrongType) {
+		t.Errorf("string key: got %v, want ErrWrongType", err)
+	}
+	srv.Client.Del(ctx, "servers")
+	srv.Client.RPush(ctx, "servers", "javascript:alert(1)", "http://ok.example:5000", "//evil.example")
+	for i := range 4 {
+		u, err := s.Next(ctx)
+		if err != nil || u.String() != "http://ok.example:5000" {
+			t.Errorf("poisoned list, pick %d: got (%v, %v), want only the valid entry", i, u, err)
+		}
+	}
+	if n, _ := srv.Client.LLen(ctx, "servers").Result(); n != 3 {
+		t.Errorf("skipping must not remove entries: got length %d, want 3", n)
+	}
+	srv.Client.Del(ctx, "servers")
+	srv.Client.RPush(ctx, "servers", "javascript:alert(1)", "ftp://x")
+	if _, err := s.Next(ctx); !errors.Is(err, rotation.ErrNoValidBackend) {
+		t.Errorf("all entries invalid: got %v, want ErrNoValidBackend", err)
+	}
+	srv.Stop()
+	if _, err := s.Next(ctx); !errors.Is(err, rotation.ErrUnavailable) {
+		t.Errorf("redis stopped: got %v, want ErrUnavailable", err)
+	}
+}
+
+// Concurrent picks from many goroutines (as from many dispatchers) still
+// share one exact round robin.
+func TestConcurrentPicksAreExact(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	if err := s.Replace(ctx, three); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	counts := map[string]int{}
+	var wg sync.WaitGroup
+	for range 30 {
+		wg.Go(func() {
+			for range 10 {
+				u, err := s.Next(ctx)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				counts[u.String()]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	for _, b := range three {
+		if counts[b] != 100 {
+			t.Errorf("%s: got %d picks, want 100 (all: %v)", b, counts[b], counts)
+		}
+	}
+}

@@ -1,0 +1,112 @@
+package rotation
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+func TestParseBackend(t *testing.T) {
+	good := []string{
+		"http://127.0.0.1:5000",
+		"http://localhost:5001/",
+		"https://example.com",
+		"http://backend1:5000/app",
+		"http://[::1]:5002",
+		"HTTP://Example.COM:8080",
+		// A percent-encoded CR LF is not a control character: it stays
+		// encoded in every Location header.
+		"http://a.example/%0d%0a",
+	}
+	for _, s := range good {
+		u, err := ParseBackend(s)
+		if err != nil {
+			t.Errorf("ParseBackend(%q): got error %v, want none", s, err)
+			continue
+		}
+		if u.Host == "" {
+			t.Errorf("ParseBackend(%q): got empty host", s)
+		}
+	}
+
+	bad := []struct{ in, why string }{
+		{"", "empty"},
+		{"javascript:alert(1)", "scheme"},
+		{"javascript://example.com/%0Aalert(1)", "scheme"},
+		{"data:text/html,hi", "scheme"},
+		{"ftp://example.com", "scheme"},
+		{"/relative/path", "relative"},
+		{"relative", "relative"},
+		{"//evil.example", "scheme-relative"},
+		{"http:evil.example", "opaque"},
+		{"http:///nohost", "no host"},
+		{"http://", "no host"},
+		{"http://:5000", "no host"},
+		{"http://a.example\r\nSet-Cookie: x=1", "CRLF"},
+		{"http://a.example/\r\n", "CRLF"},
+		{"http://a.example\n", "LF"},
+		{"http://a.example\x00", "NUL"},
+		{"http://a b.example", "space"},
+		{" http://a.example", "leading space"},
+		{"http://a.example/ x", "space in path"},
+		{"http://a.example\t", "tab"},
+		{"http://user@a.example", "user info"},
+		{"http://user:pass@a.example", "user info"},
+		{"http://a.example:0", "port 0"},
+		{"http://a.example:65536", "port too large"},
+		{"http://a.example:http", "port not a number"},
+		{"http://a.example:", "empty port"},
+		{"http://a.example/?x=1", "query"},
+		{"http://a.example/?", "empty query"},
+		{"http://a.example/#top", "fragment"},
+		{"http://a.example#", "empty fragment"},
+		{`http://a.example\@evil.example`, "backslash"},
+		{"http://[::1", "bad IPv6"},
+		{"http://a.example/\u2028", "unicode line separator"},
+		{"http://a.example/\u00a0", "no-break space"},
+	}
+	for _, tc := range bad {
+		_, err := ParseBackend(tc.in)
+		if !errors.Is(err, ErrInvalidURL) {
+			t.Errorf("ParseBackend(%q) (%s): got error %v, want ErrInvalidURL", tc.in, tc.why, err)
+		}
+	}
+}
+
+func ExampleParseBackend() {
+	for _, s := range []string{"http://localhost:5000", "javascript:alert(1)", "http://a:5000\r\n"} {
+		if _, err := ParseBackend(s); err != nil {
+			fmt.Println(err)
+			continue
+		}
+		fmt.Println("ok", s)
+	}
+	// Output:
+	// ok http://localhost:5000
+	// invalid backend URL "javascript:alert(1)": scheme must be http or https
+	// invalid backend URL "http://a:5000\r\n": contains a space or control character
+}
+
+// FuzzParseBackend: whatever ParseBackend accepts is an http(s) URL with a
+// host, no user info, and nothing that could break a header line.
+func FuzzParseBackend(f *testing.F) {
+	for _, s := range []string{"http://a:5000", "https://a/b", "javascript:x", "//a", "http://a\r\n", "http://u@a", "http://[::1]:1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		u, err := ParseBackend(s)
+		if err != nil {
+			return
+		}
+		if u.Scheme != "http" && u.Scheme != "https" {
+			t.Fatalf("%q accepted with scheme %q", s, u.Scheme)
+		}
+		if u.Hostname() == "" || u.User != nil {
+			t.Fatalf("%q accepted with host %q, user %v", s, u.Hostname(), u.User)
+		}
+		if strings.ContainsAny(u.String(), "\r\n\x00 ") {
+			t.Fatalf("%q accepted, and prints as %q", s, u.String())
+		}
+	})
+}

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/spreadlb/spread/internal/app"
+)
+
+func TestRoutes(t *testing.T) {
+	e := newServer("backend7")
+	tests := []struct {
+		method, target, body string
+		wantStatus           int
+		wantBody             string
+	}{
+		{"GET", "/", "", http.StatusOK, "Hello, World!"},
+		{"GET", "/healthz", "", http.StatusOK, "ok"},
+		{"GET", "/nope", "", http.StatusNotFound, ""},
+		{"POST", "/whoami?x=1", "payload", http.StatusOK, ""},
+	}
+	for _, tc := range tests {
+		req := httptest.NewRequest(tc.method, tc.target, strings.NewReader(tc.body))
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, req)
+		if rec.Code != tc.wantStatus {
+			t.Errorf("%s %s: got status %d, want %d", tc.method, tc.target, rec.Code, tc.wantStatus)
+		}
+		if got := rec.Header().Get("X-Backend"); got != "backend7" {
+			t.Errorf("%s %s: got X-Backend %q, want %q", tc.method, tc.target, got, "backend7")
+		}
+		if tc.wantBody != "" && rec.Body.String() != tc.wantBody {
+			t.Errorf("%s %s: got body %q, want %q", tc.method, tc.target, rec.Body.String(), tc.wantBody)
+		}
+	}
+}
+
+func TestWhoami(t *testing.T) {
+	rec := httptest.NewRecorder()
+	e := newServer("b1")
+	e.ServeHTTP(rec, httptest.NewRequest("PUT", "/whoami?a=1&b=2", strings.NewReader("hello")))
+	var got whoami
+	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+		t.Fatalf("body %q: %v", rec.Body.String(), err)
+	}
+	want := whoami{Backend: "b1", Method: "PUT", Path: "/whoami", Query: "a=1&b=2", Body: "hello"}
+	if got != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+}
+
+func TestUnknownCommand(t *testing.T) {
+	err := run(t.Context(), []string{"serve-please"}, func(string) string { return "" }, os.Stderr)
+	if err == nil || !strings.Contains(err.Error(), "unknown command") {
+		t.Errorf("got %v, want an unknown command error", err)
+	}
+}
+
+func TestREADMEListsSettings(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if missing := app.Undocumented(string(readme), settings); len(missing) > 0 {
+		t.Errorf("README configuration table lacks: %s", strings.Join(missing, ", "))
+	}
+}

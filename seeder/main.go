@@ -1,0 +1,230 @@
+// Command seeder fills and manages the Redis list of backend URLs that the
+// dispatcher rotates.
+//
+// Usage:
+//
+//	seeder [seed] [URL...]        replace the list with these URLs, in one step
+//	seeder list                   print the list (the next pick is the last line)
+//	seeder add URL                append URL (it becomes the next pick)
+//	seeder remove URL             remove every occurrence of URL
+//	seeder watch [-n N] [-i D]    rotate N times (default: until interrupted)
+//	                              and print each address, like the tutorial's loop
+//	seeder healthcheck            exit 0 if Redis answers
+//
+// Every URL is validated before anything is written: one bad URL is named on
+// stderr, the exit status is 2 and Redis is left untouched.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spreadlb/spread/internal/app"
+	"github.com/spreadlb/spread/internal/rotation"
+)
+
+// The seeder's settings; the README's configuration table lists the same.
+var (
+	serversSetting = app.Setting{Name: "SERVERS", Default: "",
+		Usage: "comma-separated URLs for a bare `seeder seed`; empty means the tutorial's three"}
+	settings = []app.Setting{rotation.RedisURL, rotation.RedisKey, serversSetting}
+)
+
+// tutorialServers is what `seeder seed` writes when given no URL and no SERVERS.
+var tutorialServers = []string{"http://127.0.0.1:5000", "http://127.0.0.1:5001", "http://127.0.0.1:5002"}
+
+// Exit statuses.
+const (
+	exitFailure = 1 // Redis failed, or the command could not be done
+	exitUsage   = 2 // bad arguments or an invalid URL; nothing was written
+)
+
+// errUsage marks errors in what the user typed.
+var errUsage = errors.New("usage")
+
+const usage = `usage:
+  seeder [seed] [URL...]      replace the list with these URLs (default: $SERVERS, else the tutorial's three)
+  seeder list                 print the list; the next pick is the last line
+  seeder add URL              append URL; it becomes the next pick
+  seeder remove URL           remove every occurrence of URL
+  seeder watch [-n N] [-i D]  rotate N times (default: until interrupted), printing each address
+  seeder healthcheck          exit 0 if Redis answers
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "seeder:", err)
+		os.Exit(exitCode(err))
+	}
+}
+
+// exitCode is 2 for what the user typed wrong (nothing was written) and 1
+// for anything else.
+func exitCode(err error) int {
+	if errors.Is(err, errUsage) || errors.Is(err, rotation.ErrInvalidURL) {
+		return exitUsage
+	}
+	return exitFailure
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	cmd := "seed"
+	if len(args) > 0 && !strings.Contains(args[0], ":") {
+		cmd, args = args[0], args[1:]
+	}
+	if cmd == "help" || cmd == "-h" || cmd == "--help" {
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+
+	// Check what the user typed before touching Redis.
+	var urls []string
+	var watchN int
+	var watchEvery time.Duration
+	switch cmd {
+	case "seed":
+		urls = args
+		if len(urls) == 0 {
+			urls = splitServers(serversSetting.Get(getenv))
+		}
+		if len(urls) == 0 {
+			urls = tutorialServers
+		}
+		for _, u := range urls {
+			if _, err := rotation.ParseBackend(u); err != nil {
+				return err
+			}
+		}
+	case "add":
+		if len(args) != 1 {
+			return fmt.Errorf("%w: seeder add URL (exactly one URL)", errUsage)
+		}
+		if _, err := rotation.ParseBackend(args[0]); err != nil {
+			return err
+		}
+	case "remove":
+		if len(args) != 1 || args[0] == "" {
+			return fmt.Errorf("%w: seeder remove URL (exactly one URL)", errUsage)
+		}
+	case "watch":
+		fs := flag.NewFlagSet("watch", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		fs.IntVar(&watchN, "n", 0, "rotations (0: until interrupted)")
+		fs.DurationVar(&watchEvery, "i", time.Second, "pause between rotations")
+		if err := fs.Parse(args); err != nil {
+			return fmt.Errorf("%w: seeder watch [-n N] [-i DURATION]: %v", errUsage, err)
+		}
+		if fs.NArg() > 0 || watchN < 0 || watchEvery < 0 {
+			return fmt.Errorf("%w: seeder watch [-n N] [-i DURATION]: N and DURATION must not be negative", errUsage)
+		}
+	case "list", "healthcheck":
+		if len(args) > 0 {
+			return fmt.Errorf("%w: seeder %s takes no arguments", errUsage, cmd)
+		}
+	default:
+		return fmt.Errorf("%w: unknown command %q\n%s", errUsage, cmd, usage)
+	}
+
+	rdb, err := rotation.Connect(rotation.RedisURL.Get(getenv), "seeder")
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	defer rdb.Close()
+	store := rotation.NewStore(rdb, rotation.RedisKey.Get(getenv), nil)
+
+	// Each command but watch is one quick exchange with Redis.
+	opCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	switch cmd {
+	case "seed":
+		if err := store.Replace(opCtx, urls); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "seeded %q with %d URLs\n", store.Key(), len(urls))
+		return printList(opCtx, store, stdout)
+	case "list":
+		return printList(opCtx, store, stdout)
+	case "add":
+		n, err := store.Add(opCtx, args[0])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "added %s to %q (%d entries)\n", args[0], store.Key(), n)
+		return nil
+	case "remove":
+		n, err := store.Remove(opCtx, args[0])
+		if err != nil {
+			return err
+		}
+		left, err := store.Len(opCtx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "removed %d × %s from %q (%d entries left)\n", n, args[0], store.Key(), left)
+		return nil
+	case "healthcheck":
+		return store.Ping(opCtx)
+	default: // watch
+		return watch(ctx, store, watchN, watchEvery, stdout)
+	}
+}
+
+// splitServers splits SERVERS at commas, trimming spaces and dropping empty items.
+func splitServers(s string) []string {
+	var urls []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			urls = append(urls, item)
+		}
+	}
+	return urls
+}
+
+func printList(ctx context.Context, store *rotation.Store, w io.Writer) error {
+	entries, err := store.Entries(ctx)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		fmt.Fprintln(w, e)
+	}
+	return nil
+}
+
+// watch is the tutorial's loop: take a rotation step, print the address,
+// pause, again. Each step is a real step of the shared rotation.
+func watch(ctx context.Context, store *rotation.Store, n int, every time.Duration, w io.Writer) error {
+	for i := 0; n == 0 || i < n; i++ {
+		if i > 0 && every > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(every):
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		stepCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		u, err := store.Next(stepCtx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil // interrupted
+			}
+			return err
+		}
+		fmt.Fprintln(w, u)
+	}
+	return nil
+}

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/spreadlb/spread/internal/app"
+	"github.com/spreadlb/spread/internal/redistest"
+	"github.com/spreadlb/spread/internal/rotation"
+)
+
+// seeder runs the CLI against srv and returns its stdout.
+func seeder(t *testing.T, srv *redistest.Server, env map[string]string, args ...string) (string, error) {
+	t.Helper()
+	getenv := func(k string) string {
+		if k == "REDIS_URL" {
+			return srv.URL
+		}
+		return env[k]
+	}
+	var out bytes.Buffer
+	err := run(context.Background(), args, getenv, &out)
+	return out.String(), err
+}
+
+func lrange(t *testing.T, srv *redistest.Server) []string {
+	t.Helper()
+	got, err := srv.Client.LRange(context.Background(), "servers", 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func TestSeed(t *testing.T) {
+	custom := []string{"http://a.example:8000", "https://b.example/app"}
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want []string
+	}{
+		{"bare seeder means the tutorial's three", nil, nil, tutorialServers},
+		{"seed without URLs", nil, []string{"seed"}, tutorialServers},
+		{"seed with URLs", nil, append([]string{"seed"}, custom...), custom},
+		{"URLs without the word seed", nil, custom, custom},
+		{"SERVERS", map[string]string{"SERVERS": " http://a.example:8000, https://b.example/app,"}, []string{"seed"}, custom},
+		{"arguments win over SERVERS", map[string]string{"SERVERS": "http://c.example"}, custom, custom},
+		{"duplicates are kept (they are weights)", nil, []string{"http://a:1", "http://a:1"}, []string{"http://a:1", "http://a:1"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := redistest.Start(t)
+			srv.Client.RPush(context.Background(), "servers", "http://old.example")
+			for range 2 { // seeding twice leaves the same list
+				out, err := seeder(t, srv, tc.env, tc.args...)
+				if err != nil {
+					t.Fatalf("seeder %q: %v", tc.args, err)
+				}
+				if !strings.HasSuffix(out, strings.Join(tc.want, "\n")+"\n") {
+					t.Errorf("output %q does not end with the list %q", out, tc.want)
+				}
+			}
+			if got := lrange(t, srv); !slices.Equal(got, tc.want) {
+				t.Errorf("LRANGE: got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// One bad URL: it is named, the exit status is 2, and Redis is untouched.
+func TestBadInputChangesNothing(t *testing.T) {
+	srv := redistest.Start(t)
+	if _, err := seeder(t, srv, nil, "seed"); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		args    []string
+		env     map[string]string
+		mention string
+	}{
+		{[]string{"seed", "http://ok.example", "javascript:alert(1)"}, nil, "javascript:alert(1)"},
+		{[]string{"http://ok.example", "//evil.example"}, nil, "//evil.example"},
+		{[]string{"seed"}, map[string]string{"SERVERS": "http://ok.example,http://u:p@x.example"}, "http://u:p@x.example"},
+		{[]string{"add", "/relative"}, nil, "/relative"},
+		{[]string{"add", "http://a.example\r\nX-Evil: 1"}, nil, "http://a.example\\r\\nX-Evil: 1"},
+		{[]string{"add"}, nil, "exactly one URL"},
+		{[]string{"add", "http://a.example", "http://b.example"}, nil, "exactly one URL"},
+		{[]string{"remove"}, nil, "exactly one URL"},
+		{[]string{"watch", "-n", "-1"}, nil, "must not be negative"},
+		{[]string{"watch", "-x"}, nil, "flag provided but not defined"},
+		{[]string{"list", "extra"}, nil, "takes no arguments"},
+		{[]string{"frobnicate"}, nil, `unknown command "frobnicate"`},
+	}
+	for _, tc := range tests {
+		_, err := seeder(t, srv, tc.env, tc.args...)
+		if err == nil {
+			t.Errorf("seeder %q: got no error, want one", tc.args)
+			continue
+		}
+		if code := exitCode(err); code != 2 {
+			t.Errorf("seeder %q: got exit status %d, want 2 (%v)", tc.args, code, err)
+		}
+		if !strings.Contains(err.Error(), tc.mention) {
+			t.Errorf("seeder %q: error %q does not mention %q", tc.args, err, tc.mention)
+		}
+		if got := lrange(t, srv); !slices.Equal(got, tutorialServers) {
+			t.Fatalf("seeder %q changed the list: got %q, want %q", tc.args, got, tutorialServers)
+		}
+	}
+}
+
+func TestListAddRemove(t *testing.T) {
+	srv := redistest.Start(t)
+	if _, err := seeder(t, srv, nil, "seed", "http://a:1", "http://b:2"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := seeder(t, srv, nil, "add", "http://c:3"); err != nil || !strings.Contains(out, "3 entries") {
+		t.Errorf("add: got (%q, %v), want a line saying 3 entries", out, err)
+	}
+	out, err := seeder(t, srv, nil, "list")
+	if want := "http://a:1\nhttp://b:2\nhttp://c:3\n"; err != nil || out != want {
+		t.Errorf("list: got (%q, %v), want %q", out, err, want)
+	}
+	if _, err := seeder(t, srv, nil, "remove", "http://a:1"); err != nil {
+		t.Errorf("remove: %v", err)
+	}
+	_, err = seeder(t, srv, nil, "remove", "http://a:1")
+	if !errors.Is(err, rotation.ErrNotInList) || exitCode(err) != 1 {
+		t.Errorf("remove of a missing URL: got %v (exit %d), want ErrNotInList (exit 1)", err, exitCode(err))
+	}
+	// An invalid entry put there by hand can still be removed.
+	srv.Client.RPush(context.Background(), "servers", "javascript:alert(1)")
+	if _, err := seeder(t, srv, nil, "remove", "javascript:alert(1)"); err != nil {
+		t.Errorf("remove of an invalid entry: %v", err)
+	}
+	if got, want := lrange(t, srv), []string{"http://b:2", "http://c:3"}; !slices.Equal(got, want) {
+		t.Errorf("LRANGE: got %q, want %q", got, want)
+	}
+}
+
+func TestWatchPrintsEachRotation(t *testing.T) {
+	srv := redistest.Start(t)
+	if _, err := seeder(t, srv, nil, "seed", "http://a:1", "http://b:2", "http://c:3"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := seeder(t, srv, nil, "watch", "-n", "7", "-i", "0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "http://c:3\nhttp://b:2\nhttp://a:1\nhttp://c:3\nhttp://b:2\nhttp://a:1\nhttp://c:3\n"
+	if out != want {
+		t.Errorf("got %q, want %q", out, want)
+	}
+	if _, err := seeder(t, srv, nil, "remove", "http://a:1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := seeder(t, srv, nil, "remove", "http://b:2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := seeder(t, srv, nil, "remove", "http://c:3"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := seeder(t, srv, nil, "watch", "-n", "1"); !errors.Is(err, rotation.ErrNoBackends) {
+		t.Errorf("watch of an empty list: got %v, want ErrNoBackends", err)
+	}
+}
+
+func TestRedisDown(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.Stop()
+	for _, args := range [][]string{{"seed"}, {"list"}, {"healthcheck"}} {
+		_, err := seeder(t, srv, nil, args...)
+		if !errors.Is(err, rotation.ErrUnavailable) || exitCode(err) != 1 {
+			t.Errorf("seeder %q with Redis down: got %v (exit %d), want ErrUnavailable (exit 1)", args, err, exitCode(err))
+		}
+	}
+}
+
+func TestREADMEListsSettings(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if missing := app.Undocumented(string(readme), settings); len(missing) > 0 {
+		t.Errorf("README configuration table lacks: %s", strings.Join(missing, ", "))
+	}
+}

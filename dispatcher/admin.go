@@ -1,0 +1,43 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+)
+
+// lengther is what readiness needs of the rotation: its length, which also
+// proves Redis answers.
+type lengther interface {
+	Len(ctx context.Context) (int64, error)
+}
+
+// newAdmin returns the admin listener's routes. They live on their own port
+// so that the main port can pass every path, /healthz included, to the
+// backends.
+//
+//	GET /healthz  200 while the process serves
+//	GET /readyz   200 when Redis answers and the list is not empty, else 503
+func newAdmin(list lengther, key string) *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.GET("/healthz", func(c echo.Context) error {
+		return c.String(http.StatusOK, "ok\n")
+	})
+	e.GET("/readyz", func(c echo.Context) error {
+		ctx, cancel := context.WithTimeout(c.Request().Context(), time.Second)
+		defer cancel()
+		n, err := list.Len(ctx)
+		switch {
+		case err != nil:
+			return c.String(http.StatusServiceUnavailable, fmt.Sprintf("not ready: %v\n", err))
+		case n == 0:
+			return c.String(http.StatusServiceUnavailable, fmt.Sprintf("not ready: the list %q is empty\n", key))
+		}
+		return c.String(http.StatusOK, fmt.Sprintf("ready: %d entries in %q\n", n, key))
+	})
+	return e
+}

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/spreadlb/spread/internal/app"
+	"github.com/spreadlb/spread/internal/rotation"
+)
+
+// The dispatcher's settings, each read once from the environment; the
+// README's configuration table lists the same.
+var (
+	portSetting     = app.Setting{Name: "PORT", Default: "80", Usage: "port that clients send requests to"}
+	adminSetting    = app.Setting{Name: "ADMIN_PORT", Default: "8080", Usage: "port for /healthz and /readyz"}
+	statusSetting   = app.Setting{Name: "REDIRECT_STATUS", Default: "302", Usage: "301, 302, 303, 307 or 308; 307 and 308 keep the method and body"}
+	timeoutSetting  = app.Setting{Name: "REDIS_TIMEOUT", Default: "1s", Usage: "how long a request waits on Redis before it gets 503"}
+	shutdownSetting = app.Setting{Name: "SHUTDOWN_TIMEOUT", Default: "10s", Usage: "how long requests in flight may finish after SIGTERM"}
+
+	settings = []app.Setting{portSetting, adminSetting, rotation.RedisURL, rotation.RedisKey,
+		statusSetting, timeoutSetting, shutdownSetting}
+)
+
+// config is the dispatcher's configuration, checked.
+type config struct {
+	port, adminPort string
+	redisURL, key   string
+	status          int
+	redisTimeout    time.Duration
+	shutdownTimeout time.Duration
+}
+
+// loadConfig reads every setting and refuses a value it cannot use, naming it.
+func loadConfig(getenv func(string) string) (config, error) {
+	c := config{
+		port:      portSetting.Get(getenv),
+		adminPort: adminSetting.Get(getenv),
+		redisURL:  rotation.RedisURL.Get(getenv),
+		key:       rotation.RedisKey.Get(getenv),
+	}
+	for _, p := range []struct {
+		s app.Setting
+		v string
+	}{{portSetting, c.port}, {adminSetting, c.adminPort}} {
+		if n, err := strconv.Atoi(p.v); err != nil || n < 0 || n > 65535 {
+			return c, fmt.Errorf("%s=%q: want a port number, 0-65535", p.s.Name, p.v)
+		}
+	}
+	if c.port == c.adminPort && c.port != "0" {
+		return c, fmt.Errorf("PORT and ADMIN_PORT are both %s: they must differ", c.port)
+	}
+	s := statusSetting.Get(getenv)
+	switch n, _ := strconv.Atoi(s); n {
+	case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther,
+		http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		c.status = n
+	default:
+		return c, fmt.Errorf("%s=%q: want 301, 302, 303, 307 or 308", statusSetting.Name, s)
+	}
+	var err error
+	if c.redisTimeout, err = duration(timeoutSetting, getenv); err != nil {
+		return c, err
+	}
+	if c.shutdownTimeout, err = duration(shutdownSetting, getenv); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+func duration(s app.Setting, getenv func(string) string) (time.Duration, error) {
+	v := s.Get(getenv)
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%s=%q: want a positive duration such as 500ms or 2s", s.Name, v)
+	}
+	return d, nil
+}

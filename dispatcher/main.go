@@ -1,0 +1,100 @@
+// Command dispatcher redirects each request to the next backend in a Redis
+// list, the way the tutorial "spreading traffic with Redis" does: for every
+// request, whatever its method and path, it takes one atomic step of the
+// rotation (LMOVE servers servers RIGHT LEFT) and redirects the client to
+// the URL it lands on, joined with the request's path and query.
+//
+// Usage:
+//
+//	dispatcher              serve on PORT, with /healthz and /readyz on ADMIN_PORT
+//	dispatcher healthcheck  exit 0 if the dispatcher on ADMIN_PORT answers /healthz
+//
+// Where things happen: redirect.go receives every request and builds the
+// redirect; the backend is chosen by a Picker, which is rotation.Store, the
+// one place that touches Redis.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spreadlb/spread/internal/app"
+	"github.com/spreadlb/spread/internal/rotation"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "dispatcher:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	if len(args) > 0 {
+		if args[0] == "healthcheck" {
+			return app.Healthcheck(ctx, app.LocalURL(cfg.adminPort, "/healthz"))
+		}
+		return fmt.Errorf("unknown command %q (want no argument, or healthcheck)", args[0])
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+
+	rdb, err := rotation.Connect(cfg.redisURL, "dispatcher")
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	store := rotation.NewStore(rdb, cfg.key, log)
+
+	// Listen first, so that "address in use" fails at start.
+	ln, err := net.Listen("tcp", ":"+cfg.port)
+	if err != nil {
+		return err
+	}
+	admin, err := net.Listen("tcp", ":"+cfg.adminPort)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	return serve(ctx, cfg, store, ln, admin, log)
+}
+
+// serve runs the main and admin listeners until ctx is done, then drains
+// both within cfg.shutdownTimeout.
+func serve(ctx context.Context, cfg config, store *rotation.Store, ln, admin net.Listener, log *slog.Logger) error {
+	log.Info("dispatcher listening", "addr", ln.Addr().String(), "admin", admin.Addr().String(),
+		"key", store.Key(), "redirect_status", cfg.status)
+	// Say at once whether Redis answers; not fatal, since it may come up later.
+	checkCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if n, err := store.Len(checkCtx); err != nil {
+		log.Warn("redis not ready at start; requests get 503 until it is", "err", err)
+	} else {
+		log.Info("rotation list found", "key", store.Key(), "entries", n)
+	}
+	cancel()
+
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	r := &redirector{picker: store, status: cfg.status, timeout: cfg.redisTimeout, log: log}
+	errc := make(chan error, 2)
+	go func() { errc <- app.Serve(ctx, ln, newRedirector(r), cfg.shutdownTimeout) }()
+	go func() { errc <- app.Serve(ctx, admin, newAdmin(store, store.Key()), cfg.shutdownTimeout) }()
+	err := <-errc
+	stop() // one listener failed or ctx is done: stop the other too
+	err = errors.Join(err, <-errc)
+	log.Info("dispatcher stopped", "err", err)
+	return err
+}

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spreadlb/spread/internal/app"
+	"github.com/spreadlb/spread/internal/redistest"
+	"github.com/spreadlb/spread/internal/rotation"
+)
+
+func TestLoadConfig(t *testing.T) {
+	cfg, err := loadConfig(func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config{port: "80", adminPort: "8080", redisURL: "redis://localhost:6379/0", key: "servers",
+		status: 302, redisTimeout: time.Second, shutdownTimeout: 10 * time.Second}
+	if cfg != want {
+		t.Errorf("defaults: got %+v, want %+v", cfg, want)
+	}
+
+	bad := []struct{ name, value, mention string }{
+		{"PORT", "eighty", "PORT"},
+		{"ADMIN_PORT", "70000", "ADMIN_PORT"},
+		{"ADMIN_PORT", "80", "must differ"},
+		{"REDIRECT_STATUS", "200", "REDIRECT_STATUS"},
+		{"REDIRECT_STATUS", "304", "REDIRECT_STATUS"},
+		{"REDIS_TIMEOUT", "soon", "REDIS_TIMEOUT"},
+		{"SHUTDOWN_TIMEOUT", "-1s", "SHUTDOWN_TIMEOUT"},
+	}
+	for _, tc := range bad {
+		_, err := loadConfig(func(k string) string {
+			if k == tc.name {
+				return tc.value
+			}
+			return ""
+		})
+		if err == nil || !strings.Contains(err.Error(), tc.mention) {
+			t.Errorf("%s=%q: got error %v, want one naming %s", tc.name, tc.value, err, tc.mention)
+		}
+	}
+	cfg, err = loadConfig(func(k string) string { return map[string]string{"REDIRECT_STATUS": "307"}[k] })
+	if err != nil || cfg.status != 307 {
+		t.Errorf("REDIRECT_STATUS=307: got (%d, %v), want 307", cfg.status, err)
+	}
+}
+
+// TestServe runs the dispatcher on real sockets, as main does, and stops it
+// as SIGTERM does.
+func TestServe(t *testing.T) {
+	srv := redistest.Start(t)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	store := rotation.NewStore(srv.Client, "servers", log)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := loadConfig(func(string) string { return "" })
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- serve(ctx, cfg, store, ln, admin, log) }()
+
+	mainURL, adminURL := "http://"+ln.Addr().String(), "http://"+admin.Addr().String()
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	get := func(url string) (int, string, string) {
+		t.Helper()
+		resp, err := client.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Location"), string(body)
+	}
+
+	if code, _, _ := get(adminURL + "/healthz"); code != 200 {
+		t.Errorf("/healthz: got %d, want 200", code)
+	}
+	if code, _, body := get(adminURL + "/readyz"); code != 503 || !strings.Contains(body, "empty") {
+		t.Errorf("/readyz with an empty list: got %d %q, want 503 saying empty", code, body)
+	}
+	if code, loc, _ := get(mainURL + "/healthz"); code != 503 || loc != "" {
+		t.Errorf("main port with an empty list: got %d %q, want 503 and no Location", code, loc)
+	}
+	if err := store.Replace(ctx, []string{"http://127.0.0.1:5000"}); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, body := get(adminURL + "/readyz"); code != 200 || !strings.Contains(body, "1 entries") {
+		t.Errorf("/readyz with a list: got %d %q, want 200", code, body)
+	}
+	// The main port passes /healthz on to the backend like any other path.
+	if code, loc, _ := get(mainURL + "/healthz?probe=1"); code != 302 || loc != "http://127.0.0.1:5000/healthz?probe=1" {
+		t.Errorf("main port: got %d %q, want 302 to the backend's /healthz", code, loc)
+	}
+	if err := app.Healthcheck(ctx, adminURL+"/healthz"); err != nil {
+		t.Errorf("healthcheck: %v", err)
+	}
+
+	cancel()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Errorf("serve after shutdown: got %v, want nil", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not return after its context was cancelled")
+	}
+	if resp, err := http.Get(adminURL + "/healthz"); err == nil {
+		resp.Body.Close()
+		t.Error("the admin listener still answers after shutdown")
+	}
+}
+
+func TestRunRejectsBadConfigAndCommands(t *testing.T) {
+	env := map[string]string{"REDIRECT_STATUS": "200"}
+	if err := run(context.Background(), nil, func(k string) string { return env[k] }, io.Discard); err == nil || !strings.Contains(err.Error(), "REDIRECT_STATUS") {
+		t.Errorf("REDIRECT_STATUS=200: got %v, want an error naming it", err)
+	}
+	if err := run(context.Background(), []string{"bogus"}, func(string) string { return "" }, io.Discard); err == nil || !strings.Contains(err.Error(), "unknown command") {
+		t.Errorf("unknown command: got %v", err)
+	}
+	env = map[string]string{"REDIS_URL": "http://not-redis"}
+	if err := run(context.Background(), nil, func(k string) string { return env[k] }, io.Discard); err == nil || !strings.Contains(err.Error(), "REDIS_URL") {
+		t.Errorf("REDIS_URL of the wrong scheme: got %v, want an error naming REDIS_URL", err)
+	}
+}
+
+func TestREADMEListsSettings(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if missing := app.Undocumented(string(readme), settings); len(missing) > 0 {
+		t.Errorf("README configuration table lacks: %s", strings.Join(missing, ", "))
+	}
+}

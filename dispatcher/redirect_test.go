@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spreadlb/spread/internal/redistest"
+	"github.com/spreadlb/spread/internal/rotation"
+)
+
+var three = []string{"http://127.0.0.1:5000", "http://127.0.0.1:5001", "http://127.0.0.1:5002"}
+
+// stack is a dispatcher's main handler over a real Redis.
+type stack struct {
+	redis *redistest.Server
+	store *rotation.Store
+	h     http.Handler
+}
+
+func newStack(t *testing.T, status int) *stack {
+	t.Helper()
+	srv := redistest.Start(t)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	store := rotation.NewStore(srv.Client, "servers", log)
+	r := &redirector{picker: store, status: status, timeout: time.Second, log: log}
+	return &stack{redis: srv, store: store, h: newRedirector(r)}
+}
+
+func (s *stack) do(method, target string) *httptest.ResponseRecorder {
+	rec := httptest.NewRecorder()
+	s.h.ServeHTTP(rec, httptest.NewRequest(method, target, nil))
+	return rec
+}
+
+func (s *stack) seed(t *testing.T, urls ...string) {
+	t.Helper()
+	if err := s.store.Replace(context.Background(), urls); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRedirectsRotateExactly(t *testing.T) {
+	s := newStack(t, http.StatusFound)
+	s.seed(t, three...)
+	counts := map[string]int{}
+	var order []string
+	for i := range 30 {
+		rec := s.do("GET", "/")
+		if rec.Code != http.StatusFound {
+			t.Fatalf("request %d: got status %d, want 302 (body %q)", i, rec.Code, rec.Body.String())
+		}
+		loc := rec.Header().Get("Location")
+		counts[loc]++
+		order = append(order, loc)
+		if cc := rec.Header().Get("Cache-Control"); cc != "no-store" {
+			t.Errorf("request %d: got Cache-Control %q, want no-store", i, cc)
+		}
+	}
+	for _, b := range three {
+		if counts[b+"/"] != 10 {
+			t.Errorf("%s: got %d redirects, want 10 (all: %v)", b, counts[b+"/"], counts)
+		}
+	}
+	for i := 3; i < len(order); i++ {
+		if order[i] != order[i%3] {
+			t.Errorf("request %d went to %q, want %q: the order must repeat every 3", i, order[i], order[i%3])
+		}
+	}
+}
+
+func TestRedirectKeepsPathQueryAndMethod(t *testing.T) {
+	s := newStack(t, http.StatusTemporaryRedirect)
+	s.seed(t, "http://b.example:5000/app/")
+	tests := []struct{ method, target, want string }{
+		{"GET", "/", "http://b.example:5000/app/"},
+		{"GET", "/hello/world?x=1&y=two", "http://b.example:5000/app/hello/world?x=1&y=two"},
+		{"POST", "/form", "http://b.example:5000/app/form"},
+		{"DELETE", "/items/7", "http://b.example:5000/app/items/7"},
+		{"PURGE", "/cache", "http://b.example:5000/app/cache"},
+		{"GET", "/a%2Fb?q=%20", "http://b.example:5000/app/a%2Fb?q=%20"},
+		{"GET", "//evil.example/x", "http://b.example:5000/app//evil.example/x"},
+		{"GET", "/%0d%0aSet-Cookie:%20x=1", "http://b.example:5000/app/%0d%0aSet-Cookie:%20x=1"},
+		{"GET", "/?next=http://evil.example", "http://b.example:5000/app/?next=http://evil.example"},
+	}
+	for _, tc := range tests {
+		rec := s.do(tc.method, tc.target)
+		if rec.Code != http.StatusTemporaryRedirect {
+			t.Errorf("%s %s: got status %d, want 307", tc.method, tc.target, rec.Code)
+		}
+		if got := rec.Header().Get("Location"); got != tc.want {
+			t.Errorf("%s %s: got Location %q, want %q", tc.method, tc.target, got, tc.want)
+		}
+		if len(rec.Header()["Set-Cookie"]) > 0 {
+			t.Errorf("%s %s: a request added a Set-Cookie header", tc.method, tc.target)
+		}
+	}
+}
+
+func TestNoRedirectWithoutAValidBackend(t *testing.T) {
+	s := newStack(t, http.StatusFound)
+	ctx := context.Background()
+	tests := []struct {
+		name     string
+		setup    func()
+		wantBody string
+	}{
+		{"missing key", func() {}, "no backends"},
+		{"empty list", func() { s.seed(t, three[0]); s.store.Remove(ctx, three[0]) }, "no backends"},
+		{"wrong type", func() { s.redis.Client.Set(ctx, "servers", "x", 0) }, "not a list"},
+		{"only invalid entries", func() { s.redis.Client.RPush(ctx, "servers", "javascript:alert(1)", "//evil.example") }, "no valid backend"},
+		{"redis down", func() { s.redis.Stop() }, "redis unavailable"},
+	}
+	for _, tc := range tests {
+		s.redis.Client.Del(ctx, "servers")
+		tc.setup()
+		rec := s.do("GET", "/x")
+		if rec.Code != http.StatusServiceUnavailable {
+			t.Errorf("%s: got status %d, want 503", tc.name, rec.Code)
+		}
+		if loc := rec.Header().Get("Location"); loc != "" {
+			t.Errorf("%s: got Location %q, want none", tc.name, loc)
+		}
+		if body := rec.Body.String(); !strings.Contains(body, tc.wantBody) || strings.Count(body, "\n") != 1 {
+			t.Errorf("%s: got body %q, want one line with %q", tc.name, body, tc.wantBody)
+		}
+	}
+}
+
+func TestInvalidEntriesAreSkipped(t *testing.T) {
+	s := newStack(t, http.StatusFound)
+	ctx := context.Background()
+	s.redis.Client.RPush(ctx, "servers", "http://good.example:1", "javascript:alert(1)", "http://evil.example\r\nX: y", "http://u:p@evil.example")
+	for i := range 8 {
+		rec := s.do("GET", "/")
+		if got := rec.Header().Get("Location"); rec.Code != http.StatusFound || got != "http://good.example:1/" {
+			t.Errorf("request %d: got %d %q, want 302 to the one valid entry", i, rec.Code, got)
+		}
+	}
+}
+
+func TestTarget(t *testing.T) {
+	tests := []struct{ backend, request, want string }{
+		{"http://a:5000", "/", "http://a:5000/"},
+		{"http://a:5000/", "/x?y=1", "http://a:5000/x?y=1"},
+		{"https://a/base", "/x", "https://a/base/x"},
+		{"http://a:5000", "/%2F%2Fevil", "http://a:5000/%2F%2Fevil"},
+		{"http://a:5000", "/caf%C3%A9", "http://a:5000/caf%C3%A9"},
+		{"http://a:5000", "*", "http://a:5000/*"},
+	}
+	for _, tc := range tests {
+		b, err := rotation.ParseBackend(tc.backend)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := url.ParseRequestURI(tc.request)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := target(b, r).String(); got != tc.want {
+			t.Errorf("target(%q, %q): got %q, want %q", tc.backend, tc.request, got, tc.want)
+		}
+	}
+}
+
+// FuzzTarget: whatever the request's path and query, the redirect goes to
+// the backend's scheme and host, and holds no character that could end a
+// header line.
+func FuzzTarget(f *testing.F) {
+	for _, s := range []string{"/", "/a?b=c", "//evil.example", "/\\evil", "/%0d%0a", "/?#x", "/@evil", "/..//..", "*"} {
+		f.Add(s)
+	}
+	backend, _ := rotation.ParseBackend("http://backend1:5000/app")
+	f.Fuzz(func(t *testing.T, requestURI string) {
+		r, err := url.ParseRequestURI(requestURI)
+		if err != nil {
+			return // the HTTP server refuses such a request line
+		}
+		loc := target(backend, r).String()
+		if strings.ContainsAny(loc, "\r\n\x00") {
+			t.Fatalf("Location %q holds a control character", loc)
+		}
+		u, err := url.Parse(loc)
+		if err != nil {
+			t.Fatalf("Location %q does not parse: %v", loc, err)
+		}
+		if u.Scheme != "http" || u.Host != "backend1:5000" || u.User != nil {
+			t.Fatalf("request %q sent the client to %q (scheme %q host %q)", requestURI, loc, u.Scheme, u.Host)
+		}
+	})
+}
+
+func TestExplain(t *testing.T) {
+	tests := []struct {
+		err  error
+		want string
+	}{
+		{rotation.ErrNoBackends, "no backends"},
+		{fmt.Errorf("x: %w", rotation.ErrWrongType), "not a list"},
+		{rotation.ErrNoValidBackend, "no valid backend"},
+		{fmt.Errorf("%w: dial", rotation.ErrUnavailable), "redis unavailable"},
+		{context.DeadlineExceeded, "redis unavailable"},
+		{errors.New("other"), "cannot choose a backend"},
+	}
+	for _, tc := range tests {
+		status, msg := explain(tc.err)
+		if status != http.StatusServiceUnavailable || !strings.Contains(msg, tc.want) {
+			t.Errorf("explain(%v): got (%d, %q), want (503, ...%q...)", tc.err, status, msg, tc.want)
+		}
+	}
+}

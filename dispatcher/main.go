@@ -51,6 +51,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return fmt.Errorf("unknown command %q (want no argument, or healthcheck)", args[0])
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	rotation.LogTo(log)
 
 	rdb, err := rotation.Connect(cfg.redisURL, "dispatcher")
 	if err != nil {

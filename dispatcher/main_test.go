@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -138,11 +137,7 @@ func TestRunRejectsBadConfigAndCommands(t *testing.T) {
 }
 
 func TestREADMEListsSettings(t *testing.T) {
-	readme, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if missing := app.Undocumented(string(readme), settings); len(missing) > 0 {
-		t.Errorf("README configuration table lacks: %s", strings.Join(missing, ", "))
+	if err := app.CheckREADME("../README.md", settings); err != nil {
+		t.Error(err)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -135,6 +136,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return fmt.Errorf("%w: unknown command %q\n%s", errUsage, cmd, usage)
 	}
 
+	// The error returned says what went wrong; go-redis's own retry
+	// messages would only repeat it.
+	rotation.LogTo(slog.New(slog.DiscardHandler))
 	rdb, err := rotation.Connect(rotation.RedisURL.Get(getenv), "seeder")
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)

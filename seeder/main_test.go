@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -183,11 +182,7 @@ func TestRedisDown(t *testing.T) {
 }
 
 func TestREADMEListsSettings(t *testing.T) {
-	readme, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if missing := app.Undocumented(string(readme), settings); len(missing) > 0 {
-		t.Errorf("README configuration table lacks: %s", strings.Join(missing, ", "))
+	if err := app.CheckREADME("../README.md", settings); err != nil {
+		t.Error(err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 )
@@ -102,4 +103,17 @@ func Undocumented(readme string, settings []Setting) []string {
 		}
 	}
 	return missing
+}
+
+// CheckREADME reads the README at path and returns an error naming every
+// setting its configuration table lacks (see Undocumented).
+func CheckREADME(path string, settings []Setting) error {
+	readme, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if missing := Undocumented(string(readme), settings); len(missing) > 0 {
+		return fmt.Errorf("%s: the configuration table lacks %s", path, strings.Join(missing, ", "))
+	}
+	return nil
 }

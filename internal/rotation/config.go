@@ -1,8 +1,10 @@
 package rotation
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 
 	"github.com/redis/go-redis/v9"
@@ -35,4 +37,17 @@ func Connect(rawURL, name string) (*redis.Client, error) {
 		opts.ClientName = name
 	}
 	return redis.NewClient(opts), nil
+}
+
+// LogTo sends go-redis's own messages (such as "failed to dial") to log as
+// warnings, so that every line a program writes is structured. It sets a
+// process-wide logger in go-redis.
+func LogTo(log *slog.Logger) {
+	redis.SetLogger(redisLogger{log})
+}
+
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, "go-redis: "+fmt.Sprintf(format, v...))
 }

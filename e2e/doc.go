@@ -1,0 +1,14 @@
+// Package e2e holds the end-to-end tests: they build the real images from the
+// repository's Dockerfile, start Redis, three backends, the seeder and the
+// dispatcher on one Docker network with testcontainers-go, and check from
+// outside, as a user would, what a client sees. One test brings up
+// compose.yaml itself and does what the README tells a newcomer to do.
+//
+// Environment:
+//
+//	GO_IMAGE, RUNTIME_IMAGE  base images for the build (Dockerfile defaults if unset)
+//	REDIS_IMAGE              the Redis image (default redis:7-alpine)
+//
+// On a machine without Ryuk (see .ci/run), also set
+// TESTCONTAINERS_RYUK_DISABLED=true; every test terminates what it starts.
+package e2e

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // ErrInvalidURL is returned (wrapped, with the reason) for a string that is not
@@ -17,8 +18,10 @@ var ErrInvalidURL = errors.New("invalid backend URL")
 
 // ParseBackend checks that s is a backend address a client may be sent to and
 // returns it parsed. A backend address is an absolute http or https URL with a
-// host, an optional port (1-65535) and an optional path prefix; it has no user
-// info, query or fragment, and no spaces or control characters anywhere.
+// host (a DNS name or an IP address), an optional port (1-65535) and an
+// optional path prefix; it has no user info, query or fragment, and no space,
+// control or invisible character anywhere (so that what `redis-cli LRANGE`
+// prints is exactly what is stored).
 //
 // This is the one validation both the seeder (before writing) and the
 // dispatcher (before redirecting) apply, so that nothing outside it ever
@@ -30,9 +33,15 @@ func ParseBackend(s string) (*url.URL, error) {
 	if s == "" {
 		return nil, invalid("empty")
 	}
+	if !utf8.ValidString(s) {
+		return nil, invalid("is not valid UTF-8")
+	}
 	for _, r := range s {
-		if unicode.IsSpace(r) || unicode.IsControl(r) || r == unicode.ReplacementChar {
-			return nil, invalid("contains a space or control character")
+		// IsPrint is false for control, format (such as U+200B zero width
+		// space or U+202E right-to-left override), private-use and
+		// unassigned characters and for every space but ' ', checked too.
+		if r == ' ' || !unicode.IsPrint(r) {
+			return nil, invalid("contains a space, control or invisible character")
 		}
 	}
 	if strings.Contains(s, `\`) {
@@ -45,12 +54,12 @@ func ParseBackend(s string) (*url.URL, error) {
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https":
 		return nil, invalid("scheme must be http or https")
-	case u.Opaque != "":
-		return nil, invalid("must be of the form scheme://host[:port][/path]")
 	case u.User != nil:
 		return nil, invalid("must not contain user info")
 	case u.Hostname() == "":
 		return nil, invalid("has no host")
+	case !validHost(u.Hostname()):
+		return nil, invalid("host must be a DNS name or an IP address")
 	case u.RawQuery != "" || u.ForceQuery:
 		return nil, invalid("must not have a query")
 	case u.Fragment != "" || strings.Contains(s, "#"):
@@ -64,8 +73,30 @@ func ParseBackend(s string) (*url.URL, error) {
 	} else if strings.HasSuffix(u.Host, ":") {
 		return nil, invalid("has an empty port")
 	}
-	if h := u.Hostname(); strings.Contains(u.Host, "[") && net.ParseIP(h) == nil {
-		return nil, invalid("has a malformed IPv6 host")
-	}
 	return u, nil
+}
+
+// validHost accepts an IP address, or a DNS name: dot-separated labels of
+// ASCII letters, digits, '-' (not at either end) and '_' (Docker service
+// names may have one). An internationalized name must be given in its
+// punycode (xn--) form.
+func validHost(h string) bool {
+	if strings.Contains(h, ":") {
+		return net.ParseIP(h) != nil // IPv6 literal
+	}
+	if len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }

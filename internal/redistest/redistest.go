@@ -25,9 +25,10 @@ type Server struct {
 	cmd    *exec.Cmd
 }
 
-// Start runs a redis-server for the duration of the test. It fails the test
-// (it never skips it) when redis-server is not installed.
-func Start(t testing.TB) *Server {
+// Start runs a redis-server for the duration of the test, with extra
+// command-line arguments if given. It fails the test (it never skips it) when
+// redis-server is not installed.
+func Start(t testing.TB, extra ...string) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -40,9 +41,10 @@ func Start(t testing.TB) *Server {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "redis.sock")
-	cmd := exec.Command(bin,
+	args := append([]string{
 		"--port", "0", "--unixsocket", sock, "--unixsocketperm", "700",
-		"--dir", dir, "--save", "", "--appendonly", "no", "--loglevel", "warning")
+		"--dir", dir, "--save", "", "--appendonly", "no", "--loglevel", "warning"}, extra...)
+	cmd := exec.Command(bin, args...)
 	logFile, err := os.Create(filepath.Join(dir, "redis.log"))
 	if err != nil {
 		t.Fatal(err)

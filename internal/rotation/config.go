@@ -22,6 +22,11 @@ var (
 // Connect parses rawURL with redis.ParseURL and returns a client for it.
 // Context deadlines apply to every command, so a caller bounds how long it
 // waits on Redis. name shows in CLIENT LIST.
+//
+// Commands are never retried: go-redis would retry a command whose reply was
+// lost, and a second LMOVE skips a backend while a second RPUSH adds an entry
+// twice. A failure is reported instead (the dispatcher answers 503).
+// Connecting is still retried by go-redis's pool.
 func Connect(rawURL, name string) (*redis.Client, error) {
 	opts, err := redis.ParseURL(rawURL)
 	if err != nil {
@@ -33,6 +38,7 @@ func Connect(rawURL, name string) (*redis.Client, error) {
 		return nil, fmt.Errorf("%s: %w", RedisURL.Name, err)
 	}
 	opts.ContextTimeoutEnabled = true
+	opts.MaxRetries = -1 // -1, not 0, disables retries
 	if opts.ClientName == "" {
 		opts.ClientName = name
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -52,6 +53,52 @@ func TestReplaceAndNextRotateFromTheRight(t *testing.T) {
 	if !strings.Contains(calls, "cmdstat_lmove:calls=6,") {
 		t.Errorf("want exactly 6 LMOVE calls in INFO commandstats, got:\n%s", calls)
 	}
+}
+
+// On a Redis older than 6.2 there is no LMOVE: the store falls back to
+// RPOPLPUSH, the same step under its old name. Renaming LMOVE away makes
+// today's server answer as an old one does.
+func TestFallbackToRPOPLPUSH(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t, "--rename-command", "LMOVE", "")
+	s := rotation.NewStore(srv.Client, "servers", nil)
+	if err := s.Replace(ctx, three); err != nil {
+		t.Fatal(err)
+	}
+	errorsBefore := errorCount(t, srv)
+	want := []string{three[2], three[1], three[0], three[2]}
+	for i, w := range want {
+		u, err := s.Next(ctx)
+		if err != nil {
+			t.Fatalf("pick %d: %v", i, err)
+		}
+		if got := u.String(); got != w {
+			t.Errorf("pick %d: got %q, want %q", i, got, w)
+		}
+	}
+	calls, err := srv.Client.Info(ctx, "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(calls, "cmdstat_rpoplpush:calls=4,") {
+		t.Errorf("want exactly 4 RPOPLPUSH calls, got:\n%s", calls)
+	}
+	// The first LMOVE is refused, and LMOVE is not tried again.
+	if n := errorCount(t, srv) - errorsBefore; n != 1 {
+		t.Errorf("got %d refused commands during 4 picks, want 1", n)
+	}
+}
+
+// errorCount is how many commands the server has answered with an ERR.
+func errorCount(t *testing.T, srv *redistest.Server) int {
+	t.Helper()
+	info, err := srv.Client.Info(context.Background(), "errorstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, _ := strings.Cut(info, "errorstat_ERR:count=")
+	n, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(after, "\n", 2)[0]))
+	return n
 }
 
 func TestReplaceIsIdempotentAndAllOrNothing(t *testing.T) {

@@ -37,7 +37,14 @@ func newAdmin(list lengther, key string) *echo.Echo {
 		case n == 0:
 			return c.String(http.StatusServiceUnavailable, fmt.Sprintf("not ready: the list %q is empty\n", key))
 		}
-		return c.String(http.StatusOK, fmt.Sprintf("ready: %d entries in %q\n", n, key))
+		return c.String(http.StatusOK, fmt.Sprintf("ready: %q holds %d %s\n", key, n, plural(n, "entry", "entries")))
 	})
 	return e
+}
+
+func plural(n int64, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

@@ -40,16 +40,19 @@ func loadConfig(getenv func(string) string) (config, error) {
 		redisURL:  rotation.RedisURL.Get(getenv),
 		key:       rotation.RedisKey.Get(getenv),
 	}
-	for _, p := range []struct {
+	var ports [2]int
+	for i, p := range []struct {
 		s app.Setting
 		v string
 	}{{portSetting, c.port}, {adminSetting, c.adminPort}} {
-		if n, err := strconv.Atoi(p.v); err != nil || n < 0 || n > 65535 {
-			return c, fmt.Errorf("%s=%q: want a port number, 0-65535", p.s.Name, p.v)
+		n, err := strconv.Atoi(p.v)
+		if err != nil || n < 1 || n > 65535 {
+			return c, fmt.Errorf("%s=%q: want a port number, 1-65535", p.s.Name, p.v)
 		}
+		ports[i] = n
 	}
-	if c.port == c.adminPort && c.port != "0" {
-		return c, fmt.Errorf("PORT and ADMIN_PORT are both %s: they must differ", c.port)
+	if ports[0] == ports[1] {
+		return c, fmt.Errorf("PORT and ADMIN_PORT are both %d: they must differ", ports[0])
 	}
 	s := statusSetting.Get(getenv)
 	switch n, _ := strconv.Atoi(s); n {

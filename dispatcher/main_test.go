@@ -28,6 +28,8 @@ func TestLoadConfig(t *testing.T) {
 
 	bad := []struct{ name, value, mention string }{
 		{"PORT", "eighty", "PORT"},
+		{"PORT", "0", "PORT"},
+		{"ADMIN_PORT", "080", "must differ"},
 		{"ADMIN_PORT", "70000", "ADMIN_PORT"},
 		{"ADMIN_PORT", "80", "must differ"},
 		{"REDIRECT_STATUS", "200", "REDIRECT_STATUS"},
@@ -96,12 +98,18 @@ func TestServe(t *testing.T) {
 	if err := store.Replace(ctx, []string{"http://127.0.0.1:5000"}); err != nil {
 		t.Fatal(err)
 	}
-	if code, _, body := get(adminURL + "/readyz"); code != 200 || !strings.Contains(body, "1 entries") {
+	if code, _, body := get(adminURL + "/readyz"); code != 200 || !strings.Contains(body, `"servers" holds 1 entry`) {
 		t.Errorf("/readyz with a list: got %d %q, want 200", code, body)
 	}
 	// The main port passes /healthz on to the backend like any other path.
 	if code, loc, _ := get(mainURL + "/healthz?probe=1"); code != 302 || loc != "http://127.0.0.1:5000/healthz?probe=1" {
 		t.Errorf("main port: got %d %q, want 302 to the backend's /healthz", code, loc)
+	}
+	// Request lines whose path does not start with "/" are dispatched too.
+	for _, line := range []string{"GET http://elsewhere.example HTTP/1.1", "GET * HTTP/1.1"} {
+		if status := rawRequest(t, ln.Addr().String(), line); status != "HTTP/1.1 302 Found" {
+			t.Errorf("%q: got %q, want a 302", line, status)
+		}
 	}
 	if err := app.Healthcheck(ctx, adminURL+"/healthz"); err != nil {
 		t.Errorf("healthcheck: %v", err)
@@ -122,6 +130,62 @@ func TestServe(t *testing.T) {
 	}
 }
 
+// rawRequest sends one request line as written and returns the status line.
+func rawRequest(t *testing.T, addr, line string) string {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write([]byte(line + "\r\nHost: x\r\nConnection: close\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	status, _, _ := strings.Cut(readAll(conn), "\r\n")
+	return status
+}
+
+func readAll(r io.Reader) string {
+	b, _ := io.ReadAll(r)
+	return string(b)
+}
+
+// When one listener fails, serve stops the other and returns the error,
+// rather than serving half a dispatcher.
+func TestServeStopsWhenAListenerFails(t *testing.T) {
+	srv := redistest.Start(t)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	store := rotation.NewStore(srv.Client, "servers", log)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := loadConfig(func(string) string { return "" })
+	errc := make(chan error, 1)
+	go func() { errc <- serve(context.Background(), cfg, store, ln, admin, log) }()
+	if err := app.Healthcheck(context.Background(), "http://"+admin.Addr().String()+"/healthz"); err != nil {
+		t.Fatal(err)
+	}
+	admin.Close()
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Error("serve returned nil after its admin listener failed, want the error")
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve kept running after its admin listener failed")
+	}
+	if resp, err := http.Get("http://" + ln.Addr().String() + "/"); err == nil {
+		resp.Body.Close()
+		t.Error("the main listener still answers after the admin listener failed")
+	}
+}
+
 func TestRunRejectsBadConfigAndCommands(t *testing.T) {
 	env := map[string]string{"REDIRECT_STATUS": "200"}
 	if err := run(context.Background(), nil, func(k string) string { return env[k] }, io.Discard); err == nil || !strings.Contains(err.Error(), "REDIRECT_STATUS") {
@@ -137,7 +201,7 @@ func TestRunRejectsBadConfigAndCommands(t *testing.T) {
 }
 
 func TestREADMEListsSettings(t *testing.T) {
-	if err := app.CheckREADME("../README.md", settings); err != nil {
+	if err := app.CheckREADME("../README.md", "dispatcher", settings); err != nil {
 		t.Error(err)
 	}
 }

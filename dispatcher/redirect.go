@@ -27,7 +27,7 @@ type Picker interface {
 // request's path and query.
 type redirector struct {
 	picker  Picker
-	status  int           // the redirect's status, 301-308
+	status  int           // the redirect's status: 301, 302, 303, 307 or 308
 	timeout time.Duration // how long to wait on the Picker
 	log     *slog.Logger
 }
@@ -37,6 +37,18 @@ type redirector struct {
 func newRedirector(r *redirector) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
+	// Request lines such as "GET http://host HTTP/1.1" (empty path) or
+	// "GET *" carry a path that does not start with "/", which no route
+	// matches; give them one so that they are dispatched like the rest.
+	// ("OPTIONS *" never gets here: net/http answers it itself.)
+	e.Pre(func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if u := c.Request().URL; !strings.HasPrefix(u.Path, "/") {
+				u.Path, u.RawPath = "/"+u.Path, ""
+			}
+			return next(c)
+		}
+	})
 	e.Any("/*", r.handle)
 	// RouteNotFound also catches methods that Any does not list, so that
 	// truly every request is dispatched rather than answered 405.
@@ -48,9 +60,17 @@ func (r *redirector) handle(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), r.timeout)
 	defer cancel()
 	backend, err := r.picker.Next(ctx)
+	if err == nil && backend == nil {
+		err = errors.New("the picker returned no backend and no error")
+	}
 	if err != nil {
 		status, msg := explain(err)
-		r.log.Error("no backend for request", "method", c.Request().Method, "path", c.Request().URL.Path, "status", status, "err", err)
+		if c.Request().Context().Err() != nil {
+			// The client left before a backend was chosen; nobody reads this.
+			r.log.Debug("client gone before a backend was chosen", "path", c.Request().URL.Path)
+		} else {
+			r.log.Error("no backend for request", "method", c.Request().Method, "path", c.Request().URL.Path, "status", status, "err", err)
+		}
 		c.Response().Header().Set("Retry-After", "1")
 		return c.String(status, msg+"\n")
 	}
@@ -61,8 +81,9 @@ func (r *redirector) handle(c echo.Context) error {
 
 // target is backend joined with the request's path and query. Scheme and
 // host always come from backend, which the Picker has validated; the
-// request supplies only the path and query, which url.URL escapes, so a
-// request cannot change where the client is sent or add a header.
+// request supplies only the path, which url.URL escapes, and the query,
+// which escapeQuery escapes, so a request cannot change where the client is
+// sent or add a header, and the Location is printable ASCII.
 func target(backend, req *url.URL) *url.URL {
 	u := *backend
 	u.Path = strings.TrimSuffix(backend.Path, "/") + req.Path
@@ -70,12 +91,27 @@ func target(backend, req *url.URL) *url.URL {
 	if u.RawPath == u.Path {
 		u.RawPath = ""
 	}
-	// A '#' reaches RawQuery only from a hand-made request line; escaped, it
-	// stays part of the query instead of starting a fragment.
-	u.RawQuery = strings.ReplaceAll(req.RawQuery, "#", "%23")
+	u.RawQuery = escapeQuery(req.RawQuery)
 	u.ForceQuery = false
 	u.Fragment, u.RawFragment = "", ""
 	return &u
+}
+
+// escapeQuery percent-encodes the bytes of a raw query that do not belong in
+// a URL: spaces, controls, non-ASCII, '#' (which would start a fragment) and
+// the characters RFC 3986 excludes. Go's HTTP server already refuses control
+// characters in a request line; the rest arrive only from hand-made requests.
+// Everything else, '%' escapes included, is kept as the client sent it.
+func escapeQuery(q string) string {
+	var b strings.Builder
+	for i := 0; i < len(q); i++ {
+		if c := q[i]; c <= ' ' || c >= 0x7f || strings.IndexByte("\"#<>\\^`{|}", c) >= 0 {
+			fmt.Fprintf(&b, "%%%02X", c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 // explain maps a pick error to the status and one-line body a client gets.

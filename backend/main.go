@@ -35,19 +35,26 @@ var (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() { <-ctx.Done(); stop() }() // after the first signal, a second one kills at once
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "backend:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-	port := portSetting.Get(getenv)
-	name := nameSetting.Get(getenv)
+// loadConfig returns the port to listen on and the name to send in X-Backend.
+func loadConfig(getenv func(string) string) (port, name string) {
+	port = portSetting.Get(getenv)
+	name = nameSetting.Get(getenv)
 	if name == "" {
 		host, _ := os.Hostname()
 		name = net.JoinHostPort(host, port)
 	}
+	return port, name
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	port, name := loadConfig(getenv)
 	if len(args) > 0 {
 		if args[0] == "healthcheck" {
 			return app.Healthcheck(ctx, app.LocalURL(port, "/healthz"))

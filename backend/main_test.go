@@ -53,6 +53,24 @@ func TestWhoami(t *testing.T) {
 	}
 }
 
+func TestLoadConfig(t *testing.T) {
+	host, _ := os.Hostname()
+	tests := []struct {
+		env            map[string]string
+		port, wantName string
+	}{
+		{nil, "5000", host + ":5000"},
+		{map[string]string{"PORT": "5001"}, "5001", host + ":5001"},
+		{map[string]string{"PORT": "5002", "BACKEND_NAME": "backend3"}, "5002", "backend3"},
+	}
+	for _, tc := range tests {
+		port, name := loadConfig(func(k string) string { return tc.env[k] })
+		if port != tc.port || name != tc.wantName {
+			t.Errorf("env %v: got (%q, %q), want (%q, %q)", tc.env, port, name, tc.port, tc.wantName)
+		}
+	}
+}
+
 func TestUnknownCommand(t *testing.T) {
 	err := run(t.Context(), []string{"serve-please"}, func(string) string { return "" }, os.Stderr)
 	if err == nil || !strings.Contains(err.Error(), "unknown command") {
@@ -61,7 +79,7 @@ func TestUnknownCommand(t *testing.T) {
 }
 
 func TestREADMEListsSettings(t *testing.T) {
-	if err := app.CheckREADME("../README.md", settings); err != nil {
+	if err := app.CheckREADME("../README.md", "backend", settings); err != nil {
 		t.Error(err)
 	}
 }

@@ -63,6 +63,7 @@ const usage = `usage:
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() { <-ctx.Done(); stop() }() // after the first signal, a second one kills at once
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "seeder:", err)
 		os.Exit(exitCode(err))
@@ -174,7 +175,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "removed %d × %s from %q (%d entries left)\n", n, args[0], store.Key(), left)
+		fmt.Fprintf(stdout, "removed %s from %q (%d occurrences; %d entries left)\n", args[0], store.Key(), n, left)
 		return nil
 	case "healthcheck":
 		return store.Ping(opCtx)

@@ -182,7 +182,7 @@ func TestRedisDown(t *testing.T) {
 }
 
 func TestREADMEListsSettings(t *testing.T) {
-	if err := app.CheckREADME("../README.md", settings); err != nil {
+	if err := app.CheckREADME("../README.md", "seeder", settings); err != nil {
 		t.Error(err)
 	}
 }

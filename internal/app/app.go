@@ -11,8 +11,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Setting is one environment variable a program reads, with its default.
@@ -80,11 +82,12 @@ func LocalURL(port, path string) string {
 	return "http://" + net.JoinHostPort("127.0.0.1", port) + path
 }
 
-// Undocumented returns the settings that readme's configuration table does
-// not list with their default: a row that starts "| `NAME` |" and holds
-// "`DEFAULT`" (or "(empty)" where the default is empty). Each program's tests
-// call it, so that the README stays true.
-func Undocumented(readme string, settings []Setting) []string {
+// Undocumented returns the settings of program that readme's configuration
+// table does not list exactly: a row whose first cell is `NAME`, whose second
+// is `DEFAULT` (or "(empty)" where the default is empty) and whose third, the
+// programs that read it, names program. Each program's tests call it through
+// CheckREADME, so that the README stays true.
+func Undocumented(readme, program string, settings []Setting) []string {
 	var missing []string
 	for _, s := range settings {
 		def := "`" + s.Default + "`"
@@ -93,27 +96,34 @@ func Undocumented(readme string, settings []Setting) []string {
 		}
 		found := false
 		for _, line := range strings.Split(readme, "\n") {
-			if strings.HasPrefix(line, "| `"+s.Name+"` |") && strings.Contains(line, def) {
+			cells := strings.Split(line, "|")
+			if len(cells) < 5 || strings.TrimSpace(cells[0]) != "" {
+				continue
+			}
+			name, value, readers := strings.TrimSpace(cells[1]), strings.TrimSpace(cells[2]), cells[3]
+			if name == "`"+s.Name+"`" && value == def && slices.Contains(strings.FieldsFunc(readers, notWordRune), program) {
 				found = true
 				break
 			}
 		}
 		if !found {
-			missing = append(missing, fmt.Sprintf("%s (default %s)", s.Name, def))
+			missing = append(missing, fmt.Sprintf("| `%s` | %s | %s |", s.Name, def, program))
 		}
 	}
 	return missing
 }
 
+func notWordRune(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) }
+
 // CheckREADME reads the README at path and returns an error naming every
-// setting its configuration table lacks (see Undocumented).
-func CheckREADME(path string, settings []Setting) error {
+// setting of program that its configuration table lacks (see Undocumented).
+func CheckREADME(path, program string, settings []Setting) error {
 	readme, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
-	if missing := Undocumented(string(readme), settings); len(missing) > 0 {
-		return fmt.Errorf("%s: the configuration table lacks %s", path, strings.Join(missing, ", "))
+	if missing := Undocumented(string(readme), program, settings); len(missing) > 0 {
+		return fmt.Errorf("%s: the configuration table lacks the rows %s", path, strings.Join(missing, ", "))
 	}
 	return nil
 }

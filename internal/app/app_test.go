@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"testing"
 	"time"
 )
@@ -24,12 +23,32 @@ func TestSettingGet(t *testing.T) {
 }
 
 func TestUndocumented(t *testing.T) {
-	readme := "| name | default |\n|---|---|\n| `PORT` | `80` | port |\n| `NAME` | (empty) | name |\n"
-	settings := []Setting{{Name: "PORT", Default: "80"}, {Name: "NAME"}, {Name: "PORT", Default: "5000"}, {Name: "GONE", Default: "x"}}
-	got := Undocumented(readme, settings)
-	want := []string{"PORT (default `5000`)", "GONE (default `x`)"}
-	if !slices.Equal(got, want) {
-		t.Errorf("got %q, want %q", got, want)
+	readme := "| variable | default | read by | meaning |\n|---|---|---|---|\n" +
+		"| `PORT` | `80` | dispatcher | port |\n" +
+		"| `PORT` | `5000` | backend | port |\n" +
+		"| `NAME` | (empty) | backend | name |\n" +
+		"| `KEY` | `servers` | seeder, dispatcher | key |\n"
+	tests := []struct {
+		program string
+		s       Setting
+		ok      bool
+	}{
+		{"dispatcher", Setting{Name: "PORT", Default: "80"}, true},
+		{"backend", Setting{Name: "PORT", Default: "5000"}, true},
+		{"backend", Setting{Name: "PORT", Default: "80"}, false}, // the dispatcher's row
+		{"dispatcher", Setting{Name: "PORT", Default: "8"}, false},
+		{"backend", Setting{Name: "NAME"}, true},
+		{"backend", Setting{Name: "NAME", Default: "x"}, false},
+		{"seeder", Setting{Name: "KEY", Default: "servers"}, true},
+		{"dispatcher", Setting{Name: "KEY", Default: "servers"}, true},
+		{"backend", Setting{Name: "KEY", Default: "servers"}, false},
+		{"backend", Setting{Name: "GONE", Default: "x"}, false},
+	}
+	for _, tc := range tests {
+		missing := Undocumented(readme, tc.program, []Setting{tc.s})
+		if ok := len(missing) == 0; ok != tc.ok {
+			t.Errorf("%s %s=%q: got documented=%v, want %v (missing %q)", tc.program, tc.s.Name, tc.s.Default, ok, tc.ok, missing)
+		}
 	}
 }
 

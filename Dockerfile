@@ -32,7 +32,11 @@ RUN for m in backend seeder dispatcher; do \
       (cd $m && go build -trimpath -ldflags="-s -w" -o /out/$m .) || exit 1; \
     done
 
-# A static binary, CA certificates and a non-root user: nothing else.
+# A static binary, CA certificates and a non-root user: nothing else. The
+# dispatcher binds port 80 as this user: Docker (20.10 and later) lets
+# containers bind any port unprivileged (net.ipv4.ip_unprivileged_port_start=0);
+# elsewhere (host networking, some Kubernetes or Podman setups) set PORT to a
+# port above 1023.
 FROM ${RUNTIME_IMAGE} AS runtime
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 USER 65532:65532

@@ -25,8 +25,8 @@ run:
 down:
 	$(COMPOSE) down --remove-orphans
 
-## test: unit tests of every module (real redis-server), then the e2e tests
-test: unit e2e
+## test: lint, the unit tests of every module (real redis-server), then the e2e tests
+test: lint unit e2e
 
 ## unit: each module's tests on its own; needs redis-server on PATH
 unit:

@@ -54,24 +54,32 @@ func TestLoadConfig(t *testing.T) {
 	}
 }
 
-// TestServe runs the dispatcher on real sockets, as main does, and stops it
-// as SIGTERM does.
-func TestServe(t *testing.T) {
+// startServe runs serve, as run does, with the default configuration over a
+// real Redis, on two listeners bound to free loopback ports. serve's result
+// arrives on errc.
+func startServe(t *testing.T, ctx context.Context) (store *rotation.Store, ln, admin net.Listener, errc chan error) {
+	t.Helper()
 	srv := redistest.Start(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	store := rotation.NewStore(srv.Client, "servers", log)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	store = rotation.NewStore(srv.Client, "servers", log)
+	var err error
+	if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
-	admin, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	if admin, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
 	cfg, _ := loadConfig(func(string) string { return "" })
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
+	errc = make(chan error, 1)
 	go func() { errc <- serve(ctx, cfg, store, ln, admin, log) }()
+	return store, ln, admin, errc
+}
+
+// TestServe runs the dispatcher on real sockets, as main does, and stops it
+// as SIGTERM does.
+func TestServe(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	store, ln, admin, errc := startServe(t, ctx)
 
 	mainURL, adminURL := "http://"+ln.Addr().String(), "http://"+admin.Addr().String()
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -154,20 +162,7 @@ func readAll(r io.Reader) string {
 // When one listener fails, serve stops the other and returns the error,
 // rather than serving half a dispatcher.
 func TestServeStopsWhenAListenerFails(t *testing.T) {
-	srv := redistest.Start(t)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	store := rotation.NewStore(srv.Client, "servers", log)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, _ := loadConfig(func(string) string { return "" })
-	errc := make(chan error, 1)
-	go func() { errc <- serve(context.Background(), cfg, store, ln, admin, log) }()
+	_, ln, admin, errc := startServe(t, context.Background())
 	if err := app.Healthcheck(context.Background(), "http://"+admin.Addr().String()+"/healthz"); err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,20 @@ func newStore(t *testing.T) (*rotation.Store, *redistest.Server) {
 	return rotation.NewStore(srv.Client, "servers", nil), srv
 }
 
+// expectPicks takes len(want) picks and checks each.
+func expectPicks(t *testing.T, s *rotation.Store, want []string) {
+	t.Helper()
+	for i, w := range want {
+		u, err := s.Next(context.Background())
+		if err != nil {
+			t.Fatalf("pick %d: %v", i, err)
+		}
+		if got := u.String(); got != w {
+			t.Errorf("pick %d: got %q, want %q", i, got, w)
+		}
+	}
+}
+
 func TestReplaceAndNextRotateFromTheRight(t *testing.T) {
 	ctx := context.Background()
 	s, srv := newStore(t)
@@ -29,15 +43,7 @@ func TestReplaceAndNextRotateFromTheRight(t *testing.T) {
 	}
 	// LMOVE servers servers RIGHT LEFT takes the last entry first.
 	want := []string{three[2], three[1], three[0], three[2], three[1], three[0]}
-	for i, w := range want {
-		u, err := s.Next(ctx)
-		if err != nil {
-			t.Fatalf("pick %d: %v", i, err)
-		}
-		if got := u.String(); got != w {
-			t.Errorf("pick %d: got %q, want %q", i, got, w)
-		}
-	}
+	expectPicks(t, s, want)
 	// Two full turns leave the list as seeded.
 	got, err := srv.Client.LRange(ctx, "servers", 0, -1).Result()
 	if err != nil {
@@ -67,15 +73,7 @@ func TestFallbackToRPOPLPUSH(t *testing.T) {
 	}
 	errorsBefore := errorCount(t, srv)
 	want := []string{three[2], three[1], three[0], three[2]}
-	for i, w := range want {
-		u, err := s.Next(ctx)
-		if err != nil {
-			t.Fatalf("pick %d: %v", i, err)
-		}
-		if got := u.String(); got != w {
-			t.Errorf("pick %d: got %q, want %q", i, got, w)
-		}
-	}
+	expectPicks(t, s, want)
 	calls, err := srv.Client.Info(ctx, "commandstats").Result()
 	if err != nil {
 		t.Fatal(err)

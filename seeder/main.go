@@ -89,7 +89,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return nil
 	}
 
-	// Check what the user typed before touching Redis.
+	// Check what the user typed before touching Redis. The URLs themselves
+	// are validated by the store, before it sends any command.
 	var urls []string
 	var watchN int
 	var watchEvery time.Duration
@@ -102,17 +103,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		if len(urls) == 0 {
 			urls = tutorialServers
 		}
-		for _, u := range urls {
-			if _, err := rotation.ParseBackend(u); err != nil {
-				return err
-			}
-		}
 	case "add":
 		if len(args) != 1 {
 			return fmt.Errorf("%w: seeder add URL (exactly one URL)", errUsage)
-		}
-		if _, err := rotation.ParseBackend(args[0]); err != nil {
-			return err
 		}
 	case "remove":
 		if len(args) != 1 || args[0] == "" {

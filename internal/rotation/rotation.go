@@ -19,7 +19,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/url"
 	"strings"
@@ -66,7 +65,7 @@ type Store struct {
 // messages about skipped entries.
 func NewStore(rdb redis.UniversalClient, key string, log *slog.Logger) *Store {
 	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		log = slog.New(slog.DiscardHandler)
 	}
 	return &Store{rdb: rdb, key: key, log: log}
 }

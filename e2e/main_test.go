@@ -22,6 +22,16 @@ func redisImage() string {
 	return "redis:7-alpine"
 }
 
+// imageTag is the tag of the images this run builds: E2E_TAG, or "latest".
+// Runs that share one Docker engine at once (two checkouts, say) keep out of
+// each other's way by setting different tags.
+func imageTag() string {
+	if tag := os.Getenv("E2E_TAG"); tag != "" {
+		return tag
+	}
+	return "latest"
+}
+
 // buildArgs passes GO_IMAGE and RUNTIME_IMAGE through when they are set;
 // otherwise the Dockerfile's defaults apply.
 func buildArgs() map[string]*string {
@@ -61,7 +71,7 @@ func buildImages() error {
 				Context:        "..",
 				Dockerfile:     "Dockerfile",
 				Repo:           "spread-e2e-" + app,
-				Tag:            "latest",
+				Tag:            imageTag(),
 				BuildArgs:      buildArgs(),
 				BuildLogWriter: &log,
 				BuildOptionsModifier: func(o *client.ImageBuildOptions) {

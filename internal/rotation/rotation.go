@@ -13,6 +13,11 @@
 // atomic command, so every caller, in any number of processes, gets its own
 // step of one shared round robin. The next pick is therefore always the last
 // entry that LRANGE shows.
+//
+// The dispatcher sends these steps in a small script that takes one LMOVE
+// per waiting request, so that concurrent requests share a round trip
+// (batch.go), and counts each step in a tally hash that `seeder watch`
+// shows. Local rotates in process over a snapshot of the list instead.
 package rotation
 
 import (
@@ -23,6 +28,7 @@ import (
 	"net/url"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -55,6 +61,11 @@ type Store struct {
 	key string
 	log *slog.Logger
 
+	tally       string                                 // key of the hash counting steps per entry (tallyKey)
+	stepTimeout time.Duration                          // bound of one round trip (SetStepTimeout)
+	co          coalescer                              // picks waiting for the round trip in flight
+	parsed      atomic.Pointer[map[string]parsedEntry] // ParseBackend's verdicts, by entry
+
 	// legacy is set once the server has answered that it has no LMOVE
 	// (Redis < 6.2); from then on a step uses RPOPLPUSH, which is the same
 	// operation under its old name.
@@ -67,13 +78,14 @@ func NewStore(rdb redis.UniversalClient, key string, log *slog.Logger) *Store {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Store{rdb: rdb, key: key, log: log}
+	return &Store{rdb: rdb, key: key, log: log, tally: tallyKey(key), stepTimeout: DefaultStepTimeout}
 }
 
 // Key returns the Redis key of the list.
 func (s *Store) Key() string { return s.key }
 
-// Next takes one rotation step and returns the backend it lands on. An entry
+// Next takes one rotation step and returns the backend it lands on, which
+// the caller must not modify (it is shared by the picks of that entry). An entry
 // that fails ParseBackend is logged, skipped (it stays in the list) and the
 // next step is taken, at most MaxSkips times.
 func (s *Store) Next(ctx context.Context) (*url.URL, error) {
@@ -82,7 +94,7 @@ func (s *Store) Next(ctx context.Context) (*url.URL, error) {
 		if err != nil {
 			return nil, err
 		}
-		u, err := ParseBackend(entry)
+		u, err := s.parse(entry)
 		if err == nil {
 			return u, nil
 		}
@@ -91,18 +103,44 @@ func (s *Store) Next(ctx context.Context) (*url.URL, error) {
 	return nil, ErrNoValidBackend
 }
 
-// step is one atomic rotation: LMOVE key key RIGHT LEFT.
-func (s *Store) step(ctx context.Context) (string, error) {
-	if !s.legacy.Load() {
-		entry, err := s.rdb.LMove(ctx, s.key, s.key, "RIGHT", "LEFT").Result()
-		if !isUnknownCommand(err) {
-			return entry, s.classify(err)
+// parsedEntry is ParseBackend's verdict on one entry.
+type parsedEntry struct {
+	u   *url.URL
+	err error
+}
+
+// maxParsed bounds the verdicts a Store remembers: a list holds a few
+// backends, but nothing stops a hostile one from holding millions.
+const maxParsed = 1024
+
+// parse is ParseBackend, remembered per entry: a list repeats the same few
+// entries, and validating each pick anew was a measurable part of its cost.
+func (s *Store) parse(entry string) (*url.URL, error) {
+	m := s.parsed.Load()
+	if m != nil {
+		if p, ok := (*m)[entry]; ok {
+			return p.u, p.err
 		}
-		s.legacy.Store(true)
-		s.log.Info("redis has no LMOVE (older than 6.2); rotating with RPOPLPUSH")
 	}
-	entry, err := s.rdb.RPopLPush(ctx, s.key, s.key).Result()
-	return entry, s.classify(err)
+	u, err := ParseBackend(entry)
+	if m == nil || len(*m) < maxParsed {
+		// Copy on write: readers never lock. Two picks racing here may
+		// each add the entry; both verdicts are the same.
+		next := make(map[string]parsedEntry, len(*orEmpty(m))+1)
+		for k, v := range *orEmpty(m) {
+			next[k] = v
+		}
+		next[entry] = parsedEntry{u, err}
+		s.parsed.Store(&next)
+	}
+	return u, err
+}
+
+func orEmpty(m *map[string]parsedEntry) *map[string]parsedEntry {
+	if m == nil {
+		return &map[string]parsedEntry{}
+	}
+	return m
 }
 
 // Entries returns the list as LRANGE key 0 -1 shows it. The next pick is the
@@ -120,7 +158,8 @@ func (s *Store) Len(ctx context.Context) (int64, error) {
 
 // Replace makes the list exactly urls, in this order, in one MULTI/EXEC: a
 // reader sees the old list or the new one, never a mix or an empty key. Every
-// URL is validated first; if any fails, nothing is written.
+// URL is validated first; if any fails, nothing is written. The tally of
+// steps per entry starts again from zero.
 func (s *Store) Replace(ctx context.Context, urls []string) error {
 	if len(urls) == 0 {
 		return ErrNoURLs
@@ -129,7 +168,7 @@ func (s *Store) Replace(ctx context.Context, urls []string) error {
 		return err
 	}
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, s.key)
+		p.Del(ctx, s.key, s.tally)
 		p.RPush(ctx, s.key, toArgs(urls)...)
 		return nil
 	})
@@ -184,8 +223,15 @@ func (s *Store) classify(err error) error {
 	}
 }
 
+// isUnknownCommand reports Redis refusing a command it does not know, as
+// it answers directly ("ERR unknown command") or from a script ("Unknown
+// Redis command called from script", "... from Lua script").
 func isUnknownCommand(err error) bool {
-	return err != nil && strings.HasPrefix(err.Error(), "ERR unknown command")
+	if err == nil {
+		return false
+	}
+	msg := strings.ToLower(err.Error())
+	return strings.Contains(msg, "unknown command") || strings.Contains(msg, "unknown redis command")
 }
 
 func validateAll(urls []string) error {

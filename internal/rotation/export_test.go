@@ -1,0 +1,18 @@
+package rotation
+
+// Queued is how many picks wait for the round trip in flight.
+func (s *Store) Queued() int {
+	s.co.mu.Lock()
+	defer s.co.mu.Unlock()
+	return len(s.co.queue)
+}
+
+// TallyKeyOf exposes tallyKey to the table test.
+var TallyKeyOf = tallyKey
+
+// InFlight reports whether a round trip is in flight.
+func (s *Store) InFlight() bool {
+	s.co.mu.Lock()
+	defer s.co.mu.Unlock()
+	return s.co.inflight > 0
+}

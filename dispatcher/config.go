@@ -18,15 +18,17 @@ var (
 	statusSetting   = app.Setting{Name: "REDIRECT_STATUS", Default: "302", Usage: "301, 302, 303, 307 or 308; 307 and 308 keep the method and body"}
 	timeoutSetting  = app.Setting{Name: "REDIS_TIMEOUT", Default: "1s", Usage: "how long a request waits on Redis before it gets 503"}
 	shutdownSetting = app.Setting{Name: "SHUTDOWN_TIMEOUT", Default: "10s", Usage: "how long requests in flight may finish after SIGTERM"}
+	rotationSetting = app.Setting{Name: "ROTATION", Default: "redis", Usage: "redis: one shared, exact rotation step in Redis per request; local: round robin in this process over a snapshot of the list, read every second"}
 
 	settings = []app.Setting{portSetting, adminSetting, rotation.RedisURL, rotation.RedisKey,
-		statusSetting, timeoutSetting, shutdownSetting}
+		statusSetting, timeoutSetting, shutdownSetting, rotationSetting}
 )
 
 // config is the dispatcher's configuration, checked.
 type config struct {
 	port, adminPort string
 	redisURL, key   string
+	rotation        string // "redis" or "local"
 	status          int
 	redisTimeout    time.Duration
 	shutdownTimeout time.Duration
@@ -61,6 +63,11 @@ func loadConfig(getenv func(string) string) (config, error) {
 		c.status = n
 	default:
 		return c, fmt.Errorf("%s=%q: want 301, 302, 303, 307 or 308", statusSetting.Name, s)
+	}
+	switch c.rotation = rotationSetting.Get(getenv); c.rotation {
+	case "redis", "local":
+	default:
+		return c, fmt.Errorf("%s=%q: want redis or local", rotationSetting.Name, c.rotation)
 	}
 	var err error
 	if c.redisTimeout, err = duration(timeoutSetting, getenv); err != nil {

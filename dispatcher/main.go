@@ -10,8 +10,11 @@
 //	dispatcher healthcheck  exit 0 if the dispatcher on ADMIN_PORT answers /healthz
 //
 // Where things happen: redirect.go receives every request and builds the
-// redirect; the backend is chosen by a Picker, which is rotation.Store, the
-// one place that touches Redis.
+// redirect; the backend is chosen by a Picker: rotation.Store (ROTATION=redis,
+// one shared step in Redis per request, concurrent requests sharing a round
+// trip) or rotation.Local (ROTATION=local, round robin in process over a
+// snapshot of the list). Package rotation is the one place that touches
+// Redis.
 package main
 
 import (
@@ -60,6 +63,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer rdb.Close()
 	store := rotation.NewStore(rdb, cfg.key, log)
+	store.SetStepTimeout(cfg.redisTimeout)
 
 	// Listen first, so that "address in use" fails at start.
 	ln, err := net.Listen("tcp", ":"+cfg.port)
@@ -78,7 +82,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 // both within cfg.shutdownTimeout.
 func serve(ctx context.Context, cfg config, store *rotation.Store, ln, admin net.Listener, log *slog.Logger) error {
 	log.Info("dispatcher listening", "addr", ln.Addr().String(), "admin", admin.Addr().String(),
-		"key", store.Key(), "redirect_status", cfg.status)
+		"key", store.Key(), "rotation", cfg.rotation, "redirect_status", cfg.status)
 	// Say at once whether Redis answers; not fatal, since it may come up later.
 	checkCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	if n, err := store.Len(checkCtx); err != nil {
@@ -90,13 +94,26 @@ func serve(ctx context.Context, cfg config, store *rotation.Store, ln, admin net
 
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	r := &redirector{picker: store, status: cfg.status, timeout: cfg.redisTimeout, log: log}
+	var picker Picker = store
+	if cfg.rotation == "local" {
+		local := rotation.NewLocal(store, rotation.DefaultRefresh)
+		if err := local.Refresh(ctx); err != nil {
+			log.Warn("cannot read the rotation list yet; requests get 503 until it is read", "err", err)
+		}
+		go local.Run(ctx)
+		picker = local
+	}
+	r := &redirector{picker: picker, status: cfg.status, timeout: cfg.redisTimeout, log: log}
 	errc := make(chan error, 2)
 	go func() { errc <- app.Serve(ctx, ln, newRedirector(r), cfg.shutdownTimeout) }()
 	go func() { errc <- app.Serve(ctx, admin, newAdmin(store, store.Key()), cfg.shutdownTimeout) }()
 	err := <-errc
 	stop() // one listener failed or ctx is done: stop the other too
 	err = errors.Join(err, <-errc)
+	if cfg.rotation == "redis" {
+		st := store.Coalescing()
+		log.Info("rotation steps taken", "steps", st.Steps, "round_trips", st.RoundTrips, "largest_batch", st.MaxBatch)
+	}
 	log.Info("dispatcher stopped", "err", err)
 	return err
 }

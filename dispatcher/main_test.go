@@ -21,7 +21,7 @@ func TestLoadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := config{port: "80", adminPort: "8080", redisURL: "redis://localhost:6379/0", key: "servers",
-		status: 302, redisTimeout: time.Second, shutdownTimeout: 10 * time.Second}
+		status: 302, redisTimeout: time.Second, shutdownTimeout: 10 * time.Second, rotation: "redis"}
 	if cfg != want {
 		t.Errorf("defaults: got %+v, want %+v", cfg, want)
 	}
@@ -36,6 +36,8 @@ func TestLoadConfig(t *testing.T) {
 		{"REDIRECT_STATUS", "304", "REDIRECT_STATUS"},
 		{"REDIS_TIMEOUT", "soon", "REDIS_TIMEOUT"},
 		{"SHUTDOWN_TIMEOUT", "-1s", "SHUTDOWN_TIMEOUT"},
+		{"ROTATION", "random", "ROTATION"},
+		{"ROTATION", "Local", "ROTATION"},
 	}
 	for _, tc := range bad {
 		_, err := loadConfig(func(k string) string {
@@ -54,38 +56,56 @@ func TestLoadConfig(t *testing.T) {
 	}
 }
 
-// startServe runs serve, as run does, with the default configuration over a
-// real Redis, on two listeners bound to free loopback ports. serve's result
-// arrives on errc.
-func startServe(t *testing.T, ctx context.Context) (store *rotation.Store, ln, admin net.Listener, errc chan error) {
+// served is a dispatcher that startServe runs.
+type served struct {
+	redis      *redistest.Server
+	store      *rotation.Store
+	ln, admin  net.Listener
+	errc       chan error // serve's result
+	main, adm  string     // http://host:port of each listener
+	noFollower *http.Client
+}
+
+// startServe runs serve, as run does, over a real Redis holding seed, on
+// two listeners bound to free loopback ports, with the configuration env
+// gives over the defaults.
+func startServe(t *testing.T, ctx context.Context, env map[string]string, seed ...string) *served {
 	t.Helper()
 	srv := redistest.Start(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	store = rotation.NewStore(srv.Client, "servers", log)
+	s := &served{redis: srv, store: rotation.NewStore(srv.Client, "servers", log), errc: make(chan error, 1)}
+	if len(seed) > 0 {
+		if err := s.store.Replace(ctx, seed); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var err error
-	if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+	if s.ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
-	if admin, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+	if s.admin, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
-	cfg, _ := loadConfig(func(string) string { return "" })
-	errc = make(chan error, 1)
-	go func() { errc <- serve(ctx, cfg, store, ln, admin, log) }()
-	return store, ln, admin, errc
+	s.main, s.adm = "http://"+s.ln.Addr().String(), "http://"+s.admin.Addr().String()
+	s.noFollower = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	cfg, err := loadConfig(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.errc <- serve(ctx, cfg, s.store, s.ln, s.admin, log) }()
+	return s
 }
 
 // TestServe runs the dispatcher on real sockets, as main does, and stops it
 // as SIGTERM does.
 func TestServe(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	store, ln, admin, errc := startServe(t, ctx)
-
-	mainURL, adminURL := "http://"+ln.Addr().String(), "http://"+admin.Addr().String()
-	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	s := startServe(t, ctx, nil)
+	store, ln, errc := s.store, s.ln, s.errc
+	mainURL, adminURL := s.main, s.adm
 	get := func(url string) (int, string, string) {
 		t.Helper()
-		resp, err := client.Get(url)
+		resp, err := s.noFollower.Get(url)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -162,7 +182,8 @@ func readAll(r io.Reader) string {
 // When one listener fails, serve stops the other and returns the error,
 // rather than serving half a dispatcher.
 func TestServeStopsWhenAListenerFails(t *testing.T) {
-	_, ln, admin, errc := startServe(t, context.Background())
+	s := startServe(t, context.Background(), nil)
+	ln, admin, errc := s.ln, s.admin, s.errc
 	if err := app.Healthcheck(context.Background(), "http://"+admin.Addr().String()+"/healthz"); err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,8 @@ import (
 
 // Picker chooses the backend for one request. It is the seam between HTTP
 // and the balancing: *rotation.Store picks with one atomic step of the Redis
-// list, and the HTTP layer never sees Redis. A Picker returns only URLs that
+// list, *rotation.Local round-robins over a snapshot of it, and the HTTP
+// layer never sees Redis. A Picker returns only URLs that
 // passed rotation.ParseBackend.
 type Picker interface {
 	Next(ctx context.Context) (*url.URL, error)

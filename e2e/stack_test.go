@@ -3,10 +3,14 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -160,6 +164,60 @@ func (s *stack) reseed(t *testing.T) {
 	}
 }
 
+// lmoveCalls is the number of LMOVE calls Redis has counted.
+func (s *stack) lmoveCalls(t *testing.T) int64 {
+	t.Helper()
+	info, err := s.redis.Info(t.Context(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, found := strings.Cut(info, "cmdstat_lmove:calls=")
+	if !found {
+		return 0
+	}
+	n, _, _ := strings.Cut(after, ",")
+	v, err := strconv.ParseInt(n, 10, 64)
+	if err != nil {
+		t.Fatalf("commandstats: %q: %v", n, err)
+	}
+	return v
+}
+
+// spread sends clients×each requests to url, clients at a time, and counts
+// the redirects per backend (the Location without its path) and the
+// requests that failed or were not redirected.
+func spread(t *testing.T, url string, clients, each int) (counts map[string]int, failed int) {
+	t.Helper()
+	client := &http.Client{
+		Timeout:       10 * time.Second,
+		Transport:     &http.Transport{MaxIdleConnsPerHost: clients},
+		CheckRedirect: noFollow.CheckRedirect,
+	}
+	var mu sync.Mutex
+	counts = map[string]int{}
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			for range each {
+				resp, err := client.Get(url + "/")
+				mu.Lock()
+				if err != nil || resp.StatusCode != http.StatusFound {
+					failed++
+				} else {
+					counts[strings.TrimSuffix(resp.Header.Get("Location"), "/")]++
+				}
+				mu.Unlock()
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return counts, failed
+}
+
 // get sends one request without following a redirect.
 func get(t *testing.T, url string) (status int, location, body string) {
 	t.Helper()
@@ -201,6 +259,36 @@ func TestStack(t *testing.T) {
 		for i := 3; i < len(order); i++ {
 			if order[i] != order[i%3] {
 				t.Errorf("request %d: got %s, want %s (the order repeats every 3)", i, s.names[order[i]], s.names[order[i%3]])
+			}
+		}
+	})
+
+	// 30 clients at once, 10 requests each: concurrent requests share Redis
+	// round trips, yet each takes its own step, so the counts stay exact;
+	// Redis counts one LMOVE per request. ROTATION=local spreads exactly
+	// too, from its own snapshot, without a step in Redis.
+	t.Run("300 concurrent requests give each backend exactly 100", func(t *testing.T) {
+		s.reseed(t)
+		local := s.startDispatcher(t, map[string]string{"ROTATION": "local"})
+		for _, tc := range []struct {
+			rotation, url string
+			lmoves        int64
+		}{
+			{"redis", s.dispatcher, 300},
+			{"local", endpoint(t, local, "80/tcp"), 0},
+		} {
+			before := s.lmoveCalls(t)
+			counts, failed := spread(t, tc.url, 30, 10)
+			if failed != 0 {
+				t.Errorf("ROTATION=%s: %d of 300 requests failed", tc.rotation, failed)
+			}
+			for _, b := range s.backends {
+				if counts[b] != 100 {
+					t.Errorf("ROTATION=%s: %s got %d redirects, want 100 (all: %v)", tc.rotation, s.names[b], counts[b], counts)
+				}
+			}
+			if n := s.lmoveCalls(t) - before; n != tc.lmoves {
+				t.Errorf("ROTATION=%s: Redis counted %d LMOVE calls for 300 requests, want %d", tc.rotation, n, tc.lmoves)
 			}
 		}
 	})
@@ -337,8 +425,20 @@ func TestStack(t *testing.T) {
 			t.Errorf("seeder list: got exit %d %q, want %q", code, out, want)
 		}
 		code, out = s.seeder(t, "watch", "-n", "4", "-i", "0")
+		// Each line: the step's address, then the tally of steps per
+		// entry since the seed, sorted by entry.
 		b := s.backends
-		if want := strings.Join([]string{b[2], b[1], b[0], b[2]}, "\n") + "\n"; code != 0 || out != want {
+		tally := map[string]int{}
+		var want string
+		for _, step := range []string{b[2], b[1], b[0], b[2]} {
+			tally[step]++
+			want += step + "  tally:"
+			for _, e := range slices.Sorted(maps.Keys(tally)) {
+				want += fmt.Sprintf(" %s=%d", e, tally[e])
+			}
+			want += "\n"
+		}
+		if code != 0 || out != want {
 			t.Errorf("seeder watch -n 4: got exit %d %q, want %q", code, out, want)
 		}
 	})

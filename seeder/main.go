@@ -22,8 +22,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -57,6 +59,7 @@ const usage = `usage:
   seeder add URL              append URL; it becomes the next pick
   seeder remove URL           remove every occurrence of URL
   seeder watch [-n N] [-i D]  rotate N times (default: until interrupted), printing each address
+                              and the tally of steps per entry, from every dispatcher
   seeder healthcheck          exit 0 if Redis answers
 `
 
@@ -199,7 +202,8 @@ func printList(ctx context.Context, store *rotation.Store, w io.Writer) error {
 	return nil
 }
 
-// watch is the tutorial's loop: take a rotation step, print the address,
+// watch is the tutorial's loop: take a rotation step, print the address
+// and the tally of steps per entry that Redis keeps for every dispatcher,
 // pause, again. Each step is a real step of the shared rotation.
 func watch(ctx context.Context, store *rotation.Store, n int, every time.Duration, w io.Writer) error {
 	for i := 0; n == 0 || i < n; i++ {
@@ -222,7 +226,25 @@ func watch(ctx context.Context, store *rotation.Store, n int, every time.Duratio
 			}
 			return err
 		}
-		fmt.Fprintln(w, u)
+		tallyCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		tally, err := store.Tally(tallyCtx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		fmt.Fprintf(w, "%s  tally:%s\n", u, formatTally(tally))
 	}
 	return nil
+}
+
+// formatTally is " entry=count" for each entry of the tally, sorted.
+func formatTally(tally map[string]int64) string {
+	var b strings.Builder
+	for _, e := range slices.Sorted(maps.Keys(tally)) {
+		fmt.Fprintf(&b, " %s=%d", e, tally[e])
+	}
+	return b.String()
 }

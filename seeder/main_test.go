@@ -152,7 +152,14 @@ func TestWatchPrintsEachRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "http://c:3\nhttp://b:2\nhttp://a:1\nhttp://c:3\nhttp://b:2\nhttp://a:1\nhttp://c:3\n"
+	// Each line: the step's address, then the tally of steps per entry.
+	want := "http://c:3  tally: http://c:3=1\n" +
+		"http://b:2  tally: http://b:2=1 http://c:3=1\n" +
+		"http://a:1  tally: http://a:1=1 http://b:2=1 http://c:3=1\n" +
+		"http://c:3  tally: http://a:1=1 http://b:2=1 http://c:3=2\n" +
+		"http://b:2  tally: http://a:1=1 http://b:2=2 http://c:3=2\n" +
+		"http://a:1  tally: http://a:1=2 http://b:2=2 http://c:3=2\n" +
+		"http://c:3  tally: http://a:1=2 http://b:2=2 http://c:3=3\n"
 	if out != want {
 		t.Errorf("got %q, want %q", out, want)
 	}

@@ -1,14 +1,16 @@
 # Every module also builds and tests alone (GOWORK=off), so targets loop over
 # the modules; go.work ties them together for editors and `make build`.
-MODULES      := internal backend seeder dispatcher e2e
-UNIT_MODULES := internal backend seeder dispatcher
+MODULES      := internal backend seeder dispatcher bench e2e
+UNIT_MODULES := internal backend seeder dispatcher bench
 PROGRAMS     := backend seeder dispatcher
 # `docker compose` (v2 plugin) where installed, else docker-compose (v1).
 COMPOSE      ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 FUZZTIME     ?= 15s
+# make bench: measured seconds per mode and round, rounds, connections.
+BENCH_FLAGS  ?= -duration 10s -rounds 3 -conns 64
 E2E_TIMEOUT  ?= 45m
 
-.PHONY: all build run down test unit e2e lint fuzz tidy clean
+.PHONY: all build run down test unit e2e lint fuzz bench gobench tidy clean
 
 all: lint build test
 
@@ -46,6 +48,16 @@ lint:
 fuzz:
 	cd internal && go test -run '^$$' -fuzz '^FuzzParseBackend$$' -fuzztime $(FUZZTIME) ./rotation
 	cd dispatcher && go test -run '^$$' -fuzz '^FuzzTarget$$' -fuzztime $(FUZZTIME) .
+
+## bench: redis-server, three backends and the dispatcher as local processes,
+## under wrk (or a Go load generator): ROTATION=redis against ROTATION=local
+bench:
+	cd bench && GOWORK=off go run . $(BENCH_FLAGS)
+
+## gobench: the Go benchmarks of the hot path (testing.B), real redis-server
+gobench:
+	cd internal && GOWORK=off go test -run '^$$' -bench . -benchtime 2s ./rotation
+	cd dispatcher && GOWORK=off go test -run '^$$' -bench . -benchtime 2s .
 
 ## tidy: go mod tidy in every module
 tidy:

@@ -6,7 +6,7 @@
 //
 // Usage:
 //
-//	dispatcher              serve on PORT; on ADMIN_PORT /healthz, /readyz and /metrics
+//	dispatcher              serve on PORT; on ADMIN_PORT /healthz, /readyz, /metrics and the dashboard
 //	dispatcher healthcheck  exit 0 if the dispatcher on ADMIN_PORT answers /healthz
 //
 // Where things happen: redirect.go receives every request and builds the
@@ -97,6 +97,9 @@ func serve(ctx context.Context, cfg config, store *rotation.Store, ln, admin net
 	front.Use(observeRequests(m, log))
 	back := newAdmin(store, store.Key())
 	back.GET("/metrics", echo.WrapHandler(m.handler()))
+	d := &dashboard{m: m, list: store, source: fmt.Sprintf("Redis list %q", store.Key()),
+		every: 250 * time.Millisecond, done: ctx.Done(), log: log}
+	d.mount(back)
 	errc := make(chan error, 2)
 	go func() { errc <- app.Serve(ctx, ln, front, cfg.shutdownTimeout) }()
 	go func() { errc <- app.Serve(ctx, admin, back, cfg.shutdownTimeout) }()

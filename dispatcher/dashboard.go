@@ -116,7 +116,7 @@ type entry struct {
 }
 
 func (d *dashboard) snapshot(ctx context.Context) snapshot {
-	counts := d.m.counts()
+	counts := d.m.tally()
 	health := func(backend string) *bool {
 		if up, ok := counts.up[backend]; ok {
 			return &up

@@ -147,18 +147,18 @@ func (m *metrics) SetBackendUp(backend string, up bool) {
 	m.mu.Unlock()
 }
 
-// counts is a copy of what the dashboard draws from the metrics.
-type counts struct {
+// tally is a copy of what the dashboard draws from the metrics.
+type tally struct {
 	served   map[string]int64
 	unserved int64
 	up       map[string]bool
 	degraded bool
 }
 
-func (m *metrics) counts() counts {
+func (m *metrics) tally() tally {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	c := counts{served: make(map[string]int64, len(m.served)), unserved: m.unserved,
+	c := tally{served: make(map[string]int64, len(m.served)), unserved: m.unserved,
 		up: make(map[string]bool, len(m.up)), degraded: m.isDegraded}
 	for b, n := range m.served {
 		c.served[b] = n

@@ -21,6 +21,9 @@ type lengther interface {
 //
 //	GET /healthz  200 while the process serves
 //	GET /readyz   200 when Redis answers and the list is not empty, else 503
+//
+// serve adds GET /metrics (metrics.go) and the dashboard, GET / and GET
+// /events (dashboard.go).
 func newAdmin(list lengther, key string) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true

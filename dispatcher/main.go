@@ -6,7 +6,7 @@
 //
 // Usage:
 //
-//	dispatcher              serve on PORT, with /healthz and /readyz on ADMIN_PORT
+//	dispatcher              serve on PORT; on ADMIN_PORT /healthz, /readyz, /metrics and the dashboard
 //	dispatcher healthcheck  exit 0 if the dispatcher on ADMIN_PORT answers /healthz
 //
 // Where things happen: redirect.go receives every request and builds the
@@ -29,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/labstack/echo/v4"
 	"github.com/spreadlb/spread/internal/app"
 	"github.com/spreadlb/spread/internal/rotation"
 )
@@ -54,7 +55,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 		return fmt.Errorf("unknown command %q (want no argument, or healthcheck)", args[0])
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil))
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
 	rotation.LogTo(log)
 
 	rdb, err := rotation.Connect(cfg.redisURL, "dispatcher")
@@ -95,18 +96,29 @@ func serve(ctx context.Context, cfg config, store *rotation.Store, ln, admin net
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	var picker Picker = store
+	var list rotationLister = store
+	source := fmt.Sprintf("Redis list %q", store.Key())
 	if cfg.rotation == "local" {
 		local := rotation.NewLocal(store, rotation.DefaultRefresh)
 		if err := local.Refresh(ctx); err != nil {
 			log.Warn("cannot read the rotation list yet; requests get 503 until it is read", "err", err)
 		}
 		go local.Run(ctx)
-		picker = local
+		picker, list = local, local
+		source = fmt.Sprintf("this process's copy of Redis list %q (ROTATION=local)", store.Key())
 	}
-	r := &redirector{picker: picker, status: cfg.status, timeout: cfg.redisTimeout, log: log}
+	m := newMetrics(modeRedirect)
+	r := &redirector{picker: timedPicker{picker, m}, status: cfg.status, timeout: cfg.redisTimeout, log: log}
+	front := newRedirector(r)
+	front.Use(observeRequests(m, log))
+	back := newAdmin(store, store.Key())
+	back.GET("/metrics", echo.WrapHandler(m.handler()))
+	d := &dashboard{m: m, list: list, source: source,
+		every: 250 * time.Millisecond, done: ctx.Done(), log: log}
+	d.mount(back)
 	errc := make(chan error, 2)
-	go func() { errc <- app.Serve(ctx, ln, newRedirector(r), cfg.shutdownTimeout) }()
-	go func() { errc <- app.Serve(ctx, admin, newAdmin(store, store.Key()), cfg.shutdownTimeout) }()
+	go func() { errc <- app.Serve(ctx, ln, front, cfg.shutdownTimeout) }()
+	go func() { errc <- app.Serve(ctx, admin, back, cfg.shutdownTimeout) }()
 	err := <-errc
 	stop() // one listener failed or ctx is done: stop the other too
 	err = errors.Join(err, <-errc)

@@ -75,6 +75,7 @@ func (r *redirector) handle(c echo.Context) error {
 		c.Response().Header().Set("Retry-After", "1")
 		return c.String(status, msg+"\n")
 	}
+	chose(c, backend) // for the request log and metrics (observeRequests)
 	// The rotation is the point: no cache may replay this redirect.
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.Redirect(r.status, target(backend, c.Request().URL).String())

@@ -11,4 +11,7 @@
 //
 // On a machine without Ryuk (see .ci/run), also set
 // TESTCONTAINERS_RYUK_DISABLED=true; every test terminates what it starts.
+//
+// TestDashboard drives the dashboard in a headless Chromium (or Google
+// Chrome) found on PATH, and writes docs/dashboard.png.
 package e2e

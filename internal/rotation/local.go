@@ -34,6 +34,7 @@ type Local struct {
 type snapshot struct {
 	entries []string   // the list as LRANGE showed it
 	urls    []*url.URL // its valid entries, in pick order (last entry first)
+	valid   []string   // the same entries as written in the list
 	err     error      // set when urls is empty: ErrNoBackends, ErrWrongType, ...
 }
 
@@ -64,12 +65,27 @@ func (l *Local) Next(context.Context) (*url.URL, error) {
 
 var errNoSnapshot = errors.Join(ErrUnavailable, errors.New("the list has not been read yet"))
 
-// Entries returns the list as last read, as LRANGE showed it.
-func (l *Local) Entries() []string {
-	if s := l.snap.Load(); s != nil {
-		return s.entries
+// Entries returns this process's rotation as it stands, in the shared
+// rotation's terms: the valid entries of the snapshot in list order, turned
+// so that the last one is the next pick (where LRANGE shows the next pick
+// of the shared rotation).
+func (l *Local) Entries(context.Context) ([]string, error) {
+	s := l.snap.Load()
+	switch {
+	case s == nil:
+		return nil, errNoSnapshot
+	case len(s.valid) == 0 && errors.Is(s.err, ErrNoBackends):
+		return nil, nil
+	case len(s.valid) == 0:
+		return nil, s.err
 	}
-	return nil
+	n := uint64(len(s.valid))
+	next := l.n.Load() % n // s.valid is in pick order: this one goes next
+	out := make([]string, n)
+	for i := range n {
+		out[n-1-i] = s.valid[(next+i)%n]
+	}
+	return out, nil
 }
 
 // Refresh reads the list once. While Redis does not answer, the snapshot
@@ -98,6 +114,7 @@ func (l *Local) Refresh(ctx context.Context) error {
 			continue
 		}
 		s.urls = append(s.urls, u)
+		s.valid = append(s.valid, entries[i])
 	}
 	if len(s.urls) == 0 && s.err == nil {
 		s.err = ErrNoValidBackend

@@ -66,8 +66,14 @@ func TestLocalRotatesOverASnapshot(t *testing.T) {
 	if got := localPicks(t, l, 2); !slices.Equal(got, want) {
 		t.Errorf("picks after an unchanged refresh: got %q, want %q", got, want)
 	}
-	if got := l.Entries(); len(got) != 5 {
-		t.Errorf("Entries: got %q, want the 5 entries LRANGE shows", got)
+	// Five picks so far over four valid entries: the next is three[2], and
+	// Entries shows it last, as LRANGE shows the shared rotation's next.
+	want = []string{"http://127.0.0.1:5003", three[0], three[1], three[2]}
+	if got, err := l.Entries(ctx); err != nil || !slices.Equal(got, want) {
+		t.Errorf("Entries: got (%q, %v), want %q", got, err, want)
+	}
+	if got := localPicks(t, l, 1); got[0] != three[2] {
+		t.Errorf("pick after Entries: got %q, want %q", got[0], three[2])
 	}
 
 	// An emptied list empties the rotation; a wrong type is reported.

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/spreadlb/spread/internal/rotation"
+)
+
+// The dashboard page: one HTML file, its CSS and script inline, nothing
+// fetched from elsewhere, so it works offline. It draws what GET /events
+// sends.
+//
+//go:embed web/index.html
+var dashboardPage []byte
+
+// rotationLister is what the dashboard needs of the rotation: its entries in
+// order, the next pick last. *rotation.Store gives LRANGE key 0 -1.
+type rotationLister interface {
+	Entries(ctx context.Context) ([]string, error)
+}
+
+// dashboard serves the admin port's live view of the balancing:
+//
+//	GET /        the page (web/index.html, embedded)
+//	GET /events  server-sent events: a snapshot (JSON) on connect, then every
+//	             `every`, until the client leaves or done is closed
+type dashboard struct {
+	m      *metrics       // requests per backend, mode, degraded, health
+	list   rotationLister // the rotation as it stands
+	source string         // what the rotation is, for the page: `Redis list "servers"`
+	every  time.Duration  // how often /events sends a snapshot
+	// done is closed when the server shuts down. http.Server.Shutdown waits
+	// for handlers to return and does not cancel their requests, so a
+	// stream that did not watch done would hold shutdown up for the whole
+	// SHUTDOWN_TIMEOUT.
+	done <-chan struct{}
+	log  *slog.Logger
+}
+
+func (d *dashboard) mount(e *echo.Echo) {
+	e.GET("/", d.page)
+	e.GET("/events", d.events)
+}
+
+func (d *dashboard) page(c echo.Context) error {
+	// The page may use only itself and /events: a browser refuses anything else.
+	c.Response().Header().Set("Content-Security-Policy",
+		"default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'")
+	return c.HTMLBlob(http.StatusOK, dashboardPage)
+}
+
+func (d *dashboard) events(c echo.Context) error {
+	ctx, w := c.Request().Context(), c.Response()
+	w.Header().Set(echo.HeaderContentType, "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	flush := http.NewResponseController(w.Writer)
+	tick := time.NewTicker(d.every)
+	defer tick.Stop()
+	for {
+		data, err := json.Marshal(d.snapshot(ctx))
+		if err != nil {
+			return err
+		}
+		if _, err := fmt.Fprintf(w, "data: %s\n\n", data); err != nil {
+			return nil // the client has gone
+		}
+		if err := flush.Flush(); err != nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.done:
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// snapshot is what one event carries, and all the page shows.
+type snapshot struct {
+	Mode     string `json:"mode"`
+	Degraded bool   `json:"degraded"`
+	Source   string `json:"source"`
+	// Backends are the bars: every backend that has been sent requests or
+	// is in the rotation, by URL.
+	Backends []bar `json:"backends"`
+	// Unserved counts the requests answered without a backend (503).
+	Unserved int64 `json:"unserved"`
+	// Rotation is the list in order; the next pick takes the last entry.
+	Rotation      []entry `json:"rotation"`
+	RotationError string  `json:"rotationError,omitempty"`
+}
+
+type bar struct {
+	URL      string `json:"url"`
+	Requests int64  `json:"requests"`
+	Up       *bool  `json:"up"` // nil until a health check has run: the page shows nothing
+}
+
+type entry struct {
+	URL   string `json:"url"`   // as the list holds it
+	Valid bool   `json:"valid"` // false: rotation.ParseBackend refuses it, picks skip it
+	Next  bool   `json:"next"`  // the last entry: the next pick lands here
+	Up    *bool  `json:"up"`
+}
+
+func (d *dashboard) snapshot(ctx context.Context) snapshot {
+	counts := d.m.tally()
+	health := func(backend string) *bool {
+		if up, ok := counts.up[backend]; ok {
+			return &up
+		}
+		return nil
+	}
+	s := snapshot{Mode: d.m.mode, Degraded: counts.degraded, Source: d.source,
+		Unserved: counts.unserved, Rotation: []entry{}, Backends: []bar{}}
+
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	entries, err := d.list.Entries(ctx)
+	if err != nil {
+		s.RotationError = err.Error()
+		d.log.Debug("dashboard: cannot read the rotation", "err", err)
+	}
+	for i, raw := range entries {
+		e := entry{URL: raw, Next: i == len(entries)-1}
+		// Compare as metrics label them: the URL as validated.
+		if u, err := rotation.ParseBackend(raw); err == nil {
+			e.Valid, e.Up = true, health(u.String())
+			if _, ok := counts.served[u.String()]; !ok {
+				counts.served[u.String()] = 0 // a bar, empty so far
+			}
+		}
+		s.Rotation = append(s.Rotation, e)
+	}
+	for backend, n := range counts.served {
+		s.Backends = append(s.Backends, bar{URL: backend, Requests: n, Up: health(backend)})
+	}
+	slices.SortFunc(s.Backends, func(a, b bar) int { return cmp.Compare(a.URL, b.URL) })
+	return s
+}

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/spreadlb/spread/internal/redistest"
+	"github.com/spreadlb/spread/internal/rotation"
+)
+
+// stream is an open GET /events.
+type stream struct {
+	resp *http.Response
+	sc   *bufio.Scanner
+}
+
+func openEvents(t *testing.T, url string) *stream {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || ct != "text/event-stream" {
+		t.Fatalf("GET %s: got %s %q, want 200 text/event-stream", url, resp.Status, ct)
+	}
+	return &stream{resp: resp, sc: bufio.NewScanner(resp.Body)}
+}
+
+// next returns the next event's snapshot; ok is false when the stream ended.
+func (s *stream) next(t *testing.T) (snap snapshot, ok bool) {
+	t.Helper()
+	for s.sc.Scan() {
+		data, found := strings.CutPrefix(s.sc.Text(), "data: ")
+		if !found {
+			continue // the blank line between events
+		}
+		if err := json.Unmarshal([]byte(data), &snap); err != nil {
+			t.Fatalf("event %q: %v", data, err)
+		}
+		return snap, true
+	}
+	return snap, false
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestDashboardEvents: the snapshot shows the counts, the rotation in order
+// with the next pick marked, health only where something set it, and the
+// stream ends when the server shuts down.
+func TestDashboardEvents(t *testing.T) {
+	redis := redistest.Start(t)
+	ctx := context.Background()
+	gone := "http://127.0.0.1:6000" // sent requests, then removed from the list
+	if err := redis.Client.RPush(ctx, "servers", three[0], "javascript:alert(1)", three[1], three[2]).Err(); err != nil {
+		t.Fatal(err)
+	}
+	m := newMetrics(modeRedirect)
+	m.request(three[2], 302)
+	m.request(three[2], 302)
+	m.request(gone, 302)
+	m.request("", 503)
+	m.SetBackendUp(three[1], true)
+
+	done := make(chan struct{})
+	d := &dashboard{m: m, list: rotation.NewStore(redis.Client, "servers", nil), source: `Redis list "servers"`,
+		every: time.Millisecond, done: done, log: slog.New(slog.DiscardHandler)}
+	e := echo.New()
+	d.mount(e)
+	srv := httptest.NewServer(e)
+	defer srv.Close()
+
+	events := openEvents(t, srv.URL+"/events")
+	got, ok := events.next(t)
+	if !ok {
+		t.Fatal("the stream ended before its first event")
+	}
+	want := snapshot{
+		Mode: "redirect", Source: `Redis list "servers"`, Unserved: 1,
+		Backends: []bar{
+			{URL: three[0], Requests: 0},
+			{URL: three[1], Requests: 0, Up: ptr(true)},
+			{URL: three[2], Requests: 2},
+			{URL: gone, Requests: 1},
+		},
+		Rotation: []entry{
+			{URL: three[0], Valid: true},
+			{URL: "javascript:alert(1)"},
+			{URL: three[1], Valid: true, Up: ptr(true)},
+			{URL: three[2], Valid: true, Next: true},
+		},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("first snapshot:\ngot  %+v\nwant %+v", got, want)
+	}
+
+	// Later events follow the counts.
+	m.request(three[0], 302)
+	m.SetDegraded(true)
+	for {
+		got, ok = events.next(t)
+		if !ok {
+			t.Fatal("the stream ended while the server runs")
+		}
+		if got.Backends[0].Requests == 1 {
+			break
+		}
+	}
+	if !got.Degraded {
+		t.Errorf("after SetDegraded(true): got degraded false in the same snapshot as the new count")
+	}
+
+	close(done) // what serve's context does at shutdown
+	for {
+		if _, ok := events.next(t); !ok {
+			break
+		}
+	}
+	if err := events.sc.Err(); err != nil {
+		t.Errorf("the stream ended with %v, want a clean end", err)
+	}
+}
+
+// TestDashboardWithoutRedis: the page still gets the counts, and the reason
+// it cannot show the rotation.
+func TestDashboardWithoutRedis(t *testing.T) {
+	redis := redistest.Start(t)
+	m := newMetrics(modeRedirect)
+	m.request(three[0], 302)
+	d := &dashboard{m: m, list: rotation.NewStore(redis.Client, "servers", nil), every: time.Second,
+		done: make(chan struct{}), log: slog.New(slog.DiscardHandler)}
+	redis.Stop()
+	got := d.snapshot(context.Background())
+	if !strings.Contains(got.RotationError, "redis unavailable") || len(got.Rotation) != 0 {
+		t.Errorf("Redis stopped: got rotation %v, error %q; want none, and an error saying redis unavailable", got.Rotation, got.RotationError)
+	}
+	if want := []bar{{URL: three[0], Requests: 1}}; !reflect.DeepEqual(got.Backends, want) {
+		t.Errorf("Redis stopped: got bars %+v, want %+v", got.Backends, want)
+	}
+}
+
+// TestDashboardOnTheAdminPort runs the dispatcher as main does: the page and
+// the stream are on the admin port, and an open stream does not hold up
+// shutdown (if it did, shutdown would wait out SHUTDOWN_TIMEOUT and serve
+// would return its error).
+func TestDashboardOnTheAdminPort(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := startServe(t, ctx, nil)
+	store, ln, admin, errc := s.store, s.ln, s.admin, s.errc
+	adminURL := "http://" + admin.Addr().String()
+	if err := store.Replace(ctx, three); err != nil {
+		t.Fatal(err)
+	}
+
+	resp, err := http.Get(adminURL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != 200 || !strings.HasPrefix(ct, "text/html") {
+		t.Errorf("GET /: got %d %q, want 200 text/html", resp.StatusCode, ct)
+	}
+	for _, want := range []string{`<meta name="viewport"`, `new EventSource("events")`} {
+		if !strings.Contains(string(page), want) {
+			t.Errorf("GET /: the page lacks %q", want)
+		}
+	}
+	// Nothing from elsewhere: the page works offline, and its policy says so.
+	if strings.Contains(string(page), "://") {
+		t.Error("GET /: the page refers to another site (it contains \"://\")")
+	}
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") {
+		t.Errorf("GET /: got Content-Security-Policy %q, want default-src 'none'", csp)
+	}
+
+	events := openEvents(t, adminURL+"/events")
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if resp, err := noFollow.Get("http://" + ln.Addr().String() + "/"); err != nil || resp.StatusCode != http.StatusFound {
+		t.Fatalf("one request: got %v, %v; want a 302", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	for {
+		snap, ok := events.next(t)
+		if !ok {
+			t.Fatal("the stream ended while the dispatcher runs")
+		}
+		if len(snap.Rotation) != 3 || !snap.Rotation[2].Next {
+			t.Fatalf("got rotation %+v, want three entries, the last one next", snap.Rotation)
+		}
+		if snap.Backends[2].Requests == 1 {
+			break // the request went to the last entry, three[2]
+		}
+	}
+
+	cancel()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Errorf("serve with a dashboard open: got %v, want a clean shutdown", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not return after its context was cancelled")
+	}
+	for {
+		if _, ok := events.next(t); !ok {
+			break
+		}
+	}
+}

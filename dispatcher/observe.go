@@ -1,0 +1,61 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+)
+
+// backendKey is where redirector.handle leaves, on the echo.Context, the
+// backend it chose, for observeRequests to log and count.
+const backendKey = "spread.backend"
+
+// chose notes on c that the request goes to backend.
+func chose(c echo.Context, backend *url.URL) { c.Set(backendKey, backend.String()) }
+
+// observeRequests is the main port's middleware that sees every request
+// once it has been answered: it counts it in m (spread_requests_total) and
+// writes one log line at info level:
+//
+//	level=INFO msg=request method=GET path=/ status=302 backend=http://localhost:5000 duration=412µs
+//
+// backend is empty when none was chosen (a 503).
+func observeRequests(m *metrics, log *slog.Logger) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			start := time.Now()
+			if err := next(c); err != nil {
+				c.Error(err) // answer now, so that the status below is the one sent
+			}
+			backend, _ := c.Get(backendKey).(string)
+			status := c.Response().Status
+			m.request(backend, status)
+			req := c.Request()
+			log.LogAttrs(req.Context(), slog.LevelInfo, "request",
+				slog.String("method", req.Method), slog.String("path", req.URL.Path),
+				slog.Int("status", status), slog.String("backend", backend),
+				slog.Duration("duration", time.Since(start)))
+			return nil
+		}
+	}
+}
+
+// logLevel reads LOG_LEVEL: debug, info, warn or error, in any case.
+func logLevel(getenv func(string) string) (slog.Level, error) {
+	v := logLevelSetting.Get(getenv)
+	switch strings.ToLower(v) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("%s=%q: want debug, info, warn or error", logLevelSetting.Name, v)
+}

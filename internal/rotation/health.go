@@ -56,6 +56,9 @@ const (
 // HealthPath is what a probe GETs on each origin.
 const HealthPath = "/healthz"
 
+// maxProbes bounds the probes in flight at once.
+const maxProbes = 32
+
 // HealthConfig says how often and how patiently backends are probed. Zero
 // fields take the defaults.
 type HealthConfig struct {
@@ -242,14 +245,21 @@ func (h *Health) Round(ctx context.Context) error {
 		st.probe = h.probeURL(o, probes)
 	}
 
-	// Probe every origin at once; a round takes at most Timeout.
+	// Probe the origins in parallel, maxProbes at a time: a round of a
+	// list of a few backends takes at most Timeout, and a hostile list of
+	// thousands of origins cannot start thousands of connections at once.
 	type result struct {
 		origin string
 		err    error
 	}
 	results := make(chan result, len(h.state))
+	sem := make(chan struct{}, maxProbes)
 	for o, st := range h.state {
-		go func() { results <- result{o, h.probe(ctx, st.probe)} }()
+		go func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			results <- result{o, h.probe(ctx, st.probe)}
+		}()
 	}
 	for range len(h.state) {
 		r := <-results

@@ -25,22 +25,30 @@ import (
 // request is held back serving others'.
 
 // stepScript takes ARGV[1] rotation steps of the list KEYS[1] and returns the
-// entries in order; it stops early, returning fewer, if the list is empty or
+// number of invalid entries it stepped over (as a string), then the entries
+// picked, in order; it stops early, returning fewer, if the list is empty or
 // missing. Each step is the tutorial's LMOVE key key RIGHT LEFT (RPOPLPUSH
 // when ARGV[2] is "1", for Redis older than 6.2). The steps are added to
 // each entry's count in the hash KEYS[2], the tally that `seeder watch`
 // shows, with one HINCRBY per distinct entry.
 //
 // Entries in the set KEYS[3] (the down set, which the health checks keep;
-// see health.go) are stepped over inside the same script: a pick that lands
-// on a down entry takes another LMOVE, and another, until it lands on an
-// entry that is not down. The list keeps its members and its order (a
-// skipped entry goes to the front like any other), and the healthy entries
-// keep an exact round robin among themselves. A pick that has moved LLEN
-// times has seen every entry down, so the script fails with ALLDOWN
-// (ErrAllDown); the set cannot change while the script runs, so then every
-// pick of the batch would. With an empty down set, the usual case, a pick is
-// exactly one LMOVE, and the set costs one SCARD per batch.
+// see health.go), and the entries ARGV[3...] (the ones this Store has found
+// invalid, see Store.parse), are stepped over inside the same script: a
+// pick that lands on one takes another LMOVE, and another, until it lands
+// on an entry that is neither. The list keeps its members and its order (a
+// skipped entry goes to the front like any other), and the remaining
+// entries keep an exact round robin among themselves. A pick that has
+// moved LLEN times has seen every entry skipped, so the script fails: with
+// ALLDOWN (ErrAllDown) if one of them was down, else NOVALID
+// (ErrNoValidBackend). Neither the set nor the list can change while the
+// script runs, so then every pick of the batch would fail. With nothing
+// down or invalid, the usual case, a pick is exactly one LMOVE, and the
+// down set costs one SCARD per batch.
+//
+// Skipping known-invalid entries here, rather than with one more round trip
+// per entry met, keeps a pick from meeting invalid entries again and again
+// while concurrent picks move the list under it.
 //
 // A tally or down key of the wrong type (put there by hand) is ignored
 // rather than failing picks: the list is the truth, the rest is advice.
@@ -53,30 +61,41 @@ local function step()
   end
   return redis.call("LMOVE", KEYS[1], KEYS[1], "RIGHT", "LEFT")
 end
+local invalid = {}
+for i = 3, #ARGV do invalid[ARGV[i]] = true end
 local ok, ndown = pcall(redis.call, "SCARD", KEYS[3])
-local skip = ok and ndown > 0
+local checkDown = ok and ndown > 0
+local skip = checkDown or #ARGV > 2
 local len = 0
 if skip then len = redis.call("LLEN", KEYS[1]) end
-local picks, tally = {}, {}
+local picks, tally, skipped = {"0"}, {}, 0
 for i = 1, tonumber(ARGV[1]) do
   local e = step()
   if not e then break end
   if skip then
-    local moved = 1
-    while redis.call("SISMEMBER", KEYS[3], e) == 1 do
+    local moved, sawDown = 1, false
+    while true do
+      local isDown = checkDown and redis.call("SISMEMBER", KEYS[3], e) == 1
+      if not isDown and not invalid[e] then break end
+      sawDown = sawDown or isDown
+      if not isDown then skipped = skipped + 1 end
       if moved >= len then
-        return redis.error_reply("ALLDOWN every entry of the list is marked down")
+        if sawDown then
+          return redis.error_reply("ALLDOWN every entry of the list is marked down or invalid")
+        end
+        return redis.error_reply("NOVALID every entry of the list is invalid")
       end
       e = step()
       moved = moved + 1
     end
   end
-  picks[i] = e
+  picks[i + 1] = e
   tally[e] = (tally[e] or 0) + 1
 end
 for e, n in pairs(tally) do
   pcall(redis.call, "HINCRBY", KEYS[2], e, n)
 end
+picks[1] = tostring(skipped)
 return picks
 `)
 
@@ -207,7 +226,8 @@ func (s *Store) steps(ctx context.Context, n int) ([]string, error) {
 		if s.legacy.Load() {
 			legacy = "1"
 		}
-		res, err := stepScript.Run(ctx, s.rdb, []string{s.key, s.tally, s.down}, n, legacy).StringSlice()
+		args := append([]any{n, legacy}, *s.invalid.Load()...)
+		res, err := stepScript.Run(ctx, s.rdb, []string{s.key, s.tally, s.down}, args...).StringSlice()
 		if isUnknownCommand(err) && !s.legacy.Load() {
 			s.legacy.Store(true)
 			s.log.Info("redis has no LMOVE (older than 6.2); rotating with RPOPLPUSH")
@@ -217,9 +237,15 @@ func (s *Store) steps(ctx context.Context, n int) ([]string, error) {
 			return nil, s.classify(err)
 		}
 		if len(res) == 0 {
+			return nil, fmt.Errorf("%w: the step script answered nothing", ErrUnavailable)
+		}
+		if n, _ := strconv.ParseUint(res[0], 10, 64); n > 0 {
+			s.skipped.Add(n)
+		}
+		if len(res) == 1 {
 			return nil, ErrNoBackends
 		}
-		return res, nil
+		return res[1:], nil
 	}
 }
 

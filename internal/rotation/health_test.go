@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -375,5 +376,70 @@ func TestParseOrigin(t *testing.T) {
 		if got != tc.want || (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {
 			t.Errorf("ParseOrigin(%q): got (%q, %v), want (%q, error with %q)", tc.in, got, err, tc.want, tc.err)
 		}
+	}
+}
+
+// Invalid entries met once are stepped over inside the rotation step after
+// that: under concurrency a pick does not meet them again and again while
+// the others move the list, so no pick gives up on a list that has valid
+// entries, and the valid ones share the turns exactly.
+func TestInvalidEntriesAreSkippedInTheStep(t *testing.T) {
+	ctx := context.Background()
+	s, srv := newStore(t)
+	list := []string{three[0]}
+	for i := range 5 {
+		list = append(list, "javascript:alert("+strconv.Itoa(i)+")")
+	}
+	list = append(list, three[1])
+	for i := range 5 {
+		list = append(list, "//evil"+strconv.Itoa(i)+".example")
+	}
+	list = append(list, three[2])
+	if err := srv.Client.RPush(ctx, "servers", list).Err(); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	counts := map[string]int{}
+	var wg sync.WaitGroup
+	for range 30 {
+		wg.Go(func() {
+			for range 10 {
+				u, err := s.Next(ctx)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				counts[u.String()]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if want := map[string]int{three[0]: 100, three[1]: 100, three[2]: 100}; !maps.Equal(counts, want) {
+		t.Errorf("300 picks: got %v, want %v", counts, want)
+	}
+	// 100 turns of the 13 entries: each LMOVE is a pick or a skip.
+	if n := lmoveCalls(t, srv); n != 1300 {
+		t.Errorf("got %d LMOVE calls, want 1300 (100 turns of 13 entries)", n)
+	}
+	if n := s.Skipped(); n != 1000 {
+		t.Errorf("Skipped: got %d, want 1000 (10 invalid entries, 100 turns)", n)
+	}
+	if got, _ := s.Entries(ctx); !slices.Equal(got, list) {
+		t.Errorf("the list after 100 turns: got %q, want it as it was", got)
+	}
+
+	// Only invalid entries: ErrNoValidBackend, not a loop.
+	srv.Client.Del(ctx, "servers")
+	srv.Client.RPush(ctx, "servers", list[1], list[7])
+	if _, err := s.Next(ctx); !errors.Is(err, rotation.ErrNoValidBackend) {
+		t.Errorf("only known-invalid entries: got %v, want ErrNoValidBackend", err)
+	}
+	// Invalid and down entries only: all down.
+	srv.Client.RPush(ctx, "servers", three[0])
+	srv.Client.SAdd(ctx, s.DownKey(), three[0])
+	if _, err := s.Next(ctx); !errors.Is(err, rotation.ErrAllDown) {
+		t.Errorf("invalid and down entries only: got %v, want ErrAllDown", err)
 	}
 }

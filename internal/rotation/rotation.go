@@ -26,7 +26,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -68,6 +70,8 @@ type Store struct {
 	down        string                                 // key of the set of entries marked down (DownKey)
 	probes      string                                 // key of the hash of probe addresses (ProbeKey)
 	skipped     atomic.Uint64                          // invalid entries stepped over (Skipped)
+	invalid     atomic.Pointer[[]any]                  // entries found invalid, at most maxInvalid, for stepScript to skip
+	invalidMu   sync.Mutex                             // serializes additions to invalid
 	stepTimeout time.Duration                          // bound of one round trip (SetStepTimeout)
 	co          coalescer                              // picks waiting for the round trip in flight
 	parsed      atomic.Pointer[map[string]parsedEntry] // ParseBackend's verdicts, by entry
@@ -84,8 +88,10 @@ func NewStore(rdb redis.UniversalClient, key string, log *slog.Logger) *Store {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Store{rdb: rdb, key: key, log: log, tally: tallyKey(key),
+	s := &Store{rdb: rdb, key: key, log: log, tally: tallyKey(key),
 		down: sibling(key, "down"), probes: sibling(key, "probe"), stepTimeout: DefaultStepTimeout}
+	s.invalid.Store(&[]any{})
+	return s
 }
 
 // Key returns the Redis key of the list.
@@ -125,6 +131,11 @@ type parsedEntry struct {
 // backends, but nothing stops a hostile one from holding millions.
 const maxParsed = 1024
 
+// maxInvalid bounds the invalid entries a Store asks stepScript to skip
+// (they travel with every round trip); further ones cost a round trip each
+// time a pick meets them.
+const maxInvalid = 64
+
 // parse is ParseBackend, remembered per entry: a list repeats the same few
 // entries, and validating each pick anew was a measurable part of its cost.
 func (s *Store) parse(entry string) (*url.URL, error) {
@@ -137,6 +148,12 @@ func (s *Store) parse(entry string) (*url.URL, error) {
 	u, err := ParseBackend(entry)
 	if err != nil {
 		s.log.Warn("skipping invalid rotation entry", "key", s.key, "err", err)
+		s.invalidMu.Lock()
+		if old := *s.invalid.Load(); len(old) < maxInvalid && !slices.Contains(old, any(entry)) {
+			next := append(slices.Clip(old), entry)
+			s.invalid.Store(&next)
+		}
+		s.invalidMu.Unlock()
 	}
 	if m == nil || len(*m) < maxParsed {
 		// Copy on write: readers never lock. Two picks racing here may
@@ -254,6 +271,8 @@ func (s *Store) classify(err error) error {
 		return ErrNoBackends
 	case strings.HasPrefix(err.Error(), "ALLDOWN"):
 		return ErrAllDown
+	case strings.HasPrefix(err.Error(), "NOVALID"):
+		return ErrNoValidBackend
 	case strings.HasPrefix(err.Error(), "WRONGTYPE"):
 		return fmt.Errorf("%w: %q", ErrWrongType, s.key)
 	case errors.Is(err, context.Canceled):

@@ -159,9 +159,11 @@ func (h *Health) Run(ctx context.Context) {
 // milliseconds, as SET NX PX would for a newcomer, and if this checker
 // holds it returns {1, list KEYS[2], down set KEYS[3], probe hash KEYS[4]};
 // else {0}. Keys of the wrong type read as empty.
+// A lease key of the wrong type (put there by hand) counts as free: SET
+// replaces it.
 var claimScript = redis.NewScript(`
-local holder = redis.call("GET", KEYS[1])
-if holder and holder ~= ARGV[1] then return {0} end
+local ok, holder = pcall(redis.call, "GET", KEYS[1])
+if ok and holder and holder ~= ARGV[1] then return {0} end
 redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
 local function read(cmd, key, ...)
   local ok, v = pcall(redis.call, cmd, key, ...)
@@ -175,7 +177,8 @@ return {1, read("LRANGE", KEYS[2], 0, -1), read("SMEMBERS", KEYS[3]), read("HGET
 // the lease KEYS[1] for ARGV[2] ms, if ARGV[1] still holds it; it returns 1
 // then, else 0 and writes nothing.
 var publishScript = redis.NewScript(`
-if redis.call("GET", KEYS[1]) ~= ARGV[1] then return 0 end
+local ok, holder = pcall(redis.call, "GET", KEYS[1])
+if not ok or holder ~= ARGV[1] then return 0 end
 redis.call("PEXPIRE", KEYS[1], ARGV[2])
 redis.call("DEL", KEYS[2])
 for i = 3, #ARGV, 1000 do
@@ -186,7 +189,8 @@ return 1
 
 // releaseScript deletes the lease KEYS[1] if ARGV[1] holds it.
 var releaseScript = redis.NewScript(`
-if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
+local ok, holder = pcall(redis.call, "GET", KEYS[1])
+if ok and holder == ARGV[1] then return redis.call("DEL", KEYS[1]) end
 return 0
 `)
 

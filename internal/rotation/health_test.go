@@ -360,6 +360,17 @@ func TestHealthFollowsTheList(t *testing.T) {
 	srv.Client.Del(ctx, "servers")
 	srv.Client.Set(ctx, "servers", "x", 0)
 	rounds(t, h, 1)
+	// Nor with a lease, down set and probe hash of the wrong type.
+	srv.Client.Del(ctx, "servers", h.LeaseKey(), s.DownKey(), s.ProbeKey())
+	srv.Client.RPush(ctx, "servers", c.URL)
+	srv.Client.RPush(ctx, h.LeaseKey(), "x")
+	srv.Client.RPush(ctx, s.DownKey(), "x")
+	srv.Client.RPush(ctx, s.ProbeKey(), "x")
+	c.healthy.Store(false)
+	rounds(t, rotation.NewHealth(s, rotation.HealthConfig{Falls: 1}), 1)
+	if got := down(t, s); !slices.Equal(got, []string{c.URL}) {
+		t.Errorf("hostile keys: got down %q, want %q", got, c.URL)
+	}
 }
 
 func TestParseOrigin(t *testing.T) {

@@ -125,6 +125,15 @@ func TestLocalSkipsDownEntries(t *testing.T) {
 	if n, ok := l.Len(); n != 3 || !ok {
 		t.Errorf("Len: got (%d, %v), want (3, true)", n, ok)
 	}
+	// A down set of the wrong type reads as empty.
+	srv.Client.Set(ctx, s.DownKey(), "x", 0)
+	srv.Client.LPush(ctx, "servers", "http://127.0.0.1:5003")
+	if err := l.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := localPicks(t, l, 4); len(slices.Compact(slices.Sorted(slices.Values(got)))) != 4 {
+		t.Errorf("picks with a down set of the wrong type: got %q, want all four entries", got)
+	}
 }
 
 // backend is an httptest server whose /healthz answers 200 while healthy

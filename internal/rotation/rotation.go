@@ -182,26 +182,29 @@ func (s *Store) Entries(ctx context.Context) ([]string, error) {
 	return entries, s.classify(err)
 }
 
-// readScript returns the list KEYS[1] and the down set KEYS[2] as one
-// consistent view. A down set of the wrong type reads as empty (see
-// stepScript); a list of the wrong type fails with WRONGTYPE.
-var readScript = redis.NewScript(`
-local list = redis.call("LRANGE", KEYS[1], 0, -1)
-local ok, down = pcall(redis.call, "SMEMBERS", KEYS[2])
-if not ok then down = {} end
-return {list, down}
-`)
-
-// read returns the list as LRANGE shows it and the entries marked down.
+// read returns the list as LRANGE shows it and the entries marked down, as
+// one consistent view (MULTI/EXEC: both keys share a hash slot). A down set
+// of the wrong type reads as empty (see stepScript); a list of the wrong
+// type fails with ErrWrongType. Plain reads, not a script, so that they go
+// on while Redis holds writes (CLIENT PAUSE WRITE).
 func (s *Store) read(ctx context.Context) (entries, down []string, err error) {
-	res, err := readScript.Run(ctx, s.rdb, []string{s.key, s.down}).Slice()
-	if err != nil {
+	var list *redis.StringSliceCmd
+	var set *redis.StringSliceCmd
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		list = p.LRange(ctx, s.key, 0, -1)
+		set = p.SMembers(ctx, s.down)
+		return nil
+	})
+	if list != nil && list.Err() != nil {
+		return nil, nil, s.classify(list.Err())
+	}
+	if err != nil && (set == nil || set.Err() == nil || !strings.HasPrefix(set.Err().Error(), "WRONGTYPE")) {
 		return nil, nil, s.classify(err)
 	}
-	if len(res) != 2 {
-		return nil, nil, fmt.Errorf("%w: unexpected reply %v", ErrUnavailable, res)
+	if set.Err() != nil {
+		return list.Val(), nil, nil
 	}
-	return stringsOf(res[0]), stringsOf(res[1]), nil
+	return list.Val(), set.Val(), nil
 }
 
 // stringsOf converts a script's array reply of bulk strings.

@@ -143,11 +143,12 @@ func (f *fallback) run(ctx context.Context) {
 				continue
 			}
 			f.mu.Lock()
-			since := f.since
+			// Logged first, so that whoever sees the shared rotation back
+			// finds the line in the log.
+			f.log.Info("redis answers again: degraded mode over, the shared rotation resumes",
+				"degraded_for", time.Since(f.since).Round(time.Millisecond), "local_picks", f.picks.Swap(0))
 			f.degraded.Store(false)
 			f.mu.Unlock()
-			f.log.Info("redis answers again: degraded mode over, the shared rotation resumes",
-				"degraded_for", time.Since(since).Round(time.Millisecond), "local_picks", f.picks.Swap(0))
 		}
 	}
 }

@@ -83,12 +83,18 @@ func TestHungRedisDegradesToTheSnapshot(t *testing.T) {
 	if code, body := s.readyz(t); code != 200 || !strings.HasPrefix(body, "degraded: ") {
 		t.Errorf("/readyz while Redis hangs: got %d %q, want 200 degraded: ...", code, body)
 	}
+	if n := strings.Count(s.logs.String(), "msg=\"degraded: redis unavailable"); n != 1 {
+		t.Errorf("the log says degraded %d times, want once:\n%s", n, s.logs)
+	}
 
 	s.redis.Resume()
 	waitFor(t, "/readyz no longer says degraded", func() bool {
 		_, body := s.readyz(t)
 		return strings.HasPrefix(body, "ready: ")
 	})
+	if !strings.Contains(s.logs.String(), "msg=\"redis answers again: degraded mode over") {
+		t.Errorf("the log does not say degraded mode is over:\n%s", s.logs)
+	}
 	stepsBefore = s.store.Coalescing().Steps
 	for range 3 {
 		if code, _ := s.getOK(t, "/"); code != http.StatusFound {

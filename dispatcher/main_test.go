@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -76,6 +78,26 @@ type served struct {
 	errc       chan error // serve's result
 	main, adm  string     // http://host:port of each listener
 	noFollower *http.Client
+	logs       *syncBuffer // what serve logged
+}
+
+// syncBuffer is a bytes.Buffer that serve's goroutines may write while a
+// test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // startServe runs serve, as run does, over a real Redis holding seed, on
@@ -84,7 +106,8 @@ type served struct {
 func startServe(t *testing.T, ctx context.Context, env map[string]string, seed ...string) *served {
 	t.Helper()
 	srv := redistest.Start(t)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
 	// A client made as run makes it (rotation.Connect: context deadlines
 	// bound every command, no retries), not the test server's own.
 	rdb, err := rotation.Connect(srv.URL, "dispatcher")
@@ -92,7 +115,7 @@ func startServe(t *testing.T, ctx context.Context, env map[string]string, seed .
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rdb.Close() })
-	s := &served{redis: srv, store: rotation.NewStore(rdb, "servers", log), errc: make(chan error, 1)}
+	s := &served{redis: srv, store: rotation.NewStore(rdb, "servers", log), errc: make(chan error, 1), logs: logs}
 	if len(seed) > 0 {
 		if err := s.store.Replace(ctx, seed); err != nil {
 			t.Fatal(err)

@@ -117,6 +117,14 @@ func TestFaults(t *testing.T) {
 		t.Logf("backend stopped at +0s, restarted at +%.1fs, back at +%.1fs: %s",
 			t1.Sub(t0).Seconds(), back.Sub(t0).Seconds(), r.summary(s))
 
+		var lastBefore time.Time
+		for _, x := range r.results {
+			if x.backend == stopped && x.start.Before(t1) && x.start.After(lastBefore) {
+				lastBefore = x.start
+			}
+		}
+		t.Logf("the last request redirected to the stopped backend was sent at +%.2fs (bound: +%.2fs)",
+			lastBefore.Sub(t0).Seconds(), bound.Sub(t0).Seconds())
 		r.expectNoFailures(t)
 		r.expectOnly(t, s, s.backends...)
 		if n := r.counts(bound, t1)[stopped]; n != 0 {
@@ -247,6 +255,7 @@ func TestFaults(t *testing.T) {
 			}
 		}
 		during := r.redirectsBetween(pausedAt.Add(2*time.Second), resumedAt)
+		t.Logf("while Redis was paused: %d requests took 1s or more, %d were redirected from +2s to the unpause", slow, during)
 		if slow > 4 || during == 0 {
 			t.Errorf("while Redis was paused: %d requests waited 1s or more (want at most 4, one per client), %d were answered", slow, during)
 		}

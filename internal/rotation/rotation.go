@@ -131,10 +131,13 @@ type parsedEntry struct {
 // backends, but nothing stops a hostile one from holding millions.
 const maxParsed = 1024
 
-// maxInvalid bounds the invalid entries a Store asks stepScript to skip
-// (they travel with every round trip); further ones cost a round trip each
-// time a pick meets them.
-const maxInvalid = 64
+// maxInvalid and maxInvalidLen bound the invalid entries a Store asks
+// stepScript to skip, as they travel with every round trip: at most 64, of
+// at most 2 KiB each. Others cost a round trip each time a pick meets them.
+const (
+	maxInvalid    = 64
+	maxInvalidLen = 2048
+)
 
 // parse is ParseBackend, remembered per entry: a list repeats the same few
 // entries, and validating each pick anew was a measurable part of its cost.
@@ -149,7 +152,7 @@ func (s *Store) parse(entry string) (*url.URL, error) {
 	if err != nil {
 		s.log.Warn("skipping invalid rotation entry", "key", s.key, "err", err)
 		s.invalidMu.Lock()
-		if old := *s.invalid.Load(); len(old) < maxInvalid && !slices.Contains(old, any(entry)) {
+		if old := *s.invalid.Load(); len(old) < maxInvalid && len(entry) <= maxInvalidLen && !slices.Contains(old, any(entry)) {
 			next := append(slices.Clip(old), entry)
 			s.invalid.Store(&next)
 		}

@@ -5,7 +5,9 @@ UNIT_MODULES := internal backend seeder dispatcher bench
 PROGRAMS     := backend seeder dispatcher
 # `docker compose` (v2 plugin) where installed, else docker-compose (v1).
 COMPOSE      ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
-FUZZTIME     ?= 15s
+# make fuzz runs each fuzz target this long; make test runs it too, so CI
+# fuzzes every run, for a bounded time.
+FUZZTIME     ?= 10s
 # make bench: measured seconds per mode and round, rounds, connections.
 BENCH_FLAGS  ?= -duration 10s -rounds 3 -conns 64
 E2E_TIMEOUT  ?= 45m
@@ -27,8 +29,9 @@ run:
 down:
 	$(COMPOSE) down --remove-orphans
 
-## test: lint, the unit tests of every module (real redis-server), then the e2e tests
-test: lint unit e2e
+## test: lint, the unit tests of every module (real redis-server), each fuzz
+## target for FUZZTIME, then the e2e tests
+test: lint unit fuzz e2e
 
 ## unit: each module's tests on its own; needs redis-server on PATH
 unit:
@@ -46,8 +49,9 @@ lint:
 
 ## fuzz: run each fuzz target for FUZZTIME
 fuzz:
-	cd internal && go test -run '^$$' -fuzz '^FuzzParseBackend$$' -fuzztime $(FUZZTIME) ./rotation
-	cd dispatcher && go test -run '^$$' -fuzz '^FuzzTarget$$' -fuzztime $(FUZZTIME) .
+	@echo "==> fuzz: each target for $(FUZZTIME)"
+	cd internal && GOWORK=off go test -run '^$$' -fuzz '^FuzzParseBackend$$' -fuzztime $(FUZZTIME) ./rotation
+	cd dispatcher && GOWORK=off go test -run '^$$' -fuzz '^FuzzTarget$$' -fuzztime $(FUZZTIME) .
 
 ## bench: redis-server, three backends and the dispatcher as local processes,
 ## under wrk (or a Go load generator): ROTATION=redis against ROTATION=local

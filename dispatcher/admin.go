@@ -20,7 +20,9 @@ type lengther interface {
 // backends.
 //
 //	GET /healthz  200 while the process serves
-//	GET /readyz   200 when Redis answers and the list is not empty, else 503
+//	GET /readyz   200 when Redis answers and the list is not empty, else 503;
+//	              200 "degraded: ..." while Redis is down and the dispatcher
+//	              rotates over its snapshot of the list (fallback.go)
 //
 // serve adds GET /metrics (metrics.go) and the dashboard, GET / and GET
 // /events (dashboard.go).
@@ -39,6 +41,11 @@ func newAdmin(list lengther, key string) *echo.Echo {
 			return c.String(http.StatusServiceUnavailable, fmt.Sprintf("not ready: %v\n", err))
 		case n == 0:
 			return c.String(http.StatusServiceUnavailable, fmt.Sprintf("not ready: the list %q is empty\n", key))
+		}
+		if d, ok := list.(interface{ Degraded() string }); ok {
+			if why := d.Degraded(); why != "" {
+				return c.String(http.StatusOK, "degraded: "+why+"\n")
+			}
 		}
 		return c.String(http.StatusOK, fmt.Sprintf("ready: %q holds %d %s\n", key, n, plural(n, "entry", "entries")))
 	})

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -17,13 +18,13 @@ var (
 	portSetting     = app.Setting{Name: "PORT", Default: "80", Usage: "port that clients send requests to"}
 	adminSetting    = app.Setting{Name: "ADMIN_PORT", Default: "8080", Usage: "port for the dashboard, /metrics, /healthz and /readyz"}
 	statusSetting   = app.Setting{Name: "REDIRECT_STATUS", Default: "302", Usage: "301, 302, 303, 307 or 308; 307 and 308 keep the method and body"}
-	timeoutSetting  = app.Setting{Name: "REDIS_TIMEOUT", Default: "1s", Usage: "how long a request waits on Redis before it gets 503"}
+	timeoutSetting  = app.Setting{Name: "REDIS_TIMEOUT", Default: "1s", Usage: "how long a request waits on Redis before the dispatcher turns degraded and answers from its snapshot of the list"}
 	shutdownSetting = app.Setting{Name: "SHUTDOWN_TIMEOUT", Default: "10s", Usage: "how long requests in flight may finish after SIGTERM"}
 	rotationSetting = app.Setting{Name: "ROTATION", Default: "redis", Usage: "redis: one shared, exact rotation step in Redis per request; local: round robin in this process over a snapshot of the list, read every second"}
 	logLevelSetting = app.Setting{Name: "LOG_LEVEL", Default: "info", Usage: "debug, info, warn or error; info logs one line per request"}
 
-	settings = []app.Setting{portSetting, adminSetting, rotation.RedisURL, rotation.RedisKey,
-		statusSetting, timeoutSetting, shutdownSetting, rotationSetting, logLevelSetting}
+	settings = slices.Concat([]app.Setting{portSetting, adminSetting, rotation.RedisURL, rotation.RedisKey,
+		statusSetting, timeoutSetting, shutdownSetting, rotationSetting, logLevelSetting}, healthSettings)
 )
 
 // config is the dispatcher's configuration, checked.
@@ -35,6 +36,7 @@ type config struct {
 	redisTimeout    time.Duration
 	shutdownTimeout time.Duration
 	logLevel        slog.Level
+	health          rotation.HealthConfig // Interval 0: no probes from this dispatcher
 }
 
 // loadConfig reads every setting and refuses a value it cannot use, naming it.
@@ -80,6 +82,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return c, err
 	}
 	if c.logLevel, err = logLevel(getenv); err != nil {
+		return c, err
+	}
+	if c.health, err = loadHealth(getenv); err != nil {
 		return c, err
 	}
 	return c, nil

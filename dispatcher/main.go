@@ -13,8 +13,10 @@
 // redirect; the backend is chosen by a Picker: rotation.Store (ROTATION=redis,
 // one shared step in Redis per request, concurrent requests sharing a round
 // trip) or rotation.Local (ROTATION=local, round robin in process over a
-// snapshot of the list). Package rotation is the one place that touches
-// Redis.
+// snapshot of the list). With ROTATION=redis, fallback.go switches to that
+// snapshot while Redis is down or hung. rotation.Health probes the backends
+// (settings in health.go) and marks the failing ones down, in Redis, for
+// every dispatcher. Package rotation is the one place that touches Redis.
 package main
 
 import (
@@ -26,6 +28,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -64,7 +67,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer rdb.Close()
 	store := rotation.NewStore(rdb, cfg.key, log)
-	store.SetStepTimeout(cfg.redisTimeout)
 
 	// Listen first, so that "address in use" fails at start.
 	ln, err := net.Listen("tcp", ":"+cfg.port)
@@ -82,12 +84,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 // serve runs the main and admin listeners until ctx is done, then drains
 // both within cfg.shutdownTimeout.
 func serve(ctx context.Context, cfg config, store *rotation.Store, ln, admin net.Listener, log *slog.Logger) error {
+	store.SetStepTimeout(cfg.redisTimeout)
 	log.Info("dispatcher listening", "addr", ln.Addr().String(), "admin", admin.Addr().String(),
 		"key", store.Key(), "rotation", cfg.rotation, "redirect_status", cfg.status)
 	// Say at once whether Redis answers; not fatal, since it may come up later.
 	checkCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	if n, err := store.Len(checkCtx); err != nil {
-		log.Warn("redis not ready at start; requests get 503 until it is", "err", err)
+		log.Warn("redis not ready at start; requests get 503 until the list has been read", "err", err)
 	} else {
 		log.Info("rotation list found", "key", store.Key(), "entries", n)
 	}
@@ -95,23 +98,41 @@ func serve(ctx context.Context, cfg config, store *rotation.Store, ln, admin net
 
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	var picker Picker = store
+	var background sync.WaitGroup
+	defer background.Wait() // the health checks release their lease on the way out
+
+	// A snapshot of the list, read every second: the whole rotation with
+	// ROTATION=local, the fallback while Redis is down with ROTATION=redis.
+	local := rotation.NewLocal(store, rotation.DefaultRefresh)
+	if err := local.Refresh(ctx); err != nil {
+		log.Warn("cannot read the rotation list yet; requests get 503 until it is read", "err", err)
+	}
+	background.Go(func() { local.Run(ctx) })
+	m := newMetrics(modeRedirect)
+	fb := newFallback(store, local, cfg.redisTimeout, log)
+	fb.onChange = m.SetDegraded
+	background.Go(func() { fb.run(ctx) })
+	var picker Picker = fb
 	var list rotationLister = store
 	source := fmt.Sprintf("Redis list %q", store.Key())
 	if cfg.rotation == "local" {
-		local := rotation.NewLocal(store, rotation.DefaultRefresh)
-		if err := local.Refresh(ctx); err != nil {
-			log.Warn("cannot read the rotation list yet; requests get 503 until it is read", "err", err)
-		}
-		go local.Run(ctx)
 		picker, list = local, local
 		source = fmt.Sprintf("this process's copy of Redis list %q (ROTATION=local)", store.Key())
 	}
-	m := newMetrics(modeRedirect)
+	if cfg.health.Interval > 0 {
+		health := rotation.NewHealth(store, cfg.health)
+		background.Go(func() { health.Run(ctx) })
+	} else {
+		log.Info("health checks off in this dispatcher (HEALTH_INTERVAL=0); it still skips backends others mark down")
+	}
+	// spread_backend_up and the dashboard's health marks follow the shared
+	// down set, as this dispatcher last read it.
+	background.Go(func() { watchHealth(ctx, local, m) })
+
 	r := &redirector{picker: timedPicker{picker, m}, status: cfg.status, timeout: cfg.redisTimeout, log: log}
 	front := newRedirector(r)
 	front.Use(observeRequests(m, log))
-	back := newAdmin(store, store.Key())
+	back := newAdmin(fb, store.Key())
 	back.GET("/metrics", echo.WrapHandler(m.handler()))
 	d := &dashboard{m: m, list: list, source: source,
 		every: 250 * time.Millisecond, done: ctx.Done(), log: log}
@@ -124,7 +145,8 @@ func serve(ctx context.Context, cfg config, store *rotation.Store, ln, admin net
 	err = errors.Join(err, <-errc)
 	if cfg.rotation == "redis" {
 		st := store.Coalescing()
-		log.Info("rotation steps taken", "steps", st.Steps, "round_trips", st.RoundTrips, "largest_batch", st.MaxBatch)
+		log.Info("rotation steps taken", "steps", st.Steps, "round_trips", st.RoundTrips, "largest_batch", st.MaxBatch,
+			"invalid_entries_skipped", store.Skipped())
 	}
 	log.Info("dispatcher stopped", "err", err)
 	return err

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,7 +23,8 @@ func TestLoadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := config{port: "80", adminPort: "8080", redisURL: "redis://localhost:6379/0", key: "servers",
-		status: 302, redisTimeout: time.Second, shutdownTimeout: 10 * time.Second, rotation: "redis"}
+		status: 302, redisTimeout: time.Second, shutdownTimeout: 10 * time.Second, rotation: "redis",
+		health: rotation.HealthConfig{Interval: 2 * time.Second, Timeout: time.Second, Falls: 2, Rises: 2}}
 	if cfg != want {
 		t.Errorf("defaults: got %+v, want %+v", cfg, want)
 	}
@@ -38,6 +41,11 @@ func TestLoadConfig(t *testing.T) {
 		{"SHUTDOWN_TIMEOUT", "-1s", "SHUTDOWN_TIMEOUT"},
 		{"ROTATION", "random", "ROTATION"},
 		{"ROTATION", "Local", "ROTATION"},
+		{"HEALTH_INTERVAL", "-1s", "HEALTH_INTERVAL"},
+		{"HEALTH_INTERVAL", "often", "HEALTH_INTERVAL"},
+		{"HEALTH_TIMEOUT", "0", "HEALTH_TIMEOUT"},
+		{"HEALTH_FALLS", "0", "HEALTH_FALLS"},
+		{"HEALTH_RISES", "two", "HEALTH_RISES"},
 	}
 	for _, tc := range bad {
 		_, err := loadConfig(func(k string) string {
@@ -54,6 +62,12 @@ func TestLoadConfig(t *testing.T) {
 	if err != nil || cfg.status != 307 {
 		t.Errorf("REDIRECT_STATUS=307: got (%d, %v), want 307", cfg.status, err)
 	}
+	for _, v := range []string{"0", "0s"} {
+		cfg, err = loadConfig(func(k string) string { return map[string]string{"HEALTH_INTERVAL": v}[k] })
+		if err != nil || cfg.health.Interval != 0 {
+			t.Errorf("HEALTH_INTERVAL=%s: got (%v, %v), want 0, probes off", v, cfg.health.Interval, err)
+		}
+	}
 }
 
 // served is a dispatcher that startServe runs.
@@ -64,6 +78,26 @@ type served struct {
 	errc       chan error // serve's result
 	main, adm  string     // http://host:port of each listener
 	noFollower *http.Client
+	logs       *syncBuffer // what serve logged
+}
+
+// syncBuffer is a bytes.Buffer that serve's goroutines may write while a
+// test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // startServe runs serve, as run does, over a real Redis holding seed, on
@@ -72,14 +106,21 @@ type served struct {
 func startServe(t *testing.T, ctx context.Context, env map[string]string, seed ...string) *served {
 	t.Helper()
 	srv := redistest.Start(t)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	s := &served{redis: srv, store: rotation.NewStore(srv.Client, "servers", log), errc: make(chan error, 1)}
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	// A client made as run makes it (rotation.Connect: context deadlines
+	// bound every command, no retries), not the test server's own.
+	rdb, err := rotation.Connect(srv.URL, "dispatcher")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	s := &served{redis: srv, store: rotation.NewStore(rdb, "servers", log), errc: make(chan error, 1), logs: logs}
 	if len(seed) > 0 {
 		if err := s.store.Replace(ctx, seed); err != nil {
 			t.Fatal(err)
 		}
 	}
-	var err error
 	if s.ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +129,14 @@ func startServe(t *testing.T, ctx context.Context, env map[string]string, seed .
 	}
 	s.main, s.adm = "http://"+s.ln.Addr().String(), "http://"+s.admin.Addr().String()
 	s.noFollower = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	cfg, err := loadConfig(func(k string) string { return env[k] })
+	cfg, err := loadConfig(func(k string) string {
+		if v, ok := env[k]; ok || k != healthIntervalSetting.Name {
+			return v
+		}
+		// No probes unless the test asks: the seeded addresses are not
+		// served, or are served by whatever else runs on this machine.
+		return "0"
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

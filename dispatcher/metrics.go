@@ -38,10 +38,10 @@ const modeRedirect = "redirect"
 //	    a client that left (context.Canceled), and the admin port's own reads
 //	    (/readyz, the dashboard's LRANGE).
 //	spread_degraded                             gauge: 1 while the dispatcher runs degraded
-//	    (SetDegraded); 0 today, nothing sets it yet.
-//	spread_backend_up{backend}                  gauge: 1 when a health check found the backend
-//	    up, 0 when down (SetBackendUp). Nothing checks health yet, so the series are absent:
-//	    a backend appears only once something has set it, never with a made-up value.
+//	    (SetDegraded, called by the fallback when Redis stops and starts answering).
+//	spread_backend_up{backend}                  gauge: 0 while the shared health checks have
+//	    the backend in the down set, else 1 (SetHealth, from watchHealth every second);
+//	    only backends of the list, never a made-up one.
 //
 // Go runtime (go_*) and process (process_*) metrics come with them.
 type metrics struct {
@@ -145,6 +145,40 @@ func (m *metrics) SetBackendUp(backend string, up bool) {
 	m.mu.Lock()
 	m.up[backend] = up
 	m.mu.Unlock()
+}
+
+// SetHealth replaces every backend's health with up: backends no longer in
+// it lose their spread_backend_up series and their mark on the dashboard.
+func (m *metrics) SetHealth(up map[string]bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.backendUp.Reset()
+	m.up = map[string]bool{}
+	for b, ok := range up {
+		v := 0.0
+		if ok {
+			v = 1
+		}
+		m.backendUp.WithLabelValues(b).Set(v)
+		m.up[b] = ok
+	}
+}
+
+// watchHealth copies the shared health view, as the snapshot last read it,
+// into the metrics every second until ctx is done.
+func watchHealth(ctx context.Context, local *rotation.Local, m *metrics) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		if up, ok := local.Health(); ok {
+			m.SetHealth(up)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // tally is a copy of what the dashboard draws from the metrics.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -139,9 +140,6 @@ func TestMetricsCountExactly(t *testing.T) {
 	}
 	if n := len(fams["spread_requests_total"].GetMetric()); n != 4 {
 		t.Errorf("got %d spread_requests_total series, want 4", n)
-	}
-	if fams["spread_backend_up"] != nil {
-		t.Error("spread_backend_up is exported, but no health check has set it")
 	}
 	if fams["go_goroutines"] == nil {
 		t.Error("go_goroutines is missing: the Go collector is not registered")
@@ -305,4 +303,29 @@ func TestLogLevel(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `LOG_LEVEL="loud"`) {
 		t.Errorf("run with LOG_LEVEL=loud: got %v, want an error naming LOG_LEVEL", err)
 	}
+}
+
+// spread_backend_up follows the shared down set, as the dispatcher's
+// snapshot reads it (every second): here another dispatcher's health checks
+// are played by an SADD, and this one's are off.
+func TestBackendUpFollowsTheDownSet(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := startServe(t, ctx, map[string]string{"HEALTH_INTERVAL": "0"}, three...)
+	metricsURL := "http://" + s.admin.Addr().String() + "/metrics"
+	if err := s.redis.Client.SAdd(ctx, "{servers}:down", three[1]).Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{three[0]: 1, three[1]: 0, three[2]: 1}
+	var got map[string]float64
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		got = map[string]float64{}
+		for _, m := range scrape(t, metricsURL)["spread_backend_up"].GetMetric() {
+			got[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+		}
+		if maps.Equal(got, want) {
+			return
+		}
+	}
+	t.Errorf("spread_backend_up: got %v, want %v", got, want)
 }

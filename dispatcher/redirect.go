@@ -125,6 +125,8 @@ func explain(err error) (int, string) {
 		return http.StatusServiceUnavailable, "no backends: the rotation list is empty or missing (fill it with `seeder seed`)"
 	case errors.Is(err, rotation.ErrWrongType):
 		return http.StatusServiceUnavailable, "misconfigured: the rotation key in Redis is not a list"
+	case errors.Is(err, rotation.ErrAllDown):
+		return http.StatusServiceUnavailable, "all backends are down: every entry of the rotation list fails its health checks"
 	case errors.Is(err, rotation.ErrNoValidBackend):
 		return http.StatusServiceUnavailable, "no valid backend: the rotation list holds only invalid URLs"
 	case errors.Is(err, rotation.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):

@@ -119,6 +119,7 @@ func TestNoRedirectWithoutAValidBackend(t *testing.T) {
 		{"last entry removed", func() { s.seed(t, three[0]); s.store.Remove(ctx, three[0]) }, "no backends"},
 		{"wrong type", func() { s.redis.Client.Set(ctx, "servers", "x", 0) }, "not a list"},
 		{"only invalid entries", func() { s.redis.Client.RPush(ctx, "servers", "javascript:alert(1)", "//evil.example") }, "no valid backend"},
+		{"every entry down", func() { s.seed(t, three...); s.redis.Client.SAdd(ctx, s.store.DownKey(), three) }, "all backends are down"},
 		{"redis down", func() { s.redis.Stop() }, "redis unavailable"},
 	}
 	for _, tc := range tests {
@@ -214,6 +215,7 @@ func TestExplain(t *testing.T) {
 		{rotation.ErrNoBackends, "no backends"},
 		{fmt.Errorf("x: %w", rotation.ErrWrongType), "not a list"},
 		{rotation.ErrNoValidBackend, "no valid backend"},
+		{rotation.ErrAllDown, "all backends are down"},
 		{fmt.Errorf("%w: dial", rotation.ErrUnavailable), "redis unavailable"},
 		{context.DeadlineExceeded, "redis unavailable"},
 		{errors.New("other"), "cannot choose a backend"},

@@ -1,8 +1,11 @@
 // Package e2e holds the end-to-end tests: they build the real images from the
 // repository's Dockerfile, start Redis, three backends, the seeder and the
 // dispatcher on one Docker network with testcontainers-go, and check from
-// outside, as a user would, what a client sees. One test brings up
-// compose.yaml itself and does what the README tells a newcomer to do.
+// outside, as a user would, what a client sees. TestFaults breaks a stack of
+// its own under steady load (a poisoned list, a stopped backend, SIGTERM to
+// a dispatcher, Redis paused and stopped) and counts the requests sent,
+// failed and redirected per backend. One test brings up compose.yaml itself
+// and does what the README tells a newcomer to do.
 //
 // Environment:
 //

@@ -27,8 +27,26 @@ type stack struct {
 	redis      *redis.Client     // Redis's published port, to look at the list as redis-cli would
 	backends   []string          // URLs of the backends as this host reaches them, in seed order
 	names      map[string]string // backend URL -> the name it sends in X-Backend
+	probes     []string          // -probe flags for the seeder: each backend URL = the address the dispatcher reaches it by
 	dispatcher string            // http://host:port of the dispatcher's main port
 	admin      string            // http://host:port of its admin port
+
+	opts      stackOptions
+	redisC    testcontainers.Container
+	backendCs []testcontainers.Container // in seed order
+	dispatchC testcontainers.Container   // the dispatcher at s.dispatcher
+}
+
+// stackOptions change what startStackWith starts.
+type stackOptions struct {
+	// redisCmd replaces the Redis image's command (nil: the image's own).
+	redisCmd []string
+	// fixedPorts publishes Redis and the backends on host ports chosen once,
+	// so that they keep them when stopped and started again (Docker gives
+	// an ephemeral port anew at each start).
+	fixedPorts bool
+	// dispatcherEnv is added to the environment of every dispatcher.
+	dispatcherEnv map[string]string
 }
 
 const redisURL = "redis://redis:6379/0" // inside the network
@@ -60,7 +78,9 @@ func endpoint(t *testing.T, c testcontainers.Container, port string) string {
 	return ep
 }
 
-func startStack(t *testing.T) *stack {
+func startStack(t *testing.T) *stack { return startStackWith(t, stackOptions{}) }
+
+func startStackWith(t *testing.T, opts stackOptions) *stack {
 	t.Helper()
 	ctx := t.Context()
 	nw, err := network.New(ctx)
@@ -68,16 +88,18 @@ func startStack(t *testing.T) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &stack{network: nw.Name, names: map[string]string{}}
+	s := &stack{network: nw.Name, names: map[string]string{}, opts: opts}
 
-	rc := start(t, testcontainers.ContainerRequest{
-		Image:          redisImage(),
-		ExposedPorts:   []string{"6379/tcp"},
-		Networks:       []string{nw.Name},
-		NetworkAliases: map[string][]string{nw.Name: {"redis"}},
-		WaitingFor:     wait.ForLog("Ready to accept connections").WithStartupTimeout(time.Minute),
+	s.redisC = start(t, testcontainers.ContainerRequest{
+		Image:              redisImage(),
+		Cmd:                opts.redisCmd,
+		ExposedPorts:       []string{"6379/tcp"},
+		HostConfigModifier: fixedPort(t, opts.fixedPorts, "6379/tcp"),
+		Networks:           []string{nw.Name},
+		NetworkAliases:     map[string][]string{nw.Name: {"redis"}},
+		WaitingFor:         wait.ForLog("Ready to accept connections").WithStartupTimeout(time.Minute),
 	})
-	addr, err := rc.PortEndpoint(ctx, "6379/tcp", "")
+	addr, err := s.redisC.PortEndpoint(ctx, "6379/tcp", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,23 +109,28 @@ func startStack(t *testing.T) *stack {
 	for i, name := range []string{"backend1", "backend2", "backend3"} {
 		port := []string{"5000", "5001", "5002"}[i]
 		bc := start(t, testcontainers.ContainerRequest{
-			Image:          images["backend"],
-			Env:            map[string]string{"PORT": port, "BACKEND_NAME": name},
-			ExposedPorts:   []string{port + "/tcp"},
-			Networks:       []string{nw.Name},
-			NetworkAliases: map[string][]string{nw.Name: {name}},
-			WaitingFor:     wait.ForHTTP("/healthz").WithPort(port + "/tcp").WithStartupTimeout(time.Minute),
+			Image:              images["backend"],
+			Env:                map[string]string{"PORT": port, "BACKEND_NAME": name},
+			ExposedPorts:       []string{port + "/tcp"},
+			HostConfigModifier: fixedPort(t, opts.fixedPorts, port+"/tcp"),
+			Networks:           []string{nw.Name},
+			NetworkAliases:     map[string][]string{nw.Name: {name}},
+			WaitingFor:         wait.ForHTTP("/healthz").WithPort(port + "/tcp").WithStartupTimeout(time.Minute),
 		})
 		u := endpoint(t, bc, port+"/tcp")
 		s.backends = append(s.backends, u)
+		s.backendCs = append(s.backendCs, bc)
 		s.names[u] = name
+		// The entries are this host's addresses of the backends; the
+		// dispatcher's health checks reach them by name on the network.
+		s.probes = append(s.probes, "-probe="+u+"=http://"+name+":"+port)
 	}
 
-	if code, logs := s.seeder(t, append([]string{"seed"}, s.backends...)...); code != 0 {
+	if code, logs := s.seeder(t, slices.Concat([]string{"seed"}, s.probes, s.backends)...); code != 0 {
 		t.Fatalf("seeder seed: exit %d\n%s", code, logs)
 	}
-	dc := s.startDispatcher(t, nil)
-	s.dispatcher, s.admin = endpoint(t, dc, "80/tcp"), endpoint(t, dc, "8080/tcp")
+	s.dispatchC = s.startDispatcher(t, nil)
+	s.dispatcher, s.admin = endpoint(t, s.dispatchC, "80/tcp"), endpoint(t, s.dispatchC, "8080/tcp")
 	return s
 }
 
@@ -112,9 +139,8 @@ func startStack(t *testing.T) *stack {
 func (s *stack) startDispatcher(t *testing.T, env map[string]string) testcontainers.Container {
 	t.Helper()
 	e := map[string]string{"REDIS_URL": redisURL}
-	for k, v := range env {
-		e[k] = v
-	}
+	maps.Copy(e, s.opts.dispatcherEnv)
+	maps.Copy(e, env)
 	return start(t, testcontainers.ContainerRequest{
 		Image:        images["dispatcher"],
 		Env:          e,

@@ -4,7 +4,14 @@
 // Usage:
 //
 //	seeder [seed] [URL...]        replace the list with these URLs, in one step
-//	seeder list                   print the list (the next pick is the last line)
+//	seeder seed -probe ORIGIN=PROBE_ORIGIN ... URL...
+//	                              the same, and the probe addresses (below)
+//	seeder list                   print the list (the next pick is the last line),
+//	                              marking entries the health checks took out
+//	seeder probe ORIGIN PROBE_ORIGIN
+//	                              probe ORIGIN's health at PROBE_ORIGIN instead
+//	seeder probe [list]           print the probe addresses
+//	seeder probe remove ORIGIN    probe ORIGIN at its own address again
 //	seeder add URL                append URL (it becomes the next pick)
 //	seeder remove URL             remove every occurrence of URL
 //	seeder watch [-n N] [-i D]    rotate N times (default: until interrupted)
@@ -55,7 +62,15 @@ var errUsage = errors.New("usage")
 
 const usage = `usage:
   seeder [seed] [URL...]      replace the list with these URLs (default: $SERVERS, else the tutorial's three)
-  seeder list                 print the list; the next pick is the last line
+  seeder seed -probe ORIGIN=PROBE_ORIGIN ... [URL...]
+                              the same, and replace the probe addresses with these
+  seeder list                 print the list; the next pick is the last line; "down" marks
+                              entries the health checks take out of the rotation
+  seeder probe ORIGIN PROBE_ORIGIN
+                              the dispatchers probe ORIGIN (scheme://host:port) at
+                              PROBE_ORIGIN/healthz, the address they reach it by
+  seeder probe [list]         print the probe addresses: ORIGIN PROBE_ORIGIN
+  seeder probe remove ORIGIN  probe ORIGIN at its own address again
   seeder add URL              append URL; it becomes the next pick
   seeder remove URL           remove every occurrence of URL
   seeder watch [-n N] [-i D]  rotate N times (default: until interrupted), printing each address
@@ -95,11 +110,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	// Check what the user typed before touching Redis. The URLs themselves
 	// are validated by the store, before it sends any command.
 	var urls []string
+	var probes probeFlags
 	var watchN int
 	var watchEvery time.Duration
 	switch cmd {
 	case "seed":
-		urls = args
+		fs := flag.NewFlagSet("seed", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		fs.Var(&probes, "probe", "ORIGIN=PROBE_ORIGIN")
+		if err := fs.Parse(args); err != nil {
+			return fmt.Errorf("%w: seeder seed [-probe ORIGIN=PROBE_ORIGIN]... [URL...]: %v", errUsage, err)
+		}
+		urls = fs.Args()
 		if len(urls) == 0 {
 			urls = splitServers(serversSetting.Get(getenv))
 		}
@@ -125,6 +147,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		if fs.NArg() > 0 || watchN < 0 || watchEvery < 0 {
 			return fmt.Errorf("%w: seeder watch [-n N] [-i DURATION]: N and DURATION must not be negative", errUsage)
 		}
+	case "probe":
+		switch {
+		case len(args) == 0 || len(args) == 1 && args[0] == "list":
+			args = []string{"list"}
+		case len(args) == 2 && args[0] == "remove":
+		case len(args) == 2 && strings.Contains(args[0], ":"):
+		default:
+			return fmt.Errorf("%w: seeder probe ORIGIN PROBE_ORIGIN, seeder probe [list] or seeder probe remove ORIGIN", errUsage)
+		}
 	case "list", "healthcheck":
 		if len(args) > 0 {
 			return fmt.Errorf("%w: seeder %s takes no arguments", errUsage, cmd)
@@ -148,11 +179,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	defer cancel()
 	switch cmd {
 	case "seed":
-		if err := store.Replace(opCtx, urls); err != nil {
+		if err := store.ReplaceWithProbes(opCtx, urls, probes.m); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "seeded %q with %d URLs\n", store.Key(), len(urls))
+		if probes.m != nil {
+			fmt.Fprintf(stdout, "probe addresses in %q: %d\n", store.ProbeKey(), len(probes.m))
+		}
 		return printList(opCtx, store, stdout)
+	case "probe":
+		return probe(opCtx, store, args, stdout)
 	case "list":
 		return printList(opCtx, store, stdout)
 	case "add":
@@ -191,14 +227,71 @@ func splitServers(s string) []string {
 	return urls
 }
 
+// printList prints the list, one entry a line, and "\tdown" after the
+// entries the health checks have marked down.
 func printList(ctx context.Context, store *rotation.Store, w io.Writer) error {
 	entries, err := store.Entries(ctx)
 	if err != nil {
 		return err
 	}
-	for _, e := range entries {
-		fmt.Fprintln(w, e)
+	down, err := store.Down(ctx)
+	if err != nil && !errors.Is(err, rotation.ErrWrongType) {
+		return err
 	}
+	for _, e := range entries {
+		if _, isDown := slices.BinarySearch(down, e); isDown {
+			fmt.Fprintf(w, "%s\tdown\n", e)
+		} else {
+			fmt.Fprintln(w, e)
+		}
+	}
+	return nil
+}
+
+// probe sets, lists or removes probe addresses; args is what follows
+// "probe", checked by run.
+func probe(ctx context.Context, store *rotation.Store, args []string, w io.Writer) error {
+	switch args[0] {
+	case "list":
+		probes, err := store.Probes(ctx)
+		if err != nil {
+			return err
+		}
+		for _, o := range slices.Sorted(maps.Keys(probes)) {
+			fmt.Fprintf(w, "%s %s\n", o, probes[o])
+		}
+		return nil
+	case "remove":
+		if err := store.RemoveProbe(ctx, args[1]); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "%s is probed at its own address again\n", args[1])
+		return nil
+	}
+	if err := store.SetProbe(ctx, args[0], args[1]); err != nil {
+		return err
+	}
+	o, _ := rotation.ParseOrigin(args[0])
+	p, _ := rotation.ParseOrigin(args[1])
+	fmt.Fprintf(w, "%s is probed at %s%s\n", o, p, rotation.HealthPath)
+	return nil
+}
+
+// probeFlags collects -probe ORIGIN=PROBE_ORIGIN flags; nil until one is
+// given.
+type probeFlags struct{ m map[string]string }
+
+func (p *probeFlags) String() string { return fmt.Sprint(p.m) }
+
+func (p *probeFlags) Set(v string) error {
+	o, probe, ok := strings.Cut(v, "=")
+	if !ok || o == "" || probe == "" {
+		return fmt.Errorf("want ORIGIN=PROBE_ORIGIN, got %q", v)
+	}
+	if p.m == nil {
+		p.m = map[string]string{}
+	}
+	p.m[o] = probe
 	return nil
 }
 

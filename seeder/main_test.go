@@ -95,6 +95,12 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{[]string{"watch", "-x"}, nil, "flag provided but not defined"},
 		{[]string{"list", "extra"}, nil, "takes no arguments"},
 		{[]string{"frobnicate"}, nil, `unknown command "frobnicate"`},
+		{[]string{"seed", "-probe", "http://a:1"}, nil, "ORIGIN=PROBE_ORIGIN"},
+		{[]string{"seed", "-probe", "http://a:1=ftp://b", "http://a:1"}, nil, "ftp://b"},
+		{[]string{"seed", "-probe", "http://a:1/app=http://b:1", "http://a:1"}, nil, "no path"},
+		{[]string{"probe", "http://a:1"}, nil, "seeder probe ORIGIN PROBE_ORIGIN"},
+		{[]string{"probe", "remove"}, nil, "seeder probe ORIGIN PROBE_ORIGIN"},
+		{[]string{"probe", "http://a:1", "javascript:x"}, nil, "javascript:x"},
 	}
 	for _, tc := range tests {
 		_, err := seeder(t, srv, tc.env, tc.args...)
@@ -140,6 +146,54 @@ func TestListAddRemove(t *testing.T) {
 	}
 	if got, want := lrange(t, srv), []string{"http://b:2", "http://c:3"}; !slices.Equal(got, want) {
 		t.Errorf("LRANGE: got %q, want %q", got, want)
+	}
+}
+
+// The probe addresses: set with seed -probe (replacing them all, in the
+// same step as the list) or probe ORIGIN PROBE_ORIGIN, listed, removed.
+func TestProbe(t *testing.T) {
+	srv := redistest.Start(t)
+	out, err := seeder(t, srv, nil, "seed", "-probe=http://localhost:5000=http://backend1:5000",
+		"-probe", "http://localhost:5001/=http://backend2:5001", "http://localhost:5000", "http://localhost:5001")
+	if err != nil || !strings.Contains(out, "probe addresses in \"{servers}:probe\": 2") {
+		t.Fatalf("seed -probe: got (%q, %v), want a line saying 2 probe addresses", out, err)
+	}
+	steps := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"probe"}, "http://localhost:5000 http://backend1:5000\nhttp://localhost:5001 http://backend2:5001\n"},
+		{[]string{"probe", "http://LOCALHOST:5002", "http://backend3:5002"}, "http://localhost:5002 is probed at http://backend3:5002/healthz\n"},
+		{[]string{"probe", "remove", "http://localhost:5000"}, "http://localhost:5000 is probed at its own address again\n"},
+		{[]string{"probe", "list"}, "http://localhost:5001 http://backend2:5001\nhttp://localhost:5002 http://backend3:5002\n"},
+		// seed without -probe leaves them; with -probe replaces them all.
+		{[]string{"seed", "http://localhost:5000"}, "seeded \"servers\" with 1 URLs\nhttp://localhost:5000\n"},
+		{[]string{"probe"}, "http://localhost:5001 http://backend2:5001\nhttp://localhost:5002 http://backend3:5002\n"},
+		{[]string{"seed", "-probe", "http://localhost:5000=http://b:5000", "http://localhost:5000"}, "seeded \"servers\" with 1 URLs\nprobe addresses in \"{servers}:probe\": 1\nhttp://localhost:5000\n"},
+		{[]string{"probe"}, "http://localhost:5000 http://b:5000\n"},
+	}
+	for _, st := range steps {
+		out, err := seeder(t, srv, nil, st.args...)
+		if err != nil || out != st.want {
+			t.Errorf("seeder %q: got (%q, %v), want %q", st.args, out, err, st.want)
+		}
+	}
+	_, err = seeder(t, srv, nil, "probe", "remove", "http://nowhere:1")
+	if !errors.Is(err, rotation.ErrNotInList) || exitCode(err) != 1 {
+		t.Errorf("probe remove of an unknown origin: got %v (exit %d), want ErrNotInList (exit 1)", err, exitCode(err))
+	}
+}
+
+// list marks the entries the health checks took out of the rotation.
+func TestListMarksDownEntries(t *testing.T) {
+	srv := redistest.Start(t)
+	if _, err := seeder(t, srv, nil, "seed", "http://a:1", "http://b:2", "http://c:3"); err != nil {
+		t.Fatal(err)
+	}
+	srv.Client.SAdd(context.Background(), "{servers}:down", "http://b:2")
+	out, err := seeder(t, srv, nil, "list")
+	if want := "http://a:1\nhttp://b:2\tdown\nhttp://c:3\n"; err != nil || out != want {
+		t.Errorf("list: got (%q, %v), want %q", out, err, want)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -78,6 +79,13 @@ func Start(t testing.TB, extra ...string) *Server {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Pause stops the server's process (SIGSTOP), as `docker pause` does: its
+// connections stay open and nothing answers, to test a hung Redis.
+func (s *Server) Pause() { s.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Resume lets a paused server go on (SIGCONT).
+func (s *Server) Resume() { s.cmd.Process.Signal(syscall.SIGCONT) }
 
 // Stop kills the server now, to test what happens when Redis goes away.
 func (s *Server) Stop() {

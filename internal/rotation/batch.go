@@ -25,28 +25,77 @@ import (
 // request is held back serving others'.
 
 // stepScript takes ARGV[1] rotation steps of the list KEYS[1] and returns the
-// entries in order; it stops early, returning fewer, if the list is empty or
+// number of invalid entries it stepped over (as a string), then the entries
+// picked, in order; it stops early, returning fewer, if the list is empty or
 // missing. Each step is the tutorial's LMOVE key key RIGHT LEFT (RPOPLPUSH
 // when ARGV[2] is "1", for Redis older than 6.2). The steps are added to
 // each entry's count in the hash KEYS[2], the tally that `seeder watch`
 // shows, with one HINCRBY per distinct entry.
-// Both keys share a hash slot (see tallyKey), so the script is Cluster-safe.
+//
+// Entries in the set KEYS[3] (the down set, which the health checks keep;
+// see health.go), and the entries ARGV[3...] (the ones this Store has found
+// invalid, see Store.parse), are stepped over inside the same script: a
+// pick that lands on one takes another LMOVE, and another, until it lands
+// on an entry that is neither. The list keeps its members and its order (a
+// skipped entry goes to the front like any other), and the remaining
+// entries keep an exact round robin among themselves. A pick that has
+// moved LLEN times has seen every entry skipped, so the script fails: with
+// ALLDOWN (ErrAllDown) if one of them was down, else NOVALID
+// (ErrNoValidBackend). Neither the set nor the list can change while the
+// script runs, so then every pick of the batch would fail. With nothing
+// down or invalid, the usual case, a pick is exactly one LMOVE, and the
+// down set costs one SCARD per batch.
+//
+// Skipping known-invalid entries here, rather than with one more round trip
+// per entry met, keeps a pick from meeting invalid entries again and again
+// while concurrent picks move the list under it.
+//
+// A tally or down key of the wrong type (put there by hand) is ignored
+// rather than failing picks: the list is the truth, the rest is advice.
+// All three keys share a hash slot (see sibling), so the script is
+// Cluster-safe.
 var stepScript = redis.NewScript(`
-local picks, tally = {}, {}
-for i = 1, tonumber(ARGV[1]) do
-  local e
+local function step()
   if ARGV[2] == "1" then
-    e = redis.call("RPOPLPUSH", KEYS[1], KEYS[1])
-  else
-    e = redis.call("LMOVE", KEYS[1], KEYS[1], "RIGHT", "LEFT")
+    return redis.call("RPOPLPUSH", KEYS[1], KEYS[1])
   end
+  return redis.call("LMOVE", KEYS[1], KEYS[1], "RIGHT", "LEFT")
+end
+local invalid = {}
+for i = 3, #ARGV do invalid[ARGV[i]] = true end
+local ok, ndown = pcall(redis.call, "SCARD", KEYS[3])
+local checkDown = ok and ndown > 0
+local skip = checkDown or #ARGV > 2
+local len = 0
+if skip then len = redis.call("LLEN", KEYS[1]) end
+local picks, tally, skipped = {"0"}, {}, 0
+for i = 1, tonumber(ARGV[1]) do
+  local e = step()
   if not e then break end
-  picks[i] = e
+  if skip then
+    local moved, sawDown = 1, false
+    while true do
+      local isDown = checkDown and redis.call("SISMEMBER", KEYS[3], e) == 1
+      if not isDown and not invalid[e] then break end
+      sawDown = sawDown or isDown
+      if not isDown then skipped = skipped + 1 end
+      if moved >= len then
+        if sawDown then
+          return redis.error_reply("ALLDOWN every entry of the list is marked down or invalid")
+        end
+        return redis.error_reply("NOVALID every entry of the list is invalid")
+      end
+      e = step()
+      moved = moved + 1
+    end
+  end
+  picks[i + 1] = e
   tally[e] = (tally[e] or 0) + 1
 end
 for e, n in pairs(tally) do
-  redis.call("HINCRBY", KEYS[2], e, n)
+  pcall(redis.call, "HINCRBY", KEYS[2], e, n)
 end
+picks[1] = tostring(skipped)
 return picks
 `)
 
@@ -177,7 +226,8 @@ func (s *Store) steps(ctx context.Context, n int) ([]string, error) {
 		if s.legacy.Load() {
 			legacy = "1"
 		}
-		res, err := stepScript.Run(ctx, s.rdb, []string{s.key, s.tally}, n, legacy).StringSlice()
+		args := append([]any{n, legacy}, *s.invalid.Load()...)
+		res, err := stepScript.Run(ctx, s.rdb, []string{s.key, s.tally, s.down}, args...).StringSlice()
 		if isUnknownCommand(err) && !s.legacy.Load() {
 			s.legacy.Store(true)
 			s.log.Info("redis has no LMOVE (older than 6.2); rotating with RPOPLPUSH")
@@ -187,9 +237,15 @@ func (s *Store) steps(ctx context.Context, n int) ([]string, error) {
 			return nil, s.classify(err)
 		}
 		if len(res) == 0 {
+			return nil, fmt.Errorf("%w: the step script answered nothing", ErrUnavailable)
+		}
+		if n, _ := strconv.ParseUint(res[0], 10, 64); n > 0 {
+			s.skipped.Add(n)
+		}
+		if len(res) == 1 {
 			return nil, ErrNoBackends
 		}
-		return res, nil
+		return res[1:], nil
 	}
 }
 
@@ -238,17 +294,29 @@ func (s *Store) Tally(ctx context.Context) (map[string]int64, error) {
 // TallyKey returns the Redis key of the tally hash.
 func (s *Store) TallyKey() string { return s.tally }
 
+// DownKey returns the Redis key of the set of entries marked down, in the
+// list's hash slot: "{servers}:down" for "servers".
+func (s *Store) DownKey() string { return s.down }
+
+// ProbeKey returns the Redis key of the hash of probe addresses, in the
+// list's hash slot: "{servers}:probe" for "servers".
+func (s *Store) ProbeKey() string { return s.probes }
+
 // tallyKey puts the tally in the list's hash slot, so that one script may
 // touch both in a Redis Cluster: "servers" gives "{servers}:picks", whose
 // slot is that of "servers"; a key that has a hash tag already, such as
 // "{lb}servers", gives "{lb}servers:picks".
-func tallyKey(key string) string {
+func tallyKey(key string) string { return sibling(key, "picks") }
+
+// sibling is the key named key + ":" + suffix in key's hash slot (see
+// tallyKey). Every key the rotation uses beside the list is one.
+func sibling(key, suffix string) string {
 	if i := strings.IndexByte(key, '{'); i >= 0 {
 		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			return key + ":picks"
+			return key + ":" + suffix
 		}
 	}
-	return "{" + key + "}:picks"
+	return "{" + key + "}:" + suffix
 }
 
 func indexOf(ws []*waiter, w *waiter) int {

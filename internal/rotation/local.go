@@ -29,13 +29,14 @@ type Local struct {
 	n    atomic.Uint64 // picks so far
 }
 
-// snapshot is the list as last read: its valid entries, or why there are
-// none.
+// snapshot is the list as last read: its valid entries that are not marked
+// down, or why there are none.
 type snapshot struct {
 	entries []string   // the list as LRANGE showed it
-	urls    []*url.URL // its valid entries, in pick order (last entry first)
+	down    []string   // the down set as SMEMBERS showed it, sorted
+	urls    []*url.URL // its valid entries not marked down, in pick order (last entry first)
 	valid   []string   // the same entries as written in the list
-	err     error      // set when urls is empty: ErrNoBackends, ErrWrongType, ...
+	err     error      // set when urls is empty: ErrNoBackends, ErrWrongType, ErrAllDown, ...
 }
 
 // NewLocal returns a Local over store's list, read every refresh (a
@@ -88,40 +89,80 @@ func (l *Local) Entries(context.Context) ([]string, error) {
 	return out, nil
 }
 
-// Refresh reads the list once. While Redis does not answer, the snapshot
-// it has is kept, so picks go on over the last list it read. A list that
-// is empty, missing or not a list replaces the snapshot: that is what Redis
-// says the rotation is now.
+// Len returns the number of entries in the snapshot, and whether there is
+// one.
+func (l *Local) Len() (int, bool) {
+	if s := l.snap.Load(); s != nil {
+		return len(s.entries), true
+	}
+	return 0, false
+}
+
+// Health returns the valid entries of the list as last read, each once and
+// written as ParseBackend gives it, and whether the shared health checks
+// had it up then (not in the down set). ok is false before the first read.
+func (l *Local) Health() (up map[string]bool, ok bool) {
+	s := l.snap.Load()
+	if s == nil {
+		return nil, false
+	}
+	up = map[string]bool{}
+	for _, e := range s.entries {
+		if u, err := l.store.parse(e); err == nil {
+			_, down := slices.BinarySearch(s.down, e)
+			up[u.String()] = !down
+		}
+	}
+	return up, true
+}
+
+// Refresh reads the list and its down set once. While Redis does not
+// answer, the snapshot it has is kept, so picks go on over the last list it
+// read. A list that is empty, missing or not a list replaces the snapshot:
+// that is what Redis says the rotation is now. Entries marked down are left
+// out of the picks, as the shared rotation steps over them.
 func (l *Local) Refresh(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, l.store.stepTimeout)
 	defer cancel()
-	entries, err := l.store.Entries(ctx)
+	entries, down, err := l.store.read(ctx)
 	if err != nil && !errors.Is(err, ErrWrongType) {
 		return err
 	}
+	slices.Sort(down)
 	old := l.snap.Load()
-	if err == nil && old != nil && slices.Equal(old.entries, entries) {
+	if err == nil && old != nil && slices.Equal(old.entries, entries) && slices.Equal(old.down, down) {
 		return nil
 	}
-	s := &snapshot{entries: entries, err: err}
+	s := &snapshot{entries: entries, down: down, err: err}
 	if err == nil && len(entries) == 0 {
 		s.err = ErrNoBackends
 	}
+	valid := 0
 	for i := len(entries) - 1; i >= 0; i-- {
-		u, err := ParseBackend(entries[i])
+		u, err := l.store.parse(entries[i])
 		if err != nil {
-			l.log.Warn("skipping invalid rotation entry", "key", l.store.key, "err", err)
+			continue
+		}
+		valid++
+		if _, isDown := slices.BinarySearch(down, entries[i]); isDown {
 			continue
 		}
 		s.urls = append(s.urls, u)
 		s.valid = append(s.valid, entries[i])
 	}
-	if len(s.urls) == 0 && s.err == nil {
+	switch {
+	case len(s.urls) > 0 || s.err != nil:
+	case valid == 0:
 		s.err = ErrNoValidBackend
+	default:
+		s.err = ErrAllDown
 	}
 	l.snap.Store(s)
 	l.n.Store(0)
-	l.log.Info("rotation snapshot read", "key", l.store.key, "entries", len(entries), "valid", len(s.urls))
+	if old == nil || !slices.Equal(old.down, down) || len(old.entries) != len(entries) {
+		// The order changes with every shared step; say only what matters.
+		l.log.Info("rotation snapshot read", "key", l.store.key, "entries", len(entries), "valid", valid, "down", len(down))
+	}
 	return nil
 }
 

@@ -26,7 +26,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,6 +44,9 @@ var (
 	ErrWrongType = errors.New("the rotation key holds a value that is not a list")
 	// ErrNoValidBackend: every entry met in one pick failed validation.
 	ErrNoValidBackend = errors.New("no valid backend URL in the rotation list")
+	// ErrAllDown: every entry of the list is marked down by the health
+	// checks (see Health).
+	ErrAllDown = errors.New("all backends are down")
 	// ErrUnavailable: Redis did not answer (connection refused, timeout, ...).
 	ErrUnavailable = errors.New("redis unavailable")
 	// ErrNoURLs: a write was asked to store an empty list.
@@ -62,6 +67,11 @@ type Store struct {
 	log *slog.Logger
 
 	tally       string                                 // key of the hash counting steps per entry (tallyKey)
+	down        string                                 // key of the set of entries marked down (DownKey)
+	probes      string                                 // key of the hash of probe addresses (ProbeKey)
+	skipped     atomic.Uint64                          // invalid entries stepped over (Skipped)
+	invalid     atomic.Pointer[[]any]                  // entries found invalid, at most maxInvalid, for stepScript to skip
+	invalidMu   sync.Mutex                             // serializes additions to invalid
 	stepTimeout time.Duration                          // bound of one round trip (SetStepTimeout)
 	co          coalescer                              // picks waiting for the round trip in flight
 	parsed      atomic.Pointer[map[string]parsedEntry] // ParseBackend's verdicts, by entry
@@ -78,16 +88,21 @@ func NewStore(rdb redis.UniversalClient, key string, log *slog.Logger) *Store {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Store{rdb: rdb, key: key, log: log, tally: tallyKey(key), stepTimeout: DefaultStepTimeout}
+	s := &Store{rdb: rdb, key: key, log: log, tally: tallyKey(key),
+		down: sibling(key, "down"), probes: sibling(key, "probe"), stepTimeout: DefaultStepTimeout}
+	s.invalid.Store(&[]any{})
+	return s
 }
 
 // Key returns the Redis key of the list.
 func (s *Store) Key() string { return s.key }
 
 // Next takes one rotation step and returns the backend it lands on, which
-// the caller must not modify (it is shared by the picks of that entry). An entry
-// that fails ParseBackend is logged, skipped (it stays in the list) and the
-// next step is taken, at most MaxSkips times.
+// the caller must not modify (it is shared by the picks of that entry).
+// Entries marked down are stepped over in Redis, in the same step (see
+// stepScript). An entry that fails ParseBackend is counted (Skipped),
+// logged the first time this Store meets it, skipped (it stays in the list)
+// and the next step is taken, at most MaxSkips times.
 func (s *Store) Next(ctx context.Context) (*url.URL, error) {
 	for range MaxSkips + 1 {
 		entry, err := s.step(ctx)
@@ -98,10 +113,13 @@ func (s *Store) Next(ctx context.Context) (*url.URL, error) {
 		if err == nil {
 			return u, nil
 		}
-		s.log.Warn("skipping invalid rotation entry", "key", s.key, "err", err)
+		s.skipped.Add(1)
 	}
 	return nil, ErrNoValidBackend
 }
+
+// Skipped is how many invalid entries this Store's picks have stepped over.
+func (s *Store) Skipped() uint64 { return s.skipped.Load() }
 
 // parsedEntry is ParseBackend's verdict on one entry.
 type parsedEntry struct {
@@ -113,6 +131,14 @@ type parsedEntry struct {
 // backends, but nothing stops a hostile one from holding millions.
 const maxParsed = 1024
 
+// maxInvalid and maxInvalidLen bound the invalid entries a Store asks
+// stepScript to skip, as they travel with every round trip: at most 64, of
+// at most 2 KiB each. Others cost a round trip each time a pick meets them.
+const (
+	maxInvalid    = 64
+	maxInvalidLen = 2048
+)
+
 // parse is ParseBackend, remembered per entry: a list repeats the same few
 // entries, and validating each pick anew was a measurable part of its cost.
 func (s *Store) parse(entry string) (*url.URL, error) {
@@ -123,6 +149,15 @@ func (s *Store) parse(entry string) (*url.URL, error) {
 		}
 	}
 	u, err := ParseBackend(entry)
+	if err != nil {
+		s.log.Warn("skipping invalid rotation entry", "key", s.key, "err", err)
+		s.invalidMu.Lock()
+		if old := *s.invalid.Load(); len(old) < maxInvalid && len(entry) <= maxInvalidLen && !slices.Contains(old, any(entry)) {
+			next := append(slices.Clip(old), entry)
+			s.invalid.Store(&next)
+		}
+		s.invalidMu.Unlock()
+	}
 	if m == nil || len(*m) < maxParsed {
 		// Copy on write: readers never lock. Two picks racing here may
 		// each add the entry; both verdicts are the same.
@@ -150,6 +185,43 @@ func (s *Store) Entries(ctx context.Context) ([]string, error) {
 	return entries, s.classify(err)
 }
 
+// read returns the list as LRANGE shows it and the entries marked down, as
+// one consistent view (MULTI/EXEC: both keys share a hash slot). A down set
+// of the wrong type reads as empty (see stepScript); a list of the wrong
+// type fails with ErrWrongType. Plain reads, not a script, so that they go
+// on while Redis holds writes (CLIENT PAUSE WRITE).
+func (s *Store) read(ctx context.Context) (entries, down []string, err error) {
+	var list *redis.StringSliceCmd
+	var set *redis.StringSliceCmd
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		list = p.LRange(ctx, s.key, 0, -1)
+		set = p.SMembers(ctx, s.down)
+		return nil
+	})
+	if list != nil && list.Err() != nil {
+		return nil, nil, s.classify(list.Err())
+	}
+	if err != nil && (set == nil || set.Err() == nil || !strings.HasPrefix(set.Err().Error(), "WRONGTYPE")) {
+		return nil, nil, s.classify(err)
+	}
+	if set.Err() != nil {
+		return list.Val(), nil, nil
+	}
+	return list.Val(), set.Val(), nil
+}
+
+// stringsOf converts a script's array reply of bulk strings.
+func stringsOf(v any) []string {
+	a, _ := v.([]any)
+	out := make([]string, 0, len(a))
+	for _, x := range a {
+		if s, ok := x.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // Len returns the number of entries (0 when the key does not exist).
 func (s *Store) Len(ctx context.Context) (int64, error) {
 	n, err := s.rdb.LLen(ctx, s.key).Result()
@@ -161,18 +233,7 @@ func (s *Store) Len(ctx context.Context) (int64, error) {
 // URL is validated first; if any fails, nothing is written. The tally of
 // steps per entry starts again from zero.
 func (s *Store) Replace(ctx context.Context, urls []string) error {
-	if len(urls) == 0 {
-		return ErrNoURLs
-	}
-	if err := validateAll(urls); err != nil {
-		return err
-	}
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, s.key, s.tally)
-		p.RPush(ctx, s.key, toArgs(urls)...)
-		return nil
-	})
-	return s.classify(err)
+	return s.ReplaceWithProbes(ctx, urls, nil)
 }
 
 // Add validates u and appends it to the list, where it becomes the next
@@ -214,6 +275,10 @@ func (s *Store) classify(err error) error {
 		return nil
 	case errors.Is(err, redis.Nil):
 		return ErrNoBackends
+	case strings.HasPrefix(err.Error(), "ALLDOWN"):
+		return ErrAllDown
+	case strings.HasPrefix(err.Error(), "NOVALID"):
+		return ErrNoValidBackend
 	case strings.HasPrefix(err.Error(), "WRONGTYPE"):
 		return fmt.Errorf("%w: %q", ErrWrongType, s.key)
 	case errors.Is(err, context.Canceled):

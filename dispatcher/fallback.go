@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spreadlb/spread/internal/rotation"
+)
+
+// fallback keeps the dispatcher serving while Redis is down or hung.
+//
+// While Redis answers, picks take their step of the shared rotation
+// (rotation.Store). The first pick that Redis fails (an error, or no answer
+// within REDIS_TIMEOUT) puts the dispatcher in degraded mode: from then on
+// picks go straight to the in-process round robin over the last snapshot of
+// the list (rotation.Local, read every second while Redis answered), without
+// waiting on Redis at all. So while Redis hangs, only the requests already
+// waiting on it when it stopped answering wait REDIS_TIMEOUT; the rest are
+// answered as fast as usual, and none gets an error. A background check
+// pings Redis every recheck interval while degraded; the first answer ends
+// degraded mode and the shared rotation resumes by itself.
+//
+// Degraded mode gives up the shared rotation, not correctness: the snapshot
+// holds only entries that passed validation and were not marked down when it
+// was read, and each dispatcher counts for itself until Redis is back.
+type fallback struct {
+	store   *rotation.Store
+	local   *rotation.Local
+	recheck time.Duration // how often to ping Redis while degraded
+	timeout time.Duration // how long one ping may take
+	log     *slog.Logger
+
+	degraded atomic.Bool
+	wake     chan struct{} // tells run that degraded mode began
+	mu       sync.Mutex
+	since    time.Time // when degraded mode began
+	reason   error     // the failure that began it
+	picks    atomic.Uint64
+
+	// onChange, if set, is called with true when degraded mode begins and
+	// false when it ends (serve sets spread_degraded with it).
+	onChange func(degraded bool)
+}
+
+// defaultRecheck is how often a degraded dispatcher asks whether Redis is
+// back.
+const defaultRecheck = 500 * time.Millisecond
+
+func newFallback(store *rotation.Store, local *rotation.Local, timeout time.Duration, log *slog.Logger) *fallback {
+	return &fallback{store: store, local: local, recheck: defaultRecheck, timeout: timeout, log: log,
+		wake: make(chan struct{}, 1)}
+}
+
+// Next is the Picker of ROTATION=redis: the shared rotation, or the snapshot
+// while degraded.
+func (f *fallback) Next(ctx context.Context) (*url.URL, error) {
+	if !f.degraded.Load() {
+		u, err := f.store.Next(ctx)
+		if !unavailable(err) {
+			return u, err
+		}
+		f.enter(err)
+	}
+	f.picks.Add(1)
+	return f.local.Next(ctx)
+}
+
+// Len is what /readyz asks: the list's length from Redis, or the
+// snapshot's while degraded.
+func (f *fallback) Len(ctx context.Context) (int64, error) {
+	if !f.degraded.Load() {
+		n, err := f.store.Len(ctx)
+		if !unavailable(err) {
+			return n, err
+		}
+		f.enter(err)
+	}
+	n, ok := f.local.Len()
+	if !ok {
+		return 0, fmt.Errorf("%w, and the list was never read", rotation.ErrUnavailable)
+	}
+	return int64(n), nil
+}
+
+// Degraded says why the dispatcher is degraded, or "" when it is not.
+func (f *fallback) Degraded() string {
+	if !f.degraded.Load() {
+		return ""
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n, _ := f.local.Len()
+	return fmt.Sprintf("redis unavailable for %s (%v); rotating in this process over the last snapshot of the list (%d %s), not shared with other dispatchers",
+		time.Since(f.since).Round(time.Second), f.reason, n, plural(int64(n), "entry", "entries"))
+}
+
+// unavailable reports a failure of Redis itself, as opposed to an answer
+// (an empty list, all down, ...) or a client that went away.
+func unavailable(err error) bool {
+	return errors.Is(err, rotation.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// enter begins degraded mode, once.
+func (f *fallback) enter(err error) {
+	f.mu.Lock()
+	if f.degraded.Load() {
+		f.mu.Unlock()
+		return
+	}
+	f.since, f.reason = time.Now(), err
+	f.degraded.Store(true)
+	if f.onChange != nil {
+		f.onChange(true)
+	}
+	f.mu.Unlock()
+	n, _ := f.local.Len()
+	f.log.Error("degraded: redis unavailable; rotating in this process over the last snapshot of the list until it answers again",
+		"err", err, "snapshot_entries", n)
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run pings Redis while degraded and ends degraded mode when it answers,
+// until ctx is done.
+func (f *fallback) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.wake:
+		}
+		for f.degraded.Load() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(f.recheck):
+			}
+			pctx, cancel := context.WithTimeout(ctx, f.timeout)
+			err := f.store.Ping(pctx)
+			cancel()
+			if err != nil {
+				continue
+			}
+			f.mu.Lock()
+			// Logged first, so that whoever sees the shared rotation back
+			// finds the line in the log.
+			f.log.Info("redis answers again: degraded mode over, the shared rotation resumes",
+				"degraded_for", time.Since(f.since).Round(time.Millisecond), "local_picks", f.picks.Swap(0))
+			f.degraded.Store(false)
+			if f.onChange != nil {
+				f.onChange(false)
+			}
+			f.mu.Unlock()
+		}
+	}
+}

@@ -35,8 +35,10 @@ type sample struct {
 // TestSentinelFailover runs the dispatcher against a Sentinel-managed
 // master (one master, one replica, three Sentinels), kills the master under
 // steady load, and measures the window in which requests were not
-// redirected: from the kill until the Sentinels have promoted the replica
-// and the dispatcher has found it. Before and after, the rotation is exact.
+// redirected, or were redirected from the dispatcher's snapshot (degraded)
+// rather than the shared rotation: from the kill until the Sentinels have
+// promoted the replica and the dispatcher has found it. Before and after,
+// the rotation is exact.
 func TestSentinelFailover(t *testing.T) {
 	ctx := t.Context()
 	nw, err := network.New(ctx)
@@ -84,13 +86,16 @@ func TestSentinelFailover(t *testing.T) {
 		t.Fatalf("seeder seed through the Sentinels: %v, exit %v", err, st)
 	}
 	d := start(t, testcontainers.ContainerRequest{
-		Image:        images["dispatcher"],
-		Env:          map[string]string{"REDIS_URL": url, "REDIS_TIMEOUT": "500ms"},
+		Image: images["dispatcher"],
+		// The backends are names nobody serves, as the test only follows
+		// Locations, not redirects: health checks off, or they would
+		// rightly mark every backend down.
+		Env:          map[string]string{"REDIS_URL": url, "REDIS_TIMEOUT": "500ms", "HEALTH_INTERVAL": "0"},
 		ExposedPorts: []string{"80/tcp", "8080/tcp"},
 		Networks:     []string{nw.Name},
 		WaitingFor:   wait.ForHTTP("/readyz").WithPort("8080/tcp").WithStartupTimeout(time.Minute),
 	})
-	dispatcher := endpoint(t, d, "80/tcp")
+	dispatcher, admin := endpoint(t, d, "80/tcp"), endpoint(t, d, "8080/tcp")
 
 	// Exact before: 30 requests, 10 per backend.
 	counts, failed := spread(t, dispatcher, 1, 30)
@@ -140,6 +145,30 @@ func TestSentinelFailover(t *testing.T) {
 			}
 		})
 	}
+	// Meanwhile /readyz says when the dispatcher answers from its snapshot
+	// ("degraded": Redis unavailable) instead of the shared rotation.
+	var degradedAt []time.Duration
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			t0 := time.Now()
+			resp, err := client.Get(admin + "/readyz")
+			if err != nil {
+				continue
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			mu.Lock()
+			if !killed.IsZero() && strings.Contains(string(body), "degraded") {
+				degradedAt = append(degradedAt, t0.Sub(killed))
+			}
+			mu.Unlock()
+		}
+	})
 	time.Sleep(2 * time.Second)
 	mu.Lock()
 	killed = time.Now()
@@ -202,8 +231,12 @@ func TestSentinelFailover(t *testing.T) {
 	if bad > 0 {
 		window = fmt.Sprintf("from %.1f s to %.1f s after the kill", firstBad.Seconds(), lastBad.Seconds())
 	}
-	t.Logf("failover: %d requests before the kill, %d redirected after it, %d not redirected (window: %s)",
-		before, after, bad, window)
+	fallback := "never"
+	if n := len(degradedAt); n > 0 {
+		fallback = fmt.Sprintf("from %.1f s to %.1f s after the kill", degradedAt[0].Seconds(), degradedAt[n-1].Seconds())
+	}
+	t.Logf("failover: %d requests before the kill, %d redirected after it, %d not redirected (window: %s); /readyz said degraded (answering from the snapshot) %s",
+		before, after, bad, window, fallback)
 
 	// Exact after: the promoted replica carries the rotation on.
 	counts, failed = spread(t, dispatcher, 1, 30)

@@ -3,7 +3,8 @@
 //
 // Usage:
 //
-//	seeder [seed] [URL...]        replace the list with these URLs, in one step
+//	seeder [seed] [URL...]        replace the list with these URLs, in one step;
+//	                              URL*N (1 ≤ N ≤ 100) gives a URL N turns per round
 //	seeder list                   print the list (the next pick is the last line)
 //	seeder add URL                append URL (it becomes the next pick)
 //	seeder remove URL             remove every occurrence of URL
@@ -54,7 +55,8 @@ const (
 var errUsage = errors.New("usage")
 
 const usage = `usage:
-  seeder [seed] [URL...]      replace the list with these URLs (default: $SERVERS, else the tutorial's three)
+  seeder [seed] [URL...]      replace the list with these URLs (default: $SERVERS, else the tutorial's three);
+                              URL*N (N from 1 to 100) serves URL N times per round, spread out
   seeder list                 print the list; the next pick is the last line
   seeder add URL              append URL; it becomes the next pick
   seeder remove URL           remove every occurrence of URL
@@ -76,7 +78,7 @@ func main() {
 // exitCode is 2 for what the user typed wrong (nothing was written) and 1
 // for anything else.
 func exitCode(err error) int {
-	if errors.Is(err, errUsage) || errors.Is(err, rotation.ErrInvalidURL) {
+	if errors.Is(err, errUsage) || errors.Is(err, rotation.ErrInvalidURL) || errors.Is(err, rotation.ErrInvalidWeight) {
 		return exitUsage
 	}
 	return exitFailure
@@ -95,6 +97,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	// Check what the user typed before touching Redis. The URLs themselves
 	// are validated by the store, before it sends any command.
 	var urls []string
+	var weights *weighted // set when a URL has a weight, URL*N
 	var watchN int
 	var watchEvery time.Duration
 	switch cmd {
@@ -106,9 +109,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		if len(urls) == 0 {
 			urls = tutorialServers
 		}
+		if hasWeights(urls) {
+			w, err := weigh(urls)
+			if err != nil {
+				return err
+			}
+			weights, urls = &w, w.list
+		}
 	case "add":
 		if len(args) != 1 {
 			return fmt.Errorf("%w: seeder add URL (exactly one URL)", errUsage)
+		}
+		if rotation.HasWeight(args[0]) {
+			// Appending N copies would put them side by side; spreading
+			// them means ordering the whole list again.
+			return fmt.Errorf("%w: seeder add %q: add takes a URL without a weight; to weigh URLs, seed the whole list: seeder seed URL*N URL ...", errUsage, args[0])
 		}
 	case "remove":
 		if len(args) != 1 || args[0] == "" {
@@ -152,6 +167,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return err
 		}
 		fmt.Fprintf(stdout, "seeded %q with %d URLs\n", store.Key(), len(urls))
+		if weights != nil {
+			fmt.Fprintln(stdout, weights.describe())
+		}
 		return printList(opCtx, store, stdout)
 	case "list":
 		return printList(opCtx, store, stdout)

@@ -23,7 +23,8 @@ var (
 	logLevelSetting = app.Setting{Name: "LOG_LEVEL", Default: "info", Usage: "debug, info, warn or error; info logs one line per request"}
 
 	settings = []app.Setting{portSetting, adminSetting, rotation.RedisURL, rotation.RedisKey,
-		statusSetting, timeoutSetting, shutdownSetting, rotationSetting, logLevelSetting}
+		statusSetting, timeoutSetting, shutdownSetting, rotationSetting, logLevelSetting,
+		modeSetting, proxyRetriesSetting, proxyDialTimeoutSetting, proxyResponseTimeoutSetting} // the last four: proxy.go
 )
 
 // config is the dispatcher's configuration, checked.
@@ -35,6 +36,8 @@ type config struct {
 	redisTimeout    time.Duration
 	shutdownTimeout time.Duration
 	logLevel        slog.Level
+	mode            string      // modeRedirect or modeProxy
+	proxy           proxyConfig // MODE=proxy's settings (proxy.go)
 }
 
 // loadConfig reads every setting and refuses a value it cannot use, naming it.
@@ -80,6 +83,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return c, err
 	}
 	if c.logLevel, err = logLevel(getenv); err != nil {
+		return c, err
+	}
+	if c.mode, c.proxy, err = loadMode(getenv); err != nil {
 		return c, err
 	}
 	return c, nil

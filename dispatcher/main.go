@@ -9,8 +9,11 @@
 //	dispatcher              serve on PORT; on ADMIN_PORT /healthz, /readyz, /metrics and the dashboard
 //	dispatcher healthcheck  exit 0 if the dispatcher on ADMIN_PORT answers /healthz
 //
+// With MODE=proxy it forwards the request to that backend instead and relays
+// the answer (proxy.go).
+//
 // Where things happen: redirect.go receives every request and builds the
-// redirect; the backend is chosen by a Picker: rotation.Store (ROTATION=redis,
+// redirect (proxy.go in MODE=proxy); the backend is chosen by a Picker: rotation.Store (ROTATION=redis,
 // one shared step in Redis per request, concurrent requests sharing a round
 // trip) or rotation.Local (ROTATION=local, round robin in process over a
 // snapshot of the list). Package rotation is the one place that touches
@@ -83,7 +86,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 // both within cfg.shutdownTimeout.
 func serve(ctx context.Context, cfg config, store *rotation.Store, ln, admin net.Listener, log *slog.Logger) error {
 	log.Info("dispatcher listening", "addr", ln.Addr().String(), "admin", admin.Addr().String(),
-		"key", store.Key(), "rotation", cfg.rotation, "redirect_status", cfg.status)
+		"key", store.Key(), "rotation", cfg.rotation, "mode", cfg.mode, "redirect_status", cfg.status)
 	// Say at once whether Redis answers; not fatal, since it may come up later.
 	checkCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	if n, err := store.Len(checkCtx); err != nil {
@@ -107,9 +110,9 @@ func serve(ctx context.Context, cfg config, store *rotation.Store, ln, admin net
 		picker, list = local, local
 		source = fmt.Sprintf("this process's copy of Redis list %q (ROTATION=local)", store.Key())
 	}
-	m := newMetrics(modeRedirect)
+	m := newMetrics(cfg.mode)
 	r := &redirector{picker: timedPicker{picker, m}, status: cfg.status, timeout: cfg.redisTimeout, log: log}
-	front := newRedirector(r)
+	front := newFront(cfg, r, m) // the redirector, or in MODE=proxy a proxier (proxy.go)
 	front.Use(observeRequests(m, log))
 	back := newAdmin(store, store.Key())
 	back.GET("/metrics", echo.WrapHandler(m.handler()))

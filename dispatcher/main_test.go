@@ -21,7 +21,8 @@ func TestLoadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := config{port: "80", adminPort: "8080", redisURL: "redis://localhost:6379/0", key: "servers",
-		status: 302, redisTimeout: time.Second, shutdownTimeout: 10 * time.Second, rotation: "redis"}
+		status: 302, redisTimeout: time.Second, shutdownTimeout: 10 * time.Second, rotation: "redis",
+		mode: "redirect", proxy: proxyConfig{retries: 2, dialTimeout: 2 * time.Second, responseTimeout: 30 * time.Second}}
 	if cfg != want {
 		t.Errorf("defaults: got %+v, want %+v", cfg, want)
 	}
@@ -38,6 +39,12 @@ func TestLoadConfig(t *testing.T) {
 		{"SHUTDOWN_TIMEOUT", "-1s", "SHUTDOWN_TIMEOUT"},
 		{"ROTATION", "random", "ROTATION"},
 		{"ROTATION", "Local", "ROTATION"},
+		{"MODE", "tunnel", "MODE"},
+		{"PROXY_RETRIES", "-1", "PROXY_RETRIES"},
+		{"PROXY_RETRIES", "11", "PROXY_RETRIES"},
+		{"PROXY_RETRIES", "two", "PROXY_RETRIES"},
+		{"PROXY_DIAL_TIMEOUT", "0s", "PROXY_DIAL_TIMEOUT"},
+		{"PROXY_RESPONSE_TIMEOUT", "forever", "PROXY_RESPONSE_TIMEOUT"},
 	}
 	for _, tc := range bad {
 		_, err := loadConfig(func(k string) string {

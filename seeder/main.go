@@ -166,9 +166,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		if err := store.Replace(opCtx, urls); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "seeded %q with %d URLs\n", store.Key(), len(urls))
 		if weights != nil {
-			fmt.Fprintln(stdout, weights.describe())
+			fmt.Fprintln(stdout, weights.describe(store.Key()))
+		} else {
+			fmt.Fprintf(stdout, "seeded %q with %d URLs\n", store.Key(), len(urls))
 		}
 		return printList(opCtx, store, stdout)
 	case "list":

@@ -40,10 +40,12 @@ func weigh(args []string) (weighted, error) {
 	return weighted{list: rotation.ListOrder(serve), serve: serve, separated: separated, heaviest: serve[0]}, nil
 }
 
-// describe is the line `seed` prints about a weighted list.
-func (w weighted) describe() string {
-	s := fmt.Sprintf("weighted: the rotation serves %s, then again", strings.Join(w.serve, " "))
-	if !w.separated && len(slices.Compact(slices.Sorted(slices.Values(w.serve)))) > 1 {
+// describe is what `seed` prints about a weighted list written at key.
+func (w weighted) describe(key string) string {
+	urls := len(slices.Compact(slices.Sorted(slices.Values(w.serve))))
+	s := fmt.Sprintf("seeded %q with %d entries for %d weighted URLs\n", key, len(w.serve), urls)
+	s += fmt.Sprintf("the rotation serves %s, then again", strings.Join(w.serve, " "))
+	if !w.separated && urls > 1 {
 		s += fmt.Sprintf("\nnote: %s has more than half of the weight, so it must come twice in a row somewhere; the order above repeats it as little as possible", w.heaviest)
 	}
 	return s

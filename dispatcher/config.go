@@ -24,7 +24,8 @@ var (
 	logLevelSetting = app.Setting{Name: "LOG_LEVEL", Default: "info", Usage: "debug, info, warn or error; info logs one line per request"}
 
 	settings = slices.Concat([]app.Setting{portSetting, adminSetting, rotation.RedisURL, rotation.RedisKey,
-		statusSetting, timeoutSetting, shutdownSetting, rotationSetting, logLevelSetting}, healthSettings)
+		statusSetting, timeoutSetting, shutdownSetting, rotationSetting, logLevelSetting}, healthSettings,
+		[]app.Setting{modeSetting, proxyRetriesSetting, proxyDialTimeoutSetting, proxyResponseTimeoutSetting}) // the last four: proxy.go
 )
 
 // config is the dispatcher's configuration, checked.
@@ -37,6 +38,8 @@ type config struct {
 	shutdownTimeout time.Duration
 	logLevel        slog.Level
 	health          rotation.HealthConfig // Interval 0: no probes from this dispatcher
+	mode            string                // modeRedirect or modeProxy
+	proxy           proxyConfig           // MODE=proxy's settings (proxy.go)
 }
 
 // loadConfig reads every setting and refuses a value it cannot use, naming it.
@@ -85,6 +88,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return c, err
 	}
 	if c.health, err = loadHealth(getenv); err != nil {
+		return c, err
+	}
+	if c.mode, c.proxy, err = loadMode(getenv); err != nil {
 		return c, err
 	}
 	return c, nil

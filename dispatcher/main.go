@@ -9,8 +9,11 @@
 //	dispatcher              serve on PORT; on ADMIN_PORT /healthz, /readyz, /metrics and the dashboard
 //	dispatcher healthcheck  exit 0 if the dispatcher on ADMIN_PORT answers /healthz
 //
+// With MODE=proxy it forwards the request to that backend instead and relays
+// the answer (proxy.go).
+//
 // Where things happen: redirect.go receives every request and builds the
-// redirect; the backend is chosen by a Picker: rotation.Store (ROTATION=redis,
+// redirect (proxy.go in MODE=proxy); the backend is chosen by a Picker: rotation.Store (ROTATION=redis,
 // one shared step in Redis per request, concurrent requests sharing a round
 // trip) or rotation.Local (ROTATION=local, round robin in process over a
 // snapshot of the list). With ROTATION=redis, fallback.go switches to that
@@ -86,7 +89,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 func serve(ctx context.Context, cfg config, store *rotation.Store, ln, admin net.Listener, log *slog.Logger) error {
 	store.SetStepTimeout(cfg.redisTimeout)
 	log.Info("dispatcher listening", "addr", ln.Addr().String(), "admin", admin.Addr().String(),
-		"key", store.Key(), "rotation", cfg.rotation, "redirect_status", cfg.status)
+		"key", store.Key(), "rotation", cfg.rotation, "mode", cfg.mode, "redirect_status", cfg.status)
 	// Say at once whether Redis answers; not fatal, since it may come up later.
 	checkCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	if n, err := store.Len(checkCtx); err != nil {
@@ -108,7 +111,7 @@ func serve(ctx context.Context, cfg config, store *rotation.Store, ln, admin net
 		log.Warn("cannot read the rotation list yet; requests get 503 until it is read", "err", err)
 	}
 	background.Go(func() { local.Run(ctx) })
-	m := newMetrics(modeRedirect)
+	m := newMetrics(cfg.mode)
 	fb := newFallback(store, local, cfg.redisTimeout, log)
 	fb.onChange = m.SetDegraded
 	background.Go(func() { fb.run(ctx) })
@@ -130,7 +133,7 @@ func serve(ctx context.Context, cfg config, store *rotation.Store, ln, admin net
 	background.Go(func() { watchHealth(ctx, local, m) })
 
 	r := &redirector{picker: timedPicker{picker, m}, status: cfg.status, timeout: cfg.redisTimeout, log: log}
-	front := newRedirector(r)
+	front := newFront(cfg, r, m) // the redirector, or in MODE=proxy a proxier (proxy.go)
 	front.Use(observeRequests(m, log))
 	back := newAdmin(fb, store.Key())
 	back.GET("/metrics", echo.WrapHandler(m.handler()))

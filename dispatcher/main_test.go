@@ -24,7 +24,8 @@ func TestLoadConfig(t *testing.T) {
 	}
 	want := config{port: "80", adminPort: "8080", redisURL: "redis://localhost:6379/0", key: "servers",
 		status: 302, redisTimeout: time.Second, shutdownTimeout: 10 * time.Second, rotation: "redis",
-		health: rotation.HealthConfig{Interval: 2 * time.Second, Timeout: time.Second, Falls: 2, Rises: 2}}
+		health: rotation.HealthConfig{Interval: 2 * time.Second, Timeout: time.Second, Falls: 2, Rises: 2},
+		mode:   "redirect", proxy: proxyConfig{retries: 2, dialTimeout: 2 * time.Second, responseTimeout: 30 * time.Second}}
 	if cfg != want {
 		t.Errorf("defaults: got %+v, want %+v", cfg, want)
 	}
@@ -46,6 +47,12 @@ func TestLoadConfig(t *testing.T) {
 		{"HEALTH_TIMEOUT", "0", "HEALTH_TIMEOUT"},
 		{"HEALTH_FALLS", "0", "HEALTH_FALLS"},
 		{"HEALTH_RISES", "two", "HEALTH_RISES"},
+		{"MODE", "tunnel", "MODE"},
+		{"PROXY_RETRIES", "-1", "PROXY_RETRIES"},
+		{"PROXY_RETRIES", "11", "PROXY_RETRIES"},
+		{"PROXY_RETRIES", "two", "PROXY_RETRIES"},
+		{"PROXY_DIAL_TIMEOUT", "0s", "PROXY_DIAL_TIMEOUT"},
+		{"PROXY_RESPONSE_TIMEOUT", "forever", "PROXY_RESPONSE_TIMEOUT"},
 	}
 	for _, tc := range bad {
 		_, err := loadConfig(func(k string) string {

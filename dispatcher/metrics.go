@@ -45,7 +45,7 @@ const modeRedirect = "redirect"
 //
 // Go runtime (go_*) and process (process_*) metrics come with them.
 type metrics struct {
-	mode string // the mode label: modeRedirect today, "proxy" later
+	mode string // the mode label: modeRedirect or modeProxy (MODE)
 
 	reg         *prometheus.Registry
 	requests    *prometheus.CounterVec

@@ -154,10 +154,20 @@ func (s *stack) startDispatcher(t *testing.T, env map[string]string) testcontain
 // and output.
 func (s *stack) seeder(t *testing.T, args ...string) (int, string) {
 	t.Helper()
+	return s.seederEnv(t, nil, args...)
+}
+
+// seederEnv is seeder with extra environment on top of REDIS_URL.
+func (s *stack) seederEnv(t *testing.T, env map[string]string, args ...string) (int, string) {
+	t.Helper()
+	e := map[string]string{"REDIS_URL": redisURL}
+	for k, v := range env {
+		e[k] = v
+	}
 	c := start(t, testcontainers.ContainerRequest{
 		Image:      images["seeder"],
 		Cmd:        args,
-		Env:        map[string]string{"REDIS_URL": redisURL},
+		Env:        e,
 		Networks:   []string{s.network},
 		WaitingFor: wait.ForExit().WithExitTimeout(time.Minute),
 	})

@@ -3,7 +3,8 @@
 //
 // Usage:
 //
-//	seeder [seed] [URL...]        replace the list with these URLs, in one step
+//	seeder [seed] [URL...]        replace the list with these URLs, in one step;
+//	                              URL*N (1 ≤ N ≤ 100) gives a URL N turns per round
 //	seeder seed -probe ORIGIN=PROBE_ORIGIN ... URL...
 //	                              the same, and the probe addresses (below)
 //	seeder list                   print the list (the next pick is the last line),
@@ -61,7 +62,8 @@ const (
 var errUsage = errors.New("usage")
 
 const usage = `usage:
-  seeder [seed] [URL...]      replace the list with these URLs (default: $SERVERS, else the tutorial's three)
+  seeder [seed] [URL...]      replace the list with these URLs (default: $SERVERS, else the tutorial's three);
+                              URL*N (N from 1 to 100) serves URL N times per round, spread out
   seeder seed -probe ORIGIN=PROBE_ORIGIN ... [URL...]
                               the same, and replace the probe addresses with these
   seeder list                 print the list; the next pick is the last line; "down" marks
@@ -91,7 +93,7 @@ func main() {
 // exitCode is 2 for what the user typed wrong (nothing was written) and 1
 // for anything else.
 func exitCode(err error) int {
-	if errors.Is(err, errUsage) || errors.Is(err, rotation.ErrInvalidURL) {
+	if errors.Is(err, errUsage) || errors.Is(err, rotation.ErrInvalidURL) || errors.Is(err, rotation.ErrInvalidWeight) {
 		return exitUsage
 	}
 	return exitFailure
@@ -111,6 +113,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	// are validated by the store, before it sends any command.
 	var urls []string
 	var probes probeFlags
+	var weights *weighted // set when a URL has a weight, URL*N
 	var watchN int
 	var watchEvery time.Duration
 	switch cmd {
@@ -128,9 +131,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		if len(urls) == 0 {
 			urls = tutorialServers
 		}
+		if hasWeights(urls) {
+			w, err := weigh(urls)
+			if err != nil {
+				return err
+			}
+			weights, urls = &w, w.list
+		}
 	case "add":
 		if len(args) != 1 {
 			return fmt.Errorf("%w: seeder add URL (exactly one URL)", errUsage)
+		}
+		if rotation.HasWeight(args[0]) {
+			// Appending N copies would put them side by side; spreading
+			// them means ordering the whole list again.
+			return fmt.Errorf("%w: seeder add %q: add takes a URL without a weight; to weigh URLs, seed the whole list: seeder seed URL*N URL ...", errUsage, args[0])
 		}
 	case "remove":
 		if len(args) != 1 || args[0] == "" {
@@ -182,7 +197,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		if err := store.ReplaceWithProbes(opCtx, urls, probes.m); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "seeded %q with %d URLs\n", store.Key(), len(urls))
+		if weights != nil {
+			fmt.Fprintln(stdout, weights.describe(store.Key()))
+		} else {
+			fmt.Fprintf(stdout, "seeded %q with %d URLs\n", store.Key(), len(urls))
+		}
 		if probes.m != nil {
 			fmt.Fprintf(stdout, "probe addresses in %q: %d\n", store.ProbeKey(), len(probes.m))
 		}

@@ -1,0 +1,463 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// backend is an httptest server standing in for the project's backend: it
+// names itself in X-Backend, answers "Hello, World!" on GET / and echoes
+// what it received as JSON on /whoami. hits counts the requests it got.
+type backend struct {
+	name string
+	srv  *httptest.Server
+	hits atomic.Int64
+}
+
+// seen is what a backend's /whoami says it received.
+type seen struct {
+	Backend, Method, Path, Query, Body, Host string
+	Header                                   http.Header
+}
+
+func newBackend(t *testing.T, name string, extra http.Handler) *backend {
+	t.Helper()
+	b := &backend{name: name}
+	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b.hits.Add(1)
+		w.Header().Set("X-Backend", name)
+		switch {
+		case r.URL.Path == "/":
+			io.WriteString(w, "Hello, World!")
+		case strings.HasSuffix(r.URL.Path, "/whoami"):
+			body, _ := io.ReadAll(r.Body)
+			json.NewEncoder(w).Encode(seen{name, r.Method, r.URL.Path, r.URL.RawQuery, string(body), r.Host, r.Header})
+		default:
+			if extra == nil {
+				http.NotFound(w, r)
+				return
+			}
+			extra.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(b.srv.Close)
+	return b
+}
+
+// deadURL is a loopback address where nothing listens: connecting to it is
+// refused at once.
+func deadURL(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := "http://" + ln.Addr().String()
+	ln.Close()
+	return u
+}
+
+func proxyEnv(more ...string) map[string]string {
+	env := map[string]string{"MODE": "proxy"}
+	for i := 0; i+1 < len(more); i += 2 {
+		env[more[i]] = more[i+1]
+	}
+	return env
+}
+
+func proxied(mode, backend, status string) map[string]string {
+	return map[string]string{"backend": backend, "mode": mode, "status": status}
+}
+
+// MODE=proxy forwards every request to the next backend of the rotation
+// and relays its answer: 30 GETs give each of three backends 10, in the
+// rotation's order (last entry first), with the backend's body and
+// X-Backend, and /metrics counts them under mode="proxy".
+func TestProxyForwardsInRotationOrder(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	bs := []*backend{newBackend(t, "b1", nil), newBackend(t, "b2", nil), newBackend(t, "b3", nil)}
+	s := startServe(t, ctx, proxyEnv(), bs[0].srv.URL, bs[1].srv.URL, bs[2].srv.URL)
+	counts := map[string]int{}
+	for i := range 30 {
+		resp, err := http.Get(s.main + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		name := resp.Header.Get("X-Backend")
+		if want := bs[2-i%3].name; resp.StatusCode != 200 || string(body) != "Hello, World!" || name != want {
+			t.Fatalf("request %d: got %d %q from %q, want 200 %q from %q", i, resp.StatusCode, body, name, "Hello, World!", want)
+		}
+		counts[name]++
+	}
+	fams := scrape(t, s.adm+"/metrics")
+	for _, b := range bs {
+		if counts[b.name] != 10 || b.hits.Load() != 10 {
+			t.Errorf("%s: got %d answers and %d requests, want 10 and 10", b.name, counts[b.name], b.hits.Load())
+		}
+		if got, _ := sample(fams, "spread_requests_total", proxied("proxy", b.srv.URL, "200")); got != 10 {
+			t.Errorf("spread_requests_total{backend=%q,mode=\"proxy\",status=\"200\"}: got %v, want 10", b.srv.URL, got)
+		}
+	}
+}
+
+// What the backend receives: the client's method, path, query and body;
+// its own address as Host; X-Forwarded-* set by the dispatcher, whatever
+// the client claimed; no hop-by-hop headers. Nothing in the request, not an
+// absolute request URI nor a Host header, changes where it goes.
+func TestProxyKeepsTheRequestButNotItsAddress(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b := newBackend(t, "b1", nil)
+	// The entry has a path: the request's is joined to it.
+	s := startServe(t, ctx, proxyEnv(), b.srv.URL+"/app")
+	backendHost := strings.TrimPrefix(b.srv.URL, "http://")
+	dispatcherHost := strings.TrimPrefix(s.main, "http://")
+
+	req, _ := http.NewRequest("POST", s.main+"/whoami?x=1&y=two", strings.NewReader("payload"))
+	req.Header.Set("X-Forwarded-For", "203.0.113.9")
+	req.Header.Set("X-Forwarded-Host", "evil.example")
+	req.Header.Set("Connection", "X-Secret")
+	req.Header.Set("X-Secret", "hop-by-hop")
+	req.Header.Set("X-Kept", "end-to-end")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got seen
+	err = json.NewDecoder(resp.Body).Decode(&got)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct{ what, got, want string }{
+		{"X-Backend", resp.Header.Get("X-Backend"), "b1"},
+		{"method", got.Method, "POST"},
+		{"path", got.Path, "/app/whoami"},
+		{"query", got.Query, "x=1&y=two"},
+		{"body", got.Body, "payload"},
+		{"Host", got.Host, backendHost},
+		{"X-Forwarded-For", got.Header.Get("X-Forwarded-For"), "127.0.0.1"},
+		{"X-Forwarded-Host", got.Header.Get("X-Forwarded-Host"), dispatcherHost},
+		{"X-Forwarded-Proto", got.Header.Get("X-Forwarded-Proto"), "http"},
+		{"X-Secret (named in Connection)", got.Header.Get("X-Secret"), ""},
+		{"X-Kept", got.Header.Get("X-Kept"), "end-to-end"},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s: got %q, want %q", c.what, c.got, c.want)
+		}
+	}
+
+	// An absolute request URI and a Host header naming elsewhere still go
+	// to the listed backend.
+	conn, err := net.Dial("tcp", dispatcherHost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprint(conn, "GET http://evil.example/whoami HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+	raw, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Body.Close()
+	if err := json.NewDecoder(raw.Body).Decode(&got); err != nil {
+		t.Fatal(err)
+	}
+	if raw.StatusCode != 200 || got.Backend != "b1" || got.Host != backendHost || got.Path != "/app/whoami" {
+		t.Errorf("absolute URI to evil.example: got %d, backend %q saw Host %q path %q; want 200, b1 with Host %q, /app/whoami",
+			raw.StatusCode, got.Backend, got.Host, got.Path, backendHost)
+	}
+	if n := b.hits.Load(); n != 2 {
+		t.Errorf("the backend got %d requests, want 2", n)
+	}
+}
+
+// When connecting to the chosen backend fails, an idempotent request
+// without a body takes the next rotation step, at most PROXY_RETRIES more
+// times; any other request gets 502 at once and is never sent elsewhere.
+// Each failed connection is counted per backend, and each move to the next
+// step as a retry.
+func TestProxyRetriesOnlyWhatIsSafe(t *testing.T) {
+	dead := deadURL(t)
+	tests := []struct {
+		name      string
+		env       map[string]string
+		list      func(live string) []string // LRANGE order: the last entry is tried first
+		method    string
+		body      string
+		status    int
+		liveHits  int64
+		connFails float64
+		retries   float64
+	}{
+		{"GET moves on to the next backend", proxyEnv(),
+			func(live string) []string { return []string{live, dead} }, "GET", "", 200, 1, 1, 1},
+		{"DELETE without a body too", proxyEnv(),
+			func(live string) []string { return []string{live, dead} }, "DELETE", "", 200, 1, 1, 1},
+		{"POST is not retried", proxyEnv(),
+			func(live string) []string { return []string{live, dead} }, "POST", "", 502, 0, 1, 0},
+		{"a request with a body is not retried", proxyEnv(),
+			func(live string) []string { return []string{live, dead} }, "PUT", "payload", 502, 0, 1, 0},
+		{"at most PROXY_RETRIES more backends", proxyEnv(),
+			func(live string) []string { return []string{live, dead, dead, dead} }, "GET", "", 502, 0, 3, 2},
+		{"PROXY_RETRIES=3 reaches the fourth", proxyEnv("PROXY_RETRIES", "3"),
+			func(live string) []string { return []string{live, dead, dead, dead} }, "GET", "", 200, 1, 3, 3},
+		{"PROXY_RETRIES=0 never retries", proxyEnv("PROXY_RETRIES", "0"),
+			func(live string) []string { return []string{live, dead} }, "GET", "", 502, 0, 1, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			live := newBackend(t, "live", nil)
+			s := startServe(t, ctx, tc.env, tc.list(live.srv.URL)...)
+			var body io.Reader
+			if tc.body != "" {
+				body = strings.NewReader(tc.body)
+			}
+			req, _ := http.NewRequest(tc.method, s.main+"/whoami", body)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Errorf("%s: got %d, want %d", tc.method, resp.StatusCode, tc.status)
+			}
+			if n := live.hits.Load(); n != tc.liveHits {
+				t.Errorf("the live backend got %d requests, want %d", n, tc.liveHits)
+			}
+			fams := scrape(t, s.adm+"/metrics")
+			if got, _ := sample(fams, "spread_proxy_connect_errors_total", map[string]string{"backend": dead}); got != tc.connFails {
+				t.Errorf("spread_proxy_connect_errors_total{backend=%q}: got %v, want %v", dead, got, tc.connFails)
+			}
+			if got, _ := sample(fams, "spread_proxy_retries_total", nil); got != tc.retries {
+				t.Errorf("spread_proxy_retries_total: got %v, want %v", got, tc.retries)
+			}
+			last := live.srv.URL
+			if tc.liveHits == 0 {
+				last = dead
+			}
+			if got, _ := sample(fams, "spread_requests_total", proxied("proxy", last, fmt.Sprint(tc.status))); got != 1 {
+				t.Errorf("spread_requests_total{backend=%q,status=%d}: got %v, want 1 (the last backend tried)", last, tc.status, got)
+			}
+		})
+	}
+}
+
+// A backend that accepts the request but does not answer within
+// PROXY_RESPONSE_TIMEOUT gives 504, and the request is not sent again.
+func TestProxyResponseTimeout(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	release := make(chan struct{})
+	slow := newBackend(t, "slow", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+	}))
+	t.Cleanup(func() { close(release) }) // runs before the backend closes
+	live := newBackend(t, "live", nil)
+	s := startServe(t, ctx, proxyEnv("PROXY_RESPONSE_TIMEOUT", "50ms"), live.srv.URL, slow.srv.URL)
+	resp, err := http.Get(s.main + "/slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusGatewayTimeout || !strings.Contains(string(body), "gateway timeout") {
+		t.Errorf("got %d %q, want 504 saying gateway timeout", resp.StatusCode, body)
+	}
+	if s, l := slow.hits.Load(), live.hits.Load(); s != 1 || l != 0 {
+		t.Errorf("got %d requests at the slow backend and %d at the other, want 1 and 0", s, l)
+	}
+}
+
+// Bodies stream both ways: the backend reads the first part of a request
+// body while the client still holds the rest back, and the client reads
+// the first part of the answer while the backend still holds the rest.
+func TestProxyStreamsBodies(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	gotFirst := make(chan string, 1)
+	sendRest := make(chan struct{})
+	stream := newBackend(t, "stream", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		br := bufio.NewReader(r.Body)
+		line, _ := br.ReadString('\n')
+		gotFirst <- line
+		rest, _ := io.ReadAll(br)
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintf(w, "got %q\n", line)
+		w.(http.Flusher).Flush()
+		<-sendRest
+		fmt.Fprintf(w, "then %q\n", rest)
+	}))
+	s := startServe(t, ctx, proxyEnv(), stream.srv.URL)
+
+	pr, pw := io.Pipe()
+	type result struct {
+		resp *http.Response
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := http.Post(s.main+"/stream", "text/plain", pr)
+		done <- result{resp, err}
+	}()
+	fmt.Fprint(pw, "part one\n")
+	select {
+	case line := <-gotFirst:
+		if line != "part one\n" {
+			t.Errorf("the backend read %q first, want %q", line, "part one\n")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backend did not get the first part of the body before the rest was sent: it was not streamed")
+	}
+	fmt.Fprint(pw, "part two")
+	pw.Close()
+	var res result
+	select {
+	case res = <-done:
+	case <-time.After(10 * time.Second):
+		close(sendRest)
+		t.Fatal("no response headers while the backend holds back the rest of its answer: the answer was not streamed")
+	}
+	if res.err != nil {
+		close(sendRest)
+		t.Fatal(res.err)
+	}
+	defer res.resp.Body.Close()
+	br := bufio.NewReader(res.resp.Body)
+	first, err := br.ReadString('\n')
+	if want := "got \"part one\\n\"\n"; err != nil || first != want {
+		t.Errorf("first line of the answer: got (%q, %v), want %q", first, err, want)
+	}
+	close(sendRest)
+	rest, _ := io.ReadAll(br)
+	if want := "then \"part two\"\n"; string(rest) != want {
+		t.Errorf("rest of the answer: got %q, want %q", rest, want)
+	}
+}
+
+// A WebSocket upgrade passes through: the client gets the backend's 101 and
+// X-Backend, then bytes flow both ways over the connection; the request is
+// counted with status 101.
+func TestProxyPassesUpgrades(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ws := newBackend(t, "ws", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "websocket" {
+			http.Error(w, "want an upgrade", http.StatusBadRequest)
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Backend: ws\r\n\r\n")
+		brw.Flush()
+		io.Copy(conn, brw) // echo until the client closes
+	}))
+	s := startServe(t, ctx, proxyEnv(), ws.srv.URL)
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.main, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprint(conn, "GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("X-Backend") != "ws" || resp.Header.Get("Upgrade") != "websocket" {
+		t.Fatalf("got %d, X-Backend %q, Upgrade %q; want 101, ws, websocket", resp.StatusCode, resp.Header.Get("X-Backend"), resp.Header.Get("Upgrade"))
+	}
+	for _, msg := range []string{"hello", "again"} {
+		if _, err := io.WriteString(conn, msg); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(br, got); err != nil || string(got) != msg {
+			t.Errorf("echo: got (%q, %v), want %q", got, err, msg)
+		}
+	}
+	conn.Close()
+	// The request is counted once the handler returns, which is when the
+	// tunnel closes.
+	var got float64
+	for deadline := time.Now().Add(10 * time.Second); got != 1 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		got, _ = sample(scrape(t, s.adm+"/metrics"), "spread_requests_total", proxied("proxy", ws.srv.URL, "101"))
+	}
+	if got != 1 {
+		t.Errorf("spread_requests_total{status=\"101\"}: got %v, want 1", got)
+	}
+}
+
+// Requests that find no backend get the same 503 as in redirect mode.
+func TestProxyWithoutBackends(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := startServe(t, ctx, proxyEnv())
+	resp, err := http.Get(s.main + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" || !strings.Contains(string(body), "no backends") {
+		t.Errorf("got %d Retry-After %q %q, want 503, 1, no backends", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+}
+
+// 300 requests, 30 at a time, through the proxy: each of three backends
+// gets exactly 100, as with redirects.
+func TestProxyConcurrentRequestsSpreadExactly(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	bs := []*backend{newBackend(t, "b1", nil), newBackend(t, "b2", nil), newBackend(t, "b3", nil)}
+	s := startServe(t, ctx, proxyEnv(), bs[0].srv.URL, bs[1].srv.URL, bs[2].srv.URL)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 30}}
+	var mu sync.Mutex
+	counts := map[string]int{}
+	var wg sync.WaitGroup
+	for range 30 {
+		wg.Go(func() {
+			for range 10 {
+				resp, err := client.Get(s.main + "/")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				mu.Lock()
+				counts[resp.Header.Get("X-Backend")]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	for _, b := range bs {
+		if counts[b.name] != 100 || b.hits.Load() != 100 {
+			t.Errorf("%s: got %d answers and %d requests, want 100 and 100 (all: %v)", b.name, counts[b.name], b.hits.Load(), counts)
+		}
+	}
+}

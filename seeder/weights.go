@@ -1,0 +1,52 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/spreadlb/spread/internal/rotation"
+)
+
+// weighted is what `seeder seed` writes for arguments of which at least one
+// has a weight, "URL*N" (1 ≤ N ≤ 100; a URL without one weighs 1): the
+// list to store, and what to tell the user about it.
+type weighted struct {
+	list      []string // the list as LRANGE will show it: the serve order reversed
+	serve     []string // the order the rotation serves the entries in
+	separated bool     // no URL comes twice in a row, wrap included
+	heaviest  string   // the URL that repeats when separated is false
+}
+
+// hasWeights reports whether any argument has a "*N" suffix: then the
+// seeder, not the order of the arguments, orders the list.
+func hasWeights(args []string) bool {
+	return slices.ContainsFunc(args, rotation.HasWeight)
+}
+
+// weigh parses every argument as URL or URL*N and spreads the entries with
+// rotation.Spread. A bad weight is an error naming its argument; the URLs
+// themselves are validated by the store before anything is written.
+func weigh(args []string) (weighted, error) {
+	var ws []rotation.Weighted
+	for _, a := range args {
+		w, err := rotation.ParseWeighted(a)
+		if err != nil {
+			return weighted{}, err
+		}
+		ws = append(ws, w)
+	}
+	serve, separated := rotation.Spread(ws)
+	return weighted{list: rotation.ListOrder(serve), serve: serve, separated: separated, heaviest: serve[0]}, nil
+}
+
+// describe is what `seed` prints about a weighted list written at key.
+func (w weighted) describe(key string) string {
+	urls := len(slices.Compact(slices.Sorted(slices.Values(w.serve))))
+	s := fmt.Sprintf("seeded %q with %d entries for %d weighted URLs\n", key, len(w.serve), urls)
+	s += fmt.Sprintf("the rotation serves %s, then again", strings.Join(w.serve, " "))
+	if !w.separated && urls > 1 {
+		s += fmt.Sprintf("\nnote: %s has more than half of the weight, so it must come twice in a row somewhere; the order above repeats it as little as possible", w.heaviest)
+	}
+	return s
+}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -56,7 +57,7 @@ func TestSentinelFailover(t *testing.T) {
 		})
 	}
 	master := node("redis-master", "redis-server", "--save", "", "--appendonly", "no")
-	node("redis-replica", "redis-server", "--save", "", "--appendonly", "no", "--replicaof", "redis-master", "6379")
+	replica := node("redis-replica", "redis-server", "--save", "", "--appendonly", "no", "--replicaof", "redis-master", "6379")
 	for i := 1; i <= 3; i++ {
 		start(t, testcontainers.ContainerRequest{
 			Image: redisImage(),
@@ -102,6 +103,23 @@ func TestSentinelFailover(t *testing.T) {
 	for _, b := range backends {
 		if counts[b] != 10 || failed != 0 {
 			t.Fatalf("before the failover: got %v and %d failed, want 10 per backend", counts, failed)
+		}
+	}
+
+	// The replica must hold the list before the master dies: replication
+	// is asynchronous.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		code, out, err := replica.Exec(ctx, []string{"redis-cli", "LLEN", "servers"})
+		var got []byte
+		if err == nil {
+			got, _ = io.ReadAll(out)
+		}
+		if err == nil && code == 0 && strings.Contains(string(got), "3") {
+			break
+		}
+		if time.Now().After(deadline) {
+			info, _ := replicaInfo(ctx, replica)
+			t.Fatalf("the replica does not hold the list after 30 s: LLEN said %q (%v)\n%s", got, err, info)
 		}
 	}
 
@@ -225,7 +243,19 @@ func TestSentinelFailover(t *testing.T) {
 		}
 	}
 	if after == 0 || samples[len(samples)-1].status != http.StatusFound {
-		t.Fatalf("no request was redirected in the 60 s after the master was killed (%d failed)", bad)
+		statuses := map[int]int{}
+		for _, sm := range samples {
+			if sm.at >= 0 {
+				statuses[sm.status]++
+			}
+		}
+		if rc, err := d.Logs(ctx); err == nil {
+			logs, _ := io.ReadAll(rc)
+			rc.Close()
+			lines := strings.Split(strings.TrimSpace(string(logs)), "\n")
+			t.Logf("the dispatcher's last log lines:\n%s", strings.Join(lines[max(0, len(lines)-25):], "\n"))
+		}
+		t.Fatalf("requests were not all redirected again in the 60 s after the master was killed: statuses after the kill %v (0: no answer)", statuses)
 	}
 	window := "none"
 	if bad > 0 {
@@ -245,4 +275,13 @@ func TestSentinelFailover(t *testing.T) {
 			t.Errorf("after the failover: got %v and %d failed, want 10 per backend", counts, failed)
 		}
 	}
+}
+
+func replicaInfo(ctx context.Context, c testcontainers.Container) (string, error) {
+	_, out, err := c.Exec(ctx, []string{"redis-cli", "INFO", "replication"})
+	if err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(out)
+	return string(b), err
 }

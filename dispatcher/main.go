@@ -133,7 +133,9 @@ func serve(ctx context.Context, cfg config, store *rotation.Store, ln, admin net
 	background.Go(func() { watchHealth(ctx, local, m) })
 
 	r := &redirector{picker: timedPicker{picker, m}, status: cfg.status, timeout: cfg.redisTimeout, log: log}
-	front := newFront(cfg, r, m) // the redirector, or in MODE=proxy a proxier (proxy.go)
+	// The redirector, or in MODE=proxy a proxier (proxy.go), whose failed
+	// connections count toward the shared health checks.
+	front := newFront(cfg, r, m, newFailureReporter(store, cfg.redisTimeout, log).report)
 	front.Use(observeRequests(m, log))
 	back := newAdmin(fb, store.Key())
 	back.GET("/metrics", echo.WrapHandler(m.handler()))

@@ -10,11 +10,13 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spreadlb/spread/internal/app"
+	"github.com/spreadlb/spread/internal/rotation"
 )
 
 // MODE=proxy: instead of redirecting the client, the dispatcher forwards
@@ -98,13 +100,60 @@ func loadMode(getenv func(string) string) (string, proxyConfig, error) {
 
 // newFront returns the main port's server for cfg.mode: the redirector, or
 // a proxier that picks the same way.
-func newFront(cfg config, r *redirector, m *metrics) *echo.Echo {
+//
+// Each failed connection is counted, and passed on to the shared health
+// checks by report (nil: not passed on).
+func newFront(cfg config, r *redirector, m *metrics, report func(backend string)) *echo.Echo {
 	if cfg.mode != modeProxy {
 		return newRedirector(r)
 	}
 	pm := newProxyMetrics(m)
+	failed := func(backend string, err error) {
+		pm.connectFailed(backend, err)
+		if report != nil {
+			report(backend)
+		}
+	}
 	return newProxier(&proxier{picker: r.picker, timeout: r.timeout, retries: cfg.proxy.retries,
-		log: r.log, connectFailed: pm.connectFailed, retried: pm.retried.Inc}, cfg.proxy)
+		log: r.log, connectFailed: failed, retried: pm.retried.Inc}, cfg.proxy)
+}
+
+// failureReporter passes failed connections on to the shared health checks
+// (rotation.Store.ReportFailure: the lease holder counts each as a failed
+// check in its next round), at most once a second per backend, and without
+// holding up the request that met the failure.
+type failureReporter struct {
+	store   *rotation.Store
+	timeout time.Duration
+	log     *slog.Logger
+
+	mu   sync.Mutex
+	last map[string]time.Time // backend -> when it was last reported
+}
+
+func newFailureReporter(store *rotation.Store, timeout time.Duration, log *slog.Logger) *failureReporter {
+	return &failureReporter{store: store, timeout: timeout, log: log, last: map[string]time.Time{}}
+}
+
+func (f *failureReporter) report(backend string) {
+	now := time.Now()
+	f.mu.Lock()
+	if t, ok := f.last[backend]; ok && now.Sub(t) < time.Second {
+		f.mu.Unlock()
+		return
+	}
+	if len(f.last) > 1024 { // backends come from the list; bound it anyway
+		clear(f.last)
+	}
+	f.last[backend] = now
+	f.mu.Unlock()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
+		defer cancel()
+		if err := f.store.ReportFailure(ctx, backend); err != nil {
+			f.log.Warn("cannot report a failed connection to the health checks", "backend", backend, "err", err)
+		}
+	}()
 }
 
 // proxier is where every request on the main port is received in

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -459,5 +460,40 @@ func TestProxyConcurrentRequestsSpreadExactly(t *testing.T) {
 		if counts[b.name] != 100 || b.hits.Load() != 100 {
 			t.Errorf("%s: got %d answers and %d requests, want 100 and 100 (all: %v)", b.name, counts[b.name], b.hits.Load(), counts)
 		}
+	}
+}
+
+// A failed connection counts toward the shared health checks: the
+// dispatcher reports the backend's origin in Redis, where the lease holder
+// counts it as a failed check (here nobody holds it: HEALTH_INTERVAL=0).
+// Failures to one backend are reported at most once a second.
+func TestProxyReportsFailedConnections(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dead := deadURL(t)
+	live := newBackend(t, "live", nil)
+	s := startServe(t, ctx, proxyEnv("HEALTH_INTERVAL", "0"), live.srv.URL, dead)
+	for i := range 3 { // each takes two steps: dead (refused), then live
+		resp, err := http.Get(s.main + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("request %d: got %d, want 200 after moving on", i, resp.StatusCode)
+		}
+	}
+	var got map[string]string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		var err error
+		if got, err = s.redis.Client.HGetAll(ctx, "{servers}:reports").Result(); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) > 0 {
+			break
+		}
+	}
+	if want := map[string]string{dead: "1"}; !maps.Equal(got, want) {
+		t.Errorf("reports in Redis: got %v, want %v (two failures within a second, reported once)", got, want)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -249,6 +250,17 @@ func (h *Health) Round(ctx context.Context) error {
 		st.probe = h.probeURL(o, probes)
 	}
 
+	// Failures that dispatchers met while proxying (ReportFailure) count
+	// first, one each per round, so that a failing probe right after
+	// marks the backend down a round sooner; a passing probe still wins.
+	if reported, err := h.takeReports(ctx); err == nil {
+		for _, o := range slices.Sorted(maps.Keys(reported)) {
+			if _, ok := h.state[o]; ok {
+				h.record(o, byOrigin[o], errReported)
+			}
+		}
+	}
+
 	// Probe the origins in parallel, maxProbes at a time: a round of a
 	// list of a few backends takes at most Timeout, and a hostile list of
 	// thousands of origins cannot start thousands of connections at once.
@@ -292,6 +304,37 @@ func (h *Health) Round(ctx context.Context) error {
 		h.lost()
 	}
 	return nil
+}
+
+// errReported is what a reported failure counts as.
+var errReported = errors.New("a dispatcher could not connect to it (reported)")
+
+// takeReports reads and clears the failures reported since the last round,
+// in one MULTI: origin -> how many.
+func (h *Health) takeReports(ctx context.Context) (map[string]string, error) {
+	rctx, cancel := context.WithTimeout(ctx, h.store.stepTimeout)
+	defer cancel()
+	var all *redis.MapStringStringCmd
+	_, err := h.store.rdb.TxPipelined(rctx, func(p redis.Pipeliner) error {
+		all = p.HGetAll(rctx, h.store.reports)
+		p.Del(rctx, h.store.reports)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return all.Val(), nil
+}
+
+// ReportFailure tells the health checks that connecting to entry's origin
+// failed (a proxying dispatcher calls it): the lease holder counts it as one
+// failed check in its next round. An entry that does not parse is ignored.
+func (s *Store) ReportFailure(ctx context.Context, entry string) error {
+	u, err := s.parse(entry)
+	if err != nil {
+		return nil
+	}
+	return s.classify(s.rdb.HIncrBy(ctx, s.reports, origin(u), 1).Err())
 }
 
 // lost notes that another checker holds the lease.

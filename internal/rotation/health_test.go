@@ -463,3 +463,54 @@ func TestInvalidEntriesAreSkippedInTheStep(t *testing.T) {
 		t.Errorf("invalid and down entries only: got %v, want ErrAllDown", err)
 	}
 }
+
+// A failure that a proxying dispatcher reports counts as one failed check
+// in the holder's next round: with HEALTH_FALLS=2, a report and a failing
+// probe mark the backend down in one round instead of two. A passing probe
+// after a report keeps it up. Reports are used once.
+func TestHealthCountsReportedFailures(t *testing.T) {
+	ctx := context.Background()
+	s, srv := newStore(t)
+	a, b := newBackend(t), newBackend(t)
+	if err := s.Replace(ctx, []string{a.URL, b.URL + "/app"}); err != nil {
+		t.Fatal(err)
+	}
+	h := rotation.NewHealth(s, rotation.HealthConfig{Falls: 2, Rises: 2})
+	rounds(t, h, 1)
+
+	// a is fine, though a dispatcher reported it: the probe wins.
+	if err := s.ReportFailure(ctx, a.URL); err != nil {
+		t.Fatal(err)
+	}
+	rounds(t, h, 1)
+	if got := down(t, s); len(got) != 0 {
+		t.Errorf("a reported but healthy backend: got down %q, want none", got)
+	}
+	// b fails its probe and was reported (twice: it counts once a round).
+	b.healthy.Store(false)
+	for range 2 {
+		if err := s.ReportFailure(ctx, b.URL+"/app"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rounds(t, h, 1)
+	if got, want := down(t, s), []string{b.URL + "/app"}; !slices.Equal(got, want) {
+		t.Errorf("reported and failing its probe: got down %q after one round, want %q", got, want)
+	}
+	if n, err := srv.Client.Exists(ctx, "{servers}:reports").Result(); err != nil || n != 0 {
+		t.Errorf("reports after the round: got %d keys (%v), want them cleared", n, err)
+	}
+	// Without a report, a failing probe alone takes HEALTH_FALLS rounds.
+	a.healthy.Store(false)
+	rounds(t, h, 1)
+	if got := down(t, s); slices.Contains(got, a.URL) {
+		t.Errorf("one failing probe, no report: got down %q, want a still up", got)
+	}
+	// An entry that does not parse is not reported.
+	if err := s.ReportFailure(ctx, "javascript:alert(1)"); err != nil {
+		t.Errorf("report of an invalid entry: got %v, want it ignored", err)
+	}
+	if n, _ := srv.Client.HLen(ctx, "{servers}:reports").Result(); n != 0 {
+		t.Errorf("an invalid entry was reported: %d fields", n)
+	}
+}

@@ -69,6 +69,7 @@ type Store struct {
 	tally       string                                 // key of the hash counting steps per entry (tallyKey)
 	down        string                                 // key of the set of entries marked down (DownKey)
 	probes      string                                 // key of the hash of probe addresses (ProbeKey)
+	reports     string                                 // key of the hash of failures reported by proxies (ReportFailure)
 	skipped     atomic.Uint64                          // invalid entries stepped over (Skipped)
 	invalid     atomic.Pointer[[]any]                  // entries found invalid, at most maxInvalid, for stepScript to skip
 	invalidMu   sync.Mutex                             // serializes additions to invalid
@@ -89,7 +90,8 @@ func NewStore(rdb redis.UniversalClient, key string, log *slog.Logger) *Store {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Store{rdb: rdb, key: key, log: log, tally: tallyKey(key),
-		down: sibling(key, "down"), probes: sibling(key, "probe"), stepTimeout: DefaultStepTimeout}
+		down: sibling(key, "down"), probes: sibling(key, "probe"), reports: sibling(key, "reports"),
+		stepTimeout: DefaultStepTimeout}
 	s.invalid.Store(&[]any{})
 	return s
 }

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -30,24 +29,7 @@ func TestNextStepsOverDownEntries(t *testing.T) {
 	}
 	srv.Client.SAdd(ctx, s.DownKey(), four[1], four[3])
 
-	var mu sync.Mutex
-	counts := map[string]int{}
-	var wg sync.WaitGroup
-	for range 20 {
-		wg.Go(func() {
-			for range 10 {
-				u, err := s.Next(ctx)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				mu.Lock()
-				counts[u.String()]++
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
+	counts := concurrentPicks(t, s, 20, 10)
 	want := map[string]int{four[0]: 100, four[2]: 100}
 	if !maps.Equal(counts, want) {
 		t.Errorf("picks with two of four entries down: got %v, want %v", counts, want)
@@ -418,24 +400,7 @@ func TestInvalidEntriesAreSkippedInTheStep(t *testing.T) {
 	if err := srv.Client.RPush(ctx, "servers", list).Err(); err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	counts := map[string]int{}
-	var wg sync.WaitGroup
-	for range 30 {
-		wg.Go(func() {
-			for range 10 {
-				u, err := s.Next(ctx)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				mu.Lock()
-				counts[u.String()]++
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
+	counts := concurrentPicks(t, s, 30, 10)
 	if want := map[string]int{three[0]: 100, three[1]: 100, three[2]: 100}; !maps.Equal(counts, want) {
 		t.Errorf("300 picks: got %v, want %v", counts, want)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"sync"
 	"testing"
 
 	"github.com/spreadlb/spread/internal/rotation"
@@ -132,24 +131,7 @@ func TestLocalConcurrentPicksAreExact(t *testing.T) {
 	if err := l.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	counts := map[string]int{}
-	var wg sync.WaitGroup
-	for range 30 {
-		wg.Go(func() {
-			for range 10 {
-				u, err := l.Next(ctx)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				mu.Lock()
-				counts[u.String()]++
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
+	counts := concurrentPicks(t, l, 30, 10)
 	for _, b := range three {
 		if counts[b] != 100 {
 			t.Errorf("%s: got %d picks, want 100 (all: %v)", b, counts[b], counts)

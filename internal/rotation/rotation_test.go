@@ -3,6 +3,7 @@ package rotation_test
 import (
 	"context"
 	"errors"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +20,33 @@ func newStore(t *testing.T) (*rotation.Store, *redistest.Server) {
 	t.Helper()
 	srv := redistest.Start(t)
 	return rotation.NewStore(srv.Client, "servers", nil), srv
+}
+
+// concurrentPicks takes each picks from p in each of clients goroutines at
+// once and counts them per backend.
+func concurrentPicks(t *testing.T, p interface {
+	Next(context.Context) (*url.URL, error)
+}, clients, each int) map[string]int {
+	t.Helper()
+	var mu sync.Mutex
+	counts := map[string]int{}
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			for range each {
+				u, err := p.Next(context.Background())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				counts[u.String()]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return counts
 }
 
 // expectPicks takes len(want) picks and checks each.
@@ -192,24 +220,7 @@ func TestConcurrentPicksAreExact(t *testing.T) {
 	if err := s.Replace(ctx, three); err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	counts := map[string]int{}
-	var wg sync.WaitGroup
-	for range 30 {
-		wg.Go(func() {
-			for range 10 {
-				u, err := s.Next(ctx)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				mu.Lock()
-				counts[u.String()]++
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
+	counts := concurrentPicks(t, s, 30, 10)
 	for _, b := range three {
 		if counts[b] != 100 {
 			t.Errorf("%s: got %d picks, want 100 (all: %v)", b, counts[b], counts)

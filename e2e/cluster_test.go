@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -37,16 +38,7 @@ func TestCluster(t *testing.T) {
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		_, out, err := node.Exec(ctx, []string{"redis-cli", "CLUSTER", "INFO"})
 		if err == nil {
-			var b strings.Builder
-			buf := make([]byte, 4096)
-			for {
-				n, rerr := out.Read(buf)
-				b.Write(buf[:n])
-				if rerr != nil {
-					break
-				}
-			}
-			if strings.Contains(b.String(), "cluster_state:ok") {
+			if info, _ := io.ReadAll(out); strings.Contains(string(info), "cluster_state:ok") {
 				break
 			}
 		}
@@ -57,24 +49,12 @@ func TestCluster(t *testing.T) {
 
 	url := "redis+cluster://redis-cluster:6379"
 	backends := []string{"http://a.example:5000", "http://b.example:5001", "http://c.example:5002"}
-	seed := start(t, testcontainers.ContainerRequest{
-		Image:      images["seeder"],
-		Cmd:        append([]string{"seed"}, backends...),
-		Env:        map[string]string{"REDIS_URL": url},
-		Networks:   []string{nw.Name},
-		WaitingFor: wait.ForExit().WithExitTimeout(time.Minute),
-	})
-	if st, err := seed.State(ctx); err != nil || st.ExitCode != 0 {
-		t.Fatalf("seeder seed through the cluster: %v, exit %v", err, st)
+	s := &stack{network: nw.Name}
+	if code, logs := s.seederEnv(t, map[string]string{"REDIS_URL": url}, append([]string{"seed"}, backends...)...); code != 0 {
+		t.Fatalf("seeder seed through the cluster: exit %d\n%s", code, logs)
 	}
-	d := start(t, testcontainers.ContainerRequest{
-		Image: images["dispatcher"],
-		// The backends are names nobody serves: no health checks.
-		Env:          map[string]string{"REDIS_URL": url, "HEALTH_INTERVAL": "0"},
-		ExposedPorts: []string{"80/tcp", "8080/tcp"},
-		Networks:     []string{nw.Name},
-		WaitingFor:   wait.ForHTTP("/readyz").WithPort("8080/tcp").WithStartupTimeout(time.Minute),
-	})
+	// The backends are names nobody serves: no health checks.
+	d := s.startDispatcher(t, map[string]string{"REDIS_URL": url, "HEALTH_INTERVAL": "0"})
 	counts, failed := spread(t, endpoint(t, d, "80/tcp"), 3, 10)
 	for _, b := range backends {
 		if counts[b] != 10 || failed != 0 {

@@ -75,27 +75,14 @@ func TestSentinelFailover(t *testing.T) {
 	url := "redis+sentinel://sentinel1:26379/0?master_name=mymaster&addr=sentinel2:26379&addr=sentinel3:26379"
 	backends := []string{"http://a.example:5000", "http://b.example:5001", "http://c.example:5002"}
 
-	// The seeder writes through the Sentinels too.
-	seed := start(t, testcontainers.ContainerRequest{
-		Image:      images["seeder"],
-		Cmd:        append([]string{"seed"}, backends...),
-		Env:        map[string]string{"REDIS_URL": url},
-		Networks:   []string{nw.Name},
-		WaitingFor: wait.ForExit().WithExitTimeout(time.Minute),
-	})
-	if st, err := seed.State(ctx); err != nil || st.ExitCode != 0 {
-		t.Fatalf("seeder seed through the Sentinels: %v, exit %v", err, st)
+	// The seeder and the dispatcher reach Redis through the Sentinels; the
+	// backends are names nobody serves, as the test only reads Locations:
+	// health checks off, or they would rightly mark every backend down.
+	s := &stack{network: nw.Name}
+	if code, logs := s.seederEnv(t, map[string]string{"REDIS_URL": url}, append([]string{"seed"}, backends...)...); code != 0 {
+		t.Fatalf("seeder seed through the Sentinels: exit %d\n%s", code, logs)
 	}
-	d := start(t, testcontainers.ContainerRequest{
-		Image: images["dispatcher"],
-		// The backends are names nobody serves, as the test only follows
-		// Locations, not redirects: health checks off, or they would
-		// rightly mark every backend down.
-		Env:          map[string]string{"REDIS_URL": url, "REDIS_TIMEOUT": "500ms", "HEALTH_INTERVAL": "0"},
-		ExposedPorts: []string{"80/tcp", "8080/tcp"},
-		Networks:     []string{nw.Name},
-		WaitingFor:   wait.ForHTTP("/readyz").WithPort("8080/tcp").WithStartupTimeout(time.Minute),
-	})
+	d := s.startDispatcher(t, map[string]string{"REDIS_URL": url, "REDIS_TIMEOUT": "500ms", "HEALTH_INTERVAL": "0"})
 	dispatcher, admin := endpoint(t, d, "80/tcp"), endpoint(t, d, "8080/tcp")
 
 	// Exact before: 30 requests, 10 per backend.

@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"slices"
 	"strings"
@@ -93,6 +94,7 @@ func NewStore(rdb redis.UniversalClient, key string, log *slog.Logger) *Store {
 		down: sibling(key, "down"), probes: sibling(key, "probe"), reports: sibling(key, "reports"),
 		stepTimeout: DefaultStepTimeout}
 	s.invalid.Store(&[]any{})
+	s.parsed.Store(&map[string]parsedEntry{})
 	return s
 }
 
@@ -145,10 +147,8 @@ const (
 // entries, and validating each pick anew was a measurable part of its cost.
 func (s *Store) parse(entry string) (*url.URL, error) {
 	m := s.parsed.Load()
-	if m != nil {
-		if p, ok := (*m)[entry]; ok {
-			return p.u, p.err
-		}
+	if p, ok := (*m)[entry]; ok {
+		return p.u, p.err
 	}
 	u, err := ParseBackend(entry)
 	if err != nil {
@@ -160,24 +160,14 @@ func (s *Store) parse(entry string) (*url.URL, error) {
 		}
 		s.invalidMu.Unlock()
 	}
-	if m == nil || len(*m) < maxParsed {
+	if len(*m) < maxParsed {
 		// Copy on write: readers never lock. Two picks racing here may
 		// each add the entry; both verdicts are the same.
-		next := make(map[string]parsedEntry, len(*orEmpty(m))+1)
-		for k, v := range *orEmpty(m) {
-			next[k] = v
-		}
+		next := maps.Clone(*m)
 		next[entry] = parsedEntry{u, err}
 		s.parsed.Store(&next)
 	}
 	return u, err
-}
-
-func orEmpty(m *map[string]parsedEntry) *map[string]parsedEntry {
-	if m == nil {
-		return &map[string]parsedEntry{}
-	}
-	return m
 }
 
 // Entries returns the list as LRANGE key 0 -1 shows it. The next pick is the

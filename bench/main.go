@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/spreadlb/spread/internal/redistest"
 	"github.com/spreadlb/spread/internal/rotation"
 )
 
@@ -292,14 +293,14 @@ func (s *stack) measure(ctx context.Context, dir string, bins binaries, mode str
 			return m, fmt.Errorf("warm-up: %w", err)
 		}
 	}
-	before, err := lmoveCalls(ctx, s.redis)
+	before, err := redistest.Calls(ctx, s.redis, "lmove")
 	if err != nil {
 		return m, err
 	}
 	if m.result, err = load.run(ctx, url, o.conns, o.duration); err != nil {
 		return m, err
 	}
-	after, err := lmoveCalls(ctx, s.redis)
+	after, err := redistest.Calls(ctx, s.redis, "lmove")
 	if err != nil {
 		return m, err
 	}
@@ -325,19 +326,6 @@ func checkRedirect(url string, backends []string) error {
 		return fmt.Errorf("dispatcher answered %d %q, want 302 to one of %q", resp.StatusCode, loc, backends)
 	}
 	return nil
-}
-
-func lmoveCalls(ctx context.Context, rdb *redis.Client) (int64, error) {
-	info, err := rdb.Info(ctx, "commandstats").Result()
-	if err != nil {
-		return 0, err
-	}
-	_, after, found := strings.Cut(info, "cmdstat_lmove:calls=")
-	if !found {
-		return 0, nil
-	}
-	n, _, _ := strings.Cut(after, ",")
-	return strconv.ParseInt(n, 10, 64)
 }
 
 // peakRSS is the process's high-water resident set (VmHWM), in MiB.

@@ -3,9 +3,10 @@ package main
 import (
 	"context"
 	"net/http"
-	"strings"
 	"sync"
 	"testing"
+
+	"github.com/spreadlb/spread/internal/redistest"
 )
 
 // 300 requests, 30 at a time, over three backends: each backend is chosen
@@ -53,20 +54,9 @@ func TestConcurrentRequestsSpreadExactly(t *testing.T) {
 					t.Errorf("%s: got %d redirects, want 100 (all: %v)", b, got, counts)
 				}
 			}
-			info, err := s.redis.Client.Info(ctx, "commandstats").Result()
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := "no LMOVE"
-			if _, after, ok := strings.Cut(info, "cmdstat_lmove:"); ok {
-				got, _, _ = strings.Cut(after, ",")
-			}
-			want := "no LMOVE"
-			if tc.lmoves > 0 {
-				want = "calls=300"
-			}
-			if got != want {
-				t.Errorf("Redis commandstats: got %s, want %s", got, want)
+			n, err := redistest.Calls(ctx, s.redis.Client, "lmove")
+			if err != nil || n != int64(tc.lmoves) {
+				t.Errorf("Redis counted (%d, %v) LMOVE calls, want %d", n, err, tc.lmoves)
 			}
 		})
 	}

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -91,4 +93,20 @@ func (s *Server) Resume() { s.cmd.Process.Signal(syscall.SIGCONT) }
 func (s *Server) Stop() {
 	s.cmd.Process.Kill()
 	s.cmd.Wait()
+}
+
+// Calls is how many times the server behind rdb has run cmd (lower case,
+// as "lmove"), from INFO commandstats; 0 if never. Commands run inside
+// scripts count too.
+func Calls(ctx context.Context, rdb redis.Cmdable, cmd string) (int64, error) {
+	info, err := rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		return 0, err
+	}
+	_, after, found := strings.Cut(info, "cmdstat_"+cmd+":calls=")
+	if !found {
+		return 0, nil
+	}
+	n, _, _ := strings.Cut(after, ",")
+	return strconv.ParseInt(n, 10, 64)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"maps"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -59,22 +58,11 @@ func lmoveCalls(t *testing.T, srv *redistest.Server) int {
 
 func commandCalls(t *testing.T, srv *redistest.Server, cmd string) int {
 	t.Helper()
-	info, err := srv.Client.Info(context.Background(), "commandstats").Result()
+	n, err := redistest.Calls(context.Background(), srv.Client, cmd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, after, found := strings.Cut(info, "cmdstat_"+cmd+":calls=")
-	if !found {
-		return 0
-	}
-	n := 0
-	for _, c := range after {
-		if c < '0' || c > '9' {
-			break
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n
+	return int(n)
 }
 
 // Picks that arrive while a round trip is in flight share the next one, and

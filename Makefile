@@ -8,8 +8,9 @@ COMPOSE      ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker c
 # make fuzz runs each fuzz target this long; make test runs it too, so CI
 # fuzzes every run, for a bounded time.
 FUZZTIME     ?= 10s
-# make bench: measured seconds per mode and round, rounds, connections.
-BENCH_FLAGS  ?= -duration 10s -rounds 3 -conns 64
+# make bench: measured seconds per mode and round, the slices the modes
+# alternate in, rounds, connections.
+BENCH_FLAGS  ?= -duration 10s -slice 2s -rounds 3 -conns 64
 E2E_TIMEOUT  ?= 45m
 
 .PHONY: all build run down test unit e2e lint fuzz bench gobench tidy clean
@@ -53,8 +54,9 @@ fuzz:
 	cd internal && GOWORK=off go test -run '^$$' -fuzz '^FuzzParseBackend$$' -fuzztime $(FUZZTIME) ./rotation
 	cd dispatcher && GOWORK=off go test -run '^$$' -fuzz '^FuzzTarget$$' -fuzztime $(FUZZTIME) .
 
-## bench: redis-server, three backends and the dispatcher as local processes,
-## under wrk (or a Go load generator): ROTATION=redis against ROTATION=local
+## bench: redis-server, three backends and two dispatchers as local processes,
+## under wrk (or a Go load generator): ROTATION=redis against ROTATION=local,
+## alternating every 2 s slice
 bench:
 	cd bench && GOWORK=off go run . $(BENCH_FLAGS)
 

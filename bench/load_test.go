@@ -86,3 +86,22 @@ func TestMedianAndPercentile(t *testing.T) {
 		t.Errorf("1..100: got p50 %v, p99 %v, want 50 and 99", p50, p99)
 	}
 }
+
+// A round's figure for a mode adds up its slices: requests/s over the time
+// they all took (not the mean of their rates), LMOVE calls per request over
+// all of them, and the median of their p50 and p99.
+func TestAccumAddsSlices(t *testing.T) {
+	var a accum
+	a.add(result{requests: 30000, errors: 1, rps: 15000, p50: 2 * time.Millisecond, p99: 9 * time.Millisecond}, 30000)
+	a.add(result{requests: 10000, rps: 10000, p50: 3 * time.Millisecond, p99: 7 * time.Millisecond}, 10002)
+	a.add(result{requests: 20000, errors: 2, rps: 10000, p50: 1 * time.Millisecond, p99: 8 * time.Millisecond}, 20000)
+	got := a.measurement(2, "redis")
+	want := measurement{round: 2, mode: "redis", lmovePerRequest: 60002.0 / 60000,
+		result: result{requests: 60000, errors: 3, rps: 12000, p50: 2 * time.Millisecond, p99: 8 * time.Millisecond}}
+	if got != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	if got := (&accum{}).measurement(1, "local"); got.rps != 0 || got.lmovePerRequest != 0 {
+		t.Errorf("no slices: got rps %v, LMOVE/request %v, want 0 and 0", got.rps, got.lmovePerRequest)
+	}
+}

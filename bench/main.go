@@ -1,12 +1,12 @@
 // Command bench measures what the shared rotation costs: it runs
-// redis-server, three backends and the dispatcher as local processes, and
-// drives redirect load at the dispatcher with ROTATION=redis and with
-// ROTATION=local, interleaved in one run, so that the two are compared on
-// the same machine at the same time.
+// redis-server, three backends and two dispatchers, one with ROTATION=redis
+// and one with ROTATION=local, as local processes, and drives redirect load
+// at one dispatcher at a time, switching between them every slice (2 s), so
+// that the two are compared on the same machine at the same time.
 //
 // Usage (or `make bench`):
 //
-//	go run . [-duration 10s] [-rounds 3] [-conns 64] [-loadgen auto|wrk|go]
+//	go run . [-duration 10s] [-slice 2s] [-rounds 3] [-conns 64] [-loadgen auto|wrk|go]
 //
 // It prints, per round and as medians: requests/s, p50 and p99 latency, the
 // dispatcher's peak RSS, and LMOVE calls per request served (from Redis's
@@ -57,26 +57,27 @@ func main() {
 }
 
 type options struct {
-	duration, warmup time.Duration
-	rounds, conns    int
-	loadgen          string
-	keep             bool
+	duration, slice, warmup time.Duration
+	rounds, conns           int
+	loadgen                 string
+	keep                    bool
 }
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
 	var o options
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured load per mode and round")
-	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured load before each measurement")
-	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each measures both modes, in alternating order")
+	fs.DurationVar(&o.slice, "slice", 2*time.Second, "load runs alternate between the modes every slice")
+	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured load at each dispatcher before the first round")
+	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each measures both modes for -duration, slice by slice")
 	fs.IntVar(&o.conns, "conns", 64, "concurrent connections")
 	fs.StringVar(&o.loadgen, "loadgen", "auto", "auto (wrk if installed, else go), wrk or go")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (binaries, logs)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if o.rounds < 1 || o.conns < 1 || o.duration < time.Second {
-		return errors.New("want -rounds ≥ 1, -conns ≥ 1 and -duration ≥ 1s")
+	if o.rounds < 1 || o.conns < 1 || o.duration < time.Second || o.slice < time.Second {
+		return errors.New("want -rounds ≥ 1, -conns ≥ 1, -duration ≥ 1s and -slice ≥ 1s")
 	}
 	load, err := pickLoader(o.loadgen)
 	if err != nil {
@@ -102,28 +103,58 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 
-	fmt.Fprintf(stdout, "machine: %s, %d CPUs, %s; load: %s, %d connections, %s per run after %s warm-up\n\n",
-		cpuModel(), runtime.NumCPU(), runtime.Version(), load.name(), o.conns, o.duration, o.warmup)
+	modes := []string{"redis", "local"}
+	ds := map[string]*dispatcher{}
+	for _, mode := range modes {
+		if ds[mode], err = env.startDispatcher(ctx, dir, bins, mode); err != nil {
+			return fmt.Errorf("ROTATION=%s: %w", mode, err)
+		}
+		if o.warmup > 0 {
+			if _, err := load.run(ctx, ds[mode].url, o.conns, o.warmup); err != nil {
+				return fmt.Errorf("ROTATION=%s: warm-up: %w", mode, err)
+			}
+		}
+	}
+
+	nslices := max(1, int((o.duration+o.slice-1)/o.slice))
+	fmt.Fprintf(stdout, "machine: %s, %d CPUs, %s; load: %s, %d connections, %d × %s per mode and round, modes alternating\n\n",
+		cpuModel(), runtime.NumCPU(), runtime.Version(), load.name(), o.conns, nslices, o.slice)
 	var runs []measurement
+	var pairs []float64 // redis/local throughput of each pair of adjacent slices
 	const row = "%5v  %-8v  %10v  %9v  %9v  %9v  %13v  %6v\n"
 	fmt.Fprintf(stdout, row, "round", "ROTATION", "requests/s", "p50", "p99", "peak RSS", "LMOVE/request", "errors")
 	for round := 1; round <= o.rounds; round++ {
-		modes := []string{"redis", "local"}
-		if round%2 == 0 {
-			modes = []string{"local", "redis"}
+		acc := map[string]*accum{}
+		for _, mode := range modes {
+			acc[mode] = &accum{}
+		}
+		for k := range nslices {
+			order := modes
+			if (round+k)%2 == 0 {
+				order = []string{modes[1], modes[0]}
+			}
+			rps := map[string]float64{}
+			for _, mode := range order {
+				r, lmoves, err := env.measure(ctx, ds[mode], load, o.conns, o.slice)
+				if err != nil {
+					return fmt.Errorf("round %d, ROTATION=%s: %w", round, mode, err)
+				}
+				acc[mode].add(r, lmoves)
+				rps[mode] = r.rps
+			}
+			pairs = append(pairs, rps["redis"]/rps["local"])
 		}
 		for _, mode := range modes {
-			m, err := env.measure(ctx, dir, bins, mode, load, o)
-			if err != nil {
-				return fmt.Errorf("round %d, ROTATION=%s: %w", round, mode, err)
+			m := acc[mode].measurement(round, mode)
+			if m.rssMiB, err = peakRSS(ds[mode].proc.cmd.Process.Pid); err != nil {
+				return err
 			}
-			m.round = round
 			runs = append(runs, m)
 			fmt.Fprintf(stdout, row, round, mode, fmt.Sprintf("%.0f", m.rps), ms(m.p50), ms(m.p99),
 				fmt.Sprintf("%.1f MiB", m.rssMiB), fmt.Sprintf("%.2f", m.lmovePerRequest), m.errors)
 		}
 	}
-	return report(stdout, runs)
+	return report(stdout, runs, pairs)
 }
 
 func pickLoader(name string) (loader, error) {
@@ -248,67 +279,91 @@ func (s *stack) stop() {
 	}
 }
 
-// measurement is one dispatcher under one load run.
+// dispatcher is one dispatcher under test, running for the whole bench.
+type dispatcher struct {
+	mode string
+	proc *proc
+	url  string
+}
+
+// startDispatcher starts a dispatcher with ROTATION=mode and waits until it
+// redirects to a seeded backend.
+func (s *stack) startDispatcher(ctx context.Context, dir string, bins binaries, mode string) (*dispatcher, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	adminPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.start(ctx, dir, "dispatcher-"+mode, []string{"PORT=" + strconv.Itoa(port),
+		"ADMIN_PORT=" + strconv.Itoa(adminPort), "REDIS_URL=" + s.redisURL, "ROTATION=" + mode,
+		// No log line per request: the bench measures the dispatching, not
+		// the writing of access logs, which costs both modes alike.
+		"LOG_LEVEL=warn"}, bins.dispatcher)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitFor(ctx, httpOK(fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort))); err != nil {
+		return nil, fmt.Errorf("dispatcher not ready: %w", err)
+	}
+	d := &dispatcher{mode: mode, proc: p, url: fmt.Sprintf("http://127.0.0.1:%d/", port)}
+	return d, checkRedirect(d.url, s.backends)
+}
+
+// measure runs one slice of load at d and returns what the load generator
+// measured and how many LMOVE calls Redis counted meanwhile. The other
+// dispatcher is idle then, so the count is d's.
+func (s *stack) measure(ctx context.Context, d *dispatcher, load loader, conns int, dur time.Duration) (result, int64, error) {
+	before, err := redistest.Calls(ctx, s.redis, "lmove")
+	if err != nil {
+		return result{}, 0, err
+	}
+	r, err := load.run(ctx, d.url, conns, dur)
+	if err != nil {
+		return r, 0, err
+	}
+	after, err := redistest.Calls(ctx, s.redis, "lmove")
+	return r, after - before, err
+}
+
+// accum adds up the slices of one mode in one round.
+type accum struct {
+	requests, errors, lmoves int64
+	seconds                  float64
+	p50, p99                 []time.Duration
+}
+
+func (t *accum) add(r result, lmoves int64) {
+	t.requests += r.requests
+	t.errors += r.errors
+	t.lmoves += lmoves
+	if r.rps > 0 {
+		t.seconds += float64(r.requests) / r.rps
+	}
+	t.p50, t.p99 = append(t.p50, r.p50), append(t.p99, r.p99)
+}
+
+// measurement is the round's figure for the mode: requests/s over all its
+// slices, and the median of the slices' p50 and p99.
+func (t *accum) measurement(round int, mode string) measurement {
+	m := measurement{round: round, mode: mode, result: result{requests: t.requests, errors: t.errors,
+		p50: median(t.p50), p99: median(t.p99)}}
+	if t.seconds > 0 {
+		m.rps = float64(t.requests) / t.seconds
+	}
+	m.lmovePerRequest = float64(t.lmoves) / float64(max(t.requests, 1))
+	return m
+}
+
+// measurement is one mode in one round.
 type measurement struct {
 	round int
 	mode  string
 	result
 	rssMiB          float64
 	lmovePerRequest float64
-}
-
-// measure starts a dispatcher with ROTATION=mode, warms it up, measures
-// one load run, reads its peak RSS and Redis's LMOVE count, and stops it.
-func (s *stack) measure(ctx context.Context, dir string, bins binaries, mode string, load loader, o options) (measurement, error) {
-	m := measurement{mode: mode}
-	port, err := freePort()
-	if err != nil {
-		return m, err
-	}
-	adminPort, err := freePort()
-	if err != nil {
-		return m, err
-	}
-	d, err := s.start(ctx, dir, "dispatcher-"+mode, []string{"PORT=" + strconv.Itoa(port),
-		"ADMIN_PORT=" + strconv.Itoa(adminPort), "REDIS_URL=" + s.redisURL, "ROTATION=" + mode,
-		// No log line per request: the bench measures the dispatching, not
-		// the writing of access logs, which costs both modes alike.
-		"LOG_LEVEL=warn"}, bins.dispatcher)
-	if err != nil {
-		return m, err
-	}
-	defer func() {
-		d.stop()
-		s.procs = slices.DeleteFunc(s.procs, func(p *proc) bool { return p == d })
-	}()
-	if err := waitFor(ctx, httpOK(fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort))); err != nil {
-		return m, fmt.Errorf("dispatcher not ready: %w", err)
-	}
-	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
-	if err := checkRedirect(url, s.backends); err != nil {
-		return m, err
-	}
-	if o.warmup > 0 {
-		if _, err := load.run(ctx, url, o.conns, o.warmup); err != nil {
-			return m, fmt.Errorf("warm-up: %w", err)
-		}
-	}
-	before, err := redistest.Calls(ctx, s.redis, "lmove")
-	if err != nil {
-		return m, err
-	}
-	if m.result, err = load.run(ctx, url, o.conns, o.duration); err != nil {
-		return m, err
-	}
-	after, err := redistest.Calls(ctx, s.redis, "lmove")
-	if err != nil {
-		return m, err
-	}
-	m.lmovePerRequest = float64(after-before) / float64(max(m.requests, 1))
-	if m.rssMiB, err = peakRSS(d.cmd.Process.Pid); err != nil {
-		return m, err
-	}
-	return m, nil
 }
 
 // checkRedirect makes sure the dispatcher redirects to a seeded backend
@@ -343,8 +398,10 @@ func peakRSS(pid int) (float64, error) {
 	return 0, errors.New("no VmHWM in /proc status")
 }
 
-// report prints the medians, the ratios, and each target's verdict.
-func report(w io.Writer, runs []measurement) error {
+// report prints the medians, the ratios, and each target's verdict, and
+// how much the throughput ratio varied between adjacent slices: the noise
+// of the machine, which the medians are meant to see through.
+func report(w io.Writer, runs []measurement, pairs []float64) error {
 	med := map[string]measurement{}
 	for _, mode := range []string{"redis", "local"} {
 		var rps, rss, per []float64
@@ -363,12 +420,16 @@ func report(w io.Writer, runs []measurement) error {
 	r, l := med["redis"], med["local"]
 	fmt.Fprintf(w, "\nmedians: redis %.0f req/s, p50 %s, p99 %s; local %.0f req/s, p50 %s, p99 %s\n",
 		r.rps, ms(r.p50), ms(r.p99), l.rps, ms(l.p50), ms(l.p99))
+	if len(pairs) > 0 {
+		fmt.Fprintf(w, "redis/local throughput of adjacent slices: lowest %.2f, median %.2f, highest %.2f (%d pairs)\n",
+			slices.Min(pairs), median(pairs), slices.Max(pairs), len(pairs))
+	}
 	checks := []struct {
 		what string
 		ok   bool
 	}{
-		{fmt.Sprintf("throughput redis/local = %.2f (target ≥ %.1f)", r.rps/l.rps, minThroughputRatio), r.rps/l.rps >= minThroughputRatio},
-		{fmt.Sprintf("p99 redis/local = %.2f (target ≤ %.1f)", float64(r.p99)/float64(l.p99), maxP99Ratio), float64(r.p99) <= maxP99Ratio*float64(l.p99)},
+		{fmt.Sprintf("throughput redis/local = %.3f (target ≥ %.1f)", r.rps/l.rps, minThroughputRatio), r.rps/l.rps >= minThroughputRatio},
+		{fmt.Sprintf("p99 redis/local = %.3f (target ≤ %.1f)", float64(r.p99)/float64(l.p99), maxP99Ratio), float64(r.p99) <= maxP99Ratio*float64(l.p99)},
 		{fmt.Sprintf("LMOVE per request served, redis mode, lowest round = %.3f (target ≥ %.0f)", r.lmovePerRequest, minLMOVEPerRequest), r.lmovePerRequest >= minLMOVEPerRequest},
 		{fmt.Sprintf("peak RSS = %.1f MiB redis, %.1f MiB local (target ≤ %d MiB)", r.rssMiB, l.rssMiB, maxRSSMiB), r.rssMiB <= maxRSSMiB && l.rssMiB <= maxRSSMiB},
 		{fmt.Sprintf("failed requests = %d redis, %d local (target 0)", r.errors, l.errors), r.errors == 0 && l.errors == 0},
@@ -387,7 +448,11 @@ func report(w io.Writer, runs []measurement) error {
 	return nil
 }
 
+// median of v; zero for none.
 func median[T int64 | float64 | time.Duration](v []T) T {
+	if len(v) == 0 {
+		return 0
+	}
 	s := slices.Clone(v)
 	slices.Sort(s)
 	if len(s)%2 == 1 {

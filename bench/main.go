@@ -281,7 +281,6 @@ func (s *stack) stop() {
 
 // dispatcher is one dispatcher under test, running for the whole bench.
 type dispatcher struct {
-	mode string
 	proc *proc
 	url  string
 }
@@ -308,7 +307,7 @@ func (s *stack) startDispatcher(ctx context.Context, dir string, bins binaries, 
 	if err := waitFor(ctx, httpOK(fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort))); err != nil {
 		return nil, fmt.Errorf("dispatcher not ready: %w", err)
 	}
-	d := &dispatcher{mode: mode, proc: p, url: fmt.Sprintf("http://127.0.0.1:%d/", port)}
+	d := &dispatcher{proc: p, url: fmt.Sprintf("http://127.0.0.1:%d/", port)}
 	return d, checkRedirect(d.url, s.backends)
 }
 

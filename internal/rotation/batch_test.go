@@ -70,10 +70,7 @@ func commandCalls(t *testing.T, srv *redistest.Server, cmd string) int {
 // go in one script, and the 30 land exactly 10 on each backend.
 func TestQueuedPicksShareOneRoundTrip(t *testing.T) {
 	ctx := context.Background()
-	s, srv := newStore(t)
-	if err := s.Replace(ctx, three); err != nil {
-		t.Fatal(err)
-	}
+	s, srv := seededStore(t)
 	s.SetStepTimeout(time.Minute) // the pause, not a timeout, ends the round trip
 	unpause := pauseWrites(t, srv)
 
@@ -120,11 +117,7 @@ func TestQueuedPicksShareOneRoundTrip(t *testing.T) {
 // A pick that meets no round trip in flight goes at once, alone: sequential
 // picks make one round trip each and never wait for a batch.
 func TestLonePicksGoAlone(t *testing.T) {
-	ctx := context.Background()
-	s, _ := newStore(t)
-	if err := s.Replace(ctx, three); err != nil {
-		t.Fatal(err)
-	}
+	s, _ := seededStore(t)
 	expectPicks(t, s, []string{three[2], three[1], three[0], three[2]})
 	if st := s.Coalescing(); st.RoundTrips != 4 || st.MaxBatch != 1 {
 		t.Errorf("got %+v, want 4 round trips of 1 step", st)
@@ -135,10 +128,7 @@ func TestLonePicksGoAlone(t *testing.T) {
 // so the others' rotation is not disturbed.
 func TestQueuedPickThatGivesUpTakesNoStep(t *testing.T) {
 	ctx := context.Background()
-	s, srv := newStore(t)
-	if err := s.Replace(ctx, three); err != nil {
-		t.Fatal(err)
-	}
+	s, srv := seededStore(t)
 	s.SetStepTimeout(time.Minute) // the pause, not a timeout, ends the round trip
 	unpause := pauseWrites(t, srv)
 	first := make(chan string, 1)

@@ -60,10 +60,7 @@ func TestNextStepsOverDownEntries(t *testing.T) {
 // A pick with nothing down is one LMOVE, as before health checks.
 func TestNextWithNothingDownIsOneLMOVE(t *testing.T) {
 	ctx := context.Background()
-	s, srv := newStore(t)
-	if err := s.Replace(ctx, three); err != nil {
-		t.Fatal(err)
-	}
+	s, srv := seededStore(t)
 	expectPicks(t, s, []string{three[2], three[1], three[0]})
 	if n := lmoveCalls(t, srv); n != 3 {
 		t.Errorf("got %d LMOVE calls for 3 picks, want 3", n)
@@ -78,10 +75,7 @@ func TestNextWithNothingDownIsOneLMOVE(t *testing.T) {
 // Local leaves down entries out of its snapshot too.
 func TestLocalSkipsDownEntries(t *testing.T) {
 	ctx := context.Background()
-	s, srv := newStore(t)
-	if err := s.Replace(ctx, three); err != nil {
-		t.Fatal(err)
-	}
+	s, srv := seededStore(t)
 	srv.Client.SAdd(ctx, s.DownKey(), three[2])
 	l := rotation.NewLocal(s, 0)
 	if err := l.Refresh(ctx); err != nil {

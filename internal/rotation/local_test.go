@@ -103,10 +103,7 @@ func TestLocalRotatesOverASnapshot(t *testing.T) {
 // While Redis does not answer, Local keeps picking over the last snapshot.
 func TestLocalKeepsItsSnapshotWhenRedisIsGone(t *testing.T) {
 	ctx := context.Background()
-	s, srv := newStore(t)
-	if err := s.Replace(ctx, three); err != nil {
-		t.Fatal(err)
-	}
+	s, srv := seededStore(t)
 	l := rotation.NewLocal(s, 0)
 	if err := l.Refresh(ctx); err != nil {
 		t.Fatal(err)
@@ -123,10 +120,7 @@ func TestLocalKeepsItsSnapshotWhenRedisIsGone(t *testing.T) {
 
 func TestLocalConcurrentPicksAreExact(t *testing.T) {
 	ctx := context.Background()
-	s, _ := newStore(t)
-	if err := s.Replace(ctx, three); err != nil {
-		t.Fatal(err)
-	}
+	s, _ := seededStore(t)
 	l := rotation.NewLocal(s, 0)
 	if err := l.Refresh(ctx); err != nil {
 		t.Fatal(err)

@@ -22,6 +22,16 @@ func newStore(t *testing.T) (*rotation.Store, *redistest.Server) {
 	return rotation.NewStore(srv.Client, "servers", nil), srv
 }
 
+// seededStore is newStore with the list seeded with three.
+func seededStore(t *testing.T) (*rotation.Store, *redistest.Server) {
+	t.Helper()
+	s, srv := newStore(t)
+	if err := s.Replace(context.Background(), three); err != nil {
+		t.Fatal(err)
+	}
+	return s, srv
+}
+
 // concurrentPicks takes each picks from p in each of clients goroutines at
 // once and counts them per backend.
 func concurrentPicks(t *testing.T, p interface {
@@ -65,10 +75,7 @@ func expectPicks(t *testing.T, s *rotation.Store, want []string) {
 
 func TestReplaceAndNextRotateFromTheRight(t *testing.T) {
 	ctx := context.Background()
-	s, srv := newStore(t)
-	if err := s.Replace(ctx, three); err != nil {
-		t.Fatal(err)
-	}
+	s, srv := seededStore(t)
 	// LMOVE servers servers RIGHT LEFT takes the last entry first.
 	want := []string{three[2], three[1], three[0], three[2], three[1], three[0]}
 	expectPicks(t, s, want)
@@ -215,11 +222,7 @@ func TestNextErrors(t *testing.T) {
 // Concurrent picks from many goroutines (as from many dispatchers) still
 // share one exact round robin.
 func TestConcurrentPicksAreExact(t *testing.T) {
-	ctx := context.Background()
-	s, _ := newStore(t)
-	if err := s.Replace(ctx, three); err != nil {
-		t.Fatal(err)
-	}
+	s, _ := seededStore(t)
 	counts := concurrentPicks(t, s, 30, 10)
 	for _, b := range three {
 		if counts[b] != 100 {

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -436,26 +435,7 @@ func TestProxyConcurrentRequestsSpreadExactly(t *testing.T) {
 	bs := []*backend{newBackend(t, "b1", nil), newBackend(t, "b2", nil), newBackend(t, "b3", nil)}
 	s := startServe(t, ctx, proxyEnv(), bs[0].srv.URL, bs[1].srv.URL, bs[2].srv.URL)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 30}}
-	var mu sync.Mutex
-	counts := map[string]int{}
-	var wg sync.WaitGroup
-	for range 30 {
-		wg.Go(func() {
-			for range 10 {
-				resp, err := client.Get(s.main + "/")
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				mu.Lock()
-				counts[resp.Header.Get("X-Backend")]++
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
+	counts := concurrentGets(t, client, s.main+"/", "X-Backend")
 	for _, b := range bs {
 		if counts[b.name] != 100 || b.hits.Load() != 100 {
 			t.Errorf("%s: got %d answers and %d requests, want 100 and 100 (all: %v)", b.name, counts[b.name], b.hits.Load(), counts)

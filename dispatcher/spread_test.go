@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"sync"
 	"testing"
@@ -30,25 +31,7 @@ func TestConcurrentRequestsSpreadExactly(t *testing.T) {
 				Transport:     &http.Transport{MaxIdleConnsPerHost: 30},
 				CheckRedirect: s.noFollower.CheckRedirect,
 			}
-			var mu sync.Mutex
-			counts := map[string]int{}
-			var wg sync.WaitGroup
-			for range 30 { // 30 clients, 10 requests each
-				wg.Go(func() {
-					for range 10 {
-						resp, err := client.Get(s.main + "/")
-						if err != nil {
-							t.Error(err)
-							return
-						}
-						resp.Body.Close()
-						mu.Lock()
-						counts[resp.Header.Get("Location")]++
-						mu.Unlock()
-					}
-				})
-			}
-			wg.Wait()
+			counts := concurrentGets(t, client, s.main+"/", "Location")
 			for _, b := range backends {
 				if got := counts[b+"/"]; got != 100 {
 					t.Errorf("%s: got %d redirects, want 100 (all: %v)", b, got, counts)
@@ -60,4 +43,31 @@ func TestConcurrentRequestsSpreadExactly(t *testing.T) {
 			}
 		})
 	}
+}
+
+// concurrentGets sends 300 GET requests to url, 30 clients with 10
+// requests each, and counts the answers by their header's value.
+func concurrentGets(t *testing.T, client *http.Client, url, header string) map[string]int {
+	t.Helper()
+	var mu sync.Mutex
+	counts := map[string]int{}
+	var wg sync.WaitGroup
+	for range 30 {
+		wg.Go(func() {
+			for range 10 {
+				resp, err := client.Get(url)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				mu.Lock()
+				counts[resp.Header.Get(header)]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return counts
 }

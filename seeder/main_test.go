@@ -72,7 +72,8 @@ func TestSeed(t *testing.T) {
 	}
 }
 
-// One bad URL: it is named, the exit status is 2, and Redis is untouched.
+// Bad input (a bad URL, weight, flag or command): it is named, the exit
+// status is 2, and Redis is untouched.
 func TestBadInputChangesNothing(t *testing.T) {
 	srv := redistest.Start(t)
 	if _, err := seeder(t, srv, nil, "seed"); err != nil {
@@ -101,6 +102,14 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{[]string{"probe", "http://a:1"}, nil, "seeder probe ORIGIN PROBE_ORIGIN"},
 		{[]string{"probe", "remove"}, nil, "seeder probe ORIGIN PROBE_ORIGIN"},
 		{[]string{"probe", "http://a:1", "javascript:x"}, nil, "javascript:x"},
+		// A bad weight, a bad URL among weighted ones, a weight given to add.
+		{[]string{"seed", "http://a:5000*2", "http://b:5001*0"}, nil, `"http://b:5001*0"`},
+		{[]string{"seed", "http://a:5000*101"}, nil, `"http://a:5000*101"`},
+		{[]string{"http://a:5000*two", "http://b:5001"}, nil, `"http://a:5000*two"`},
+		{[]string{"seed", "http://a:5000*"}, nil, `"http://a:5000*"`},
+		{[]string{"seed"}, map[string]string{"SERVERS": "http://a:5000*-1"}, `"http://a:5000*-1"`},
+		{[]string{"seed", "http://a:5000*2", "javascript:alert(1)*2"}, nil, "javascript:alert(1)"},
+		{[]string{"add", "http://a:5000*2"}, nil, `"http://a:5000*2"`},
 	}
 	for _, tc := range tests {
 		_, err := seeder(t, srv, tc.env, tc.args...)

@@ -1,7 +1,7 @@
 # Every module also builds and tests alone (GOWORK=off), so targets loop over
 # the modules; go.work ties them together for editors and `make build`.
-MODULES      := internal backend seeder dispatcher bench e2e
-UNIT_MODULES := internal backend seeder dispatcher bench
+MODULES      := internal backend seeder dispatcher bench lab e2e
+UNIT_MODULES := internal backend seeder dispatcher bench lab
 PROGRAMS     := backend seeder dispatcher
 # `docker compose` (v2 plugin) where installed, else docker-compose (v1).
 COMPOSE      ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
@@ -13,7 +13,7 @@ FUZZTIME     ?= 10s
 BENCH_FLAGS  ?= -duration 10s -slice 2s -rounds 3 -conns 64
 E2E_TIMEOUT  ?= 45m
 
-.PHONY: all build run down test unit e2e lint fuzz bench gobench tidy clean
+.PHONY: all build run down test unit e2e lint fuzz bench lab gobench tidy clean
 
 all: lint build test
 
@@ -59,6 +59,14 @@ fuzz:
 ## alternating every 2 s slice
 bench:
 	cd bench && GOWORK=off go run . $(BENCH_FLAGS)
+
+## lab: redis-server, a pool of backends (one slow and small) and a proxying
+## dispatcher per strategy as local processes, under the same open-loop load;
+## prints a table and writes LAB_OUT/report.json and charts (docs/lab.md)
+lab:
+	@mkdir -p bin
+	cd lab && GOWORK=off go build -o ../bin/lab .
+	bin/lab
 
 ## gobench: the Go benchmarks of the hot path (testing.B), real redis-server
 gobench:

@@ -2,6 +2,12 @@
 // "Hello, World!" and names itself in an X-Backend header on every response,
 // so a client sees which backend the dispatcher chose.
 //
+// A backend can be made slow and small, to watch how the dispatcher's
+// strategies cope: LATENCY (plus up to LATENCY_JITTER) is each GET /'s
+// service time, and CAPACITY bounds how many are in service at once while
+// the rest wait in a FIFO queue. GET /stats shows the live counts. /healthz,
+// /whoami and /stats answer at once, so health checks never queue behind load.
+//
 // Usage:
 //
 //	backend              serve on PORT
@@ -17,6 +23,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -29,7 +36,13 @@ var (
 	portSetting = app.Setting{Name: "PORT", Default: "5000", Usage: "port to listen on"}
 	nameSetting = app.Setting{Name: "BACKEND_NAME", Default: "",
 		Usage: "name sent in X-Backend; empty means hostname:PORT"}
-	settings = []app.Setting{portSetting, nameSetting}
+	latencySetting = app.Setting{Name: "LATENCY", Default: "0",
+		Usage: "service time of each GET / (a Go duration such as 250ms); 0 answers at once"}
+	jitterSetting = app.Setting{Name: "LATENCY_JITTER", Default: "0",
+		Usage: "a uniform random 0..LATENCY_JITTER added to each GET /'s service time"}
+	capacitySetting = app.Setting{Name: "CAPACITY", Default: "0",
+		Usage: "how many GET / are in service at once, the rest wait in a FIFO queue; 0 means no limit"}
+	settings = []app.Setting{portSetting, nameSetting, latencySetting, jitterSetting, capacitySetting}
 )
 
 func main() {
@@ -42,44 +55,84 @@ func main() {
 	}
 }
 
-// loadConfig returns the port to listen on and the name to send in X-Backend.
-func loadConfig(getenv func(string) string) (port, name string) {
-	port = portSetting.Get(getenv)
-	name = nameSetting.Get(getenv)
-	if name == "" {
+// config is the backend's settings, read and checked.
+type config struct {
+	port, name      string // name: sent in X-Backend
+	latency, jitter time.Duration
+	capacity        int // 0: no limit
+}
+
+// loadConfig reads the settings; an error names the first bad one and the
+// values it accepts.
+func loadConfig(getenv func(string) string) (config, error) {
+	c := config{port: portSetting.Get(getenv), name: nameSetting.Get(getenv)}
+	if c.name == "" {
 		host, _ := os.Hostname()
-		name = net.JoinHostPort(host, port)
+		c.name = net.JoinHostPort(host, c.port)
 	}
-	return port, name
+	var err error
+	if c.latency, err = duration(latencySetting, getenv); err != nil {
+		return c, err
+	}
+	if c.jitter, err = duration(jitterSetting, getenv); err != nil {
+		return c, err
+	}
+	v := capacitySetting.Get(getenv)
+	if c.capacity, err = strconv.Atoi(v); err != nil || c.capacity < 0 {
+		return c, fmt.Errorf("%s=%q: want a whole number, 0 or more (0 means no limit)", capacitySetting.Name, v)
+	}
+	return c, nil
+}
+
+// duration reads s as a Go duration of 0 or more.
+func duration(s app.Setting, getenv func(string) string) (time.Duration, error) {
+	v := s.Get(getenv)
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%s=%q: want a duration of 0 or more, such as 0, 250ms or 2s", s.Name, v)
+	}
+	return d, nil
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-	port, name := loadConfig(getenv)
+	c, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
 	if len(args) > 0 {
 		if args[0] == "healthcheck" {
-			return app.Healthcheck(ctx, app.LocalURL(port, "/healthz"))
+			return app.Healthcheck(ctx, app.LocalURL(c.port, "/healthz"))
 		}
 		return fmt.Errorf("unknown command %q (want no argument, or healthcheck)", args[0])
 	}
 
 	// Listen first, so that "address in use" fails at start.
-	ln, err := net.Listen("tcp", ":"+port)
+	ln, err := net.Listen("tcp", ":"+c.port)
 	if err != nil {
 		return err
 	}
-	slog.New(slog.NewTextHandler(stderr, nil)).Info("backend listening", "addr", ln.Addr().String(), "name", name)
-	return app.Serve(ctx, ln, newServer(name), 10*time.Second)
+	slog.New(slog.NewTextHandler(stderr, nil)).Info("backend listening", "addr", ln.Addr().String(), "name", c.name,
+		"latency", c.latency, "latency_jitter", c.jitter, "capacity", c.capacity)
+	return app.Serve(ctx, ln, newServer(c.name, newService(c.latency, c.jitter, c.capacity)), 10*time.Second)
 }
+
+// statusClientClosed is nginx's code for a request whose client left before
+// the answer; nobody receives it, but a log in between may record it.
+const statusClientClosed = 499
 
 // newServer returns the backend's routes:
 //
-//	GET /         200 "Hello, World!"
+//	GET /         200 "Hello, World!", after a slot and a service time of svc
 //	GET /healthz  200 "ok"
 //	ANY /whoami   200, JSON: this backend's name and the method, path, query
 //	              and body it received (to see what a redirect kept)
+//	GET /stats    200, JSON: GET /'s counts in service, queued and served,
+//	              and the settings of svc
 //
-// Every response, errors included, carries X-Backend: name.
-func newServer(name string) *echo.Echo {
+// Only GET / goes through svc; the others answer at once, so that health
+// checks do not queue behind load. Every response, errors included, carries
+// X-Backend: name.
+func newServer(name string, svc *service) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.Use(func(next echo.HandlerFunc) echo.HandlerFunc {
@@ -89,7 +142,13 @@ func newServer(name string) *echo.Echo {
 		}
 	})
 	e.GET("/", func(c echo.Context) error {
+		if err := svc.do(c.Request().Context()); err != nil {
+			return c.NoContent(statusClientClosed)
+		}
 		return c.String(http.StatusOK, "Hello, World!")
+	})
+	e.GET("/stats", func(c echo.Context) error {
+		return c.JSON(http.StatusOK, svc.stats(name))
 	})
 	e.GET("/healthz", func(c echo.Context) error {
 		return c.String(http.StatusOK, "ok")

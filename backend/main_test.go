@@ -1,18 +1,22 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spreadlb/spread/internal/app"
 )
 
 func TestRoutes(t *testing.T) {
-	e := newServer("backend7")
+	e := newServer("backend7", newService(0, 0, 0))
 	tests := []struct {
 		method, target, body string
 		wantStatus           int
@@ -20,6 +24,7 @@ func TestRoutes(t *testing.T) {
 	}{
 		{"GET", "/", "", http.StatusOK, "Hello, World!"},
 		{"GET", "/healthz", "", http.StatusOK, "ok"},
+		{"GET", "/stats", "", http.StatusOK, ""},
 		{"GET", "/nope", "", http.StatusNotFound, ""},
 		{"POST", "/whoami?x=1", "payload", http.StatusOK, ""},
 	}
@@ -41,7 +46,7 @@ func TestRoutes(t *testing.T) {
 
 func TestWhoami(t *testing.T) {
 	rec := httptest.NewRecorder()
-	e := newServer("b1")
+	e := newServer("b1", newService(0, 0, 0))
 	e.ServeHTTP(rec, httptest.NewRequest("PUT", "/whoami?a=1&b=2", strings.NewReader("hello")))
 	var got whoami
 	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
@@ -56,17 +61,48 @@ func TestWhoami(t *testing.T) {
 func TestLoadConfig(t *testing.T) {
 	host, _ := os.Hostname()
 	tests := []struct {
-		env            map[string]string
-		port, wantName string
+		env  map[string]string
+		want config
 	}{
-		{nil, "5000", host + ":5000"},
-		{map[string]string{"PORT": "5001"}, "5001", host + ":5001"},
-		{map[string]string{"PORT": "5002", "BACKEND_NAME": "backend3"}, "5002", "backend3"},
+		{nil, config{port: "5000", name: host + ":5000"}},
+		{map[string]string{"PORT": "5001"}, config{port: "5001", name: host + ":5001"}},
+		{map[string]string{"PORT": "5002", "BACKEND_NAME": "backend3"}, config{port: "5002", name: "backend3"}},
+		{map[string]string{"BACKEND_NAME": "b", "LATENCY": "250ms", "LATENCY_JITTER": "1s", "CAPACITY": "3"},
+			config{port: "5000", name: "b", latency: 250 * time.Millisecond, jitter: time.Second, capacity: 3}},
+		{map[string]string{"BACKEND_NAME": "b", "LATENCY": "0s", "LATENCY_JITTER": "0", "CAPACITY": "0"},
+			config{port: "5000", name: "b"}},
 	}
 	for _, tc := range tests {
-		port, name := loadConfig(func(k string) string { return tc.env[k] })
-		if port != tc.port || name != tc.wantName {
-			t.Errorf("env %v: got (%q, %q), want (%q, %q)", tc.env, port, name, tc.port, tc.wantName)
+		got, err := loadConfig(func(k string) string { return tc.env[k] })
+		if err != nil || got != tc.want {
+			t.Errorf("env %v: got %+v, %v, want %+v", tc.env, got, err, tc.want)
+		}
+	}
+}
+
+// TestBadSettingsRefused runs the program with each bad value: it must
+// return an error naming the variable and the values it accepts, and not
+// serve (with ctx already done, serving would return nil).
+func TestBadSettingsRefused(t *testing.T) {
+	tests := []struct {
+		name, value, accepts string
+	}{
+		{"LATENCY", "-1s", "a duration of 0 or more"},
+		{"LATENCY", "slow", "a duration of 0 or more"},
+		{"LATENCY", "5", "a duration of 0 or more"}, // a duration needs a unit
+		{"LATENCY_JITTER", "-5ms", "a duration of 0 or more"},
+		{"CAPACITY", "many", "a whole number, 0 or more"},
+		{"CAPACITY", "-1", "a whole number, 0 or more"},
+		{"CAPACITY", "1.5", "a whole number, 0 or more"},
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	for _, tc := range tests {
+		env := map[string]string{"PORT": "0", tc.name: tc.value}
+		err := run(ctx, nil, func(k string) string { return env[k] }, io.Discard)
+		want := fmt.Sprintf("%s=%q: want %s", tc.name, tc.value, tc.accepts)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s=%q: got error %v, want one containing %q", tc.name, tc.value, err, want)
 		}
 	}
 }

@@ -113,7 +113,7 @@ func latencyChart(r report) (*plot.Plot, *plot.Legend, error) {
 	if len(strategies) == 0 {
 		return nil, nil, errNoResults
 	}
-	p := newPlot(fmt.Sprintf("Latency per strategy: %d req/s, %.0f%% of capacity", r.Scenario.RateRPS, 100*r.Scenario.Load),
+	p := newPlot(fmt.Sprintf("Latency per strategy, %d req/s (%.0f%% of the pool's capacity)", r.Scenario.RateRPS, 100*r.Scenario.Load),
 		"latency (log scale)", strategies)
 	p.Y.Scale = plot.LogScale{}
 	p.Y.Tick.Marker = msTicks{}
@@ -123,6 +123,9 @@ func latencyChart(r report) (*plot.Plot, *plot.Legend, error) {
 	grid.Vertical.Color = nil
 	p.Add(grid)
 
+	// The timeout first, behind the bars that reach it.
+	timeout := &hline{y: r.Scenario.TimeoutS * 1000}
+	p.Add(timeout)
 	l := newLegend()
 	const barWidth = 22
 	for j, name := range []string{"p50", "p90", "p99"} {
@@ -131,8 +134,6 @@ func latencyChart(r report) (*plot.Plot, *plot.Legend, error) {
 		p.Add(b)
 		l.Add(name, b)
 	}
-	timeout := &hline{y: r.Scenario.TimeoutS * 1000}
-	p.Add(timeout)
 	l.Add("timeout", timeout)
 	return p, l, nil
 }

@@ -99,14 +99,14 @@ func writeReport(dir string, r report) error {
 func printTable(w io.Writer, r report) {
 	names := backendNames(r.Scenario.Backends)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	head := []string{"strategy", "requests", "errors", "p50 ms", "p90 ms", "p99 ms"}
+	head := []string{fmt.Sprintf("%-12s", "strategy"), "requests", "errors", "p50 ms", "p90 ms", "p99 ms"}
 	for _, n := range names {
 		head = append(head, "→"+n)
 	}
 	head = append(head, r.Scenario.SlowBackend+" answered")
 	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
 	for _, res := range r.Results {
-		row := []string{res.Strategy, fmt.Sprint(res.Requests), fmt.Sprint(res.Errors),
+		row := []string{fmt.Sprintf("%-12s", res.Strategy), fmt.Sprint(res.Requests), fmt.Sprint(res.Errors),
 			fmt.Sprintf("%.1f", res.P50MS), fmt.Sprintf("%.1f", res.P90MS), fmt.Sprintf("%.1f", res.P99MS)}
 		for _, n := range names {
 			row = append(row, fmt.Sprintf("%.1f%%", 100*res.Share[n]))

@@ -51,7 +51,7 @@ lint:
 ## fuzz: run each fuzz target for FUZZTIME
 fuzz:
 	@echo "==> fuzz: each target for $(FUZZTIME)"
-	cd internal && GOWORK=off go test -run '^$$' -fuzz '^FuzzParseBackend$$' -fuzztime $(FUZZTIME) ./rotation
+	cd internal && GOWORK=off go test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./backend
 	cd dispatcher && GOWORK=off go test -run '^$$' -fuzz '^FuzzTarget$$' -fuzztime $(FUZZTIME) .
 
 ## bench: redis-server, three backends and two dispatchers as local processes,
@@ -70,7 +70,7 @@ lab:
 
 ## gobench: the Go benchmarks of the hot path (testing.B), real redis-server
 gobench:
-	cd internal && GOWORK=off go test -run '^$$' -bench . -benchtime 2s ./rotation
+	cd internal && GOWORK=off go test -run '^$$' -bench . -benchtime 2s ./store ./balance
 	cd dispatcher && GOWORK=off go test -run '^$$' -bench . -benchtime 2s .
 
 ## tidy: go mod tidy in every module

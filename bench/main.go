@@ -35,7 +35,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/spreadlb/spread/internal/redistest"
-	"github.com/spreadlb/spread/internal/rotation"
+	"github.com/spreadlb/spread/internal/store"
 )
 
 // Targets, as ratios within one run (issue: exact shared rotation at
@@ -225,7 +225,7 @@ func startStack(ctx context.Context, dir string, bins binaries) (*stack, error) 
 		}
 		s.backends = append(s.backends, u)
 	}
-	if err := rotation.NewStore(s.redis, "servers", nil).Replace(ctx, s.backends); err != nil {
+	if err := store.NewStore(s.redis, "servers", nil).Replace(ctx, s.backends); err != nil {
 		return s, err
 	}
 	return s, nil

@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/spreadlb/spread/internal/pool"
+	"github.com/spreadlb/spread/internal/store"
 )
 
 // lengther is what readiness needs of the rotation: its length, which also
@@ -26,6 +29,25 @@ type lengther interface {
 //
 // serve adds GET /metrics (metrics.go) and the dashboard, GET / and GET
 // /events (dashboard.go).
+// storeOrPool is readiness for strategies without a Failover: the list's
+// length from Redis, or from the pool's snapshot while Redis does not
+// answer (such strategies pick from the snapshot anyway).
+type storeOrPool struct {
+	store *store.Store
+	pool  *pool.Pool
+}
+
+func (s storeOrPool) Len(ctx context.Context) (int64, error) {
+	n, err := s.store.Len(ctx)
+	if err == nil || !errors.Is(err, store.ErrUnavailable) {
+		return n, err
+	}
+	if pn, ok := s.pool.Len(); ok {
+		return int64(pn), nil
+	}
+	return 0, err
+}
+
 func newAdmin(list lengther, key string) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true

@@ -4,51 +4,89 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spreadlb/spread/internal/app"
-	"github.com/spreadlb/spread/internal/rotation"
+	"github.com/spreadlb/spread/internal/balance"
+	"github.com/spreadlb/spread/internal/health"
+	"github.com/spreadlb/spread/internal/store"
 )
 
-// The dispatcher's settings, each read once from the environment; the
-// README's configuration table lists the same.
+// The dispatcher's settings, each read once from the environment: this is
+// the one table of them, and the README's configuration table lists the
+// same (TestREADMEListsSettings).
 var (
 	portSetting     = app.Setting{Name: "PORT", Default: "80", Usage: "port that clients send requests to"}
 	adminSetting    = app.Setting{Name: "ADMIN_PORT", Default: "8080", Usage: "port for the dashboard, /metrics, /healthz and /readyz"}
+	modeSetting     = app.Setting{Name: "MODE", Default: string(balance.Redirect), Usage: "redirect: answer each request with a redirect to the chosen backend; proxy: forward it there and relay the answer"}
+	strategySetting = app.Setting{Name: "STRATEGY", Default: balance.Default, Usage: "how the backend is chosen: " + strings.Join(balance.Names(), ", ") + " (docs/strategies.md); least-conn and p2c need MODE=proxy"}
+	hashKeySetting  = app.Setting{Name: "HASH_KEY", Default: "ip", Usage: "STRATEGY=hash: what to hash: ip (the client address of the connection), header:NAME, cookie:NAME or query:NAME"}
+	rotationSetting = app.Setting{Name: "ROTATION", Default: "redis", Usage: "STRATEGY=round-robin: redis: one shared, exact rotation step in Redis per request; local: round robin in this process over a snapshot of the list, read every second"}
 	statusSetting   = app.Setting{Name: "REDIRECT_STATUS", Default: "302", Usage: "301, 302, 303, 307 or 308; 307 and 308 keep the method and body"}
 	timeoutSetting  = app.Setting{Name: "REDIS_TIMEOUT", Default: "1s", Usage: "how long a request waits on Redis before the dispatcher turns degraded and answers from its snapshot of the list"}
 	shutdownSetting = app.Setting{Name: "SHUTDOWN_TIMEOUT", Default: "10s", Usage: "how long requests in flight may finish after SIGTERM"}
-	rotationSetting = app.Setting{Name: "ROTATION", Default: "redis", Usage: "redis: one shared, exact rotation step in Redis per request; local: round robin in this process over a snapshot of the list, read every second"}
 	logLevelSetting = app.Setting{Name: "LOG_LEVEL", Default: "info", Usage: "debug, info, warn or error; info logs one line per request"}
 
-	settings = slices.Concat([]app.Setting{portSetting, adminSetting, rotation.RedisURL, rotation.RedisKey,
-		statusSetting, timeoutSetting, shutdownSetting, rotationSetting, logLevelSetting}, healthSettings,
-		[]app.Setting{modeSetting, proxyRetriesSetting, proxyDialTimeoutSetting, proxyResponseTimeoutSetting}) // the last four: proxy.go
+	healthIntervalSetting = app.Setting{Name: "HEALTH_INTERVAL", Default: health.DefaultInterval.String(),
+		Usage: "how often each backend origin is probed (GET /healthz), by one dispatcher at a time; 0 turns this dispatcher's probes off"}
+	healthTimeoutSetting = app.Setting{Name: "HEALTH_TIMEOUT", Default: health.DefaultTimeout.String(),
+		Usage: "how long a probe may take before it counts as failed"}
+	healthFallsSetting = app.Setting{Name: "HEALTH_FALLS", Default: strconv.Itoa(health.DefaultFalls),
+		Usage: "failed probes in a row that mark a backend down (skipped by the rotation)"}
+	healthRisesSetting = app.Setting{Name: "HEALTH_RISES", Default: strconv.Itoa(health.DefaultRises),
+		Usage: "passed probes in a row that bring a down backend back"}
+
+	proxyRetriesSetting = app.Setting{Name: "PROXY_RETRIES", Default: "2",
+		Usage: "MODE=proxy: how many more backends an idempotent request without a body tries when connecting fails, 0-10"}
+	proxyDialTimeoutSetting = app.Setting{Name: "PROXY_DIAL_TIMEOUT", Default: "2s",
+		Usage: "MODE=proxy: how long connecting to a backend may take"}
+	proxyResponseTimeoutSetting = app.Setting{Name: "PROXY_RESPONSE_TIMEOUT", Default: "30s",
+		Usage: "MODE=proxy: how long to wait for a backend's response headers once the request is sent (the body may then stream for as long as it takes)"}
+
+	settings = []app.Setting{portSetting, adminSetting, store.RedisURL, store.RedisKey,
+		modeSetting, strategySetting, hashKeySetting, rotationSetting,
+		statusSetting, timeoutSetting, shutdownSetting, logLevelSetting,
+		healthIntervalSetting, healthTimeoutSetting, healthFallsSetting, healthRisesSetting,
+		proxyRetriesSetting, proxyDialTimeoutSetting, proxyResponseTimeoutSetting}
 )
+
+// maxProxyRetries bounds PROXY_RETRIES.
+const maxProxyRetries = 10
 
 // config is the dispatcher's configuration, checked.
 type config struct {
 	port, adminPort string
 	redisURL, key   string
+	mode            balance.Mode
+	strategy        string // a registered strategy that supports mode
+	hashKey         string // HASH_KEY, parsed once to check it
 	rotation        string // "redis" or "local"
 	status          int
 	redisTimeout    time.Duration
 	shutdownTimeout time.Duration
 	logLevel        slog.Level
-	health          rotation.HealthConfig // Interval 0: no probes from this dispatcher
-	mode            string                // modeRedirect or modeProxy
-	proxy           proxyConfig           // MODE=proxy's settings (proxy.go)
+	health          health.Config // Interval 0: no probes from this dispatcher
+	proxy           proxyConfig   // MODE=proxy's settings
 }
 
-// loadConfig reads every setting and refuses a value it cannot use, naming it.
+// proxyConfig is the proxy's part of the configuration.
+type proxyConfig struct {
+	retries         int
+	dialTimeout     time.Duration
+	responseTimeout time.Duration
+}
+
+// loadConfig reads every setting and refuses a value it cannot use, naming
+// it and what it accepts. Settings of another mode or strategy are checked
+// too, so that a bad value is refused at start even before it is used.
 func loadConfig(getenv func(string) string) (config, error) {
 	c := config{
 		port:      portSetting.Get(getenv),
 		adminPort: adminSetting.Get(getenv),
-		redisURL:  rotation.RedisURL.Get(getenv),
-		key:       rotation.RedisKey.Get(getenv),
+		redisURL:  store.RedisURL.Get(getenv),
+		key:       store.RedisKey.Get(getenv),
 	}
 	var ports [2]int
 	for i, p := range []struct {
@@ -64,20 +102,39 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if ports[0] == ports[1] {
 		return c, fmt.Errorf("PORT and ADMIN_PORT are both %d: they must differ", ports[0])
 	}
-	s := statusSetting.Get(getenv)
-	switch n, _ := strconv.Atoi(s); n {
-	case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther,
-		http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
-		c.status = n
+
+	switch c.mode = balance.Mode(modeSetting.Get(getenv)); c.mode {
+	case balance.Redirect, balance.Proxy:
 	default:
-		return c, fmt.Errorf("%s=%q: want 301, 302, 303, 307 or 308", statusSetting.Name, s)
+		return c, fmt.Errorf("%s=%q: want redirect or proxy", modeSetting.Name, c.mode)
+	}
+	c.strategy = strategySetting.Get(getenv)
+	s, err := balance.Lookup(c.strategy)
+	if err != nil {
+		return c, fmt.Errorf("%s=%q: want one of %s", strategySetting.Name, c.strategy, strings.Join(balance.Names(), ", "))
+	}
+	if !s.Supports(c.mode) {
+		return c, fmt.Errorf("%s=%s needs MODE=proxy (MODE is %q): it counts requests in flight, and a redirecting dispatcher never sees a request end; use MODE=proxy, or one of %s",
+			strategySetting.Name, c.strategy, c.mode, strings.Join(strategiesFor(c.mode), ", "))
+	}
+	c.hashKey = hashKeySetting.Get(getenv)
+	if _, err := balance.ParseHashKey(c.hashKey); err != nil {
+		return c, fmt.Errorf("%s: %w", hashKeySetting.Name, err)
 	}
 	switch c.rotation = rotationSetting.Get(getenv); c.rotation {
 	case "redis", "local":
 	default:
 		return c, fmt.Errorf("%s=%q: want redis or local", rotationSetting.Name, c.rotation)
 	}
-	var err error
+
+	v := statusSetting.Get(getenv)
+	switch n, _ := strconv.Atoi(v); n {
+	case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther,
+		http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		c.status = n
+	default:
+		return c, fmt.Errorf("%s=%q: want 301, 302, 303, 307 or 308", statusSetting.Name, v)
+	}
 	if c.redisTimeout, err = duration(timeoutSetting, getenv); err != nil {
 		return c, err
 	}
@@ -90,10 +147,69 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if c.health, err = loadHealth(getenv); err != nil {
 		return c, err
 	}
-	if c.mode, c.proxy, err = loadMode(getenv); err != nil {
+	if c.proxy, err = loadProxy(getenv); err != nil {
 		return c, err
 	}
 	return c, nil
+}
+
+// strategiesFor lists the strategies that work in mode m.
+func strategiesFor(m balance.Mode) []string {
+	var out []string
+	for _, name := range balance.Names() {
+		if s, _ := balance.Lookup(name); s.Supports(m) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// loadHealth reads the health check settings. An Interval of 0 means this
+// dispatcher does not probe (it still skips what others marked down).
+func loadHealth(getenv func(string) string) (health.Config, error) {
+	var h health.Config
+	v := healthIntervalSetting.Get(getenv)
+	d, err := time.ParseDuration(v)
+	if v == "0" {
+		d, err = 0, nil
+	}
+	if err != nil || d < 0 {
+		return h, fmt.Errorf("%s=%q: want a duration such as 2s, or 0 to turn probing off", healthIntervalSetting.Name, v)
+	}
+	h.Interval = d
+	if h.Timeout, err = duration(healthTimeoutSetting, getenv); err != nil {
+		return h, err
+	}
+	for _, c := range []struct {
+		s app.Setting
+		n *int
+	}{{healthFallsSetting, &h.Falls}, {healthRisesSetting, &h.Rises}} {
+		v := c.s.Get(getenv)
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return h, fmt.Errorf("%s=%q: want a whole number, 1 or more", c.s.Name, v)
+		}
+		*c.n = n
+	}
+	return h, nil
+}
+
+// loadProxy reads the proxy's settings.
+func loadProxy(getenv func(string) string) (proxyConfig, error) {
+	var pc proxyConfig
+	v := proxyRetriesSetting.Get(getenv)
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > maxProxyRetries {
+		return pc, fmt.Errorf("%s=%q: want a whole number from 0 to %d", proxyRetriesSetting.Name, v, maxProxyRetries)
+	}
+	pc.retries = n
+	if pc.dialTimeout, err = duration(proxyDialTimeoutSetting, getenv); err != nil {
+		return pc, err
+	}
+	if pc.responseTimeout, err = duration(proxyResponseTimeoutSetting, getenv); err != nil {
+		return pc, err
+	}
+	return pc, nil
 }
 
 func duration(s app.Setting, getenv func(string) string) (time.Duration, error) {
@@ -103,4 +219,20 @@ func duration(s app.Setting, getenv func(string) string) (time.Duration, error) 
 		return 0, fmt.Errorf("%s=%q: want a positive duration such as 500ms or 2s", s.Name, v)
 	}
 	return d, nil
+}
+
+// logLevel reads LOG_LEVEL: debug, info, warn or error, in any case.
+func logLevel(getenv func(string) string) (slog.Level, error) {
+	v := logLevelSetting.Get(getenv)
+	switch strings.ToLower(v) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("%s=%q: want debug, info, warn or error", logLevelSetting.Name, v)
 }

@@ -12,7 +12,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/spreadlb/spread/internal/rotation"
+	"github.com/spreadlb/spread/internal/backend"
+	"github.com/spreadlb/spread/internal/balance"
 )
 
 // The dashboard page: one HTML file, its CSS and script inline, nothing
@@ -23,7 +24,8 @@ import (
 var dashboardPage []byte
 
 // rotationLister is what the dashboard needs of the rotation: its entries in
-// order, the next pick last. *rotation.Store gives LRANGE key 0 -1.
+// order, the next pick last. *store.Store gives LRANGE key 0 -1,
+// *balance.Local its own rotation in the same terms.
 type rotationLister interface {
 	Entries(ctx context.Context) ([]string, error)
 }
@@ -36,6 +38,7 @@ type rotationLister interface {
 type dashboard struct {
 	m      *metrics       // requests per backend, mode, degraded, health
 	list   rotationLister // the rotation as it stands
+	picker balance.Picker // the strategy: its shared in-flight counts, where it keeps them
 	source string         // what the rotation is, for the page: `Redis list "servers"`
 	every  time.Duration  // how often /events sends a snapshot
 	// done is closed when the server shuts down. http.Server.Shutdown waits
@@ -90,6 +93,12 @@ func (d *dashboard) events(c echo.Context) error {
 // snapshot is what one event carries, and all the page shows.
 type snapshot struct {
 	Mode     string `json:"mode"`
+	Strategy string `json:"strategy"`
+	// NextPick says whether the rotation's last entry is the next pick:
+	// true for round-robin only.
+	NextPick bool `json:"nextPick"`
+	// InFlight says whether the bars carry requests in flight (MODE=proxy).
+	InFlight bool   `json:"inflight"`
 	Degraded bool   `json:"degraded"`
 	Source   string `json:"source"`
 	// Backends are the bars: every backend that has been sent requests or
@@ -106,12 +115,16 @@ type bar struct {
 	URL      string `json:"url"`
 	Requests int64  `json:"requests"`
 	Up       *bool  `json:"up"` // nil until a health check has run: the page shows nothing
+	// InFlight is the requests in flight to the backend now: every
+	// dispatcher's for least-conn and p2c (as last read from Redis), this
+	// dispatcher's for the other strategies; 0 in redirect mode.
+	InFlight int64 `json:"inflight"`
 }
 
 type entry struct {
 	URL   string `json:"url"`   // as the list holds it
-	Valid bool   `json:"valid"` // false: rotation.ParseBackend refuses it, picks skip it
-	Next  bool   `json:"next"`  // the last entry: the next pick lands here
+	Valid bool   `json:"valid"` // false: backend.Parse refuses it, picks skip it
+	Next  bool   `json:"next"`  // round-robin's last entry: the next pick lands here
 	Up    *bool  `json:"up"`
 }
 
@@ -123,8 +136,13 @@ func (d *dashboard) snapshot(ctx context.Context) snapshot {
 		}
 		return nil
 	}
-	s := snapshot{Mode: d.m.mode, Degraded: counts.degraded, Source: d.source,
+	s := snapshot{Mode: d.m.mode, Strategy: d.m.strategy, NextPick: d.m.strategy == balance.Default,
+		InFlight: d.m.mode == string(balance.Proxy), Degraded: counts.degraded, Source: d.source,
 		Unserved: counts.unserved, Rotation: []entry{}, Backends: []bar{}}
+	inflight := d.m.InFlight()
+	if shared := sharedInFlight(d.picker); shared != nil {
+		inflight = shared
+	}
 
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
@@ -134,9 +152,9 @@ func (d *dashboard) snapshot(ctx context.Context) snapshot {
 		d.log.Debug("dashboard: cannot read the rotation", "err", err)
 	}
 	for i, raw := range entries {
-		e := entry{URL: raw, Next: i == len(entries)-1}
+		e := entry{URL: raw, Next: s.NextPick && i == len(entries)-1}
 		// Compare as metrics label them: the URL as validated.
-		if u, err := rotation.ParseBackend(raw); err == nil {
+		if u, err := backend.Parse(raw); err == nil {
 			e.Valid, e.Up = true, health(u.String())
 			if _, ok := counts.served[u.String()]; !ok {
 				counts.served[u.String()] = 0 // a bar, empty so far
@@ -145,8 +163,27 @@ func (d *dashboard) snapshot(ctx context.Context) snapshot {
 		s.Rotation = append(s.Rotation, e)
 	}
 	for backend, n := range counts.served {
-		s.Backends = append(s.Backends, bar{URL: backend, Requests: n, Up: health(backend)})
+		s.Backends = append(s.Backends, bar{URL: backend, Requests: n, Up: health(backend), InFlight: inflight[backend]})
 	}
 	slices.SortFunc(s.Backends, func(a, b bar) int { return cmp.Compare(a.URL, b.URL) })
 	return s
+}
+
+// sharedInFlight returns the requests in flight by backend URL that a
+// strategy counts across every dispatcher (least-conn, p2c), or nil.
+func sharedInFlight(p balance.Picker) map[string]int64 {
+	if f, ok := p.(interface{ Primary() balance.Picker }); ok {
+		p = f.Primary()
+	}
+	c, ok := p.(interface{ InFlight() map[string]int64 })
+	if !ok {
+		return nil
+	}
+	out := map[string]int64{}
+	for entry, n := range c.InFlight() {
+		if u, err := backend.Parse(entry); err == nil {
+			out[u.String()] += n
+		}
+	}
+	return out
 }

@@ -15,7 +15,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/spreadlb/spread/internal/redistest"
-	"github.com/spreadlb/spread/internal/rotation"
+	"github.com/spreadlb/spread/internal/store"
 )
 
 // stream is an open GET /events.
@@ -65,7 +65,7 @@ func TestDashboardEvents(t *testing.T) {
 	if err := redis.Client.RPush(ctx, "servers", three[0], "javascript:alert(1)", three[1], three[2]).Err(); err != nil {
 		t.Fatal(err)
 	}
-	m := newMetrics(modeRedirect)
+	m := newMetrics("redirect", "round-robin")
 	m.request(three[2], 302)
 	m.request(three[2], 302)
 	m.request(gone, 302)
@@ -73,7 +73,7 @@ func TestDashboardEvents(t *testing.T) {
 	m.SetBackendUp(three[1], true)
 
 	done := make(chan struct{})
-	d := &dashboard{m: m, list: rotation.NewStore(redis.Client, "servers", nil), source: `Redis list "servers"`,
+	d := &dashboard{m: m, list: store.NewStore(redis.Client, "servers", nil), source: `Redis list "servers"`,
 		every: time.Millisecond, done: done, log: slog.New(slog.DiscardHandler)}
 	e := echo.New()
 	d.mount(e)
@@ -85,7 +85,7 @@ func TestDashboardEvents(t *testing.T) {
 	if !ok {
 		t.Fatal("the stream ended before its first event")
 	}
-	want := snapshot{
+	want := snapshot{Strategy: "round-robin", NextPick: true,
 		Mode: "redirect", Source: `Redis list "servers"`, Unserved: 1,
 		Backends: []bar{
 			{URL: three[0], Requests: 0},
@@ -135,9 +135,9 @@ func TestDashboardEvents(t *testing.T) {
 // it cannot show the rotation.
 func TestDashboardWithoutRedis(t *testing.T) {
 	redis := redistest.Start(t)
-	m := newMetrics(modeRedirect)
+	m := newMetrics("redirect", "round-robin")
 	m.request(three[0], 302)
-	d := &dashboard{m: m, list: rotation.NewStore(redis.Client, "servers", nil), every: time.Second,
+	d := &dashboard{m: m, list: store.NewStore(redis.Client, "servers", nil), every: time.Second,
 		done: make(chan struct{}), log: slog.New(slog.DiscardHandler)}
 	redis.Stop()
 	got := d.snapshot(context.Background())

@@ -10,16 +10,16 @@
 //	dispatcher healthcheck  exit 0 if the dispatcher on ADMIN_PORT answers /healthz
 //
 // With MODE=proxy it forwards the request to that backend instead and relays
-// the answer (proxy.go).
+// the answer (proxy.go). STRATEGY chooses the backend some other way:
+// random, hash, least-conn or p2c (docs/strategies.md).
 //
-// Where things happen: redirect.go receives every request and builds the
-// redirect (proxy.go in MODE=proxy); the backend is chosen by a Picker: rotation.Store (ROTATION=redis,
-// one shared step in Redis per request, concurrent requests sharing a round
-// trip) or rotation.Local (ROTATION=local, round robin in process over a
-// snapshot of the list). With ROTATION=redis, fallback.go switches to that
-// snapshot while Redis is down or hung. rotation.Health probes the backends
-// (settings in health.go) and marks the failing ones down, in Redis, for
-// every dispatcher. Package rotation is the one place that touches Redis.
+// Where things happen: front.go receives every request and asks the
+// balance.Picker that STRATEGY names (internal/balance, one file per
+// strategy) for a backend; redirect.go answers with the redirect, or in
+// MODE=proxy proxy.go forwards the request. Package store is the one place
+// that touches Redis; package pool keeps this process's snapshot of the
+// list, which decides what is eligible; package health probes the backends
+// and marks the failing ones down, in Redis, for every dispatcher.
 package main
 
 import (
@@ -37,7 +37,10 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/spreadlb/spread/internal/app"
-	"github.com/spreadlb/spread/internal/rotation"
+	"github.com/spreadlb/spread/internal/balance"
+	"github.com/spreadlb/spread/internal/health"
+	"github.com/spreadlb/spread/internal/pool"
+	"github.com/spreadlb/spread/internal/store"
 )
 
 func main() {
@@ -62,14 +65,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return fmt.Errorf("unknown command %q (want no argument, or healthcheck)", args[0])
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
-	rotation.LogTo(log)
+	store.LogTo(log)
 
-	rdb, err := rotation.Connect(cfg.redisURL, "dispatcher")
+	rdb, err := store.Connect(cfg.redisURL, "dispatcher")
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	store := rotation.NewStore(rdb, cfg.key, log)
+	st := store.NewStore(rdb, cfg.key, log)
 
 	// Listen first, so that "address in use" fails at start.
 	ln, err := net.Listen("tcp", ":"+cfg.port)
@@ -81,21 +84,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		ln.Close()
 		return err
 	}
-	return serve(ctx, cfg, store, ln, admin, log)
+	return serve(ctx, cfg, st, ln, admin, log)
 }
 
 // serve runs the main and admin listeners until ctx is done, then drains
 // both within cfg.shutdownTimeout.
-func serve(ctx context.Context, cfg config, store *rotation.Store, ln, admin net.Listener, log *slog.Logger) error {
-	store.SetStepTimeout(cfg.redisTimeout)
+func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Listener, log *slog.Logger) error {
+	st.SetStepTimeout(cfg.redisTimeout)
 	log.Info("dispatcher listening", "addr", ln.Addr().String(), "admin", admin.Addr().String(),
-		"key", store.Key(), "rotation", cfg.rotation, "mode", cfg.mode, "redirect_status", cfg.status)
+		"key", st.Key(), "mode", cfg.mode, "strategy", cfg.strategy, "rotation", cfg.rotation, "redirect_status", cfg.status)
 	// Say at once whether Redis answers; not fatal, since it may come up later.
 	checkCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	if n, err := store.Len(checkCtx); err != nil {
+	if n, err := st.Len(checkCtx); err != nil {
 		log.Warn("redis not ready at start; requests get 503 until the list has been read", "err", err)
 	} else {
-		log.Info("rotation list found", "key", store.Key(), "entries", n)
+		log.Info("rotation list found", "key", st.Key(), "entries", n)
 	}
 	cancel()
 
@@ -104,54 +107,74 @@ func serve(ctx context.Context, cfg config, store *rotation.Store, ln, admin net
 	var background sync.WaitGroup
 	defer background.Wait() // the health checks release their lease on the way out
 
-	// A snapshot of the list, read every second: the whole rotation with
-	// ROTATION=local, the fallback while Redis is down with ROTATION=redis.
-	local := rotation.NewLocal(store, rotation.DefaultRefresh)
-	if err := local.Refresh(ctx); err != nil {
+	// The snapshot of the list, read every second: what the strategies
+	// pick from, and the fallback while Redis is down.
+	pl := pool.New(st, pool.DefaultRefresh, log)
+	if err := pl.Refresh(ctx); err != nil {
 		log.Warn("cannot read the rotation list yet; requests get 503 until it is read", "err", err)
 	}
-	background.Go(func() { local.Run(ctx) })
-	m := newMetrics(cfg.mode)
-	fb := newFallback(store, local, cfg.redisTimeout, log)
-	fb.onChange = m.SetDegraded
-	background.Go(func() { fb.run(ctx) })
-	var picker Picker = fb
-	var list rotationLister = store
-	source := fmt.Sprintf("Redis list %q", store.Key())
-	if cfg.rotation == "local" {
-		picker, list = local, local
-		source = fmt.Sprintf("this process's copy of Redis list %q (ROTATION=local)", store.Key())
+	background.Go(func() { pl.Run(ctx) })
+	m := newMetrics(string(cfg.mode), cfg.strategy)
+	strategy, _ := balance.Lookup(cfg.strategy) // loadConfig checked the name
+	picker, err := strategy.New(balance.Config{Store: st, Pool: pl, Rotation: cfg.rotation, HashKey: cfg.hashKey,
+		Timeout: cfg.redisTimeout, OnDegraded: m.SetDegraded, Log: log})
+	if err != nil {
+		return err
+	}
+	if r, ok := picker.(balance.Runner); ok {
+		background.Go(func() { r.Run(ctx) })
 	}
 	if cfg.health.Interval > 0 {
-		health := rotation.NewHealth(store, cfg.health)
-		background.Go(func() { health.Run(ctx) })
+		hc := cfg.health
+		hc.Log = log
+		checker := health.New(st, hc)
+		background.Go(func() { checker.Run(ctx) })
 	} else {
 		log.Info("health checks off in this dispatcher (HEALTH_INTERVAL=0); it still skips backends others mark down")
 	}
 	// spread_backend_up and the dashboard's health marks follow the shared
 	// down set, as this dispatcher last read it.
-	background.Go(func() { watchHealth(ctx, local, m) })
+	background.Go(func() { watchHealth(ctx, pl, m) })
 
-	r := &redirector{picker: timedPicker{picker, m}, status: cfg.status, timeout: cfg.redisTimeout, log: log}
-	// The redirector, or in MODE=proxy a proxier (proxy.go), whose failed
-	// connections count toward the shared health checks.
-	front := newFront(cfg, r, m, newFailureReporter(store, cfg.redisTimeout, log).report)
-	front.Use(observeRequests(m, log))
-	back := newAdmin(fb, store.Key())
+	f := &front{picker: timedPicker{picker, m}, timeout: cfg.redisTimeout, log: log,
+		deliver: redirector{status: cfg.status}}
+	if cfg.mode == balance.Proxy {
+		// Failed connections count toward the shared health checks.
+		report := health.NewReporter(st, cfg.redisTimeout, log).Report
+		pm := newProxyMetrics(m)
+		f.deliver = newProxier(cfg.proxy, log, func(backend string, err error) {
+			pm.connectFailed(backend, err)
+			report(backend)
+		}, pm.retried.Inc)
+		f.deliver.(*proxier).inflight = m.inflightGauge
+	}
+	frontend := newFront(f)
+	frontend.Use(observeRequests(m, log))
+
+	// The admin port: readiness, metrics, the dashboard.
+	var ready lengther = storeOrPool{st, pl}
+	if l, ok := picker.(lengther); ok { // a Failover knows when it is degraded
+		ready = l
+	}
+	back := newAdmin(ready, st.Key())
 	back.GET("/metrics", echo.WrapHandler(m.handler()))
-	d := &dashboard{m: m, list: list, source: source,
+	d := &dashboard{m: m, list: st, picker: picker, source: fmt.Sprintf("Redis list %q", st.Key()),
 		every: 250 * time.Millisecond, done: ctx.Done(), log: log}
+	if l, ok := picker.(*balance.Local); ok {
+		d.list = l
+		d.source = fmt.Sprintf("this process's copy of Redis list %q (ROTATION=local)", st.Key())
+	}
 	d.mount(back)
 	errc := make(chan error, 2)
-	go func() { errc <- app.Serve(ctx, ln, front, cfg.shutdownTimeout) }()
+	go func() { errc <- app.Serve(ctx, ln, frontend, cfg.shutdownTimeout) }()
 	go func() { errc <- app.Serve(ctx, admin, back, cfg.shutdownTimeout) }()
-	err := <-errc
+	err = <-errc
 	stop() // one listener failed or ctx is done: stop the other too
 	err = errors.Join(err, <-errc)
-	if cfg.rotation == "redis" {
-		st := store.Coalescing()
-		log.Info("rotation steps taken", "steps", st.Steps, "round_trips", st.RoundTrips, "largest_batch", st.MaxBatch,
-			"invalid_entries_skipped", store.Skipped())
+	if cfg.strategy == "round-robin" && cfg.rotation == "redis" {
+		cs := st.Coalescing()
+		log.Info("rotation steps taken", "steps", cs.Steps, "round_trips", cs.RoundTrips, "largest_batch", cs.MaxBatch,
+			"invalid_entries_skipped", st.Skipped())
 	}
 	log.Info("dispatcher stopped", "err", err)
 	return err

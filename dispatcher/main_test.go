@@ -13,8 +13,9 @@ import (
 	"time"
 
 	"github.com/spreadlb/spread/internal/app"
+	"github.com/spreadlb/spread/internal/health"
 	"github.com/spreadlb/spread/internal/redistest"
-	"github.com/spreadlb/spread/internal/rotation"
+	"github.com/spreadlb/spread/internal/store"
 )
 
 func TestLoadConfig(t *testing.T) {
@@ -23,8 +24,8 @@ func TestLoadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := config{port: "80", adminPort: "8080", redisURL: "redis://localhost:6379/0", key: "servers",
-		status: 302, redisTimeout: time.Second, shutdownTimeout: 10 * time.Second, rotation: "redis",
-		health: rotation.HealthConfig{Interval: 2 * time.Second, Timeout: time.Second, Falls: 2, Rises: 2},
+		strategy: "round-robin", hashKey: "ip", status: 302, redisTimeout: time.Second, shutdownTimeout: 10 * time.Second, rotation: "redis",
+		health: health.Config{Interval: 2 * time.Second, Timeout: time.Second, Falls: 2, Rises: 2},
 		mode:   "redirect", proxy: proxyConfig{retries: 2, dialTimeout: 2 * time.Second, responseTimeout: 30 * time.Second}}
 	if cfg != want {
 		t.Errorf("defaults: got %+v, want %+v", cfg, want)
@@ -48,6 +49,15 @@ func TestLoadConfig(t *testing.T) {
 		{"HEALTH_FALLS", "0", "HEALTH_FALLS"},
 		{"HEALTH_RISES", "two", "HEALTH_RISES"},
 		{"MODE", "tunnel", "MODE"},
+		{"STRATEGY", "fastest", "want one of round-robin, hash, least-conn, p2c, random"},
+		{"STRATEGY", "least-conn", "needs MODE=proxy"},
+		{"STRATEGY", "p2c", "needs MODE=proxy"},
+		{"STRATEGY", "Round-Robin", "STRATEGY"},
+		{"HASH_KEY", "header", "HASH_KEY"},
+		{"HASH_KEY", "header:", "HASH_KEY"},
+		{"HASH_KEY", "header:X User", "HASH_KEY"},
+		{"HASH_KEY", "body:x", "want ip, header:NAME, cookie:NAME or query:NAME"},
+		{"HASH_KEY", "ip:x", "HASH_KEY"},
 		{"PROXY_RETRIES", "-1", "PROXY_RETRIES"},
 		{"PROXY_RETRIES", "11", "PROXY_RETRIES"},
 		{"PROXY_RETRIES", "two", "PROXY_RETRIES"},
@@ -65,6 +75,19 @@ func TestLoadConfig(t *testing.T) {
 			t.Errorf("%s=%q: got error %v, want one naming %s", tc.name, tc.value, err, tc.mention)
 		}
 	}
+	for _, env := range []map[string]string{
+		{"MODE": "proxy", "STRATEGY": "least-conn"},
+		{"MODE": "proxy", "STRATEGY": "p2c"},
+		{"STRATEGY": "random"},
+		{"STRATEGY": "hash", "HASH_KEY": "cookie:session"},
+		{"MODE": "proxy", "STRATEGY": "hash", "HASH_KEY": "header:X-User"},
+		{"STRATEGY": "hash", "HASH_KEY": "query:user"},
+	} {
+		cfg, err := loadConfig(func(k string) string { return env[k] })
+		if err != nil || cfg.strategy != env["STRATEGY"] {
+			t.Errorf("%v: got (%q, %v), want that strategy", env, cfg.strategy, err)
+		}
+	}
 	cfg, err = loadConfig(func(k string) string { return map[string]string{"REDIRECT_STATUS": "307"}[k] })
 	if err != nil || cfg.status != 307 {
 		t.Errorf("REDIRECT_STATUS=307: got (%d, %v), want 307", cfg.status, err)
@@ -80,7 +103,7 @@ func TestLoadConfig(t *testing.T) {
 // served is a dispatcher that startServe runs.
 type served struct {
 	redis      *redistest.Server
-	store      *rotation.Store
+	store      *store.Store
 	ln, admin  net.Listener
 	errc       chan error // serve's result
 	main, adm  string     // http://host:port of each listener
@@ -115,14 +138,14 @@ func startServe(t *testing.T, ctx context.Context, env map[string]string, seed .
 	srv := redistest.Start(t)
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
-	// A client made as run makes it (rotation.Connect: context deadlines
+	// A client made as run makes it (store.Connect: context deadlines
 	// bound every command, no retries), not the test server's own.
-	rdb, err := rotation.Connect(srv.URL, "dispatcher")
+	rdb, err := store.Connect(srv.URL, "dispatcher")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rdb.Close() })
-	s := &served{redis: srv, store: rotation.NewStore(rdb, "servers", log), errc: make(chan error, 1), logs: logs}
+	s := &served{redis: srv, store: store.NewStore(rdb, "servers", log), errc: make(chan error, 1), logs: logs}
 	if len(seed) > 0 {
 		if err := s.store.Replace(ctx, seed); err != nil {
 			t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -12,13 +11,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/spreadlb/spread/internal/rotation"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/spreadlb/spread/internal/balance"
+	"github.com/spreadlb/spread/internal/pool"
+	"github.com/spreadlb/spread/internal/store"
 )
-
-// modeRedirect is the value of the mode label, and of the dashboard's mode,
-// for a dispatcher that answers with redirects. It is set once, in serve,
-// as the metrics' mode field.
-const modeRedirect = "redirect"
 
 // metrics is what the dispatcher tells Prometheus on GET /metrics (admin
 // port), and what the dashboard draws. It has its own registry rather than
@@ -29,10 +26,10 @@ const modeRedirect = "redirect"
 //	    backend is the chosen backend's URL as validated (http://localhost:5000),
 //	    "" when no backend was chosen (the 503s); mode is the metrics' mode;
 //	    status is the status code sent ("302", "503").
-//	spread_pick_duration_seconds                histogram: time spent in Picker.Next,
+//	spread_pick_duration_seconds                histogram: time spent in Picker.Pick,
 //	    every call, whether it chose a backend or failed.
 //	spread_redis_errors_total                   counter: picks that failed because Redis
-//	    did not answer: rotation.ErrUnavailable (refused, reset, broken connection, its
+//	    did not answer: store.ErrUnavailable (refused, reset, broken connection, its
 //	    own timeout) or the request's REDIS_TIMEOUT ran out (context.DeadlineExceeded).
 //	    Not counted: answers Redis did give (empty list, wrong type, invalid entries),
 //	    a client that left (context.Canceled), and the admin port's own reads
@@ -42,10 +39,15 @@ const modeRedirect = "redirect"
 //	spread_backend_up{backend}                  gauge: 0 while the shared health checks have
 //	    the backend in the down set, else 1 (SetHealth, from watchHealth every second);
 //	    only backends of the list, never a made-up one.
+//	spread_inflight{backend}                    gauge (MODE=proxy): requests this dispatcher
+//	    is forwarding to the backend now (proxy.go).
+//	spread_strategy_info{strategy,mode}         gauge, always 1: the STRATEGY and MODE this
+//	    dispatcher runs.
 //
 // Go runtime (go_*) and process (process_*) metrics come with them.
 type metrics struct {
-	mode string // the mode label: modeRedirect or modeProxy (MODE)
+	mode     string // the mode label: "redirect" or "proxy" (MODE)
+	strategy string // STRATEGY
 
 	reg         *prometheus.Registry
 	requests    *prometheus.CounterVec
@@ -53,27 +55,29 @@ type metrics struct {
 	redisErrors prometheus.Counter
 	degraded    prometheus.Gauge
 	backendUp   *prometheus.GaugeVec
+	inflight    *prometheus.GaugeVec
+	gauges      sync.Map // backend -> its spread_inflight child (inflightGauge)
 
 	// The same facts for the dashboard, kept beside the Prometheus series
 	// and updated by the same calls, so that bars and /metrics agree.
 	mu         sync.Mutex
 	served     map[string]int64 // backend URL -> requests sent there
 	unserved   int64            // requests answered without a backend
-	up         map[string]bool  // backend URL -> last health, for those SetBackendUp set
+	up         map[string]bool  // backend URL -> last health, as SetHealth set it
 	isDegraded bool
 }
 
-func newMetrics(mode string) *metrics {
+func newMetrics(mode, strategy string) *metrics {
 	m := &metrics{
-		mode: mode,
-		reg:  prometheus.NewRegistry(),
+		mode: mode, strategy: strategy,
+		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spread_requests_total",
 			Help: "Requests answered on the main port, by the backend chosen (\"\" for none), mode and status code.",
 		}, []string{"backend", "mode", "status"}),
 		pick: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "spread_pick_duration_seconds",
-			Help: "Time spent choosing a backend (Picker.Next: one Redis rotation step, more if invalid entries are skipped), failed picks included.",
+			Help: "Time spent choosing a backend (Picker.Pick: for round-robin one Redis rotation step, more if invalid entries are skipped), failed picks included.",
 			// From 100µs, a fast local Redis, to 1s, the default REDIS_TIMEOUT.
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
 		}),
@@ -89,10 +93,19 @@ func newMetrics(mode string) *metrics {
 			Name: "spread_backend_up",
 			Help: "1 if the last health check found the backend up, 0 if down; absent until a check has run.",
 		}, []string{"backend"}),
+		inflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "spread_inflight",
+			Help: "Requests this dispatcher is forwarding to the backend now (MODE=proxy).",
+		}, []string{"backend"}),
 		served: map[string]int64{},
 		up:     map[string]bool{},
 	}
-	m.reg.MustRegister(m.requests, m.pick, m.redisErrors, m.degraded, m.backendUp,
+	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "spread_strategy_info",
+		Help: "Always 1: the STRATEGY and MODE this dispatcher runs.",
+	}, []string{"strategy", "mode"})
+	info.WithLabelValues(strategy, mode).Set(1)
+	m.reg.MustRegister(m.requests, m.pick, m.redisErrors, m.degraded, m.backendUp, info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -114,10 +127,10 @@ func (m *metrics) request(backend string, status int) {
 	}
 }
 
-// picked records one call of Picker.Next that took d and returned err.
+// picked records one call of Picker.Pick that took d and returned err.
 func (m *metrics) picked(d time.Duration, err error) {
 	m.pick.Observe(d.Seconds())
-	if errors.Is(err, rotation.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 		m.redisErrors.Inc()
 	}
 }
@@ -134,17 +147,28 @@ func (m *metrics) SetDegraded(degraded bool) {
 	m.mu.Unlock()
 }
 
-// SetBackendUp records a health check's verdict on backend (its URL as
-// validated), for spread_backend_up and the dashboard's health marks.
-func (m *metrics) SetBackendUp(backend string, up bool) {
-	v := 0.0
-	if up {
-		v = 1
+// inflightGauge returns spread_inflight's child for backend, made once:
+// a label lookup per request is a measurable part of a proxied request.
+func (m *metrics) inflightGauge(backend string) prometheus.Gauge {
+	if g, ok := m.gauges.Load(backend); ok {
+		return g.(prometheus.Gauge)
 	}
-	m.backendUp.WithLabelValues(backend).Set(v)
-	m.mu.Lock()
-	m.up[backend] = up
-	m.mu.Unlock()
+	g, _ := m.gauges.LoadOrStore(backend, m.inflight.WithLabelValues(backend))
+	return g.(prometheus.Gauge)
+}
+
+// InFlight returns this dispatcher's requests in flight per backend, as
+// spread_inflight counts them.
+func (m *metrics) InFlight() map[string]int64 {
+	out := map[string]int64{}
+	m.gauges.Range(func(k, v any) bool {
+		var d dto.Metric
+		if v.(prometheus.Gauge).Write(&d) == nil && d.GetGauge().GetValue() > 0 {
+			out[k.(string)] = int64(d.GetGauge().GetValue())
+		}
+		return true
+	})
+	return out
 }
 
 // SetHealth replaces every backend's health with up: backends no longer in
@@ -166,11 +190,11 @@ func (m *metrics) SetHealth(up map[string]bool) {
 
 // watchHealth copies the shared health view, as the snapshot last read it,
 // into the metrics every second until ctx is done.
-func watchHealth(ctx context.Context, local *rotation.Local, m *metrics) {
+func watchHealth(ctx context.Context, pl *pool.Pool, m *metrics) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
-		if up, ok := local.Health(); ok {
+		if up, ok := pl.Health(); ok {
 			m.SetHealth(up)
 		}
 		select {
@@ -205,13 +229,13 @@ func (m *metrics) tally() tally {
 
 // timedPicker is a Picker that records every pick in metrics.
 type timedPicker struct {
-	Picker
+	balance.Picker
 	m *metrics
 }
 
-func (p timedPicker) Next(ctx context.Context) (*url.URL, error) {
+func (p timedPicker) Pick(ctx context.Context, r *http.Request) (balance.Backend, error) {
 	start := time.Now()
-	u, err := p.Picker.Next(ctx)
+	b, err := p.Picker.Pick(ctx, r)
 	p.m.picked(time.Since(start), err)
-	return u, err
+	return b, err
 }

@@ -18,8 +18,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/spreadlb/spread/internal/balance"
 	"github.com/spreadlb/spread/internal/redistest"
-	"github.com/spreadlb/spread/internal/rotation"
+	"github.com/spreadlb/spread/internal/store"
 )
 
 // scrape GETs url and parses the Prometheus text it answers.
@@ -154,16 +155,16 @@ func TestRedisErrors(t *testing.T) {
 		count bool
 	}{
 		{nil, false},
-		{rotation.ErrNoBackends, false},
-		{fmt.Errorf("%w: %q", rotation.ErrWrongType, "servers"), false},
-		{rotation.ErrNoValidBackend, false},
+		{store.ErrNoBackends, false},
+		{fmt.Errorf("%w: %q", store.ErrWrongType, "servers"), false},
+		{store.ErrNoValidBackend, false},
 		{context.Canceled, false},
-		{fmt.Errorf("%w: dial unix: connection refused", rotation.ErrUnavailable), true},
-		{fmt.Errorf("%w: %w", rotation.ErrUnavailable, context.DeadlineExceeded), true},
+		{fmt.Errorf("%w: dial unix: connection refused", store.ErrUnavailable), true},
+		{fmt.Errorf("%w: %w", store.ErrUnavailable, context.DeadlineExceeded), true},
 		{context.DeadlineExceeded, true},
 	}
 	for _, tc := range tests {
-		m := newMetrics(modeRedirect)
+		m := newMetrics("redirect", "round-robin")
 		m.picked(time.Millisecond, tc.err)
 		srv := httptest.NewServer(m.handler())
 		got, _ := sample(scrape(t, srv.URL), "spread_redis_errors_total", nil)
@@ -175,11 +176,11 @@ func TestRedisErrors(t *testing.T) {
 
 	// The same through a real Redis that has gone away.
 	redis := redistest.Start(t)
-	m := newMetrics(modeRedirect)
-	p := timedPicker{rotation.NewStore(redis.Client, "servers", nil), m}
+	m := newMetrics("redirect", "round-robin")
+	p := timedPicker{balance.Shared{Store: store.NewStore(redis.Client, "servers", nil)}, m}
 	redis.Stop()
-	if _, err := p.Next(context.Background()); !errors.Is(err, rotation.ErrUnavailable) {
-		t.Fatalf("Next with Redis stopped: got %v, want ErrUnavailable", err)
+	if _, err := p.Pick(context.Background(), nil); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("Pick with Redis stopped: got %v, want ErrUnavailable", err)
 	}
 	srv := httptest.NewServer(m.handler())
 	defer srv.Close()
@@ -193,7 +194,7 @@ func TestRedisErrors(t *testing.T) {
 }
 
 func TestDegradedAndBackendUp(t *testing.T) {
-	m := newMetrics(modeRedirect)
+	m := newMetrics("redirect", "round-robin")
 	srv := httptest.NewServer(m.handler())
 	defer srv.Close()
 	m.SetDegraded(true)
@@ -227,9 +228,9 @@ func TestRequestLog(t *testing.T) {
 	s := newStack(t, http.StatusFound)
 	s.seed(t, three[0])
 	var buf bytes.Buffer
-	m := newMetrics(modeRedirect)
+	m := newMetrics("redirect", "round-robin")
 	log := slog.New(slog.NewJSONHandler(&buf, nil))
-	h := newRedirector(&redirector{picker: s.store, status: http.StatusFound, timeout: time.Second, log: slog.New(slog.DiscardHandler)})
+	h := newFront(&front{picker: balance.Shared{Store: s.store}, timeout: time.Second, log: slog.New(slog.DiscardHandler), deliver: redirector{status: http.StatusFound}})
 	h.Use(observeRequests(m, log))
 
 	type line struct {
@@ -265,7 +266,7 @@ func TestRequestLog(t *testing.T) {
 
 	// At LOG_LEVEL=warn, requests are not logged.
 	buf.Reset()
-	quiet := newRedirector(&redirector{picker: s.store, status: http.StatusFound, timeout: time.Second, log: slog.New(slog.DiscardHandler)})
+	quiet := newFront(&front{picker: balance.Shared{Store: s.store}, timeout: time.Second, log: slog.New(slog.DiscardHandler), deliver: redirector{status: http.StatusFound}})
 	quiet.Use(observeRequests(m, slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	quiet.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
 	if buf.Len() != 0 {

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"fmt"
 	"log/slog"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -42,20 +40,4 @@ func observeRequests(m *metrics, log *slog.Logger) echo.MiddlewareFunc {
 			return nil
 		}
 	}
-}
-
-// logLevel reads LOG_LEVEL: debug, info, warn or error, in any case.
-func logLevel(getenv func(string) string) (slog.Level, error) {
-	v := logLevelSetting.Get(getenv)
-	switch strings.ToLower(v) {
-	case "debug":
-		return slog.LevelDebug, nil
-	case "info":
-		return slog.LevelInfo, nil
-	case "warn":
-		return slog.LevelWarn, nil
-	case "error":
-		return slog.LevelError, nil
-	}
-	return 0, fmt.Errorf("%s=%q: want debug, info, warn or error", logLevelSetting.Name, v)
 }

@@ -3,20 +3,16 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"strconv"
-	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/spreadlb/spread/internal/app"
-	"github.com/spreadlb/spread/internal/rotation"
+	"github.com/spreadlb/spread/internal/balance"
 )
 
 // MODE=proxy: instead of redirecting the client, the dispatcher forwards
@@ -50,121 +46,13 @@ import (
 // second delivery. Each retry is a real step of the shared rotation, so
 // while a backend is down its neighbour in the list takes its turns.
 
-// modeProxy is the mode label, and the dashboard's mode, for MODE=proxy.
-const modeProxy = "proxy"
-
-// The proxy's settings; config.go lists them in the settings table.
-var (
-	modeSetting = app.Setting{Name: "MODE", Default: modeRedirect,
-		Usage: "redirect: answer each request with a redirect to the chosen backend; proxy: forward it there and relay the answer"}
-	proxyRetriesSetting = app.Setting{Name: "PROXY_RETRIES", Default: "2",
-		Usage: "MODE=proxy: how many more backends an idempotent request without a body tries when connecting fails, 0-10"}
-	proxyDialTimeoutSetting = app.Setting{Name: "PROXY_DIAL_TIMEOUT", Default: "2s",
-		Usage: "MODE=proxy: how long connecting to a backend may take"}
-	proxyResponseTimeoutSetting = app.Setting{Name: "PROXY_RESPONSE_TIMEOUT", Default: "30s",
-		Usage: "MODE=proxy: how long to wait for a backend's response headers once the request is sent (the body may then stream for as long as it takes)"}
-)
-
-// maxProxyRetries bounds PROXY_RETRIES.
-const maxProxyRetries = 10
-
-// proxyConfig is the proxy's part of the configuration.
-type proxyConfig struct {
-	retries         int
-	dialTimeout     time.Duration
-	responseTimeout time.Duration
-}
-
-// loadMode reads MODE and, whatever the mode, the proxy's settings, so that
-// a bad value is refused at start even before it is used.
-func loadMode(getenv func(string) string) (string, proxyConfig, error) {
-	var pc proxyConfig
-	mode := modeSetting.Get(getenv)
-	if mode != modeRedirect && mode != modeProxy {
-		return mode, pc, fmt.Errorf("%s=%q: want redirect or proxy", modeSetting.Name, mode)
-	}
-	v := proxyRetriesSetting.Get(getenv)
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 || n > maxProxyRetries {
-		return mode, pc, fmt.Errorf("%s=%q: want a whole number from 0 to %d", proxyRetriesSetting.Name, v, maxProxyRetries)
-	}
-	pc.retries = n
-	if pc.dialTimeout, err = duration(proxyDialTimeoutSetting, getenv); err != nil {
-		return mode, pc, err
-	}
-	if pc.responseTimeout, err = duration(proxyResponseTimeoutSetting, getenv); err != nil {
-		return mode, pc, err
-	}
-	return mode, pc, nil
-}
-
-// newFront returns the main port's server for cfg.mode: the redirector, or
-// a proxier that picks the same way.
-//
-// Each failed connection is counted, and passed on to the shared health
-// checks by report (nil: not passed on).
-func newFront(cfg config, r *redirector, m *metrics, report func(backend string)) *echo.Echo {
-	if cfg.mode != modeProxy {
-		return newRedirector(r)
-	}
-	pm := newProxyMetrics(m)
-	failed := func(backend string, err error) {
-		pm.connectFailed(backend, err)
-		if report != nil {
-			report(backend)
-		}
-	}
-	return newProxier(&proxier{picker: r.picker, timeout: r.timeout, retries: cfg.proxy.retries,
-		log: r.log, connectFailed: failed, retried: pm.retried.Inc}, cfg.proxy)
-}
-
-// failureReporter passes failed connections on to the shared health checks
-// (rotation.Store.ReportFailure: the lease holder counts each as a failed
-// check in its next round), at most once a second per backend, and without
-// holding up the request that met the failure.
-type failureReporter struct {
-	store   *rotation.Store
-	timeout time.Duration
-	log     *slog.Logger
-
-	mu   sync.Mutex
-	last map[string]time.Time // backend -> when it was last reported
-}
-
-func newFailureReporter(store *rotation.Store, timeout time.Duration, log *slog.Logger) *failureReporter {
-	return &failureReporter{store: store, timeout: timeout, log: log, last: map[string]time.Time{}}
-}
-
-func (f *failureReporter) report(backend string) {
-	now := time.Now()
-	f.mu.Lock()
-	if t, ok := f.last[backend]; ok && now.Sub(t) < time.Second {
-		f.mu.Unlock()
-		return
-	}
-	if len(f.last) > 1024 { // backends come from the list; bound it anyway
-		clear(f.last)
-	}
-	f.last[backend] = now
-	f.mu.Unlock()
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
-		defer cancel()
-		if err := f.store.ReportFailure(ctx, backend); err != nil {
-			f.log.Warn("cannot report a failed connection to the health checks", "backend", backend, "err", err)
-		}
-	}()
-}
-
-// proxier is where every request on the main port is received in
-// MODE=proxy: it asks the Picker for a backend and forwards the request
-// there with rp.
+// proxier delivers in MODE=proxy: it forwards the request to the picked
+// backend with rp and relays the answer.
 type proxier struct {
-	picker  Picker
-	timeout time.Duration // how long to wait on the Picker, per pick
-	retries int           // PROXY_RETRIES
-	log     *slog.Logger
-	rp      *httputil.ReverseProxy
+	retries  int // PROXY_RETRIES
+	log      *slog.Logger
+	rp       *httputil.ReverseProxy
+	inflight func(backend string) prometheus.Gauge // spread_inflight's child for backend; nil: not counted
 
 	// connectFailed is called each time connecting to a backend fails,
 	// whether the request is retried or not. serve counts it in
@@ -179,9 +67,10 @@ type proxier struct {
 // ErrorHandler, which only see the request, read and fill it.
 type attempt struct {
 	backend  *url.URL
-	mayRetry bool // a failed dial may move on to the next backend
-	retry    bool // set by the ErrorHandler: nothing was written, try the next one
-	status   int  // the backend's status code, once it answered
+	mayRetry bool  // a failed dial may move on to the next backend
+	retry    bool  // set by the ErrorHandler: nothing was written, try the next one
+	status   int   // the backend's status code, once it answered
+	err      error // set by the ErrorHandler: why delivering failed
 }
 
 type attemptKey struct{}
@@ -191,9 +80,18 @@ func attemptOf(r *http.Request) *attempt {
 	return a
 }
 
-// newProxier returns the main port's Echo server in MODE=proxy: every
-// method, every path goes to p.handle.
-func newProxier(p *proxier, cfg proxyConfig) *echo.Echo {
+// newProxier returns the deliverer of MODE=proxy. connectFailed is called
+// each time connecting to a backend fails, whether the request is retried or
+// not, retried when a request moves on to the next pick; nil means nothing
+// to call.
+func newProxier(cfg proxyConfig, log *slog.Logger, connectFailed func(backend string, err error), retried func()) *proxier {
+	if connectFailed == nil {
+		connectFailed = func(string, error) {}
+	}
+	if retried == nil {
+		retried = func() {}
+	}
+	p := &proxier{retries: cfg.retries, log: log, connectFailed: connectFailed, retried: retried}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(attemptOf(r.In).backend) // scheme, host, Host: the validated entry only
@@ -211,24 +109,7 @@ func newProxier(p *proxier, cfg proxyConfig) *echo.Echo {
 		// chunked) or text/event-stream is flushed after every write
 		// anyway; one of known length is copied as it comes.
 	}
-	e := echo.New()
-	e.HideBanner, e.HidePort = true, true
-	e.Pre(pathFromSlash)
-	e.Any("/*", p.handle)
-	e.RouteNotFound("/*", p.handle)
-	return e
-}
-
-// pathFromSlash gives request lines such as "GET http://host HTTP/1.1" a
-// path that starts with "/", as newRedirector does, so that they reach the
-// handler.
-func pathFromSlash(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		if u := c.Request().URL; len(u.Path) == 0 || u.Path[0] != '/' {
-			u.Path, u.RawPath = "/"+u.Path, ""
-		}
-		return next(c)
-	}
+	return p
 }
 
 // newTransport is the client side of the proxy: direct connections only
@@ -248,51 +129,26 @@ func newTransport(cfg proxyConfig) *http.Transport {
 	}
 }
 
-func (p *proxier) handle(c echo.Context) error {
+func (p *proxier) deliver(c echo.Context, b balance.Backend, try int) (retry bool) {
 	req := c.Request()
-	replayable := replayable(req)
-	for try := 0; ; try++ {
-		backend, err := p.pick(req.Context())
-		if err != nil {
-			return p.noBackend(c, err)
-		}
-		chose(c, backend) // for the request log and metrics; the last one tried
-		a := &attempt{backend: backend, mayRetry: replayable && try < p.retries}
-		p.rp.ServeHTTP(c.Response(), req.WithContext(context.WithValue(req.Context(), attemptKey{}, a)))
-		if !a.retry {
-			if a.status == http.StatusSwitchingProtocols {
-				// The proxy wrote 101 on the hijacked connection, past
-				// Echo's Response: record it for the log and metrics.
-				c.Response().Status = a.status
-			}
-			return nil
-		}
+	a := &attempt{backend: b.URL, mayRetry: try < p.retries && replayable(req)}
+	if p.inflight != nil {
+		g := p.inflight(b.URL.String())
+		g.Inc()
+		defer g.Dec()
+	}
+	p.rp.ServeHTTP(c.Response(), req.WithContext(context.WithValue(req.Context(), attemptKey{}, a)))
+	b.Done(a.err)
+	if a.retry {
 		p.retried()
+		return true
 	}
-}
-
-// pick asks the Picker for a backend, waiting at most p.timeout.
-func (p *proxier) pick(ctx context.Context) (*url.URL, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.timeout)
-	defer cancel()
-	backend, err := p.picker.Next(ctx)
-	if err == nil && backend == nil {
-		err = errors.New("the picker returned no backend and no error")
+	if a.status == http.StatusSwitchingProtocols {
+		// The proxy wrote 101 on the hijacked connection, past Echo's
+		// Response: record it for the log and metrics.
+		c.Response().Status = a.status
 	}
-	return backend, err
-}
-
-// noBackend answers a request for which no backend could be chosen, as the
-// redirector does: 503, the reason, Retry-After.
-func (p *proxier) noBackend(c echo.Context, err error) error {
-	status, msg := explain(err)
-	if c.Request().Context().Err() != nil {
-		p.log.Debug("client gone before a backend was chosen", "path", c.Request().URL.Path)
-	} else {
-		p.log.Error("no backend for request", "method", c.Request().Method, "path", c.Request().URL.Path, "status", status, "err", err)
-	}
-	c.Response().Header().Set("Retry-After", "1")
-	return c.String(status, msg+"\n")
+	return false
 }
 
 // failed is the ReverseProxy's ErrorHandler: the request could not be
@@ -304,6 +160,7 @@ func (p *proxier) failed(w http.ResponseWriter, r *http.Request, err error) {
 	backend := ""
 	if a != nil {
 		backend = a.backend.String()
+		a.err = err
 	}
 	gone := r.Context().Err() != nil
 	connect := isConnectError(err) && !gone

@@ -16,10 +16,10 @@ import (
 	"time"
 )
 
-// backend is an httptest server standing in for the project's backend: it
+// upstream is an httptest server standing in for the project's backend: it
 // names itself in X-Backend, answers "Hello, World!" on GET / and echoes
 // what it received as JSON on /whoami. hits counts the requests it got.
-type backend struct {
+type upstream struct {
 	name string
 	srv  *httptest.Server
 	hits atomic.Int64
@@ -31,9 +31,9 @@ type seen struct {
 	Header                                   http.Header
 }
 
-func newBackend(t *testing.T, name string, extra http.Handler) *backend {
+func newBackend(t *testing.T, name string, extra http.Handler) *upstream {
 	t.Helper()
-	b := &backend{name: name}
+	b := &upstream{name: name}
 	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b.hits.Add(1)
 		w.Header().Set("X-Backend", name)
@@ -87,7 +87,7 @@ func proxied(mode, backend, status string) map[string]string {
 func TestProxyForwardsInRotationOrder(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	bs := []*backend{newBackend(t, "b1", nil), newBackend(t, "b2", nil), newBackend(t, "b3", nil)}
+	bs := []*upstream{newBackend(t, "b1", nil), newBackend(t, "b2", nil), newBackend(t, "b3", nil)}
 	s := startServe(t, ctx, proxyEnv(), bs[0].srv.URL, bs[1].srv.URL, bs[2].srv.URL)
 	counts := map[string]int{}
 	for i := range 30 {
@@ -432,7 +432,7 @@ func TestProxyWithoutBackends(t *testing.T) {
 func TestProxyConcurrentRequestsSpreadExactly(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	bs := []*backend{newBackend(t, "b1", nil), newBackend(t, "b2", nil), newBackend(t, "b3", nil)}
+	bs := []*upstream{newBackend(t, "b1", nil), newBackend(t, "b2", nil), newBackend(t, "b3", nil)}
 	s := startServe(t, ctx, proxyEnv(), bs[0].srv.URL, bs[1].srv.URL, bs[2].srv.URL)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 30}}
 	counts := concurrentGets(t, client, s.main+"/", "X-Backend")

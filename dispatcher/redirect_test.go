@@ -13,8 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spreadlb/spread/internal/backend"
+	"github.com/spreadlb/spread/internal/balance"
 	"github.com/spreadlb/spread/internal/redistest"
-	"github.com/spreadlb/spread/internal/rotation"
+	"github.com/spreadlb/spread/internal/store"
 )
 
 var three = []string{"http://127.0.0.1:5000", "http://127.0.0.1:5001", "http://127.0.0.1:5002"}
@@ -22,7 +24,7 @@ var three = []string{"http://127.0.0.1:5000", "http://127.0.0.1:5001", "http://1
 // stack is a dispatcher's main handler over a real Redis.
 type stack struct {
 	redis *redistest.Server
-	store *rotation.Store
+	store *store.Store
 	h     http.Handler
 }
 
@@ -30,9 +32,9 @@ func newStack(t *testing.T, status int) *stack {
 	t.Helper()
 	srv := redistest.Start(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	store := rotation.NewStore(srv.Client, "servers", log)
-	r := &redirector{picker: store, status: status, timeout: time.Second, log: log}
-	return &stack{redis: srv, store: store, h: newRedirector(r)}
+	st := store.NewStore(srv.Client, "servers", log)
+	f := &front{picker: balance.Shared{Store: st}, timeout: time.Second, log: log, deliver: redirector{status: status}}
+	return &stack{redis: srv, store: st, h: newFront(f)}
 }
 
 func (s *stack) do(method, target string) *httptest.ResponseRecorder {
@@ -164,7 +166,7 @@ func TestTarget(t *testing.T) {
 		{"http://a:5000", "/?a=%41&b=%zz", "http://a:5000/?a=%41&b=%zz"},
 	}
 	for _, tc := range tests {
-		b, err := rotation.ParseBackend(tc.backend)
+		b, err := backend.Parse(tc.backend)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -185,13 +187,13 @@ func FuzzTarget(f *testing.F) {
 	for _, s := range []string{"/", "/a?b=c", "//evil.example", "/\\evil", "/%0d%0a", "/?#x", "/@evil", "/..//..", "*"} {
 		f.Add(s)
 	}
-	backend, _ := rotation.ParseBackend("http://backend1:5000/app")
+	bk, _ := backend.Parse("http://backend1:5000/app")
 	f.Fuzz(func(t *testing.T, requestURI string) {
 		r, err := url.ParseRequestURI(requestURI)
 		if err != nil {
 			return // the HTTP server refuses such a request line
 		}
-		loc := target(backend, r).String()
+		loc := target(bk, r).String()
 		for _, c := range []byte(loc) {
 			if c <= ' ' || c >= 0x7f {
 				t.Fatalf("request %q: Location %q holds byte %#x, not printable ASCII", requestURI, loc, c)
@@ -212,11 +214,11 @@ func TestExplain(t *testing.T) {
 		err  error
 		want string
 	}{
-		{rotation.ErrNoBackends, "no backends"},
-		{fmt.Errorf("x: %w", rotation.ErrWrongType), "not a list"},
-		{rotation.ErrNoValidBackend, "no valid backend"},
-		{rotation.ErrAllDown, "all backends are down"},
-		{fmt.Errorf("%w: dial", rotation.ErrUnavailable), "redis unavailable"},
+		{store.ErrNoBackends, "no backends"},
+		{fmt.Errorf("x: %w", store.ErrWrongType), "not a list"},
+		{store.ErrNoValidBackend, "no valid backend"},
+		{store.ErrAllDown, "all backends are down"},
+		{fmt.Errorf("%w: dial", store.ErrUnavailable), "redis unavailable"},
 		{context.DeadlineExceeded, "redis unavailable"},
 		{errors.New("other"), "cannot choose a backend"},
 	}

@@ -39,14 +39,16 @@ import (
 	"time"
 
 	"github.com/spreadlb/spread/internal/app"
-	"github.com/spreadlb/spread/internal/rotation"
+	"github.com/spreadlb/spread/internal/backend"
+	"github.com/spreadlb/spread/internal/health"
+	"github.com/spreadlb/spread/internal/store"
 )
 
 // The seeder's settings; the README's configuration table lists the same.
 var (
 	serversSetting = app.Setting{Name: "SERVERS", Default: "",
 		Usage: "comma-separated URLs for a bare `seeder seed`; empty means the tutorial's three"}
-	settings = []app.Setting{rotation.RedisURL, rotation.RedisKey, serversSetting}
+	settings = []app.Setting{store.RedisURL, store.RedisKey, serversSetting}
 )
 
 // tutorialServers is what `seeder seed` writes when given no URL and no SERVERS.
@@ -93,7 +95,7 @@ func main() {
 // exitCode is 2 for what the user typed wrong (nothing was written) and 1
 // for anything else.
 func exitCode(err error) int {
-	if errors.Is(err, errUsage) || errors.Is(err, rotation.ErrInvalidURL) || errors.Is(err, rotation.ErrInvalidWeight) {
+	if errors.Is(err, errUsage) || errors.Is(err, backend.ErrInvalidURL) || errors.Is(err, backend.ErrInvalidWeight) {
 		return exitUsage
 	}
 	return exitFailure
@@ -142,7 +144,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		if len(args) != 1 {
 			return fmt.Errorf("%w: seeder add URL (exactly one URL)", errUsage)
 		}
-		if rotation.HasWeight(args[0]) {
+		if backend.HasWeight(args[0]) {
 			// Appending N copies would put them side by side; spreading
 			// them means ordering the whole list again.
 			return fmt.Errorf("%w: seeder add %q: add takes a URL without a weight; to weigh URLs, seed the whole list: seeder seed URL*N URL ...", errUsage, args[0])
@@ -181,57 +183,57 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 	// The error returned says what went wrong; go-redis's own retry
 	// messages would only repeat it.
-	rotation.LogTo(slog.New(slog.DiscardHandler))
-	rdb, err := rotation.Connect(rotation.RedisURL.Get(getenv), "seeder")
+	store.LogTo(slog.New(slog.DiscardHandler))
+	rdb, err := store.Connect(store.RedisURL.Get(getenv), "seeder")
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	defer rdb.Close()
-	store := rotation.NewStore(rdb, rotation.RedisKey.Get(getenv), nil)
+	st := store.NewStore(rdb, store.RedisKey.Get(getenv), nil)
 
 	// Each command but watch is one quick exchange with Redis.
 	opCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	switch cmd {
 	case "seed":
-		if err := store.ReplaceWithProbes(opCtx, urls, probes.m); err != nil {
+		if err := st.ReplaceWithProbes(opCtx, urls, probes.m); err != nil {
 			return err
 		}
 		if weights != nil {
-			fmt.Fprintln(stdout, weights.describe(store.Key()))
+			fmt.Fprintln(stdout, weights.describe(st.Key()))
 		} else {
-			fmt.Fprintf(stdout, "seeded %q with %d URLs\n", store.Key(), len(urls))
+			fmt.Fprintf(stdout, "seeded %q with %d URLs\n", st.Key(), len(urls))
 		}
 		if probes.m != nil {
-			fmt.Fprintf(stdout, "probe addresses in %q: %d\n", store.ProbeKey(), len(probes.m))
+			fmt.Fprintf(stdout, "probe addresses in %q: %d\n", st.ProbeKey(), len(probes.m))
 		}
-		return printList(opCtx, store, stdout)
+		return printList(opCtx, st, stdout)
 	case "probe":
-		return probe(opCtx, store, args, stdout)
+		return probe(opCtx, st, args, stdout)
 	case "list":
-		return printList(opCtx, store, stdout)
+		return printList(opCtx, st, stdout)
 	case "add":
-		n, err := store.Add(opCtx, args[0])
+		n, err := st.Add(opCtx, args[0])
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "added %s to %q (%d entries)\n", args[0], store.Key(), n)
+		fmt.Fprintf(stdout, "added %s to %q (%d entries)\n", args[0], st.Key(), n)
 		return nil
 	case "remove":
-		n, err := store.Remove(opCtx, args[0])
+		n, err := st.Remove(opCtx, args[0])
 		if err != nil {
 			return err
 		}
-		left, err := store.Len(opCtx)
+		left, err := st.Len(opCtx)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "removed %s from %q (%d occurrences; %d entries left)\n", args[0], store.Key(), n, left)
+		fmt.Fprintf(stdout, "removed %s from %q (%d occurrences; %d entries left)\n", args[0], st.Key(), n, left)
 		return nil
 	case "healthcheck":
-		return store.Ping(opCtx)
+		return st.Ping(opCtx)
 	default: // watch
-		return watch(ctx, store, watchN, watchEvery, stdout)
+		return watch(ctx, st, watchN, watchEvery, stdout)
 	}
 }
 
@@ -247,14 +249,15 @@ func splitServers(s string) []string {
 }
 
 // printList prints the list, one entry a line, and "\tdown" after the
-// entries the health checks have marked down.
-func printList(ctx context.Context, store *rotation.Store, w io.Writer) error {
-	entries, err := store.Entries(ctx)
+// entries the health checks have marked down; then, if least-conn or p2c
+// dispatchers count requests in flight, each entry's count.
+func printList(ctx context.Context, st *store.Store, w io.Writer) error {
+	entries, err := st.Entries(ctx)
 	if err != nil {
 		return err
 	}
-	down, err := store.Down(ctx)
-	if err != nil && !errors.Is(err, rotation.ErrWrongType) {
+	down, err := st.Down(ctx)
+	if err != nil && !errors.Is(err, store.ErrWrongType) {
 		return err
 	}
 	for _, e := range entries {
@@ -264,15 +267,25 @@ func printList(ctx context.Context, store *rotation.Store, w io.Writer) error {
 			fmt.Fprintln(w, e)
 		}
 	}
+	// The requests in flight that least-conn and p2c dispatchers count in
+	// Redis, when there are any.
+	inflight, err := st.InFlight(ctx)
+	if err != nil || len(inflight) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w, "in flight (every dispatcher):")
+	for _, e := range slices.Sorted(maps.Keys(inflight)) {
+		fmt.Fprintf(w, "%s\t%d\n", e, inflight[e])
+	}
 	return nil
 }
 
 // probe sets, lists or removes probe addresses; args is what follows
 // "probe", checked by run.
-func probe(ctx context.Context, store *rotation.Store, args []string, w io.Writer) error {
+func probe(ctx context.Context, st *store.Store, args []string, w io.Writer) error {
 	switch args[0] {
 	case "list":
-		probes, err := store.Probes(ctx)
+		probes, err := st.Probes(ctx)
 		if err != nil {
 			return err
 		}
@@ -281,18 +294,18 @@ func probe(ctx context.Context, store *rotation.Store, args []string, w io.Write
 		}
 		return nil
 	case "remove":
-		if err := store.RemoveProbe(ctx, args[1]); err != nil {
+		if err := st.RemoveProbe(ctx, args[1]); err != nil {
 			return err
 		}
 		fmt.Fprintf(w, "%s is probed at its own address again\n", args[1])
 		return nil
 	}
-	if err := store.SetProbe(ctx, args[0], args[1]); err != nil {
+	if err := st.SetProbe(ctx, args[0], args[1]); err != nil {
 		return err
 	}
-	o, _ := rotation.ParseOrigin(args[0])
-	p, _ := rotation.ParseOrigin(args[1])
-	fmt.Fprintf(w, "%s is probed at %s%s\n", o, p, rotation.HealthPath)
+	o, _ := backend.ParseOrigin(args[0])
+	p, _ := backend.ParseOrigin(args[1])
+	fmt.Fprintf(w, "%s is probed at %s%s\n", o, p, health.Path)
 	return nil
 }
 
@@ -317,7 +330,7 @@ func (p *probeFlags) Set(v string) error {
 // watch is the tutorial's loop: take a rotation step, print the address
 // and the tally of steps per entry that Redis keeps for every dispatcher,
 // pause, again. Each step is a real step of the shared rotation.
-func watch(ctx context.Context, store *rotation.Store, n int, every time.Duration, w io.Writer) error {
+func watch(ctx context.Context, st *store.Store, n int, every time.Duration, w io.Writer) error {
 	for i := 0; n == 0 || i < n; i++ {
 		if i > 0 && every > 0 {
 			select {
@@ -330,7 +343,7 @@ func watch(ctx context.Context, store *rotation.Store, n int, every time.Duratio
 			return nil
 		}
 		stepCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		u, err := store.Next(stepCtx)
+		u, err := st.Next(stepCtx)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -339,7 +352,7 @@ func watch(ctx context.Context, store *rotation.Store, n int, every time.Duratio
 			return err
 		}
 		tallyCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		tally, err := store.Tally(tallyCtx)
+		tally, err := st.Tally(tallyCtx)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {

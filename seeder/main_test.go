@@ -10,7 +10,7 @@ import (
 
 	"github.com/spreadlb/spread/internal/app"
 	"github.com/spreadlb/spread/internal/redistest"
-	"github.com/spreadlb/spread/internal/rotation"
+	"github.com/spreadlb/spread/internal/store"
 )
 
 // seeder runs the CLI against srv and returns its stdout.
@@ -145,7 +145,7 @@ func TestListAddRemove(t *testing.T) {
 		t.Errorf("remove: %v", err)
 	}
 	_, err = seeder(t, srv, nil, "remove", "http://a:1")
-	if !errors.Is(err, rotation.ErrNotInList) || exitCode(err) != 1 {
+	if !errors.Is(err, store.ErrNotInList) || exitCode(err) != 1 {
 		t.Errorf("remove of a missing URL: got %v (exit %d), want ErrNotInList (exit 1)", err, exitCode(err))
 	}
 	// An invalid entry put there by hand can still be removed.
@@ -188,12 +188,12 @@ func TestProbe(t *testing.T) {
 		}
 	}
 	_, err = seeder(t, srv, nil, "probe", "remove", "http://nowhere:1")
-	if !errors.Is(err, rotation.ErrNotInList) || exitCode(err) != 1 {
+	if !errors.Is(err, store.ErrNotInList) || exitCode(err) != 1 {
 		t.Errorf("probe remove of an unknown origin: got %v (exit %d), want ErrNotInList (exit 1)", err, exitCode(err))
 	}
 }
 
-// list marks the entries the health checks took out of the rotation.
+// list marks the entries the health checks took out of the store.
 func TestListMarksDownEntries(t *testing.T) {
 	srv := redistest.Start(t)
 	if _, err := seeder(t, srv, nil, "seed", "http://a:1", "http://b:2", "http://c:3"); err != nil {
@@ -235,7 +235,7 @@ func TestWatchPrintsEachRotation(t *testing.T) {
 	if _, err := seeder(t, srv, nil, "remove", "http://c:3"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := seeder(t, srv, nil, "watch", "-n", "1"); !errors.Is(err, rotation.ErrNoBackends) {
+	if _, err := seeder(t, srv, nil, "watch", "-n", "1"); !errors.Is(err, store.ErrNoBackends) {
 		t.Errorf("watch of an empty list: got %v, want ErrNoBackends", err)
 	}
 }
@@ -245,7 +245,7 @@ func TestRedisDown(t *testing.T) {
 	srv.Stop()
 	for _, args := range [][]string{{"seed"}, {"list"}, {"healthcheck"}} {
 		_, err := seeder(t, srv, nil, args...)
-		if !errors.Is(err, rotation.ErrUnavailable) || exitCode(err) != 1 {
+		if !errors.Is(err, store.ErrUnavailable) || exitCode(err) != 1 {
 			t.Errorf("seeder %q with Redis down: got %v (exit %d), want ErrUnavailable (exit 1)", args, err, exitCode(err))
 		}
 	}

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/spreadlb/spread/internal/rotation"
+	"github.com/spreadlb/spread/internal/backend"
 )
 
 // weighted is what `seeder seed` writes for arguments of which at least one
@@ -21,23 +21,23 @@ type weighted struct {
 // hasWeights reports whether any argument has a "*N" suffix: then the
 // seeder, not the order of the arguments, orders the list.
 func hasWeights(args []string) bool {
-	return slices.ContainsFunc(args, rotation.HasWeight)
+	return slices.ContainsFunc(args, backend.HasWeight)
 }
 
 // weigh parses every argument as URL or URL*N and spreads the entries with
-// rotation.Spread. A bad weight is an error naming its argument; the URLs
+// backend.Spread. A bad weight is an error naming its argument; the URLs
 // themselves are validated by the store before anything is written.
 func weigh(args []string) (weighted, error) {
-	var ws []rotation.Weighted
+	var ws []backend.Weighted
 	for _, a := range args {
-		w, err := rotation.ParseWeighted(a)
+		w, err := backend.ParseWeighted(a)
 		if err != nil {
 			return weighted{}, err
 		}
 		ws = append(ws, w)
 	}
-	serve, separated := rotation.Spread(ws)
-	return weighted{list: rotation.ListOrder(serve), serve: serve, separated: separated, heaviest: serve[0]}, nil
+	serve, separated := backend.Spread(ws)
+	return weighted{list: backend.ListOrder(serve), serve: serve, separated: separated, heaviest: serve[0]}, nil
 }
 
 // describe is what `seed` prints about a weighted list written at key.

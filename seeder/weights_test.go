@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/spreadlb/spread/internal/redistest"
-	"github.com/spreadlb/spread/internal/rotation"
+	"github.com/spreadlb/spread/internal/store"
 )
 
 // URL*N seeds a weighted rotation: the list holds each URL N times, ordered
@@ -48,7 +48,7 @@ func TestSeedWeights(t *testing.T) {
 			if got := strings.Contains(out, "must come twice in a row"); got != tc.note {
 				t.Errorf("output %q: got a note on repeats %v, want %v", out, got, tc.note)
 			}
-			store := rotation.NewStore(srv.Client, "servers", nil)
+			store := store.NewStore(srv.Client, "servers", nil)
 			var served []string
 			for range len(tc.serve) {
 				u, err := store.Next(context.Background())

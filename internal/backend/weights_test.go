@@ -1,4 +1,4 @@
-package rotation_test
+package backend_test
 
 import (
 	"errors"
@@ -7,22 +7,22 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/spreadlb/spread/internal/rotation"
+	"github.com/spreadlb/spread/internal/backend"
 )
 
 func TestParseWeighted(t *testing.T) {
 	good := []struct {
 		arg  string
-		want rotation.Weighted
+		want backend.Weighted
 	}{
-		{"http://a:5000", rotation.Weighted{URL: "http://a:5000", Weight: 1}},
-		{"http://a:5000*2", rotation.Weighted{URL: "http://a:5000", Weight: 2}},
-		{"http://a:5000*1", rotation.Weighted{URL: "http://a:5000", Weight: 1}},
-		{"http://a:5000*100", rotation.Weighted{URL: "http://a:5000", Weight: 100}},
-		{"http://a/x*y*3", rotation.Weighted{URL: "http://a/x*y", Weight: 3}},
+		{"http://a:5000", backend.Weighted{URL: "http://a:5000", Weight: 1}},
+		{"http://a:5000*2", backend.Weighted{URL: "http://a:5000", Weight: 2}},
+		{"http://a:5000*1", backend.Weighted{URL: "http://a:5000", Weight: 1}},
+		{"http://a:5000*100", backend.Weighted{URL: "http://a:5000", Weight: 100}},
+		{"http://a/x*y*3", backend.Weighted{URL: "http://a/x*y", Weight: 3}},
 	}
 	for _, tc := range good {
-		got, err := rotation.ParseWeighted(tc.arg)
+		got, err := backend.ParseWeighted(tc.arg)
 		if err != nil || got != tc.want {
 			t.Errorf("ParseWeighted(%q): got (%+v, %v), want %+v", tc.arg, got, err, tc.want)
 		}
@@ -32,19 +32,19 @@ func TestParseWeighted(t *testing.T) {
 		"http://a:5000*-1", "http://a:5000*+2", "http://a:5000*2 ", "http://a:5000*1.5",
 		"http://a/x*y", "*2x", "http://a:5000*99999999999999999999",
 	} {
-		_, err := rotation.ParseWeighted(arg)
-		if !errors.Is(err, rotation.ErrInvalidWeight) || !strings.Contains(err.Error(), fmt.Sprintf("%q", arg)) {
+		_, err := backend.ParseWeighted(arg)
+		if !errors.Is(err, backend.ErrInvalidWeight) || !strings.Contains(err.Error(), fmt.Sprintf("%q", arg)) {
 			t.Errorf("ParseWeighted(%q): got %v, want ErrInvalidWeight naming the argument", arg, err)
 		}
 	}
 }
 
 // w builds a weighted list from "url*N" strings, for short tables.
-func w(t *testing.T, args ...string) []rotation.Weighted {
+func w(t *testing.T, args ...string) []backend.Weighted {
 	t.Helper()
-	var ws []rotation.Weighted
+	var ws []backend.Weighted
 	for _, a := range args {
-		x, err := rotation.ParseWeighted(a)
+		x, err := backend.ParseWeighted(a)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -73,7 +73,7 @@ func TestSpreadServesInThisOrder(t *testing.T) {
 		{[]string{"a*5", "b", "c"}, "a b a a a c a", false},
 	}
 	for _, tc := range tests {
-		serve, separated := rotation.Spread(w(t, tc.weights...))
+		serve, separated := backend.Spread(w(t, tc.weights...))
 		if got := strings.Join(serve, " "); got != tc.want || separated != tc.separated {
 			t.Errorf("Spread(%q): got %q (separated %v), want %q (separated %v)", tc.weights, got, separated, tc.want, tc.separated)
 		}
@@ -83,8 +83,8 @@ func TestSpreadServesInThisOrder(t *testing.T) {
 // The list stored is the serve order reversed, because LMOVE takes from
 // the right: LRANGE shows the next pick last.
 func TestListOrderIsServeOrderReversed(t *testing.T) {
-	serve, _ := rotation.Spread(w(t, "a*2", "b", "c"))
-	if got, want := rotation.ListOrder(serve), []string{"c", "a", "b", "a"}; !slices.Equal(got, want) {
+	serve, _ := backend.Spread(w(t, "a*2", "b", "c"))
+	if got, want := backend.ListOrder(serve), []string{"c", "a", "b", "a"}; !slices.Equal(got, want) {
 		t.Errorf("got %q, want %q", got, want)
 	}
 	if !slices.Equal(serve, []string{"a", "b", "a", "c"}) {
@@ -115,19 +115,19 @@ func TestSpreadProperties(t *testing.T) {
 	gen(nil)
 	cases = append(cases, []int{100, 100}, []int{100, 99, 1}, []int{100, 1, 1}, []int{50, 30, 20}, []int{37, 12, 12, 11, 2})
 	for _, weights := range cases {
-		var ws []rotation.Weighted
+		var ws []backend.Weighted
 		want := map[string]int{}
 		total, heaviest, top := 0, "", 0
 		for i, wt := range weights {
 			name := fmt.Sprintf("u%d", i)
-			ws = append(ws, rotation.Weighted{URL: name, Weight: wt})
+			ws = append(ws, backend.Weighted{URL: name, Weight: wt})
 			want[name] = wt
 			total += wt
 			if wt > top {
 				heaviest, top = name, wt
 			}
 		}
-		serve, separated := rotation.Spread(ws)
+		serve, separated := backend.Spread(ws)
 		got := map[string]int{}
 		for _, u := range serve {
 			got[u]++

@@ -1,9 +1,8 @@
-// Package rotation keeps the round-robin list of backend URLs in Redis.
-//
-// It is the one place where Redis is touched: the seeder writes the list
-// through a Store and the dispatcher takes one rotation step per request
-// through the same Store. The list stays a plain Redis list of URLs, so
-// `redis-cli LRANGE servers 0 -1` always shows the truth.
+// Package store is the one place where Redis is touched. The seeder writes
+// the rotation list through a Store; the dispatcher takes its rotation steps,
+// reads the list and its down set, counts requests in flight and keeps the
+// health checks' lease through the same Store. The list stays a plain Redis
+// list of URLs, so `redis-cli LRANGE servers 0 -1` always shows the truth.
 //
 // A rotation step is the tutorial's RPOPLPUSH, spelled LMOVE today:
 //
@@ -16,9 +15,10 @@
 //
 // The dispatcher sends these steps in a small script that takes one LMOVE
 // per waiting request, so that concurrent requests share a round trip
-// (batch.go), and counts each step in a tally hash that `seeder watch`
-// shows. Local rotates in process over a snapshot of the list instead.
-package rotation
+// (rotate.go), and counts each step in a tally hash that `seeder watch`
+// shows. Every other key the package uses sits beside the list, in its hash
+// slot (sibling), so that it all works the same on a Redis Cluster.
+package store
 
 import (
 	"context"
@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/spreadlb/spread/internal/backend"
 )
 
 // Errors a Store returns. Callers choose what each means to a client; the
@@ -71,12 +72,13 @@ type Store struct {
 	down        string                                 // key of the set of entries marked down (DownKey)
 	probes      string                                 // key of the hash of probe addresses (ProbeKey)
 	reports     string                                 // key of the hash of failures reported by proxies (ReportFailure)
+	lease       string                                 // key of the health checks' lease (ClaimLease)
 	skipped     atomic.Uint64                          // invalid entries stepped over (Skipped)
 	invalid     atomic.Pointer[[]any]                  // entries found invalid, at most maxInvalid, for stepScript to skip
 	invalidMu   sync.Mutex                             // serializes additions to invalid
 	stepTimeout time.Duration                          // bound of one round trip (SetStepTimeout)
 	co          coalescer                              // picks waiting for the round trip in flight
-	parsed      atomic.Pointer[map[string]parsedEntry] // ParseBackend's verdicts, by entry
+	parsed      atomic.Pointer[map[string]parsedEntry] // backend.Parse's verdicts, by entry
 
 	// legacy is set once the server has answered that it has no LMOVE
 	// (Redis < 6.2); from then on a step uses RPOPLPUSH, which is the same
@@ -92,6 +94,7 @@ func NewStore(rdb redis.UniversalClient, key string, log *slog.Logger) *Store {
 	}
 	s := &Store{rdb: rdb, key: key, log: log, tally: tallyKey(key),
 		down: sibling(key, "down"), probes: sibling(key, "probe"), reports: sibling(key, "reports"),
+		lease:       sibling(key, "lease"),
 		stepTimeout: DefaultStepTimeout}
 	s.invalid.Store(&[]any{})
 	s.parsed.Store(&map[string]parsedEntry{})
@@ -101,10 +104,13 @@ func NewStore(rdb redis.UniversalClient, key string, log *slog.Logger) *Store {
 // Key returns the Redis key of the list.
 func (s *Store) Key() string { return s.key }
 
+// StepTimeout is how long one round trip may take (SetStepTimeout).
+func (s *Store) StepTimeout() time.Duration { return s.stepTimeout }
+
 // Next takes one rotation step and returns the backend it lands on, which
 // the caller must not modify (it is shared by the picks of that entry).
 // Entries marked down are stepped over in Redis, in the same step (see
-// stepScript). An entry that fails ParseBackend is counted (Skipped),
+// stepScript). An entry that fails backend.Parse is counted (Skipped),
 // logged the first time this Store meets it, skipped (it stays in the list)
 // and the next step is taken, at most MaxSkips times.
 func (s *Store) Next(ctx context.Context) (*url.URL, error) {
@@ -125,7 +131,7 @@ func (s *Store) Next(ctx context.Context) (*url.URL, error) {
 // Skipped is how many invalid entries this Store's picks have stepped over.
 func (s *Store) Skipped() uint64 { return s.skipped.Load() }
 
-// parsedEntry is ParseBackend's verdict on one entry.
+// parsedEntry is backend.Parse's verdict on one entry.
 type parsedEntry struct {
 	u   *url.URL
 	err error
@@ -143,14 +149,14 @@ const (
 	maxInvalidLen = 2048
 )
 
-// parse is ParseBackend, remembered per entry: a list repeats the same few
+// parse is backend.Parse, remembered per entry: a list repeats the same few
 // entries, and validating each pick anew was a measurable part of its cost.
 func (s *Store) parse(entry string) (*url.URL, error) {
 	m := s.parsed.Load()
 	if p, ok := (*m)[entry]; ok {
 		return p.u, p.err
 	}
-	u, err := ParseBackend(entry)
+	u, err := backend.Parse(entry)
 	if err != nil {
 		s.log.Warn("skipping invalid rotation entry", "key", s.key, "err", err)
 		s.invalidMu.Lock()
@@ -177,12 +183,12 @@ func (s *Store) Entries(ctx context.Context) ([]string, error) {
 	return entries, s.classify(err)
 }
 
-// read returns the list as LRANGE shows it and the entries marked down, as
+// Read returns the list as LRANGE shows it and the entries marked down, as
 // one consistent view (MULTI/EXEC: both keys share a hash slot). A down set
 // of the wrong type reads as empty (see stepScript); a list of the wrong
 // type fails with ErrWrongType. Plain reads, not a script, so that they go
 // on while Redis holds writes (CLIENT PAUSE WRITE).
-func (s *Store) read(ctx context.Context) (entries, down []string, err error) {
+func (s *Store) Read(ctx context.Context) (entries, down []string, err error) {
 	var list *redis.StringSliceCmd
 	var set *redis.StringSliceCmd
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
@@ -293,7 +299,7 @@ func isUnknownCommand(err error) bool {
 
 func validateAll(urls []string) error {
 	for _, u := range urls {
-		if _, err := ParseBackend(u); err != nil {
+		if _, err := backend.Parse(u); err != nil {
 			return err
 		}
 	}

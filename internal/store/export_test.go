@@ -1,4 +1,4 @@
-package rotation
+package store
 
 // Queued is how many picks wait for the round trip in flight.
 func (s *Store) Queued() int {
@@ -10,8 +10,8 @@ func (s *Store) Queued() int {
 // TallyKeyOf exposes tallyKey to the table test.
 var TallyKeyOf = tallyKey
 
-// InFlight reports whether a round trip is in flight.
-func (s *Store) InFlight() bool {
+// TripInFlight reports whether a round trip is in flight.
+func (s *Store) TripInFlight() bool {
 	s.co.mu.Lock()
 	defer s.co.mu.Unlock()
 	return s.co.inflight > 0

@@ -1,25 +1,27 @@
-package main
+package balance
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/spreadlb/spread/internal/rotation"
+	"github.com/spreadlb/spread/internal/pool"
+	"github.com/spreadlb/spread/internal/store"
 )
 
-// fallback keeps the dispatcher serving while Redis is down or hung.
+// Failover keeps a strategy that needs Redis on the request path serving
+// while Redis is down or hung.
 //
-// While Redis answers, picks take their step of the shared rotation
-// (rotation.Store). The first pick that Redis fails (an error, or no answer
-// within REDIS_TIMEOUT) puts the dispatcher in degraded mode: from then on
-// picks go straight to the in-process round robin over the last snapshot of
-// the list (rotation.Local, read every second while Redis answered), without
+// While Redis answers, picks go to the primary Picker (the shared rotation,
+// say). The first pick that Redis fails (an error, or no answer within
+// REDIS_TIMEOUT) puts the dispatcher in degraded mode: from then on picks go
+// straight to the secondary Picker, which picks from the pool's last
+// snapshot of the list (read every second while Redis answered), without
 // waiting on Redis at all. So while Redis hangs, only the requests already
 // waiting on it when it stopped answering wait REDIS_TIMEOUT; the rest are
 // answered as fast as usual, and none gets an error. A background check
@@ -29,12 +31,13 @@ import (
 // Degraded mode gives up the shared rotation, not correctness: the snapshot
 // holds only entries that passed validation and were not marked down when it
 // was read, and each dispatcher counts for itself until Redis is back.
-type fallback struct {
-	store   *rotation.Store
-	local   *rotation.Local
-	recheck time.Duration // how often to ping Redis while degraded
-	timeout time.Duration // how long one ping may take
-	log     *slog.Logger
+type Failover struct {
+	primary, secondary Picker
+	store              *store.Store
+	pool               *pool.Pool
+	recheck            time.Duration // how often to ping Redis while degraded
+	timeout            time.Duration // how long one ping may take
+	log                *slog.Logger
 
 	degraded atomic.Bool
 	wake     chan struct{} // tells run that degraded mode began
@@ -44,7 +47,7 @@ type fallback struct {
 	picks    atomic.Uint64
 
 	// onChange, if set, is called with true when degraded mode begins and
-	// false when it ends (serve sets spread_degraded with it).
+	// false when it ends (Config.OnDegraded).
 	onChange func(degraded bool)
 }
 
@@ -52,28 +55,37 @@ type fallback struct {
 // back.
 const defaultRecheck = 500 * time.Millisecond
 
-func newFallback(store *rotation.Store, local *rotation.Local, timeout time.Duration, log *slog.Logger) *fallback {
-	return &fallback{store: store, local: local, recheck: defaultRecheck, timeout: timeout, log: log,
+// NewFailover returns primary, with secondary standing in while Redis
+// fails. Its Run pings Redis while degraded.
+func NewFailover(primary, secondary Picker, c Config) *Failover {
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+	return &Failover{primary: primary, secondary: secondary, store: c.Store, pool: c.Pool,
+		recheck: defaultRecheck, timeout: timeout, log: c.log(), onChange: c.OnDegraded,
 		wake: make(chan struct{}, 1)}
 }
 
-// Next is the Picker of ROTATION=redis: the shared rotation, or the snapshot
-// while degraded.
-func (f *fallback) Next(ctx context.Context) (*url.URL, error) {
+// Pick asks the primary, or the secondary while degraded.
+func (f *Failover) Pick(ctx context.Context, r *http.Request) (Backend, error) {
 	if !f.degraded.Load() {
-		u, err := f.store.Next(ctx)
+		b, err := f.primary.Pick(ctx, r)
 		if !unavailable(err) {
-			return u, err
+			return b, err
 		}
 		f.enter(err)
 	}
 	f.picks.Add(1)
-	return f.local.Next(ctx)
+	return f.secondary.Pick(ctx, r)
 }
+
+// Primary returns the Picker used while Redis answers.
+func (f *Failover) Primary() Picker { return f.primary }
 
 // Len is what /readyz asks: the list's length from Redis, or the
 // snapshot's while degraded.
-func (f *fallback) Len(ctx context.Context) (int64, error) {
+func (f *Failover) Len(ctx context.Context) (int64, error) {
 	if !f.degraded.Load() {
 		n, err := f.store.Len(ctx)
 		if !unavailable(err) {
@@ -81,33 +93,33 @@ func (f *fallback) Len(ctx context.Context) (int64, error) {
 		}
 		f.enter(err)
 	}
-	n, ok := f.local.Len()
+	n, ok := f.pool.Len()
 	if !ok {
-		return 0, fmt.Errorf("%w, and the list was never read", rotation.ErrUnavailable)
+		return 0, fmt.Errorf("%w, and the list was never read", store.ErrUnavailable)
 	}
 	return int64(n), nil
 }
 
 // Degraded says why the dispatcher is degraded, or "" when it is not.
-func (f *fallback) Degraded() string {
+func (f *Failover) Degraded() string {
 	if !f.degraded.Load() {
 		return ""
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	n, _ := f.local.Len()
-	return fmt.Sprintf("redis unavailable for %s (%v); rotating in this process over the last snapshot of the list (%d %s), not shared with other dispatchers",
+	n, _ := f.pool.Len()
+	return fmt.Sprintf("redis unavailable for %s (%v); picking in this process from the last snapshot of the list (%d %s), not shared with other dispatchers",
 		time.Since(f.since).Round(time.Second), f.reason, n, plural(int64(n), "entry", "entries"))
 }
 
 // unavailable reports a failure of Redis itself, as opposed to an answer
 // (an empty list, all down, ...) or a client that went away.
 func unavailable(err error) bool {
-	return errors.Is(err, rotation.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)
+	return errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // enter begins degraded mode, once.
-func (f *fallback) enter(err error) {
+func (f *Failover) enter(err error) {
 	f.mu.Lock()
 	if f.degraded.Load() {
 		f.mu.Unlock()
@@ -119,8 +131,8 @@ func (f *fallback) enter(err error) {
 		f.onChange(true)
 	}
 	f.mu.Unlock()
-	n, _ := f.local.Len()
-	f.log.Error("degraded: redis unavailable; rotating in this process over the last snapshot of the list until it answers again",
+	n, _ := f.pool.Len()
+	f.log.Error("degraded: redis unavailable; picking in this process from the last snapshot of the list until it answers again",
 		"err", err, "snapshot_entries", n)
 	select {
 	case f.wake <- struct{}{}:
@@ -128,9 +140,14 @@ func (f *fallback) enter(err error) {
 	}
 }
 
-// run pings Redis while degraded and ends degraded mode when it answers,
-// until ctx is done.
-func (f *fallback) run(ctx context.Context) {
+// Run pings Redis while degraded and ends degraded mode when it answers,
+// until ctx is done; it also runs the primary's background work, if any.
+func (f *Failover) Run(ctx context.Context) {
+	if r, ok := f.primary.(Runner); ok {
+		done := make(chan struct{})
+		go func() { r.Run(ctx); close(done) }()
+		defer func() { <-done }()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -152,7 +169,7 @@ func (f *fallback) run(ctx context.Context) {
 			f.mu.Lock()
 			// Logged first, so that whoever sees the shared rotation back
 			// finds the line in the log.
-			f.log.Info("redis answers again: degraded mode over, the shared rotation resumes",
+			f.log.Info("redis answers again: degraded mode over, the shared strategy resumes",
 				"degraded_for", time.Since(f.since).Round(time.Millisecond), "local_picks", f.picks.Swap(0))
 			f.degraded.Store(false)
 			if f.onChange != nil {
@@ -161,4 +178,11 @@ func (f *fallback) run(ctx context.Context) {
 			f.mu.Unlock()
 		}
 	}
+}
+
+func plural(n int64, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

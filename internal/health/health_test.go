@@ -1,4 +1,4 @@
-package rotation_test
+package health_test
 
 import (
 	"context"
@@ -7,122 +7,27 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/spreadlb/spread/internal/backend"
+	"github.com/spreadlb/spread/internal/health"
 	"github.com/spreadlb/spread/internal/redistest"
-	"github.com/spreadlb/spread/internal/rotation"
+	"github.com/spreadlb/spread/internal/store"
 )
 
-// Down entries are stepped over inside the rotation step: the healthy
-// entries keep an exact round robin, and the list keeps its members and
-// order.
-func TestNextStepsOverDownEntries(t *testing.T) {
-	ctx := context.Background()
-	s, srv := newStore(t)
-	four := append(slices.Clone(three), "http://127.0.0.1:5003")
-	if err := s.Replace(ctx, four); err != nil {
-		t.Fatal(err)
-	}
-	srv.Client.SAdd(ctx, s.DownKey(), four[1], four[3])
-
-	counts := concurrentPicks(t, s, 20, 10)
-	want := map[string]int{four[0]: 100, four[2]: 100}
-	if !maps.Equal(counts, want) {
-		t.Errorf("picks with two of four entries down: got %v, want %v", counts, want)
-	}
-	got, _ := s.Entries(ctx)
-	if !slices.Equal(got, four) {
-		t.Errorf("list after 200 picks (two full turns of four each): got %q, want %q", got, four)
-	}
-	tally, _ := s.Tally(ctx)
-	if want := map[string]int64{four[0]: 100, four[2]: 100}; !maps.Equal(tally, want) {
-		t.Errorf("tally: got %v, want only the picks %v", tally, want)
-	}
-
-	// Every entry down: 503's error, and the list is as it was.
-	srv.Client.SAdd(ctx, s.DownKey(), four[0], four[2])
-	if _, err := s.Next(ctx); !errors.Is(err, rotation.ErrAllDown) {
-		t.Errorf("all down: got %v, want ErrAllDown", err)
-	}
-	if got, _ := s.Entries(ctx); !slices.Equal(got, four) {
-		t.Errorf("list after an all-down pick: got %q, want %q", got, four)
-	}
-	// A down set of the wrong type is ignored.
-	srv.Client.Del(ctx, s.DownKey())
-	srv.Client.Set(ctx, s.DownKey(), "x", 0)
-	expectPicks(t, s, []string{four[3], four[2], four[1], four[0]})
-}
-
-// A pick with nothing down is one LMOVE, as before health checks.
-func TestNextWithNothingDownIsOneLMOVE(t *testing.T) {
-	ctx := context.Background()
-	s, srv := seededStore(t)
-	expectPicks(t, s, []string{three[2], three[1], three[0]})
-	if n := lmoveCalls(t, srv); n != 3 {
-		t.Errorf("got %d LMOVE calls for 3 picks, want 3", n)
-	}
-	srv.Client.SAdd(ctx, s.DownKey(), three[1])
-	expectPicks(t, s, []string{three[2], three[0]})
-	if n := lmoveCalls(t, srv); n != 6 {
-		t.Errorf("got %d LMOVE calls after 2 more picks, one over a down entry, want 6", n)
-	}
-}
-
-// Local leaves down entries out of its snapshot too.
-func TestLocalSkipsDownEntries(t *testing.T) {
-	ctx := context.Background()
-	s, srv := seededStore(t)
-	srv.Client.SAdd(ctx, s.DownKey(), three[2])
-	l := rotation.NewLocal(s, 0)
-	if err := l.Refresh(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if got, want := localPicks(t, l, 4), []string{three[1], three[0], three[1], three[0]}; !slices.Equal(got, want) {
-		t.Errorf("picks: got %q, want %q", got, want)
-	}
-	srv.Client.SAdd(ctx, s.DownKey(), three[0], three[1])
-	if err := l.Refresh(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := l.Next(ctx); !errors.Is(err, rotation.ErrAllDown) {
-		t.Errorf("all down: got %v, want ErrAllDown", err)
-	}
-	srv.Client.Del(ctx, s.DownKey())
-	if err := l.Refresh(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if got, want := localPicks(t, l, 3), []string{three[2], three[1], three[0]}; !slices.Equal(got, want) {
-		t.Errorf("picks once back up: got %q, want %q", got, want)
-	}
-	if n, ok := l.Len(); n != 3 || !ok {
-		t.Errorf("Len: got (%d, %v), want (3, true)", n, ok)
-	}
-	// A down set of the wrong type reads as empty.
-	srv.Client.Set(ctx, s.DownKey(), "x", 0)
-	srv.Client.LPush(ctx, "servers", "http://127.0.0.1:5003")
-	if err := l.Refresh(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if got := localPicks(t, l, 4); len(slices.Compact(slices.Sorted(slices.Values(got)))) != 4 {
-		t.Errorf("picks with a down set of the wrong type: got %q, want all four entries", got)
-	}
-}
-
-// backend is an httptest server whose /healthz answers 200 while healthy
+// probed is an httptest server whose /healthz answers 200 while healthy
 // is set, and 500 otherwise, counting the probes.
-type backend struct {
+type probed struct {
 	*httptest.Server
 	healthy atomic.Bool
 	probes  atomic.Int64
 }
 
-func newBackend(t *testing.T) *backend {
+func newBackend(t *testing.T) *probed {
 	t.Helper()
-	b := &backend{}
+	b := &probed{}
 	b.healthy.Store(true)
 	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/healthz" {
@@ -140,7 +45,7 @@ func newBackend(t *testing.T) *backend {
 	return b
 }
 
-func down(t *testing.T, s *rotation.Store) []string {
+func down(t *testing.T, s *store.Store) []string {
 	t.Helper()
 	d, err := s.Down(context.Background())
 	if err != nil {
@@ -150,7 +55,7 @@ func down(t *testing.T, s *rotation.Store) []string {
 }
 
 // rounds runs n rounds of h, failing on an error.
-func rounds(t *testing.T, h *rotation.Health, n int) {
+func rounds(t *testing.T, h *health.Checker, n int) {
 	t.Helper()
 	for range n {
 		if err := h.Round(context.Background()); err != nil {
@@ -170,7 +75,7 @@ func TestHealthFallsAndRises(t *testing.T) {
 	if err := s.Replace(ctx, list); err != nil {
 		t.Fatal(err)
 	}
-	h := rotation.NewHealth(s, rotation.HealthConfig{Falls: 2, Rises: 3})
+	h := health.New(s, health.Config{Falls: 2, Rises: 3})
 
 	rounds(t, h, 1)
 	if got := down(t, s); len(got) != 0 {
@@ -213,7 +118,7 @@ func TestHealthFallsAndRises(t *testing.T) {
 	// A stopped backend fails too (connection refused).
 	a.Close()
 	rounds(t, h, 2)
-	if _, err := s.Next(ctx); !errors.Is(err, rotation.ErrAllDown) {
+	if _, err := s.Next(ctx); !errors.Is(err, store.ErrAllDown) {
 		t.Errorf("both down: got %v, want ErrAllDown", err)
 	}
 }
@@ -232,7 +137,7 @@ func TestHealthProbesTheMappedAddress(t *testing.T) {
 	if got, _ := s.Probes(ctx); !maps.Equal(got, map[string]string{"http://127.0.0.1:1": real.URL}) {
 		t.Errorf("probe hash: got %v, want the origin mapped to %s", got, real.URL)
 	}
-	h := rotation.NewHealth(s, rotation.HealthConfig{Falls: 1, Rises: 1})
+	h := health.New(s, health.Config{Falls: 1, Rises: 1})
 	rounds(t, h, 1)
 	if got, want := down(t, s), []string{"http://127.0.0.1:2"}; !slices.Equal(got, want) {
 		t.Errorf("got down %q, want %q", got, want)
@@ -248,11 +153,11 @@ func TestHealthProbesTheMappedAddress(t *testing.T) {
 	if err := s.RemoveProbe(ctx, "http://127.0.0.1:1"); err != nil {
 		t.Error(err)
 	}
-	if err := s.RemoveProbe(ctx, "http://127.0.0.1:1"); !errors.Is(err, rotation.ErrNotInList) {
+	if err := s.RemoveProbe(ctx, "http://127.0.0.1:1"); !errors.Is(err, store.ErrNotInList) {
 		t.Errorf("removing it twice: got %v, want ErrNotInList", err)
 	}
 	for _, bad := range [][2]string{{"http://a:1/path", "http://b:1"}, {"http://a:1", "ftp://b"}} {
-		if err := s.SetProbe(ctx, bad[0], bad[1]); !errors.Is(err, rotation.ErrInvalidURL) {
+		if err := s.SetProbe(ctx, bad[0], bad[1]); !errors.Is(err, backend.ErrInvalidURL) {
 			t.Errorf("SetProbe(%q, %q): got %v, want ErrInvalidURL", bad[0], bad[1], err)
 		}
 	}
@@ -269,14 +174,14 @@ func TestHealthProbesTheMappedAddress(t *testing.T) {
 func TestHealthLeaseOneProberAtATime(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Start(t)
-	s1 := rotation.NewStore(srv.Client, "servers", nil)
-	s2 := rotation.NewStore(srv.Client, "servers", nil)
+	s1 := store.NewStore(srv.Client, "servers", nil)
+	s2 := store.NewStore(srv.Client, "servers", nil)
 	b := newBackend(t)
 	if err := s1.Replace(ctx, []string{b.URL}); err != nil {
 		t.Fatal(err)
 	}
-	h1 := rotation.NewHealth(s1, rotation.HealthConfig{Falls: 1, Rises: 1})
-	h2 := rotation.NewHealth(s2, rotation.HealthConfig{Falls: 1, Rises: 1})
+	h1 := health.New(s1, health.Config{Falls: 1, Rises: 1})
+	h2 := health.New(s2, health.Config{Falls: 1, Rises: 1})
 	rounds(t, h1, 1)
 	rounds(t, h2, 1)
 	rounds(t, h1, 1)
@@ -328,7 +233,7 @@ func TestHealthFollowsTheList(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.Client.RPush(ctx, "servers", "javascript:alert(1)")
-	h := rotation.NewHealth(s, rotation.HealthConfig{Falls: 1})
+	h := health.New(s, health.Config{Falls: 1})
 	rounds(t, h, 1)
 	if got := down(t, s); !slices.Equal(got, []string{b.URL}) {
 		t.Errorf("got down %q, want %q", got, b.URL)
@@ -352,74 +257,9 @@ func TestHealthFollowsTheList(t *testing.T) {
 	srv.Client.RPush(ctx, s.DownKey(), "x")
 	srv.Client.RPush(ctx, s.ProbeKey(), "x")
 	c.healthy.Store(false)
-	rounds(t, rotation.NewHealth(s, rotation.HealthConfig{Falls: 1}), 1)
+	rounds(t, health.New(s, health.Config{Falls: 1}), 1)
 	if got := down(t, s); !slices.Equal(got, []string{c.URL}) {
 		t.Errorf("hostile keys: got down %q, want %q", got, c.URL)
-	}
-}
-
-func TestParseOrigin(t *testing.T) {
-	tests := []struct{ in, want, err string }{
-		{"http://localhost:5000", "http://localhost:5000", ""},
-		{"http://LOCALHOST:5000/", "http://localhost:5000", ""},
-		{"https://b.example", "https://b.example", ""},
-		{"http://b.example/app", "", "no path"},
-		{"javascript:alert(1)", "", "scheme"},
-		{"", "", "empty"},
-	}
-	for _, tc := range tests {
-		got, err := rotation.ParseOrigin(tc.in)
-		if got != tc.want || (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {
-			t.Errorf("ParseOrigin(%q): got (%q, %v), want (%q, error with %q)", tc.in, got, err, tc.want, tc.err)
-		}
-	}
-}
-
-// Invalid entries met once are stepped over inside the rotation step after
-// that: under concurrency a pick does not meet them again and again while
-// the others move the list, so no pick gives up on a list that has valid
-// entries, and the valid ones share the turns exactly.
-func TestInvalidEntriesAreSkippedInTheStep(t *testing.T) {
-	ctx := context.Background()
-	s, srv := newStore(t)
-	list := []string{three[0]}
-	for i := range 5 {
-		list = append(list, "javascript:alert("+strconv.Itoa(i)+")")
-	}
-	list = append(list, three[1])
-	for i := range 5 {
-		list = append(list, "//evil"+strconv.Itoa(i)+".example")
-	}
-	list = append(list, three[2])
-	if err := srv.Client.RPush(ctx, "servers", list).Err(); err != nil {
-		t.Fatal(err)
-	}
-	counts := concurrentPicks(t, s, 30, 10)
-	if want := map[string]int{three[0]: 100, three[1]: 100, three[2]: 100}; !maps.Equal(counts, want) {
-		t.Errorf("300 picks: got %v, want %v", counts, want)
-	}
-	// 100 turns of the 13 entries: each LMOVE is a pick or a skip.
-	if n := lmoveCalls(t, srv); n != 1300 {
-		t.Errorf("got %d LMOVE calls, want 1300 (100 turns of 13 entries)", n)
-	}
-	if n := s.Skipped(); n != 1000 {
-		t.Errorf("Skipped: got %d, want 1000 (10 invalid entries, 100 turns)", n)
-	}
-	if got, _ := s.Entries(ctx); !slices.Equal(got, list) {
-		t.Errorf("the list after 100 turns: got %q, want it as it was", got)
-	}
-
-	// Only invalid entries: ErrNoValidBackend, not a loop.
-	srv.Client.Del(ctx, "servers")
-	srv.Client.RPush(ctx, "servers", list[1], list[7])
-	if _, err := s.Next(ctx); !errors.Is(err, rotation.ErrNoValidBackend) {
-		t.Errorf("only known-invalid entries: got %v, want ErrNoValidBackend", err)
-	}
-	// Invalid and down entries only: all down.
-	srv.Client.RPush(ctx, "servers", three[0])
-	srv.Client.SAdd(ctx, s.DownKey(), three[0])
-	if _, err := s.Next(ctx); !errors.Is(err, rotation.ErrAllDown) {
-		t.Errorf("invalid and down entries only: got %v, want ErrAllDown", err)
 	}
 }
 
@@ -434,7 +274,7 @@ func TestHealthCountsReportedFailures(t *testing.T) {
 	if err := s.Replace(ctx, []string{a.URL, b.URL + "/app"}); err != nil {
 		t.Fatal(err)
 	}
-	h := rotation.NewHealth(s, rotation.HealthConfig{Falls: 2, Rises: 2})
+	h := health.New(s, health.Config{Falls: 2, Rises: 2})
 	rounds(t, h, 1)
 
 	// a is fine, though a dispatcher reported it: the probe wins.
@@ -472,4 +312,12 @@ func TestHealthCountsReportedFailures(t *testing.T) {
 	if n, _ := srv.Client.HLen(ctx, "{servers}:reports").Result(); n != 0 {
 		t.Errorf("an invalid entry was reported: %d fields", n)
 	}
+}
+
+var three = []string{"http://127.0.0.1:5000", "http://127.0.0.1:5001", "http://127.0.0.1:5002"}
+
+func newStore(t *testing.T) (*store.Store, *redistest.Server) {
+	t.Helper()
+	srv := redistest.Start(t)
+	return store.NewStore(srv.Client, "servers", nil), srv
 }

@@ -1,11 +1,12 @@
-package rotation_test
+package store_test
 
 import (
 	"context"
 	"testing"
 
+	"github.com/spreadlb/spread/internal/backend"
 	"github.com/spreadlb/spread/internal/redistest"
-	"github.com/spreadlb/spread/internal/rotation"
+	"github.com/spreadlb/spread/internal/store"
 )
 
 // The hot path, against a real redis-server on a unix socket. Compare the
@@ -14,10 +15,10 @@ import (
 //	BenchmarkPlainLMOVEParallel  one LMOVE round trip per pick, as the tutorial does
 //	BenchmarkNextParallel        Store.Next, concurrent picks sharing round trips
 //	BenchmarkLocalNextParallel   Local.Next, no Redis at all: the ceiling
-func startBench(b *testing.B) *rotation.Store {
+func startBench(b *testing.B) *store.Store {
 	b.Helper()
 	srv := redistest.Start(b)
-	s := rotation.NewStore(srv.Client, "servers", nil)
+	s := store.NewStore(srv.Client, "servers", nil)
 	if err := s.Replace(context.Background(), three); err != nil {
 		b.Fatal(err)
 	}
@@ -64,25 +65,7 @@ func BenchmarkPlainLMOVEParallel(b *testing.B) {
 				b.Error(err)
 				return
 			}
-			if _, err := rotation.ParseBackend(e); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-}
-
-func BenchmarkLocalNextParallel(b *testing.B) {
-	s := startBench(b)
-	l := rotation.NewLocal(s, 0)
-	ctx := context.Background()
-	if err := l.Refresh(ctx); err != nil {
-		b.Fatal(err)
-	}
-	b.SetParallelism(32)
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := l.Next(ctx); err != nil {
+			if _, err := backend.Parse(e); err != nil {
 				b.Error(err)
 				return
 			}

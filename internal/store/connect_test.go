@@ -1,4 +1,4 @@
-package rotation_test
+package store_test
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/spreadlb/spread/internal/redistest"
-	"github.com/spreadlb/spread/internal/rotation"
+	"github.com/spreadlb/spread/internal/store"
 )
 
 func TestConnectChoosesTheTopologyFromTheScheme(t *testing.T) {
@@ -22,7 +22,7 @@ func TestConnectChoosesTheTopologyFromTheScheme(t *testing.T) {
 		{"redis+sentinel://s1:26379/0?master_name=mymaster&addr=s2:26379&addr=s3:26379", "sentinel", nil},
 		{"redis+cluster://n1:7000?addr=n2:7001", "cluster", []string{"n1:7000", "n2:7001"}},
 	} {
-		rdb, err := rotation.Connect(tc.url, "test")
+		rdb, err := store.Connect(tc.url, "test")
 		if err != nil {
 			t.Errorf("%s: %v", tc.url, err)
 			continue
@@ -61,7 +61,7 @@ func TestConnectRefusesBadURLsWithoutShowingThem(t *testing.T) {
 		"redis://:hunter2@localhost:6379/notadb",
 		"redis+cluster://:hunter2@n1:7000?bogus=1",
 	} {
-		_, err := rotation.Connect(raw, "test")
+		_, err := store.Connect(raw, "test")
 		if err == nil {
 			t.Errorf("%s: got no error", raw)
 			continue
@@ -74,12 +74,12 @@ func TestConnectRefusesBadURLsWithoutShowingThem(t *testing.T) {
 
 func TestConnectToOneServer(t *testing.T) {
 	srv := redistest.Start(t)
-	rdb, err := rotation.Connect(srv.URL, "test")
+	rdb, err := store.Connect(srv.URL, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rdb.Close()
-	s := rotation.NewStore(rdb, "servers", nil)
+	s := store.NewStore(rdb, "servers", nil)
 	if err := s.Replace(context.Background(), three); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,8 @@
-package rotation
+// Package backend says what a backend entry is: Parse validates the URLs that
+// the seeder writes and the dispatcher sends clients to, ParseOrigin the
+// origins that health checks probe, and Weighted and Spread turn weights into
+// the order of a plain list of entries.
+package backend
 
 import (
 	"errors"
@@ -16,7 +20,7 @@ import (
 // the dispatcher refuses to send a client to one.
 var ErrInvalidURL = errors.New("invalid backend URL")
 
-// ParseBackend checks that s is a backend address a client may be sent to and
+// Parse checks that s is a backend address a client may be sent to and
 // returns it parsed. A backend address is an absolute http or https URL with a
 // host (a DNS name or an IP address), an optional port (1-65535) and an
 // optional path prefix; it has no user info, query or fragment, and no space,
@@ -26,7 +30,7 @@ var ErrInvalidURL = errors.New("invalid backend URL")
 // This is the one validation both the seeder (before writing) and the
 // dispatcher (before redirecting) apply, so that nothing outside it ever
 // reaches a Location header.
-func ParseBackend(s string) (*url.URL, error) {
+func Parse(s string) (*url.URL, error) {
 	invalid := func(reason string) error {
 		return fmt.Errorf("%w %q: %s", ErrInvalidURL, s, reason)
 	}
@@ -99,4 +103,24 @@ func validHost(h string) bool {
 		}
 	}
 	return true
+}
+
+// Origin is u's scheme, host and port, as health probes and the probe hash
+// name them: "http://localhost:5000".
+func Origin(u *url.URL) string {
+	return u.Scheme + "://" + strings.ToLower(u.Host)
+}
+
+// ParseOrigin checks that s is a backend origin (an absolute http or https
+// URL with a host, an optional port and no path other than "/", as Parse
+// checks it) and returns it as probes name it: "http://localhost:5000".
+func ParseOrigin(s string) (string, error) {
+	u, err := Parse(s)
+	if err != nil {
+		return "", err
+	}
+	if u.Path != "" && u.Path != "/" {
+		return "", fmt.Errorf("%w %q: an origin has no path", ErrInvalidURL, s)
+	}
+	return Origin(u), nil
 }

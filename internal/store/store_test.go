@@ -1,4 +1,4 @@
-package rotation_test
+package store_test
 
 import (
 	"context"
@@ -10,20 +10,21 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/spreadlb/spread/internal/backend"
 	"github.com/spreadlb/spread/internal/redistest"
-	"github.com/spreadlb/spread/internal/rotation"
+	"github.com/spreadlb/spread/internal/store"
 )
 
 var three = []string{"http://127.0.0.1:5000", "http://127.0.0.1:5001", "http://127.0.0.1:5002"}
 
-func newStore(t *testing.T) (*rotation.Store, *redistest.Server) {
+func newStore(t *testing.T) (*store.Store, *redistest.Server) {
 	t.Helper()
 	srv := redistest.Start(t)
-	return rotation.NewStore(srv.Client, "servers", nil), srv
+	return store.NewStore(srv.Client, "servers", nil), srv
 }
 
 // seededStore is newStore with the list seeded with three.
-func seededStore(t *testing.T) (*rotation.Store, *redistest.Server) {
+func seededStore(t *testing.T) (*store.Store, *redistest.Server) {
 	t.Helper()
 	s, srv := newStore(t)
 	if err := s.Replace(context.Background(), three); err != nil {
@@ -60,7 +61,7 @@ func concurrentPicks(t *testing.T, p interface {
 }
 
 // expectPicks takes len(want) picks and checks each.
-func expectPicks(t *testing.T, s *rotation.Store, want []string) {
+func expectPicks(t *testing.T, s *store.Store, want []string) {
 	t.Helper()
 	for i, w := range want {
 		u, err := s.Next(context.Background())
@@ -102,7 +103,7 @@ func TestReplaceAndNextRotateFromTheRight(t *testing.T) {
 func TestFallbackToRPOPLPUSH(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Start(t, "--rename-command", "LMOVE", "")
-	s := rotation.NewStore(srv.Client, "servers", nil)
+	s := store.NewStore(srv.Client, "servers", nil)
 	if err := s.Replace(ctx, three); err != nil {
 		t.Fatal(err)
 	}
@@ -143,10 +144,10 @@ func TestReplaceIsIdempotentAndAllOrNothing(t *testing.T) {
 		}
 	}
 	bad := []string{"http://127.0.0.1:6000", "javascript:alert(1)"}
-	if err := s.Replace(ctx, bad); !errors.Is(err, rotation.ErrInvalidURL) {
+	if err := s.Replace(ctx, bad); !errors.Is(err, backend.ErrInvalidURL) {
 		t.Fatalf("Replace with a bad URL: got %v, want ErrInvalidURL", err)
 	}
-	if err := s.Replace(ctx, nil); !errors.Is(err, rotation.ErrNoURLs) {
+	if err := s.Replace(ctx, nil); !errors.Is(err, store.ErrNoURLs) {
 		t.Fatalf("Replace with nothing: got %v, want ErrNoURLs", err)
 	}
 	got, _ := srv.Client.LRange(ctx, "servers", 0, -1).Result()
@@ -165,7 +166,7 @@ func TestAddRemove(t *testing.T) {
 	if err != nil || n != 3 {
 		t.Fatalf("Add: got (%d, %v), want (3, nil)", n, err)
 	}
-	if _, err := s.Add(ctx, "//evil.example"); !errors.Is(err, rotation.ErrInvalidURL) {
+	if _, err := s.Add(ctx, "//evil.example"); !errors.Is(err, backend.ErrInvalidURL) {
 		t.Errorf("Add of a scheme-relative URL: got %v, want ErrInvalidURL", err)
 	}
 	// The added entry is the next pick.
@@ -177,7 +178,7 @@ func TestAddRemove(t *testing.T) {
 	if err != nil || removed != 1 {
 		t.Errorf("Remove: got (%d, %v), want (1, nil)", removed, err)
 	}
-	if _, err := s.Remove(ctx, three[0]); !errors.Is(err, rotation.ErrNotInList) {
+	if _, err := s.Remove(ctx, three[0]); !errors.Is(err, store.ErrNotInList) {
 		t.Errorf("Remove of a missing entry: got %v, want ErrNotInList", err)
 	}
 	entries, _ := s.Entries(ctx)
@@ -190,11 +191,11 @@ func TestNextErrors(t *testing.T) {
 	ctx := context.Background()
 	s, srv := newStore(t)
 
-	if _, err := s.Next(ctx); !errors.Is(err, rotation.ErrNoBackends) {
+	if _, err := s.Next(ctx); !errors.Is(err, store.ErrNoBackends) {
 		t.Errorf("missing key: got %v, want ErrNoBackends", err)
 	}
 	srv.Client.Set(ctx, "servers", "not a list", 0)
-	if _, err := s.Next(ctx); !errors.Is(err, rotation.ErrWrongType) {
+	if _, err := s.Next(ctx); !errors.Is(err, store.ErrWrongType) {
 		t.Errorf("string key: got %v, want ErrWrongType", err)
 	}
 	srv.Client.Del(ctx, "servers")
@@ -210,11 +211,11 @@ func TestNextErrors(t *testing.T) {
 	}
 	srv.Client.Del(ctx, "servers")
 	srv.Client.RPush(ctx, "servers", "javascript:alert(1)", "ftp://x")
-	if _, err := s.Next(ctx); !errors.Is(err, rotation.ErrNoValidBackend) {
+	if _, err := s.Next(ctx); !errors.Is(err, store.ErrNoValidBackend) {
 		t.Errorf("all entries invalid: got %v, want ErrNoValidBackend", err)
 	}
 	srv.Stop()
-	if _, err := s.Next(ctx); !errors.Is(err, rotation.ErrUnavailable) {
+	if _, err := s.Next(ctx); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("redis stopped: got %v, want ErrUnavailable", err)
 	}
 }

@@ -1,4 +1,4 @@
-package rotation_test
+package balance_test
 
 import (
 	"context"
@@ -6,39 +6,29 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/spreadlb/spread/internal/rotation"
+	"github.com/spreadlb/spread/internal/balance"
+	"github.com/spreadlb/spread/internal/pool"
+	"github.com/spreadlb/spread/internal/store"
 )
-
-func localPicks(t *testing.T, l *rotation.Local, n int) []string {
-	t.Helper()
-	var got []string
-	for range n {
-		u, err := l.Next(context.Background())
-		if err != nil {
-			t.Fatalf("pick %d: %v", len(got), err)
-		}
-		got = append(got, u.String())
-	}
-	return got
-}
 
 // Local picks in the shared rotation's order, from its own snapshot, and
 // never moves the list in Redis.
 func TestLocalRotatesOverASnapshot(t *testing.T) {
 	ctx := context.Background()
 	s, srv := newStore(t)
-	l := rotation.NewLocal(s, 0)
-	if _, err := l.Next(ctx); !errors.Is(err, rotation.ErrUnavailable) {
+	p := pool.New(s, 0, nil)
+	l := balance.NewLocal(p)
+	if _, err := l.Pick(ctx, nil); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("before the first read: got %v, want ErrUnavailable", err)
 	}
 	if err := s.Replace(ctx, three); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Refresh(ctx); err != nil {
+	if err := p.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{three[2], three[1], three[0], three[2], three[1], three[0]}
-	if got := localPicks(t, l, 6); !slices.Equal(got, want) {
+	if got := picks(t, l, 6); !slices.Equal(got, want) {
 		t.Errorf("picks: got %q, want %q", got, want)
 	}
 	if n := lmoveCalls(t, srv); n != 0 {
@@ -51,18 +41,18 @@ func TestLocalRotatesOverASnapshot(t *testing.T) {
 	// A changed list is picked up at the next refresh, invalid entries
 	// skipped; an unchanged one keeps the position.
 	srv.Client.RPush(ctx, "servers", "javascript:alert(1)", "http://127.0.0.1:5003")
-	if err := l.Refresh(ctx); err != nil {
+	if err := p.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
 	want = []string{"http://127.0.0.1:5003", three[2], three[1]}
-	if got := localPicks(t, l, 3); !slices.Equal(got, want) {
+	if got := picks(t, l, 3); !slices.Equal(got, want) {
 		t.Errorf("picks after the list changed: got %q, want %q", got, want)
 	}
-	if err := l.Refresh(ctx); err != nil {
+	if err := p.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
 	want = []string{three[0], "http://127.0.0.1:5003"}
-	if got := localPicks(t, l, 2); !slices.Equal(got, want) {
+	if got := picks(t, l, 2); !slices.Equal(got, want) {
 		t.Errorf("picks after an unchanged refresh: got %q, want %q", got, want)
 	}
 	// Five picks so far over four valid entries: the next is three[2], and
@@ -71,31 +61,31 @@ func TestLocalRotatesOverASnapshot(t *testing.T) {
 	if got, err := l.Entries(ctx); err != nil || !slices.Equal(got, want) {
 		t.Errorf("Entries: got (%q, %v), want %q", got, err, want)
 	}
-	if got := localPicks(t, l, 1); got[0] != three[2] {
+	if got := picks(t, l, 1); got[0] != three[2] {
 		t.Errorf("pick after Entries: got %q, want %q", got[0], three[2])
 	}
 
 	// An emptied list empties the rotation; a wrong type is reported.
 	srv.Client.Del(ctx, "servers")
-	if err := l.Refresh(ctx); err != nil {
+	if err := p.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Next(ctx); !errors.Is(err, rotation.ErrNoBackends) {
+	if _, err := l.Pick(ctx, nil); !errors.Is(err, store.ErrNoBackends) {
 		t.Errorf("emptied list: got %v, want ErrNoBackends", err)
 	}
 	srv.Client.Set(ctx, "servers", "x", 0)
-	if err := l.Refresh(ctx); err != nil {
+	if err := p.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Next(ctx); !errors.Is(err, rotation.ErrWrongType) {
+	if _, err := l.Pick(ctx, nil); !errors.Is(err, store.ErrWrongType) {
 		t.Errorf("string key: got %v, want ErrWrongType", err)
 	}
 	srv.Client.Del(ctx, "servers")
 	srv.Client.RPush(ctx, "servers", "ftp://x")
-	if err := l.Refresh(ctx); err != nil {
+	if err := p.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Next(ctx); !errors.Is(err, rotation.ErrNoValidBackend) {
+	if _, err := l.Pick(ctx, nil); !errors.Is(err, store.ErrNoValidBackend) {
 		t.Errorf("only invalid entries: got %v, want ErrNoValidBackend", err)
 	}
 }
@@ -104,16 +94,17 @@ func TestLocalRotatesOverASnapshot(t *testing.T) {
 func TestLocalKeepsItsSnapshotWhenRedisIsGone(t *testing.T) {
 	ctx := context.Background()
 	s, srv := seededStore(t)
-	l := rotation.NewLocal(s, 0)
-	if err := l.Refresh(ctx); err != nil {
+	p := pool.New(s, 0, nil)
+	l := balance.NewLocal(p)
+	if err := p.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
 	srv.Stop()
-	if err := l.Refresh(ctx); !errors.Is(err, rotation.ErrUnavailable) {
+	if err := p.Refresh(ctx); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("refresh with Redis stopped: got %v, want ErrUnavailable", err)
 	}
 	want := []string{three[2], three[1], three[0]}
-	if got := localPicks(t, l, 3); !slices.Equal(got, want) {
+	if got := picks(t, l, 3); !slices.Equal(got, want) {
 		t.Errorf("picks with Redis stopped: got %q, want %q", got, want)
 	}
 }
@@ -121,8 +112,9 @@ func TestLocalKeepsItsSnapshotWhenRedisIsGone(t *testing.T) {
 func TestLocalConcurrentPicksAreExact(t *testing.T) {
 	ctx := context.Background()
 	s, _ := seededStore(t)
-	l := rotation.NewLocal(s, 0)
-	if err := l.Refresh(ctx); err != nil {
+	p := pool.New(s, 0, nil)
+	l := balance.NewLocal(p)
+	if err := p.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
 	counts := concurrentPicks(t, l, 30, 10)
@@ -130,5 +122,46 @@ func TestLocalConcurrentPicksAreExact(t *testing.T) {
 		if counts[b] != 100 {
 			t.Errorf("%s: got %d picks, want 100 (all: %v)", b, counts[b], counts)
 		}
+	}
+}
+
+// Local leaves down entries out of its snapshot too.
+func TestLocalSkipsDownEntries(t *testing.T) {
+	ctx := context.Background()
+	s, srv := seededStore(t)
+	srv.Client.SAdd(ctx, s.DownKey(), three[2])
+	p := pool.New(s, 0, nil)
+	l := balance.NewLocal(p)
+	if err := p.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := picks(t, l, 4), []string{three[1], three[0], three[1], three[0]}; !slices.Equal(got, want) {
+		t.Errorf("picks: got %q, want %q", got, want)
+	}
+	srv.Client.SAdd(ctx, s.DownKey(), three[0], three[1])
+	if err := p.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Pick(ctx, nil); !errors.Is(err, store.ErrAllDown) {
+		t.Errorf("all down: got %v, want ErrAllDown", err)
+	}
+	srv.Client.Del(ctx, s.DownKey())
+	if err := p.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := picks(t, l, 3), []string{three[2], three[1], three[0]}; !slices.Equal(got, want) {
+		t.Errorf("picks once back up: got %q, want %q", got, want)
+	}
+	if n, ok := p.Len(); n != 3 || !ok {
+		t.Errorf("Len: got (%d, %v), want (3, true)", n, ok)
+	}
+	// A down set of the wrong type reads as empty.
+	srv.Client.Set(ctx, s.DownKey(), "x", 0)
+	srv.Client.LPush(ctx, "servers", "http://127.0.0.1:5003")
+	if err := p.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := picks(t, l, 4); len(slices.Compact(slices.Sorted(slices.Values(got)))) != 4 {
+		t.Errorf("picks with a down set of the wrong type: got %q, want all four entries", got)
 	}
 }

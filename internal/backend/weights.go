@@ -1,4 +1,4 @@
-package rotation
+package backend
 
 import (
 	"errors"
@@ -23,7 +23,7 @@ const MaxWeight = 100
 // suffix whose N is not a whole number from 1 to MaxWeight.
 var ErrInvalidWeight = errors.New("invalid weight")
 
-// Weighted is a backend URL and its share of the rotation.
+// Weighted is a backend URL and its share of the backend.
 type Weighted struct {
 	URL    string
 	Weight int // 1 to MaxWeight
@@ -40,7 +40,7 @@ func (w Weighted) String() string {
 // ParseWeighted reads "URL*N", a URL with a trailing weight N (1 to
 // MaxWeight), or a plain "URL" of weight 1. Everything after the last '*'
 // is the weight, so a URL that holds a '*' itself must be given a weight
-// ("http://a.example/x*y*1"). The URL is not validated here: ParseBackend
+// ("http://a.example/x*y*1"). The URL is not validated here: Parse
 // does that, and Store.Replace applies it before writing.
 func ParseWeighted(arg string) (Weighted, error) {
 	i := strings.LastIndexByte(arg, '*')

@@ -1,12 +1,13 @@
-package rotation
+package backend
 
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 )
 
-func TestParseBackend(t *testing.T) {
+func TestParse(t *testing.T) {
 	good := []string{
 		"http://127.0.0.1:5000",
 		"http://localhost:5001/",
@@ -24,13 +25,13 @@ func TestParseBackend(t *testing.T) {
 		"http://a.example/café",
 	}
 	for _, s := range good {
-		u, err := ParseBackend(s)
+		u, err := Parse(s)
 		if err != nil {
-			t.Errorf("ParseBackend(%q): got error %v, want none", s, err)
+			t.Errorf("Parse(%q): got error %v, want none", s, err)
 			continue
 		}
 		if u.Host == "" {
-			t.Errorf("ParseBackend(%q): got empty host", s)
+			t.Errorf("Parse(%q): got empty host", s)
 		}
 	}
 
@@ -85,16 +86,16 @@ func TestParseBackend(t *testing.T) {
 		{"http://café.example", "non-ASCII host"},
 	}
 	for _, tc := range bad {
-		_, err := ParseBackend(tc.in)
+		_, err := Parse(tc.in)
 		if !errors.Is(err, ErrInvalidURL) {
-			t.Errorf("ParseBackend(%q) (%s): got error %v, want ErrInvalidURL", tc.in, tc.why, err)
+			t.Errorf("Parse(%q) (%s): got error %v, want ErrInvalidURL", tc.in, tc.why, err)
 		}
 	}
 }
 
-func ExampleParseBackend() {
+func ExampleParse() {
 	for _, s := range []string{"http://localhost:5000", "javascript:alert(1)", "http://a:5000\r\n"} {
-		if _, err := ParseBackend(s); err != nil {
+		if _, err := Parse(s); err != nil {
 			fmt.Println(err)
 			continue
 		}
@@ -106,14 +107,14 @@ func ExampleParseBackend() {
 	// invalid backend URL "http://a:5000\r\n": contains a space, control or invisible character
 }
 
-// FuzzParseBackend: whatever ParseBackend accepts is an http(s) URL with a
+// FuzzParse: whatever Parse accepts is an http(s) URL with a
 // host, no user info, and nothing that could break a header line.
-func FuzzParseBackend(f *testing.F) {
+func FuzzParse(f *testing.F) {
 	for _, s := range []string{"http://a:5000", "https://a/b", "javascript:x", "//a", "http://a\r\n", "http://u@a", "http://[::1]:1"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		u, err := ParseBackend(s)
+		u, err := Parse(s)
 		if err != nil {
 			return
 		}
@@ -129,4 +130,21 @@ func FuzzParseBackend(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestParseOrigin(t *testing.T) {
+	tests := []struct{ in, want, err string }{
+		{"http://localhost:5000", "http://localhost:5000", ""},
+		{"http://LOCALHOST:5000/", "http://localhost:5000", ""},
+		{"https://b.example", "https://b.example", ""},
+		{"http://b.example/app", "", "no path"},
+		{"javascript:alert(1)", "", "scheme"},
+		{"", "", "empty"},
+	}
+	for _, tc := range tests {
+		got, err := ParseOrigin(tc.in)
+		if got != tc.want || (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("ParseOrigin(%q): got (%q, %v), want (%q, error with %q)", tc.in, got, err, tc.want, tc.err)
+		}
+	}
 }

@@ -1,4 +1,4 @@
-package rotation_test
+package store_test
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/spreadlb/spread/internal/redistest"
-	"github.com/spreadlb/spread/internal/rotation"
+	"github.com/spreadlb/spread/internal/store"
 )
 
 // pauseWrites makes Redis hold every script until the returned function
@@ -30,9 +30,9 @@ func pauseWrites(t *testing.T, srv *redistest.Server) (unpause func()) {
 }
 
 // waitInFlight waits until a round trip is in flight.
-func waitInFlight(t *testing.T, s *rotation.Store) {
+func waitInFlight(t *testing.T, s *store.Store) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !s.InFlight(); {
+	for deadline := time.Now().Add(10 * time.Second); !s.TripInFlight(); {
 		if time.Now().After(deadline) {
 			t.Fatal("no round trip started")
 		}
@@ -41,7 +41,7 @@ func waitInFlight(t *testing.T, s *rotation.Store) {
 }
 
 // waitQueued waits until n picks are queued behind the round trip in flight.
-func waitQueued(t *testing.T, s *rotation.Store, n int) {
+func waitQueued(t *testing.T, s *store.Store, n int) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); s.Queued() != n; {
 		if time.Now().After(deadline) {
@@ -144,7 +144,7 @@ func TestQueuedPickThatGivesUpTakesNoStep(t *testing.T) {
 	waitInFlight(t, s)
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
-	if _, err := s.Next(short); !errors.Is(err, rotation.ErrUnavailable) {
+	if _, err := s.Next(short); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("queued pick past its deadline: got %v, want ErrUnavailable", err)
 	}
 	if n := s.Queued(); n != 0 {
@@ -166,8 +166,8 @@ func TestQueuedPickThatGivesUpTakesNoStep(t *testing.T) {
 func TestTallyCountsEveryDispatchersSteps(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Start(t)
-	a := rotation.NewStore(srv.Client, "servers", nil)
-	b := rotation.NewStore(srv.Client, "servers", nil)
+	a := store.NewStore(srv.Client, "servers", nil)
+	b := store.NewStore(srv.Client, "servers", nil)
 	if err := a.Replace(ctx, three); err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +207,7 @@ func TestTallyKeySharesTheListsSlot(t *testing.T) {
 		{"odd{}key", "{odd{}key}:picks"}, // an empty tag is no tag
 		{"half{open", "{half{open}:picks"},
 	} {
-		if got := rotation.TallyKeyOf(tc.key); got != tc.want {
+		if got := store.TallyKeyOf(tc.key); got != tc.want {
 			t.Errorf("tally key of %q: got %q, want %q", tc.key, got, tc.want)
 		}
 	}

@@ -1,4 +1,4 @@
-package rotation_test
+package store_test
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/spreadlb/spread/internal/redistest"
-	"github.com/spreadlb/spread/internal/rotation"
+	"github.com/spreadlb/spread/internal/store"
 )
 
 // A one-node Redis Cluster that holds every slot: Redis refuses a command
@@ -41,14 +41,14 @@ func startCluster(t *testing.T) string {
 
 func TestRotationOnACluster(t *testing.T) {
 	url := startCluster(t)
-	rdb, err := rotation.Connect(url, "test")
+	rdb, err := store.Connect(url, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rdb.Close()
 	ctx := context.Background()
 	for _, key := range []string{"servers", "{lb}servers"} {
-		s := rotation.NewStore(rdb, key, nil)
+		s := store.NewStore(rdb, key, nil)
 		if err := s.Replace(ctx, three); err != nil {
 			t.Fatalf("%s: Replace: %v", key, err)
 		}

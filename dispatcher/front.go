@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/spreadlb/spread/internal/balance"
+	"github.com/spreadlb/spread/internal/store"
+)
+
+// front is where every request on the main port is received, in both
+// modes: it asks the Picker for a backend, then hands the request to the
+// mode's deliverer (redirect.go or proxy.go). A deliverer that could not
+// reach the backend, and may try another, asks for the next pick.
+type front struct {
+	picker  balance.Picker
+	timeout time.Duration // how long to wait on the Picker, per pick (REDIS_TIMEOUT)
+	log     *slog.Logger
+	deliver deliverer
+}
+
+// deliverer sends one request to the backend picked for it, and calls
+// b.Done when the backend's part is over. retry reports that nothing was
+// written and the request may go to the next pick.
+type deliverer interface {
+	deliver(c echo.Context, b balance.Backend, try int) (retry bool)
+}
+
+// newFront returns the main port's Echo server: every method, every path
+// goes to f.handle.
+func newFront(f *front) *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.Pre(pathFromSlash)
+	e.Any("/*", f.handle)
+	// RouteNotFound also catches methods that Any does not list, so that
+	// truly every request is dispatched rather than answered 405.
+	e.RouteNotFound("/*", f.handle)
+	return e
+}
+
+// pathFromSlash gives request lines such as "GET http://host HTTP/1.1"
+// (empty path) or "GET *" a path that starts with "/", which no route
+// would match otherwise, so that they are dispatched like the rest.
+// ("OPTIONS *" never gets here: net/http answers it itself.)
+func pathFromSlash(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if u := c.Request().URL; len(u.Path) == 0 || u.Path[0] != '/' {
+			u.Path, u.RawPath = "/"+u.Path, ""
+		}
+		return next(c)
+	}
+}
+
+func (f *front) handle(c echo.Context) error {
+	for try := 0; ; try++ {
+		b, err := f.pick(c.Request())
+		if err != nil {
+			return f.noBackend(c, err)
+		}
+		chose(c, b.URL) // for the request log and metrics; the last one tried
+		if !f.deliver.deliver(c, b, try) {
+			return nil
+		}
+	}
+}
+
+// pick asks the Picker for a backend, waiting at most f.timeout.
+func (f *front) pick(r *http.Request) (balance.Backend, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), f.timeout)
+	defer cancel()
+	b, err := f.picker.Pick(ctx, r)
+	if err == nil && b.URL == nil {
+		err = errors.New("the picker returned no backend and no error")
+	}
+	return b, err
+}
+
+// noBackend answers a request for which no backend could be chosen: 503,
+// the reason in one line, and Retry-After.
+func (f *front) noBackend(c echo.Context, err error) error {
+	status, msg := explain(err)
+	if c.Request().Context().Err() != nil {
+		// The client left before a backend was chosen; nobody reads this.
+		f.log.Debug("client gone before a backend was chosen", "path", c.Request().URL.Path)
+	} else {
+		f.log.Error("no backend for request", "method", c.Request().Method, "path", c.Request().URL.Path, "status", status, "err", err)
+	}
+	c.Response().Header().Set("Retry-After", "1")
+	return c.String(status, msg+"\n")
+}
+
+// explain maps a pick error to the status and one-line body a client gets.
+// Every failure is a 503: the dispatcher is up but cannot choose a backend
+// now, and Retry-After invites the client to try again.
+func explain(err error) (int, string) {
+	switch {
+	case errors.Is(err, store.ErrNoBackends):
+		return http.StatusServiceUnavailable, "no backends: the rotation list is empty or missing (fill it with `seeder seed URL...`; in the compose stack, `docker compose run --rm seeder` restores the tutorial's list)"
+	case errors.Is(err, store.ErrWrongType):
+		return http.StatusServiceUnavailable, "misconfigured: the rotation key in Redis is not a list"
+	case errors.Is(err, store.ErrAllDown):
+		return http.StatusServiceUnavailable, "all backends are down: every entry of the rotation list fails its health checks"
+	case errors.Is(err, store.ErrNoValidBackend):
+		return http.StatusServiceUnavailable, "no valid backend: the rotation list holds only invalid URLs"
+	case errors.Is(err, store.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable, "redis unavailable: cannot choose a backend"
+	default:
+		return http.StatusServiceUnavailable, fmt.Sprintf("cannot choose a backend (%T)", err)
+	}
+}

@@ -1,0 +1,39 @@
+package balance
+
+import (
+	"context"
+	"math/rand/v2"
+	"net/http"
+
+	"github.com/spreadlb/spread/internal/pool"
+)
+
+// random: a uniform pick among the pool's eligible entries, with no Redis
+// call per request. A backend of weight N is N entries of the list, so it is
+// picked N times as often. Hipache's default; the simplest strategy that
+// needs no shared state at all, and the worked example of "how to write a
+// strategy" in docs/strategies.md.
+func init() {
+	Register(Strategy{
+		Name:  "random",
+		Usage: "a uniform pick from the list's eligible entries; no Redis per request",
+		Modes: []Mode{Redirect, Proxy},
+		New:   func(c Config) (Picker, error) { return NewRandom(c.Pool), nil },
+	})
+}
+
+// Random picks uniformly from a pool.
+type Random struct{ pool *pool.Pool }
+
+// NewRandom returns a random pick over p.
+func NewRandom(p *pool.Pool) *Random { return &Random{pool: p} }
+
+// Pick returns one eligible entry, each with the same chance.
+func (r *Random) Pick(context.Context, *http.Request) (Backend, error) {
+	eligible, err := r.pool.Eligible()
+	if err != nil {
+		return Backend{}, err
+	}
+	e := eligible[rand.IntN(len(eligible))]
+	return Backend{URL: e.URL, Entry: e.Raw}, nil
+}

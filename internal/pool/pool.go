@@ -1,0 +1,190 @@
+// Package pool is this process's view of the backends: a snapshot of the
+// rotation list and its down set, read from Redis every second, and the one
+// place that decides which entries a strategy may pick.
+//
+// An entry is eligible when backend.Parse accepts it and the shared health
+// checks have not put it in the down set. Every strategy that picks from
+// the snapshot (random, hash, p2c, the local round robin, the fallback while
+// Redis is down) picks among Snapshot.Eligible, and nothing else. The shared
+// round robin applies the same two rules inside its Redis script, where the
+// list moves (store's stepScript).
+package pool
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/url"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/spreadlb/spread/internal/backend"
+	"github.com/spreadlb/spread/internal/store"
+)
+
+// DefaultRefresh is how often a Pool reads the list again.
+const DefaultRefresh = time.Second
+
+// ErrNoSnapshot is returned before the list has been read once. It wraps
+// store.ErrUnavailable: until Redis has answered, nothing is known.
+var ErrNoSnapshot = errors.Join(store.ErrUnavailable, errors.New("the list has not been read yet"))
+
+// Entry is one eligible entry of the list.
+type Entry struct {
+	Raw string   // as the list holds it
+	URL *url.URL // as backend.Parse gives it; shared, never modify
+}
+
+// Snapshot is the list as last read. It never changes once published:
+// Refresh publishes a new one.
+type Snapshot struct {
+	Entries []string // the list as LRANGE showed it
+	Down    []string // the down set as SMEMBERS showed it, sorted
+	// Eligible holds the valid entries not marked down, in the shared
+	// rotation's pick order (the last entry of the list first), repeated
+	// entries (weights) included.
+	Eligible []Entry
+	// Err says why Eligible is empty: store.ErrNoBackends,
+	// store.ErrWrongType, store.ErrAllDown or store.ErrNoValidBackend.
+	Err error
+}
+
+// IsDown reports whether the down set holds entry.
+func (s *Snapshot) IsDown(entry string) bool {
+	_, down := slices.BinarySearch(s.Down, entry)
+	return down
+}
+
+// Pool keeps the snapshot of one Store's list.
+type Pool struct {
+	store   *store.Store
+	refresh time.Duration
+	log     *slog.Logger
+	snap    atomic.Pointer[Snapshot]
+}
+
+// New returns a Pool over st's list, read every refresh (a non-positive
+// refresh means DefaultRefresh). It holds no snapshot until Refresh or Run
+// has read one. A nil log discards its messages.
+func New(st *store.Store, refresh time.Duration, log *slog.Logger) *Pool {
+	if refresh <= 0 {
+		refresh = DefaultRefresh
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Pool{store: st, refresh: refresh, log: log}
+}
+
+// Snapshot returns the snapshot as last read, or nil before the first read.
+func (p *Pool) Snapshot() *Snapshot { return p.snap.Load() }
+
+// Eligible returns the entries a strategy may pick, in pick order, or why
+// there are none (ErrNoSnapshot before the first read).
+func (p *Pool) Eligible() ([]Entry, error) {
+	s := p.snap.Load()
+	if s == nil {
+		return nil, ErrNoSnapshot
+	}
+	if len(s.Eligible) == 0 {
+		return nil, s.Err
+	}
+	return s.Eligible, nil
+}
+
+// Len returns the number of entries in the snapshot, and whether there is
+// one.
+func (p *Pool) Len() (int, bool) {
+	if s := p.snap.Load(); s != nil {
+		return len(s.Entries), true
+	}
+	return 0, false
+}
+
+// Health returns the valid entries of the list as last read, each once and
+// written as backend.Parse gives it, and whether the shared health checks
+// had it up then (not in the down set). ok is false before the first read.
+func (p *Pool) Health() (up map[string]bool, ok bool) {
+	s := p.snap.Load()
+	if s == nil {
+		return nil, false
+	}
+	up = map[string]bool{}
+	for _, e := range s.Entries {
+		if u, err := backend.Parse(e); err == nil {
+			up[u.String()] = !s.IsDown(e)
+		}
+	}
+	return up, true
+}
+
+// Refresh reads the list and its down set once. While Redis does not
+// answer, the snapshot it has is kept, so picks go on over the last list it
+// read. A list that is empty, missing or not a list replaces the snapshot:
+// that is what Redis says the rotation is now.
+func (p *Pool) Refresh(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, p.store.StepTimeout())
+	defer cancel()
+	entries, down, err := p.store.Read(ctx)
+	if err != nil && !errors.Is(err, store.ErrWrongType) {
+		return err
+	}
+	slices.Sort(down)
+	old := p.snap.Load()
+	if err == nil && old != nil && slices.Equal(old.Entries, entries) && slices.Equal(old.Down, down) {
+		return nil
+	}
+	s := &Snapshot{Entries: entries, Down: down, Err: err}
+	if err == nil && len(entries) == 0 {
+		s.Err = store.ErrNoBackends
+	}
+	valid := 0
+	for i := len(entries) - 1; i >= 0; i-- {
+		u, err := backend.Parse(entries[i])
+		if err != nil {
+			continue
+		}
+		valid++
+		if s.IsDown(entries[i]) {
+			continue
+		}
+		s.Eligible = append(s.Eligible, Entry{Raw: entries[i], URL: u})
+	}
+	switch {
+	case len(s.Eligible) > 0 || s.Err != nil:
+	case valid == 0:
+		s.Err = store.ErrNoValidBackend
+	default:
+		s.Err = store.ErrAllDown
+	}
+	p.snap.Store(s)
+	if old == nil || !slices.Equal(old.Down, down) || len(old.Entries) != len(entries) {
+		// The order changes with every shared step; say only what matters.
+		p.log.Info("rotation snapshot read", "key", p.store.Key(), "entries", len(entries), "valid", valid, "down", len(down))
+	}
+	return nil
+}
+
+// Run refreshes the snapshot every refresh interval until ctx is done,
+// starting one interval from now: call Refresh first for the first read.
+func (p *Pool) Run(ctx context.Context) {
+	t := time.NewTicker(p.refresh)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := p.Refresh(ctx)
+		switch {
+		case err != nil && !failing && ctx.Err() == nil:
+			p.log.Warn("cannot read the rotation list; keeping the last snapshot", "err", err)
+		case err == nil && failing:
+			p.log.Info("rotation list readable again")
+		}
+		failing = err != nil
+	}
+}

@@ -1,0 +1,219 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/spreadlb/spread/internal/backend"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The health checks' state in Redis (package health does the probing):
+// the down set ("{servers}:down") that the rotation step reads, the lease
+// ("{servers}:lease") that names the one dispatcher probing at a time, the
+// probe hash ("{servers}:probe") and the failures proxies report
+// ("{servers}:reports").
+
+// claimScript takes or renews the lease KEYS[1] for ARGV[1] for ARGV[2]
+// milliseconds, as SET NX PX would for a newcomer, and if this checker
+// holds it returns {1, list KEYS[2], down set KEYS[3], probe hash KEYS[4]};
+// else {0}. Keys of the wrong type read as empty.
+// A lease key of the wrong type (put there by hand) counts as free: SET
+// replaces it.
+var claimScript = redis.NewScript(`
+local ok, holder = pcall(redis.call, "GET", KEYS[1])
+if ok and holder and holder ~= ARGV[1] then return {0} end
+redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+local function read(cmd, key, ...)
+  local ok, v = pcall(redis.call, cmd, key, ...)
+  if ok then return v end
+  return {}
+end
+return {1, read("LRANGE", KEYS[2], 0, -1), read("SMEMBERS", KEYS[3]), read("HGETALL", KEYS[4])}
+`)
+
+// publishScript replaces the down set KEYS[2] with ARGV[3...] and renews
+// the lease KEYS[1] for ARGV[2] ms, if ARGV[1] still holds it; it returns 1
+// then, else 0 and writes nothing.
+var publishScript = redis.NewScript(`
+local ok, holder = pcall(redis.call, "GET", KEYS[1])
+if not ok or holder ~= ARGV[1] then return 0 end
+redis.call("PEXPIRE", KEYS[1], ARGV[2])
+redis.call("DEL", KEYS[2])
+for i = 3, #ARGV, 1000 do
+  redis.call("SADD", KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+return 1
+`)
+
+// releaseScript deletes the lease KEYS[1] if ARGV[1] holds it.
+var releaseScript = redis.NewScript(`
+local ok, holder = pcall(redis.call, "GET", KEYS[1])
+if ok and holder == ARGV[1] then return redis.call("DEL", KEYS[1]) end
+return 0
+`)
+
+// LeaseKey returns the Redis key of the health checks' lease, in the list's
+// hash slot: "{servers}:lease" for "servers".
+func (s *Store) LeaseKey() string { return s.lease }
+
+// LeaseView is what the lease holder reads at the start of a round, in the
+// same script that renews its lease: the list, the down set and the probe
+// hash (origin -> probe origin).
+type LeaseView struct {
+	Entries []string
+	Down    []string
+	Probes  map[string]string
+}
+
+// ClaimLease takes the lease for id for ttl, or renews it if id holds it,
+// as SET NX PX would for a newcomer. held is false, and the view empty, when
+// another checker holds it.
+func (s *Store) ClaimLease(ctx context.Context, id string, ttl time.Duration) (held bool, v LeaseView, err error) {
+	res, err := claimScript.Run(ctx, s.rdb, []string{s.lease, s.key, s.down, s.probes}, id, ttl.Milliseconds()).Slice()
+	if err != nil {
+		return false, v, s.classify(err)
+	}
+	if len(res) != 4 {
+		return false, v, nil
+	}
+	v = LeaseView{Entries: stringsOf(res[1]), Down: stringsOf(res[2]), Probes: map[string]string{}}
+	for kv := stringsOf(res[3]); len(kv) >= 2; kv = kv[2:] {
+		v.Probes[kv[0]] = kv[1]
+	}
+	return true, v, nil
+}
+
+// PublishDown makes the down set exactly down and renews the lease for ttl,
+// if id still holds it; held is false, and nothing is written, if not.
+func (s *Store) PublishDown(ctx context.Context, id string, ttl time.Duration, down []string) (held bool, err error) {
+	args := append([]any{id, ttl.Milliseconds()}, toArgs(down)...)
+	n, err := publishScript.Run(ctx, s.rdb, []string{s.lease, s.down}, args...).Int()
+	if err != nil {
+		return false, s.classify(err)
+	}
+	return n == 1, nil
+}
+
+// ReleaseLease gives the lease up if id holds it.
+func (s *Store) ReleaseLease(ctx context.Context, id string) error {
+	return s.classify(releaseScript.Run(ctx, s.rdb, []string{s.lease}, id).Err())
+}
+
+// TakeReports reads and clears the failures reported since the last call
+// (ReportFailure), in one MULTI: origin -> how many.
+func (s *Store) TakeReports(ctx context.Context) (map[string]string, error) {
+	var all *redis.MapStringStringCmd
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		all = p.HGetAll(ctx, s.reports)
+		p.Del(ctx, s.reports)
+		return nil
+	})
+	if err != nil {
+		return nil, s.classify(err)
+	}
+	return all.Val(), nil
+}
+
+// ReportFailure tells the health checks that connecting to entry's origin
+// failed (a proxying dispatcher calls it): the lease holder counts it as one
+// failed check in its next round. An entry that does not parse is ignored.
+func (s *Store) ReportFailure(ctx context.Context, entry string) error {
+	u, err := s.parse(entry)
+	if err != nil {
+		return nil
+	}
+	return s.classify(s.rdb.HIncrBy(ctx, s.reports, backend.Origin(u), 1).Err())
+}
+
+// Down returns the entries marked down, sorted.
+func (s *Store) Down(ctx context.Context) ([]string, error) {
+	down, err := s.rdb.SMembers(ctx, s.down).Result()
+	if err != nil {
+		return nil, s.classify(err)
+	}
+	slices.Sort(down)
+	return down, nil
+}
+
+// Probes returns the probe hash: origin -> the origin probed instead.
+func (s *Store) Probes(ctx context.Context) (map[string]string, error) {
+	m, err := s.rdb.HGetAll(ctx, s.probes).Result()
+	return m, s.classify(err)
+}
+
+// SetProbe makes the health checks probe probe instead of origin (both
+// origins, validated).
+func (s *Store) SetProbe(ctx context.Context, origin, probe string) error {
+	o, p, err := parseProbe(origin, probe)
+	if err != nil {
+		return err
+	}
+	return s.classify(s.rdb.HSet(ctx, s.probes, o, p).Err())
+}
+
+// RemoveProbe removes origin's probe address: it is probed at its own
+// address again. An origin without one gives ErrNotInList.
+func (s *Store) RemoveProbe(ctx context.Context, origin string) error {
+	o, err := backend.ParseOrigin(origin)
+	if err != nil {
+		o = origin // let a hand-made, invalid field be removed too
+	}
+	n, err := s.rdb.HDel(ctx, s.probes, o).Result()
+	if err != nil {
+		return s.classify(err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%q: %w %q", origin, ErrNotInList, s.probes)
+	}
+	return nil
+}
+
+func parseProbe(origin, probe string) (string, string, error) {
+	o, err := backend.ParseOrigin(origin)
+	if err != nil {
+		return "", "", err
+	}
+	p, err := backend.ParseOrigin(probe)
+	if err != nil {
+		return "", "", err
+	}
+	return o, p, nil
+}
+
+// ReplaceWithProbes is Replace, and also makes the probe hash exactly
+// probes (origin -> probe origin), in the same MULTI/EXEC. Every URL and
+// origin is validated first; if any fails, nothing is written. A nil
+// probes leaves the probe hash as it is (that is Replace).
+func (s *Store) ReplaceWithProbes(ctx context.Context, urls []string, probes map[string]string) error {
+	if len(urls) == 0 {
+		return ErrNoURLs
+	}
+	if err := validateAll(urls); err != nil {
+		return err
+	}
+	var hash []any
+	for _, o := range slices.Sorted(maps.Keys(probes)) {
+		o, p, err := parseProbe(o, probes[o])
+		if err != nil {
+			return err
+		}
+		hash = append(hash, o, p)
+	}
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, s.key, s.tally)
+		p.RPush(ctx, s.key, toArgs(urls)...)
+		if probes != nil {
+			p.Del(ctx, s.probes)
+			if len(hash) > 0 {
+				p.HSet(ctx, s.probes, hash...)
+			}
+		}
+		return nil
+	})
+	return s.classify(err)
+}

@@ -1,0 +1,434 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Requests in flight, shared through Redis, for the least-connections and
+// power-of-two-choices strategies.
+//
+// Each dispatcher publishes how many requests it has in flight to each
+// entry in one hash, "{servers}:inflight", under fields "ID|ENTRY", and
+// renews its own expiry in the sorted set "{servers}:alive" (member ID,
+// score the time, in Redis's own clock, after which its counts no longer
+// count). A dispatcher that dies stops renewing: within InflightTTL its
+// counts stop steering the others, and the next script call deletes them.
+//
+// Every call is one script (inflightScript) that first replaces this
+// dispatcher's fields with its counts as it knows them now (absolute
+// values, not increments, so a call that failed or timed out, whose effect
+// is unknown, is corrected by the next one), then takes the picks asked
+// for, each adding one to its entry, and returns the picks and the counts
+// of the other live dispatchers. Calls are serialized per Inflight, and
+// concurrent picks share a call, as the rotation steps do (rotate.go):
+// least-connections costs one round trip to pick, shared, and one to
+// release, shared with the picks and releases around it.
+
+// InflightTTL is how long a dispatcher's counts live without a renewal.
+const InflightTTL = 10 * time.Second
+
+// inflightRenew is how often an Inflight renews its counts when it has
+// nothing else to send (Keepalive).
+const inflightRenew = 2 * time.Second
+
+// inflightScript: KEYS[1] the counts hash, KEYS[2] the alive set, KEYS[3]
+// the tie-break turn. ARGV: ID, TTL (ms), picks N, own pairs M, then M
+// pairs ENTRY COUNT (this dispatcher's counts), then candidate pairs ENTRY
+// WEIGHT, in rotation order. It returns how many entries it chose, the
+// chosen entries (fewer than N only if there are no candidates), then the
+// other live dispatchers' summed counts as pairs ENTRY COUNT.
+//
+// A pick takes the candidate with the fewest requests in flight per unit of
+// weight, over every live dispatcher. Among equals it takes the first at or
+// after the turn, and moves the turn past it, so an idle pool still
+// rotates. Fields of expired dispatchers are deleted as they are met.
+var inflightScript = redis.NewScript(`
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local id, ttl, npick, nown = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local prefix = id .. "|"
+local expired = {}
+for _, who in ipairs(redis.call("ZRANGEBYSCORE", KEYS[2], "-inf", now)) do expired[who] = true end
+redis.call("ZREMRANGEBYSCORE", KEYS[2], "-inf", now)
+redis.call("ZADD", KEYS[2], now + ttl, id)
+local own, others = {}, {}
+local i = 5
+for _ = 1, nown do
+  own[ARGV[i]] = tonumber(ARGV[i + 1])
+  i = i + 2
+end
+local all = redis.call("HGETALL", KEYS[1])
+for j = 1, #all, 2 do
+  local f = all[j]
+  local sep = string.find(f, "|", 1, true)
+  local who, e = "", f
+  if sep then who, e = string.sub(f, 1, sep - 1), string.sub(f, sep + 1) end
+  if who == id then
+    if not own[e] then redis.call("HDEL", KEYS[1], f) end
+  elseif expired[who] or not sep then
+    redis.call("HDEL", KEYS[1], f)
+  else
+    others[e] = (others[e] or 0) + (tonumber(all[j + 1]) or 0)
+  end
+end
+local cands, weights = {}, {}
+while i <= #ARGV do
+  cands[#cands + 1] = ARGV[i]
+  weights[#weights + 1] = tonumber(ARGV[i + 1])
+  i = i + 2
+end
+local out = {"0"}
+if npick > 0 and #cands > 0 then
+  local turn = tonumber(redis.call("GET", KEYS[3]) or "0") or 0
+  for _ = 1, npick do
+    local best, bestLoad, bestW = nil, 0, 1
+    for k = 0, #cands - 1 do
+      local c = (turn + k) % #cands + 1
+      local e = cands[c]
+      local load = (others[e] or 0) + (own[e] or 0)
+      if best == nil or load * bestW < bestLoad * weights[c] then
+        best, bestLoad, bestW = c, load, weights[c]
+      end
+    end
+    local e = cands[best]
+    own[e] = (own[e] or 0) + 1
+    out[#out + 1] = e
+    turn = best % #cands
+  end
+  redis.call("SET", KEYS[3], turn)
+end
+for e, n in pairs(own) do
+  if n > 0 then redis.call("HSET", KEYS[1], prefix .. e, n) else redis.call("HDEL", KEYS[1], prefix .. e) end
+end
+out[1] = tostring(#out - 1)
+for e, n in pairs(others) do
+  if n > 0 then
+    out[#out + 1] = e
+    out[#out + 1] = tostring(n)
+  end
+end
+return out
+`)
+
+// Candidate is an entry a least-connections pick may take, with its weight
+// (how many times the list holds it).
+type Candidate struct {
+	Entry  string
+	Weight int
+}
+
+// Inflight is one dispatcher's side of the shared in-flight counts.
+type Inflight struct {
+	s     *Store
+	id    string
+	eager bool // Release starts a call at once (least-connections)
+
+	mu      sync.Mutex
+	busy    bool              // a call is in flight
+	dirty   bool              // counts changed since the last call (a release)
+	queue   []*inflightWaiter // picks waiting for the next call
+	own     map[string]int64  // this dispatcher's requests in flight, by entry
+	others  map[string]int64  // the other live dispatchers' counts, as last read
+	calls   uint64
+	lastErr error
+}
+
+type inflightWaiter struct {
+	cands []Candidate
+	done  chan struct{}
+	entry string
+	err   error
+}
+
+// NewInflight returns this dispatcher's counts, under id (unique among the
+// dispatchers of one list: a host name and a random suffix). With eager,
+// every Release sends the new count at once (sharing the call with the
+// picks and releases around it); without, counts reach Redis with the next
+// Sync.
+func (s *Store) NewInflight(id string, eager bool) *Inflight {
+	return &Inflight{s: s, id: id, eager: eager, own: map[string]int64{}, others: map[string]int64{}}
+}
+
+// Add counts one more request to entry, in this process only: the count
+// reaches Redis with the next call. Release must follow.
+func (f *Inflight) Add(entry string) {
+	f.mu.Lock()
+	f.own[entry]++
+	f.dirty = true
+	f.mu.Unlock()
+}
+
+// Load returns the requests in flight to entry: the other dispatchers' as
+// last read, plus this one's now.
+func (f *Inflight) Load(entry string) int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.others[entry] + f.own[entry]
+}
+
+// Pick takes the candidate with the fewest requests in flight across every
+// live dispatcher and counts one more request to it. Release must follow
+// when the request ends. Concurrent picks share a round trip.
+func (f *Inflight) Pick(ctx context.Context, cands []Candidate) (string, error) {
+	if len(cands) == 0 {
+		return "", ErrNoBackends
+	}
+	w := &inflightWaiter{cands: cands, done: make(chan struct{}, 1)}
+	f.mu.Lock()
+	f.queue = append(f.queue, w)
+	lead := !f.busy
+	f.busy = true
+	f.mu.Unlock()
+	if lead {
+		f.lead(ctx)
+	}
+	select {
+	case <-w.done:
+		return w.entry, w.err
+	case <-ctx.Done():
+	}
+	f.mu.Lock()
+	if i := slices.Index(f.queue, w); i >= 0 {
+		// Still queued: leave, and nothing is counted.
+		f.queue = slices.Delete(f.queue, i, i+1)
+		f.mu.Unlock()
+		return "", f.s.classify(ctx.Err())
+	}
+	f.mu.Unlock()
+	// Taken into a call: its pick is counted; give it back.
+	<-w.done
+	if w.err == nil {
+		f.Release(w.entry)
+	}
+	return "", f.s.classify(ctx.Err())
+}
+
+// Release counts one request to entry as over. It does not wait: the new
+// count reaches Redis with the next call, which it starts if none is in
+// flight.
+func (f *Inflight) Release(entry string) {
+	f.mu.Lock()
+	if f.own[entry] > 0 {
+		f.own[entry]--
+		if f.own[entry] == 0 {
+			delete(f.own, entry)
+		}
+	}
+	f.dirty = true
+	lead := f.eager && !f.busy
+	if lead {
+		f.busy = true
+	}
+	f.mu.Unlock()
+	if lead {
+		go f.lead(context.Background())
+	}
+}
+
+// Sync sends this dispatcher's counts and reads the others', without a
+// pick, and returns the others' counts.
+func (f *Inflight) Sync(ctx context.Context) (map[string]int64, error) {
+	f.mu.Lock()
+	f.dirty = true
+	lead := !f.busy
+	f.busy = true
+	f.mu.Unlock()
+	if lead {
+		f.lead(ctx)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.others), f.lastErr
+}
+
+// Keepalive renews this dispatcher's counts every inflightRenew until ctx
+// is done, so that they outlive a quiet spell, and withdraws them on the
+// way out.
+func (f *Inflight) Keepalive(ctx context.Context) {
+	t := time.NewTicker(inflightRenew)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			f.Withdraw()
+			return
+		case <-t.C:
+		}
+		f.Sync(ctx)
+	}
+}
+
+// Withdraw takes this dispatcher out of the live set, so that its counts
+// stop counting at once rather than when they expire (on shutdown).
+func (f *Inflight) Withdraw() {
+	ctx, cancel := context.WithTimeout(context.Background(), f.s.stepTimeout)
+	defer cancel()
+	f.s.rdb.ZRem(ctx, sibling(f.s.key, "alive"), f.id)
+}
+
+// Own returns this dispatcher's requests in flight, by entry.
+func (f *Inflight) Own() map[string]int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.own)
+}
+
+// Shared returns the requests in flight by entry, every live dispatcher's
+// added up, as last read: the others' counts at the last call plus this
+// dispatcher's own now.
+func (f *Inflight) Shared() map[string]int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := maps.Clone(f.others)
+	for e, n := range f.own {
+		out[e] += n
+	}
+	return out
+}
+
+// Calls is how many scripts this Inflight has sent.
+func (f *Inflight) Calls() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls
+}
+
+// lead makes calls until nothing is queued or changed, then marks the
+// Inflight idle. The caller set busy.
+func (f *Inflight) lead(ctx context.Context) {
+	for {
+		f.mu.Lock()
+		batch := f.queue
+		f.queue = nil
+		if len(batch) == 0 && !f.dirty {
+			f.busy = false
+			f.mu.Unlock()
+			return
+		}
+		f.dirty = false
+		own := maps.Clone(f.own)
+		f.mu.Unlock()
+
+		cands := []Candidate(nil)
+		if len(batch) > 0 {
+			cands = batch[0].cands
+		}
+		picks, others, err := f.call(ctx, own, len(batch), cands)
+
+		f.mu.Lock()
+		f.calls++
+		f.lastErr = err
+		if err == nil {
+			f.others = others
+		} else {
+			f.dirty = true // send the counts again with the next call
+		}
+		for i, w := range batch {
+			switch {
+			case err != nil:
+				w.err = err
+			case i < len(picks):
+				w.entry = picks[i]
+				f.own[w.entry]++
+			default:
+				w.err = ErrNoBackends
+			}
+		}
+		retry := err != nil && len(batch) == 0 // a failed renewal: leave it to Keepalive
+		if retry {
+			f.dirty = false
+		}
+		f.mu.Unlock()
+		for _, w := range batch {
+			w.done <- struct{}{}
+		}
+		if len(batch) > 0 {
+			// This goroutine's own pick is answered: let another carry on.
+			f.mu.Lock()
+			more := len(f.queue) > 0 || f.dirty
+			if !more {
+				f.busy = false
+			}
+			f.mu.Unlock()
+			if more {
+				go f.lead(context.WithoutCancel(ctx))
+			}
+			return
+		}
+	}
+}
+
+// call is the round trip.
+func (f *Inflight) call(ctx context.Context, own map[string]int64, n int, cands []Candidate) (picks []string, others map[string]int64, err error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.s.stepTimeout)
+	defer cancel()
+	args := []any{f.id, InflightTTL.Milliseconds(), n, len(own)}
+	for _, e := range slices.Sorted(maps.Keys(own)) {
+		args = append(args, e, own[e])
+	}
+	for _, c := range cands {
+		args = append(args, c.Entry, max(c.Weight, 1))
+	}
+	keys := []string{sibling(f.s.key, "inflight"), sibling(f.s.key, "alive"), sibling(f.s.key, "turn")}
+	res, err := inflightScript.Run(ctx, f.s.rdb, keys, args...).StringSlice()
+	if err != nil {
+		return nil, nil, f.s.classify(err)
+	}
+	var np int
+	if len(res) > 0 {
+		np, _ = strconv.Atoi(res[0])
+	}
+	if len(res) == 0 || np < 0 || 1+np > len(res) || (len(res)-1-np)%2 != 0 {
+		return nil, nil, fmt.Errorf("%w: the in-flight script answered %d values", ErrUnavailable, len(res))
+	}
+	others = map[string]int64{}
+	for kv := res[1+np:]; len(kv) >= 2; kv = kv[2:] {
+		v, _ := strconv.ParseInt(kv[1], 10, 64)
+		others[kv[0]] = v
+	}
+	return res[1 : 1+np], others, nil
+}
+
+// InFlight reads the requests in flight by entry, every live dispatcher's
+// added up (what `seeder list` shows). An empty map means none are counted.
+func (s *Store) InFlight(ctx context.Context) (map[string]int64, error) {
+	var all *redis.MapStringStringCmd
+	var alive *redis.ZSliceCmd
+	var now *redis.TimeCmd
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		now = p.Time(ctx)
+		alive = p.ZRangeWithScores(ctx, sibling(s.key, "alive"), 0, -1)
+		all = p.HGetAll(ctx, sibling(s.key, "inflight"))
+		return nil
+	})
+	if err != nil {
+		return nil, s.classify(err)
+	}
+	nowMs := float64(now.Val().UnixMilli())
+	live := map[string]bool{}
+	for _, z := range alive.Val() {
+		if who, ok := z.Member.(string); ok && z.Score > nowMs {
+			live[who] = true
+		}
+	}
+	out := map[string]int64{}
+	for f, v := range all.Val() {
+		who, e, ok := strings.Cut(f, "|")
+		if !ok || !live[who] {
+			continue
+		}
+		if n, _ := strconv.ParseInt(v, 10, 64); n > 0 {
+			out[e] += n
+		}
+	}
+	return out, nil
+}

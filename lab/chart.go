@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -46,14 +47,14 @@ var (
 	guideColor = color.Gray{0x60}
 )
 
-// writeCharts writes latency.svg and share.svg into dir and returns their
+// writeCharts writes latency.svg, share.svg and redis.svg into dir and returns their
 // paths.
 func writeCharts(dir string, r report) ([]string, error) {
 	var paths []string
 	for _, c := range []struct {
 		file string
 		make func(report) (*plot.Plot, *plot.Legend, error)
-	}{{"latency.svg", latencyChart}, {"share.svg", shareChart}} {
+	}{{"latency.svg", latencyChart}, {"share.svg", shareChart}, {"redis.svg", redisChart}} {
 		p, l, err := c.make(r)
 		if err != nil {
 			return paths, fmt.Errorf("%s: %w", c.file, err)
@@ -202,6 +203,47 @@ func shareChart(r report) (*plot.Plot, *plot.Legend, error) {
 	p.Add(capacity)
 	l.Add(fmt.Sprintf("%s's share\nof capacity", slow.Name), capacity)
 	return p, l, nil
+}
+
+// redisChart: Redis commands per request sent, per strategy.
+func redisChart(r report) (*plot.Plot, *plot.Legend, error) {
+	strategies := make([]string, len(r.Results))
+	vals := make(plotter.Values, len(r.Results))
+	for i, res := range r.Results {
+		strategies[i] = res.Strategy
+		vals[i] = r.Scenario.RedisCommandsPerRequest[res.Strategy]
+	}
+	if len(strategies) == 0 {
+		return nil, nil, errNoResults
+	}
+	p := newPlot("Redis commands per request, background work included", "commands per request", strategies)
+	p.Y.Min = 0
+	p.Y.Max = max(1, slices.Max(vals)) * 1.15
+	grid := plotter.NewGrid()
+	grid.Vertical.Color = nil
+	p.Add(grid)
+	bc, err := plotter.NewBarChart(vals, 56)
+	if err != nil {
+		return nil, nil, err
+	}
+	bc.Color = percentileColors[1]
+	bc.LineStyle.Width = 0
+	p.Add(bc, &barLabels{bars: bc})
+	l := newLegend()
+	l.Add("Redis calls", bc)
+	return p, l, nil
+}
+
+// barLabels writes each bar's value above it.
+type barLabels struct{ bars *plotter.BarChart }
+
+func (b *barLabels) Plot(c draw.Canvas, p *plot.Plot) {
+	trX, trY := p.Transforms(&c)
+	sty := textStyle(10)
+	sty.XAlign = draw.XCenter
+	for i, v := range b.bars.Values {
+		c.FillText(sty, vg.Point{X: trX(float64(i)), Y: trY(v) + 3}, strconv.FormatFloat(v, 'f', 2, 64))
+	}
 }
 
 // saveSVG draws p with the legend l to its right and writes it to path.

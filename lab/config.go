@@ -30,9 +30,9 @@ var (
 	timeoutSetting      = setting{"LAB_TIMEOUT", "5s", "how long a request may take before it counts as an error"}
 	usersSetting        = setting{"LAB_USERS", "1000", "distinct X-User header values in the load; STRATEGY=hash hashes on them"}
 	fastSetting         = setting{"LAB_FAST", "2", "how many fast backends"}
-	fastLatencySetting  = setting{"LAB_FAST_LATENCY", "20ms", "LATENCY of each fast backend"}
+	fastLatencySetting  = setting{"LAB_FAST_LATENCY", "40ms", "LATENCY of each fast backend"}
 	fastCapacitySetting = setting{"LAB_FAST_CAPACITY", "8", "CAPACITY of each fast backend"}
-	slowLatencySetting  = setting{"LAB_SLOW_LATENCY", "100ms", "LATENCY of the slow backend"}
+	slowLatencySetting  = setting{"LAB_SLOW_LATENCY", "200ms", "LATENCY of the slow backend"}
 	slowCapacitySetting = setting{"LAB_SLOW_CAPACITY", "4", "CAPACITY of the slow backend"}
 	jitterSetting       = setting{"LAB_JITTER", "0s", "LATENCY_JITTER of every backend"}
 	seedSetting         = setting{"LAB_SEED", "1", "seed of the arrival times and of the X-User sequence"}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,8 +15,8 @@ func envOf(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
 }
 
-// The default scenario: two fast backends of 8 × 20 ms (400 req/s each),
-// one slow one of 4 × 100 ms (40 req/s), and 75% of their 840 req/s.
+// The default scenario: two fast backends of 8 × 40 ms (200 req/s each),
+// one slow one of 4 × 200 ms (20 req/s), and 75% of their 420 req/s.
 func TestDefaultScenario(t *testing.T) {
 	cfg, err := loadConfig(envOf(nil))
 	if err != nil {
@@ -25,14 +26,14 @@ func TestDefaultScenario(t *testing.T) {
 	for _, b := range cfg.backends {
 		got = append(got, b.Name+" "+b.latency.String()+" ×"+strconv.Itoa(b.Capacity))
 	}
-	if want := []string{"fast1 20ms ×8", "fast2 20ms ×8", "slow 100ms ×4"}; strings.Join(got, ", ") != strings.Join(want, ", ") {
+	if want := []string{"fast1 40ms ×8", "fast2 40ms ×8", "slow 200ms ×4"}; strings.Join(got, ", ") != strings.Join(want, ", ") {
 		t.Errorf("got backends %q, want %q", got, want)
 	}
-	if c := capacityRPS(cfg.backends); c != 840 {
-		t.Errorf("got capacity %v req/s, want 840", c)
+	if c := capacityRPS(cfg.backends); math.Abs(c-420) > 1e-9 {
+		t.Errorf("got capacity %v req/s, want 420", c)
 	}
-	if cfg.rate != 630 {
-		t.Errorf("got rate %d req/s, want 630 (75%% of 840)", cfg.rate)
+	if cfg.rate != 315 {
+		t.Errorf("got rate %d req/s, want 315 (75%% of 420)", cfg.rate)
 	}
 	if want := []string{"round-robin", "random", "least-conn", "p2c", "hash"}; strings.Join(cfg.strategies, ",") != strings.Join(want, ",") {
 		t.Errorf("got strategies %q, want %q", cfg.strategies, want)
@@ -50,8 +51,8 @@ func TestRateFollowsTheScenario(t *testing.T) {
 		env  map[string]string
 		want int
 	}{
-		{map[string]string{"LAB_FAST": "3", "LAB_FAST_LATENCY": "10ms", "LAB_SLOW_CAPACITY": "2"}, 1815}, // 0.75 × (3×800 + 20)
-		{map[string]string{"LAB_JITTER": "20ms"}, 427},                                                   // 0.75 × (2×8/30ms + 4/110ms)
+		{map[string]string{"LAB_FAST": "3", "LAB_FAST_LATENCY": "10ms"}, 1815}, // 0.75 × (3×800 + 4/200ms)
+		{map[string]string{"LAB_JITTER": "20ms"}, 254},                         // 0.75 × (2×8/50ms + 4/210ms)
 		{map[string]string{"LAB_RATE": "123"}, 123},
 	} {
 		cfg, err := loadConfig(envOf(tc.env))

@@ -52,10 +52,14 @@ func TestLabRun(t *testing.T) {
 		t.Fatalf("report.json has keys %q, want results and scenario", got)
 	}
 	var sc struct {
-		SlowBackend string `json:"slow_backend"`
+		SlowBackend string             `json:"slow_backend"`
+		Redis       map[string]float64 `json:"redis_commands_per_request"`
 	}
 	if err := json.Unmarshal(doc["scenario"], &sc); err != nil || sc.SlowBackend != slowName {
 		t.Errorf("scenario.slow_backend: got %q (%v), want %q", sc.SlowBackend, err, slowName)
+	}
+	if got := slices.Sorted(maps.Keys(sc.Redis)); !slices.Equal(got, slices.Sorted(slices.Values(allStrategies))) {
+		t.Errorf("scenario.redis_commands_per_request has strategies %q, want every one of %q", got, allStrategies)
 	}
 	var results []map[string]json.RawMessage
 	if err := json.Unmarshal(doc["results"], &results); err != nil {
@@ -114,7 +118,7 @@ func TestLabRun(t *testing.T) {
 		t.Errorf("got results for %q, want %q, in that order", strategies, allStrategies)
 	}
 
-	for _, name := range []string{"latency.svg", "share.svg"} {
+	for _, name := range []string{"latency.svg", "share.svg", "redis.svg"} {
 		b, err := os.ReadFile(filepath.Join(out, name))
 		if err != nil {
 			t.Error(err)

@@ -105,6 +105,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		fmt.Fprintf(stdout, "%-11s %6d requests, %5d errors, p99 %8.1f ms, %s sent %4.1f%%\n",
 			s, r.Requests, r.Errors, r.P99MS, slowName, 100*r.Share[slowName])
 		rep.Results = append(rep.Results, r)
+		rep.Scenario.RedisCommandsPerRequest[s] = round(r.redisPerRequest, 3)
 	}
 	fmt.Fprintln(stdout)
 	printTable(stdout, rep)
@@ -157,6 +158,10 @@ func runStrategy(ctx context.Context, st *stack, cfg config, strategy string) (r
 	if err != nil {
 		return result{}, err
 	}
+	cmdsBefore, err := st.redisCommands(ctx)
+	if err != nil {
+		return result{}, err
+	}
 	o := attack(ctx, cfg, d.url, strategy)
 	if err := ctx.Err(); err != nil {
 		return result{}, err
@@ -170,11 +175,17 @@ func runStrategy(ctx context.Context, st *stack, cfg config, strategy string) (r
 	if err != nil {
 		return result{}, err
 	}
+	cmdsAfter, err := st.redisCommands(ctx)
+	if err != nil {
+		return result{}, err
+	}
 	d.proc.stop()
 	if err := st.drain(ctx); err != nil {
 		return result{}, err
 	}
-	return newResult(strategy, st.names(), o, sent), nil
+	r := newResult(strategy, st.names(), o, sent)
+	r.redisPerRequest = float64(cmdsAfter-cmdsBefore) / float64(max(1, o.requests))
+	return r, nil
 }
 
 // sentSince returns how many requests d has sent to each backend, by name,
@@ -219,10 +230,11 @@ func newScenario(cfg config) scenario {
 		RateRPS: cfg.rate, Load: round(float64(cfg.rate)/c, 3), Arrivals: cfg.arrivals,
 		DurationS: cfg.duration.Seconds(), TimeoutS: cfg.timeout.Seconds(), Users: cfg.users,
 		HashKey: hashKey, Seed: cfg.seed, Dispatchers: 1, Share: shareMeaning,
-		Machine: machine(), Date: time.Now().UTC().Format(time.DateOnly)}
+		Machine: machine(), Date: time.Now().UTC().Format(time.DateOnly),
+		RedisCommandsPerRequest: map[string]float64{}}
 }
 
-// poolString describes the pool: "fast1 20ms×8, fast2 20ms×8, slow 100ms×4".
+// poolString describes the pool: "fast1 40ms×8, fast2 40ms×8, slow 200ms×4".
 func poolString(bs []backendSpec) string {
 	parts := make([]string, len(bs))
 	for i, b := range bs {

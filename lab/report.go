@@ -38,6 +38,10 @@ type scenario struct {
 	Share       string        `json:"share"` // what a share counts
 	Machine     string        `json:"machine"`
 	Date        string        `json:"date"`
+	// RedisCommandsPerRequest is, by strategy, the commands Redis
+	// processed while the strategy ran, over the requests sent: what it
+	// costs the shared state, on the request path or in the background.
+	RedisCommandsPerRequest map[string]float64 `json:"redis_commands_per_request"`
 }
 
 // shareMeaning is scenario.share.
@@ -54,9 +58,10 @@ type result struct {
 	P99MS    float64            `json:"p99_ms"`
 	Share    map[string]float64 `json:"share"`
 
-	answered map[string]int // successful answers by X-Backend, for the table
-	sent     map[string]int64
-	kinds    map[string]int
+	answered        map[string]int // successful answers by X-Backend, for the table
+	sent            map[string]int64
+	kinds           map[string]int
+	redisPerRequest float64
 }
 
 // newResult sums up one strategy: o is what the load generator saw, sent
@@ -103,7 +108,7 @@ func printTable(w io.Writer, r report) {
 	for _, n := range names {
 		head = append(head, "→"+n)
 	}
-	head = append(head, r.Scenario.SlowBackend+" answered")
+	head = append(head, r.Scenario.SlowBackend+" answered", "Redis/request")
 	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
 	for _, res := range r.Results {
 		row := []string{fmt.Sprintf("%-12s", res.Strategy), fmt.Sprint(res.Requests), fmt.Sprint(res.Errors),
@@ -115,12 +120,13 @@ func printTable(w io.Writer, r report) {
 		if sent := res.sent[r.Scenario.SlowBackend]; sent > 0 {
 			slow = fmt.Sprintf("%.0f%%", 100*float64(res.answered[r.Scenario.SlowBackend])/float64(sent))
 		}
-		row = append(row, slow)
+		row = append(row, slow, fmt.Sprintf("%.2f", r.Scenario.RedisCommandsPerRequest[res.Strategy]))
 		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\n→backend: share of the requests the dispatcher sent there. %s answered: of those sent to %s, the share answered within %s.\n",
 		r.Scenario.SlowBackend, r.Scenario.SlowBackend, time.Duration(r.Scenario.TimeoutS*float64(time.Second)))
+	fmt.Fprintln(w, "Redis/request: commands Redis processed while the strategy ran, per request sent.")
 	for _, res := range r.Results {
 		if len(res.kinds) > 0 {
 			fmt.Fprintf(w, "%s errors: %s\n", res.Strategy, kindsString(res.kinds))

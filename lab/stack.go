@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -64,11 +66,12 @@ func isFile(p string) bool {
 // stack is redis-server and the pool of backends, running, with the list
 // seeded; dispatchers come and go, one per strategy.
 type stack struct {
-	dir      string // logs
-	bins     binaries
-	procs    []*proc
-	redisURL string
-	backends []runningBackend // in the order of the scenario
+	dir       string // logs
+	bins      binaries
+	procs     []*proc
+	redisURL  string
+	redisAddr string           // host:port
+	backends  []runningBackend // in the order of the scenario
 }
 
 // runningBackend is a backend of the pool and the URL that reaches it.
@@ -90,7 +93,8 @@ func startStack(ctx context.Context, dir string, bins binaries, specs []backendS
 		"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir); err != nil {
 		return s, fmt.Errorf("redis-server (Debian: apt-get install redis-server): %w", err)
 	}
-	s.redisURL = fmt.Sprintf("redis://127.0.0.1:%d/0", redisPort)
+	s.redisAddr = fmt.Sprintf("127.0.0.1:%d", redisPort)
+	s.redisURL = "redis://" + s.redisAddr + "/0"
 	for _, b := range specs {
 		port, err := freePort()
 		if err != nil {
@@ -343,4 +347,40 @@ func waitFor(ctx context.Context, check func(context.Context) error) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// redisCommands returns how many commands redis-server has processed since
+// it started (INFO stats, total_commands_processed): what every dispatcher
+// costs Redis, on the request path and off it. It speaks RESP over one
+// short connection, which is all it needs of a Redis client.
+func (s *stack) redisCommands(ctx context.Context) (int64, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", s.redisAddr)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, "*2\r\n$4\r\nINFO\r\n$5\r\nstats\r\n"); err != nil {
+		return 0, err
+	}
+	r := bufio.NewReader(conn)
+	head, err := r.ReadString('\n')
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(head, "$")))
+	if !strings.HasPrefix(head, "$") || err != nil || n < 0 {
+		return 0, fmt.Errorf("INFO stats: unexpected reply %q", head)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "total_commands_processed:"); ok {
+			return strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return 0, errors.New("INFO stats: no total_commands_processed")
 }

@@ -32,6 +32,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -106,6 +107,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			s, r.Requests, r.Errors, r.P99MS, slowName, 100*r.Share[slowName])
 		rep.Results = append(rep.Results, r)
 		rep.Scenario.RedisCommandsPerRequest[s] = round(r.redisPerRequest, 3)
+		if load, ok := loadAverage(); ok {
+			rep.Scenario.LoadAverage[s] = load
+			if load > float64(runtime.NumCPU()) {
+				fmt.Fprintf(stdout, "            the machine was busy: load average %.1f on %d CPUs; other programs' work shows in these latencies\n",
+					load, runtime.NumCPU())
+			}
+		}
 	}
 	fmt.Fprintln(stdout)
 	printTable(stdout, rep)
@@ -231,7 +239,7 @@ func newScenario(cfg config) scenario {
 		DurationS: cfg.duration.Seconds(), TimeoutS: cfg.timeout.Seconds(), Users: cfg.users,
 		HashKey: hashKey, Seed: cfg.seed, Dispatchers: 1, Share: shareMeaning,
 		Machine: machine(), Date: time.Now().UTC().Format(time.DateOnly),
-		RedisCommandsPerRequest: map[string]float64{}}
+		RedisCommandsPerRequest: map[string]float64{}, LoadAverage: map[string]float64{}}
 }
 
 // poolString describes the pool: "fast1 40ms×8, fast2 40ms×8, slow 200ms×4".
@@ -258,6 +266,20 @@ func machine() string {
 		}
 	}
 	return fmt.Sprintf("%s, %d CPUs, %s/%s, %s", model, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version())
+}
+
+// loadAverage is the machine's load average over the last minute (Linux).
+func loadAverage() (float64, bool) {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0, false
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	return v, err == nil
 }
 
 func printSettings(w io.Writer) {

@@ -42,6 +42,10 @@ type scenario struct {
 	// processed while the strategy ran, over the requests sent: what it
 	// costs the shared state, on the request path or in the background.
 	RedisCommandsPerRequest map[string]float64 `json:"redis_commands_per_request"`
+	// LoadAverage is, by strategy, the machine's one-minute load average
+	// when its run ended: above the number of CPUs, other programs were
+	// competing for them.
+	LoadAverage map[string]float64 `json:"load_average_1m,omitempty"`
 }
 
 // shareMeaning is scenario.share.

@@ -47,14 +47,14 @@ var (
 	guideColor = color.Gray{0x60}
 )
 
-// writeCharts writes latency.svg, share.svg and redis.svg into dir and returns their
+// writeCharts writes latency.svg, share.svg, redis.svg and sticky.svg into dir and returns their
 // paths.
 func writeCharts(dir string, r report) ([]string, error) {
 	var paths []string
 	for _, c := range []struct {
 		file string
 		make func(report) (*plot.Plot, *plot.Legend, error)
-	}{{"latency.svg", latencyChart}, {"share.svg", shareChart}, {"redis.svg", redisChart}} {
+	}{{"latency.svg", latencyChart}, {"share.svg", shareChart}, {"redis.svg", redisChart}, {"sticky.svg", stickyChart}} {
 		p, l, err := c.make(r)
 		if err != nil {
 			return paths, fmt.Errorf("%s: %w", c.file, err)
@@ -205,20 +205,43 @@ func shareChart(r report) (*plot.Plot, *plot.Legend, error) {
 	return p, l, nil
 }
 
-// redisChart: Redis commands per request sent, per strategy.
+// redisChart: Redis round trips per request sent, per strategy.
 func redisChart(r report) (*plot.Plot, *plot.Legend, error) {
+	return simpleBars(r, "Redis round trips per request, background work included", "round trips per request",
+		"round trips", r.Scenario.RedisRoundTripsPerRequest, 1, func(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) })
+}
+
+// stickyChart: the share of users who always met the same backend.
+func stickyChart(r report) (*plot.Plot, *plot.Legend, error) {
+	pct := map[string]float64{}
+	for k, v := range r.Scenario.StickyUsers {
+		pct[k] = 100 * v
+	}
+	p, l, err := simpleBars(r, "Users whose answers all came from one backend", "share of users",
+		"sticky users", pct, 100, func(v float64) string { return strconv.FormatFloat(v, 'f', 0, 64) + "%" })
+	if err == nil {
+		p.Y.Max = 115
+		p.Y.Tick.Marker = percentTicks{}
+	}
+	return p, l, err
+}
+
+// simpleBars is one bar per strategy of value[strategy], labelled with
+// label(value), on a linear axis from 0 to at least least.
+func simpleBars(r report, title, ylabel, legend string, value map[string]float64, least float64,
+	label func(float64) string) (*plot.Plot, *plot.Legend, error) {
 	strategies := make([]string, len(r.Results))
 	vals := make(plotter.Values, len(r.Results))
 	for i, res := range r.Results {
 		strategies[i] = res.Strategy
-		vals[i] = r.Scenario.RedisCommandsPerRequest[res.Strategy]
+		vals[i] = value[res.Strategy]
 	}
 	if len(strategies) == 0 {
 		return nil, nil, errNoResults
 	}
-	p := newPlot("Redis commands per request, background work included", "commands per request", strategies)
+	p := newPlot(title, ylabel, strategies)
 	p.Y.Min = 0
-	p.Y.Max = max(1, slices.Max(vals)) * 1.15
+	p.Y.Max = max(least, slices.Max(vals)) * 1.15
 	grid := plotter.NewGrid()
 	grid.Vertical.Color = nil
 	p.Add(grid)
@@ -228,21 +251,24 @@ func redisChart(r report) (*plot.Plot, *plot.Legend, error) {
 	}
 	bc.Color = percentileColors[1]
 	bc.LineStyle.Width = 0
-	p.Add(bc, &barLabels{bars: bc})
+	p.Add(bc, &barLabels{bars: bc, label: label})
 	l := newLegend()
-	l.Add("Redis calls", bc)
+	l.Add(legend, bc)
 	return p, l, nil
 }
 
 // barLabels writes each bar's value above it.
-type barLabels struct{ bars *plotter.BarChart }
+type barLabels struct {
+	bars  *plotter.BarChart
+	label func(float64) string
+}
 
 func (b *barLabels) Plot(c draw.Canvas, p *plot.Plot) {
 	trX, trY := p.Transforms(&c)
 	sty := textStyle(10)
 	sty.XAlign = draw.XCenter
 	for i, v := range b.bars.Values {
-		c.FillText(sty, vg.Point{X: trX(float64(i)), Y: trY(v) + 3}, strconv.FormatFloat(v, 'f', 2, 64))
+		c.FillText(sty, vg.Point{X: trX(float64(i)), Y: trY(v) + 3}, b.label(v))
 	}
 }
 

@@ -53,13 +53,19 @@ func TestLabRun(t *testing.T) {
 	}
 	var sc struct {
 		SlowBackend string             `json:"slow_backend"`
-		Redis       map[string]float64 `json:"redis_commands_per_request"`
+		Redis       map[string]float64 `json:"redis_round_trips_per_request"`
+		Sticky      map[string]float64 `json:"sticky_users"`
 	}
 	if err := json.Unmarshal(doc["scenario"], &sc); err != nil || sc.SlowBackend != slowName {
 		t.Errorf("scenario.slow_backend: got %q (%v), want %q", sc.SlowBackend, err, slowName)
 	}
 	if got := slices.Sorted(maps.Keys(sc.Redis)); !slices.Equal(got, slices.Sorted(slices.Values(allStrategies))) {
-		t.Errorf("scenario.redis_commands_per_request has strategies %q, want every one of %q", got, allStrategies)
+		t.Errorf("scenario.redis_round_trips_per_request has strategies %q, want every one of %q", got, allStrategies)
+	}
+	// Hashing on X-User keeps every user on one backend: the lab reads
+	// the user of each answer back from its URL.
+	if got := sc.Sticky["hash"]; got != 1 {
+		t.Errorf("scenario.sticky_users[hash]: got %v, want 1 (%v)", got, sc.Sticky)
 	}
 	var results []map[string]json.RawMessage
 	if err := json.Unmarshal(doc["results"], &results); err != nil {
@@ -118,7 +124,7 @@ func TestLabRun(t *testing.T) {
 		t.Errorf("got results for %q, want %q, in that order", strategies, allStrategies)
 	}
 
-	for _, name := range []string{"latency.svg", "share.svg", "redis.svg"} {
+	for _, name := range []string{"latency.svg", "share.svg", "redis.svg", "sticky.svg"} {
 		b, err := os.ReadFile(filepath.Join(out, name))
 		if err != nil {
 			t.Error(err)

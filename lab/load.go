@@ -64,7 +64,10 @@ func pacer(cfg config) vegeta.Pacer {
 }
 
 // userTargeter sends GET url, each request as one of users users, picked at
-// random (seeded): the X-User header that STRATEGY=hash hashes on.
+// random (seeded): the X-User header that STRATEGY=hash hashes on. The user
+// is in the query string too (the backend ignores it), because vegeta's
+// results keep the URL and not the request headers: that is how the lab
+// tells which user each answer was for.
 func userTargeter(url string, users int, seed uint64) vegeta.Targeter {
 	var mu sync.Mutex
 	rng := rand.New(rand.NewPCG(seed, 0x5bd1e995))
@@ -72,11 +75,15 @@ func userTargeter(url string, users int, seed uint64) vegeta.Targeter {
 		mu.Lock()
 		u := rng.IntN(users)
 		mu.Unlock()
-		t.Method, t.URL = http.MethodGet, url
-		t.Header = http.Header{userHeader: {"user-" + strconv.Itoa(u)}}
+		name := "user-" + strconv.Itoa(u)
+		t.Method, t.URL = http.MethodGet, url+"?"+userQuery+"="+name
+		t.Header = http.Header{userHeader: {name}}
 		return nil
 	}
 }
+
+// userQuery is the query parameter that repeats X-User.
+const userQuery = "user"
 
 // outcome is what the load generator saw of one strategy.
 type outcome struct {
@@ -84,6 +91,18 @@ type outcome struct {
 	latencies        []time.Duration // every request's, errors included (a timeout counts as the timeout)
 	answered         map[string]int  // successful answers by X-Backend
 	errorKinds       map[string]int  // errors by kind: "timeout", "HTTP 502", ...
+	users            map[string]*userSeen
+}
+
+// userSeen is what one user's successful answers were.
+type userSeen struct {
+	answers int
+	first   string // the backend of the first answer
+	moved   bool   // a later answer came from another backend
+}
+
+func newOutcome() outcome {
+	return outcome{answered: map[string]int{}, errorKinds: map[string]int{}, users: map[string]*userSeen{}}
 }
 
 // attack drives cfg's open-loop load at url for cfg.duration and collects
@@ -92,7 +111,7 @@ type outcome struct {
 func attack(ctx context.Context, cfg config, url, name string) outcome {
 	a := vegeta.NewAttacker(vegeta.Timeout(cfg.timeout), vegeta.Redirects(vegeta.NoFollow),
 		vegeta.KeepAlive(true), vegeta.MaxBody(4096))
-	o := outcome{answered: map[string]int{}, errorKinds: map[string]int{}}
+	o := newOutcome()
 	stop := context.AfterFunc(ctx, func() { a.Stop() })
 	defer stop()
 	for res := range a.Attack(userTargeter(url, cfg.users, cfg.seed), pacer(cfg), cfg.duration, name) {
@@ -109,7 +128,35 @@ func (o *outcome) add(res *vegeta.Result) {
 		o.errorKinds[errorKind(res)]++
 		return
 	}
-	o.answered[res.Headers.Get("X-Backend")]++
+	backend := res.Headers.Get("X-Backend")
+	o.answered[backend]++
+	if _, q, ok := strings.Cut(res.URL, "?"+userQuery+"="); ok {
+		u := o.users[q]
+		if u == nil {
+			u = &userSeen{first: backend}
+			o.users[q] = u
+		}
+		u.answers++
+		u.moved = u.moved || backend != u.first
+	}
+}
+
+// sticky is the share of users with two answers or more whose answers all
+// came from one backend; 0 if no user had two.
+func (o *outcome) sticky() float64 {
+	var many, stayed int
+	for _, u := range o.users {
+		if u.answers >= 2 {
+			many++
+			if !u.moved {
+				stayed++
+			}
+		}
+	}
+	if many == 0 {
+		return 0
+	}
+	return float64(stayed) / float64(many)
 }
 
 // errorKind names what went wrong, briefly.

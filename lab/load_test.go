@@ -52,12 +52,12 @@ func TestUserTargeter(t *testing.T) {
 		if err := tr(&tgt); err != nil {
 			t.Fatal(err)
 		}
-		if tgt.Method != http.MethodGet || tgt.URL != "http://127.0.0.1:1/" {
-			t.Fatalf("got %s %s, want GET http://127.0.0.1:1/", tgt.Method, tgt.URL)
-		}
 		u := tgt.Header.Get(userHeader)
 		if !strings.HasPrefix(u, "user-") {
 			t.Fatalf("got %s %q, want user-N", userHeader, u)
+		}
+		if want := "http://127.0.0.1:1/?user=" + u; tgt.Method != http.MethodGet || tgt.URL != want {
+			t.Fatalf("got %s %s, want GET %s (the user in the query too)", tgt.Method, tgt.URL, want)
 		}
 		seen[u]++
 	}
@@ -66,25 +66,32 @@ func TestUserTargeter(t *testing.T) {
 	}
 }
 
-// An outcome counts every result, errors at the latency they took, and
-// successful answers by the backend that named itself.
+// An outcome counts every result, errors at the latency they took,
+// successful answers by the backend that named itself, and which users
+// always met the same backend.
 func TestOutcome(t *testing.T) {
-	o := outcome{answered: map[string]int{}, errorKinds: map[string]int{}}
-	ok := func(name string, ms int) *vegeta.Result {
-		return &vegeta.Result{Code: 200, Latency: time.Duration(ms) * time.Millisecond, Headers: http.Header{"X-Backend": {name}}}
+	o := newOutcome()
+	ok := func(name string, ms int, user string) *vegeta.Result {
+		return &vegeta.Result{Code: 200, Latency: time.Duration(ms) * time.Millisecond,
+			URL: "http://127.0.0.1:1/?user=" + user, Headers: http.Header{"X-Backend": {name}}}
 	}
 	for _, r := range []*vegeta.Result{
-		ok("fast1", 10), ok("fast1", 12), ok("slow", 90),
+		ok("fast1", 10, "user-1"), ok("fast1", 12, "user-1"), ok("slow", 90, "user-2"),
+		ok("fast1", 11, "user-3"), ok("fast2", 11, "user-3"), ok("fast1", 9, "user-4"),
 		{Code: 502, Error: "502 Bad Gateway", Latency: 3 * time.Millisecond},
 		{Error: `Get "http://127.0.0.1:1/": context deadline exceeded (Client.Timeout exceeded while awaiting headers)`, Latency: 5 * time.Second},
 	} {
 		o.add(r)
 	}
-	if o.requests != 5 || o.errors != 2 {
-		t.Errorf("got %d requests, %d errors; want 5, 2", o.requests, o.errors)
+	if o.requests != 8 || o.errors != 2 {
+		t.Errorf("got %d requests, %d errors; want 8, 2", o.requests, o.errors)
 	}
-	if o.answered["fast1"] != 2 || o.answered["slow"] != 1 || len(o.answered) != 2 {
-		t.Errorf("got answered %v, want fast1:2 slow:1", o.answered)
+	if o.answered["fast1"] != 4 || o.answered["fast2"] != 1 || o.answered["slow"] != 1 || len(o.answered) != 3 {
+		t.Errorf("got answered %v, want fast1:4 fast2:1 slow:1", o.answered)
+	}
+	// user-1 stayed on fast1, user-3 moved; user-2 and user-4 had one answer.
+	if got := o.sticky(); got != 0.5 {
+		t.Errorf("got sticky %v, want 0.5", got)
 	}
 	if got := kindsString(o.errorKinds); got != "HTTP 502 1, timeout 1" {
 		t.Errorf("got error kinds %q, want %q", got, "HTTP 502 1, timeout 1")

@@ -106,7 +106,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		fmt.Fprintf(stdout, "%-11s %6d requests, %5d errors, p99 %8.1f ms, %s sent %4.1f%%\n",
 			s, r.Requests, r.Errors, r.P99MS, slowName, 100*r.Share[slowName])
 		rep.Results = append(rep.Results, r)
-		rep.Scenario.RedisCommandsPerRequest[s] = round(r.redisPerRequest, 3)
+		rep.Scenario.RedisRoundTripsPerRequest[s] = round(r.redisPerRequest, 3)
+		rep.Scenario.StickyUsers[s] = round(r.sticky, 4)
 		if load, ok := loadAverage(); ok {
 			rep.Scenario.LoadAverage[s] = load
 			if load > float64(runtime.NumCPU()) {
@@ -166,7 +167,7 @@ func runStrategy(ctx context.Context, st *stack, cfg config, strategy string) (r
 	if err != nil {
 		return result{}, err
 	}
-	cmdsBefore, err := st.redisCommands(ctx)
+	tripsBefore, err := st.redisRoundTrips(ctx)
 	if err != nil {
 		return result{}, err
 	}
@@ -183,7 +184,7 @@ func runStrategy(ctx context.Context, st *stack, cfg config, strategy string) (r
 	if err != nil {
 		return result{}, err
 	}
-	cmdsAfter, err := st.redisCommands(ctx)
+	tripsAfter, err := st.redisRoundTrips(ctx)
 	if err != nil {
 		return result{}, err
 	}
@@ -192,7 +193,7 @@ func runStrategy(ctx context.Context, st *stack, cfg config, strategy string) (r
 		return result{}, err
 	}
 	r := newResult(strategy, st.names(), o, sent)
-	r.redisPerRequest = float64(cmdsAfter-cmdsBefore) / float64(max(1, o.requests))
+	r.redisPerRequest = float64(tripsAfter-tripsBefore) / float64(max(1, o.requests))
 	return r, nil
 }
 
@@ -239,7 +240,7 @@ func newScenario(cfg config) scenario {
 		DurationS: cfg.duration.Seconds(), TimeoutS: cfg.timeout.Seconds(), Users: cfg.users,
 		HashKey: hashKey, Seed: cfg.seed, Dispatchers: 1, Share: shareMeaning,
 		Machine: machine(), Date: time.Now().UTC().Format(time.DateOnly),
-		RedisCommandsPerRequest: map[string]float64{}, LoadAverage: map[string]float64{}}
+		RedisRoundTripsPerRequest: map[string]float64{}, StickyUsers: map[string]float64{}, LoadAverage: map[string]float64{}}
 }
 
 // poolString describes the pool: "fast1 40ms×8, fast2 40ms×8, slow 200ms×4".

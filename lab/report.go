@@ -38,10 +38,14 @@ type scenario struct {
 	Share       string        `json:"share"` // what a share counts
 	Machine     string        `json:"machine"`
 	Date        string        `json:"date"`
-	// RedisCommandsPerRequest is, by strategy, the commands Redis
-	// processed while the strategy ran, over the requests sent: what it
-	// costs the shared state, on the request path or in the background.
-	RedisCommandsPerRequest map[string]float64 `json:"redis_commands_per_request"`
+	// RedisRoundTripsPerRequest is, by strategy, the reads Redis
+	// processed while the strategy ran (one per round trip: a command, a
+	// pipeline or a script), over the requests sent: what the shared state
+	// costs, on the request path or in the background.
+	RedisRoundTripsPerRequest map[string]float64 `json:"redis_round_trips_per_request"`
+	// StickyUsers is, by strategy, the share of the users with two
+	// answers or more whose answers all came from one backend.
+	StickyUsers map[string]float64 `json:"sticky_users"`
 	// LoadAverage is, by strategy, the machine's one-minute load average
 	// when its run ended: above the number of CPUs, other programs were
 	// competing for them.
@@ -66,6 +70,7 @@ type result struct {
 	sent            map[string]int64
 	kinds           map[string]int
 	redisPerRequest float64
+	sticky          float64
 }
 
 // newResult sums up one strategy: o is what the load generator saw, sent
@@ -74,7 +79,7 @@ func newResult(strategy string, names []string, o outcome, sent map[string]int64
 	p50, p90, p99 := percentiles(o.latencies)
 	r := result{Strategy: strategy, Requests: o.requests, Errors: o.errors,
 		P50MS: round(ms(p50), 3), P90MS: round(ms(p90), 3), P99MS: round(ms(p99), 3),
-		Share: map[string]float64{}, answered: o.answered, sent: sent, kinds: o.errorKinds}
+		Share: map[string]float64{}, answered: o.answered, sent: sent, kinds: o.errorKinds, sticky: o.sticky()}
 	var total int64
 	for _, n := range sent {
 		total += n
@@ -112,7 +117,7 @@ func printTable(w io.Writer, r report) {
 	for _, n := range names {
 		head = append(head, "→"+n)
 	}
-	head = append(head, r.Scenario.SlowBackend+" answered", "Redis/request")
+	head = append(head, r.Scenario.SlowBackend+" answered", "sticky", "Redis/request")
 	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
 	for _, res := range r.Results {
 		row := []string{fmt.Sprintf("%-12s", res.Strategy), fmt.Sprint(res.Requests), fmt.Sprint(res.Errors),
@@ -124,13 +129,15 @@ func printTable(w io.Writer, r report) {
 		if sent := res.sent[r.Scenario.SlowBackend]; sent > 0 {
 			slow = fmt.Sprintf("%.0f%%", 100*float64(res.answered[r.Scenario.SlowBackend])/float64(sent))
 		}
-		row = append(row, slow, fmt.Sprintf("%.2f", r.Scenario.RedisCommandsPerRequest[res.Strategy]))
+		row = append(row, slow, fmt.Sprintf("%.0f%%", 100*r.Scenario.StickyUsers[res.Strategy]),
+			fmt.Sprintf("%.2f", r.Scenario.RedisRoundTripsPerRequest[res.Strategy]))
 		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\n→backend: share of the requests the dispatcher sent there. %s answered: of those sent to %s, the share answered within %s.\n",
 		r.Scenario.SlowBackend, r.Scenario.SlowBackend, time.Duration(r.Scenario.TimeoutS*float64(time.Second)))
-	fmt.Fprintln(w, "Redis/request: commands Redis processed while the strategy ran, per request sent.")
+	fmt.Fprintln(w, "sticky: of the users with two answers or more, those whose answers all came from one backend.")
+	fmt.Fprintln(w, "Redis/request: round trips Redis served while the strategy ran, per request sent.")
 	for _, res := range r.Results {
 		if len(res.kinds) > 0 {
 			fmt.Fprintf(w, "%s errors: %s\n", res.Strategy, kindsString(res.kinds))

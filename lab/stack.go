@@ -349,11 +349,13 @@ func waitFor(ctx context.Context, check func(context.Context) error) error {
 	}
 }
 
-// redisCommands returns how many commands redis-server has processed since
-// it started (INFO stats, total_commands_processed): what every dispatcher
-// costs Redis, on the request path and off it. It speaks RESP over one
-// short connection, which is all it needs of a Redis client.
-func (s *stack) redisCommands(ctx context.Context) (int64, error) {
+// redisRoundTrips returns how many reads redis-server has processed since it
+// started (INFO stats, total_reads_processed): one per round trip, whether
+// the client sent one command, a pipeline or a script (whose inner calls
+// total_commands_processed would count one by one). It is what every
+// dispatcher costs Redis, on the request path and off it. It speaks RESP
+// over one short connection, which is all it needs of a Redis client.
+func (s *stack) redisRoundTrips(ctx context.Context) (int64, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", s.redisAddr)
 	if err != nil {
@@ -378,9 +380,9 @@ func (s *stack) redisCommands(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	for line := range strings.Lines(string(body)) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "total_commands_processed:"); ok {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "total_reads_processed:"); ok {
 			return strconv.ParseInt(v, 10, 64)
 		}
 	}
-	return 0, errors.New("INFO stats: no total_commands_processed")
+	return 0, errors.New("INFO stats: no total_reads_processed (Redis 6 or later has it)")
 }

@@ -10,8 +10,10 @@
 //
 // Usage (or `make lab`, which runs it from the top of the checkout):
 //
-//	lab         run every strategy, print a table, write LAB_OUT/report.json,
-//	            LAB_OUT/latency.svg and LAB_OUT/share.svg
+//	lab         run every strategy, print a table, write LAB_OUT/report.json
+//	            and the charts: latency.svg (p50, p90, p99), share.svg (the
+//	            requests sent to each backend), redis.svg (Redis round trips
+//	            per request), sticky.svg (users who stayed on one backend)
 //	lab charts  draw the charts again from LAB_OUT/report.json, without
 //	            running anything
 //	lab help    list the settings
@@ -111,7 +113,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		if load, ok := loadAverage(); ok {
 			rep.Scenario.LoadAverage[s] = load
 			if load > float64(runtime.NumCPU()) {
-				fmt.Fprintf(stdout, "            the machine was busy: load average %.1f on %d CPUs; other programs' work shows in these latencies\n",
+				fmt.Fprintf(stdout, "            the machine was busy: load average %.1f on %d CPUs, the lab's own programs included; waiting for a CPU shows in these latencies\n",
 					load, runtime.NumCPU())
 			}
 		}

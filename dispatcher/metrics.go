@@ -105,7 +105,7 @@ func newMetrics(mode, strategy string) *metrics {
 		Help: "Always 1: the STRATEGY and MODE this dispatcher runs.",
 	}, []string{"strategy", "mode"})
 	info.WithLabelValues(strategy, mode).Set(1)
-	m.reg.MustRegister(m.requests, m.pick, m.redisErrors, m.degraded, m.backendUp, info,
+	m.reg.MustRegister(m.requests, m.pick, m.redisErrors, m.degraded, m.backendUp, m.inflight, info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -18,8 +18,8 @@
 # A variable the caller already set (GO_IMAGE, REDIS_IMAGE, RUNTIME_IMAGE) is
 # respected: that stand-in is not built and the given value is echoed back.
 #
-# Idempotent: each image is also tagged with a hash of its inputs
-# (spread-local/NAME:in-<hash>); when that tag exists the build is skipped and
+# Idempotent: each image is also tagged with a hash of its inputs, its recipe
+# included (spread-local/NAME:in-<hash>); when that tag exists the build is skipped and
 # only the :ci tag is (re)pointed at it.
 #
 # Host prerequisites (installed by .ci/run): docker, go in /usr/local/go,
@@ -103,7 +103,9 @@ build_redis() {
       $1 ~ /^\// { print $1 }' | sort -u)
   [ -n "$libs" ] || die "ldd found no libraries for $server"
 
-  hash=$( { sha256sum "${BASH_SOURCE[0]}" "$server" "$cli" /bin/busybox;
+  # The recipe is this function and add_busybox, not the whole script, so
+  # that editing the Go recipe does not rebuild this image, nor the reverse.
+  hash=$( { declare -f build_redis add_busybox; sha256sum "$server" "$cli" /bin/busybox;
             for lib in $libs; do echo "$lib"; sha256sum "$(readlink -f "$lib")"; done; } \
           | sha256sum | cut -c1-16)
   if image_exists "$repo:in-$hash"; then
@@ -183,7 +185,7 @@ build_go() {
   done
 
   local hash
-  hash=$( { sha256sum "${BASH_SOURCE[0]}" "$go" "$busybox" "$ca";
+  hash=$( { declare -f build_go add_busybox; sha256sum "$go" "$busybox" "$ca";
             cat "$goroot/VERSION";
             for f in "${modfiles[@]}"; do echo "${f#"$repo_root"/}"; cat "$f"; done; } \
           | sha256sum | cut -c1-16)

@@ -24,7 +24,7 @@ const (
 
 // contestant is one program under load: a dispatcher or a peer.
 type contestant struct {
-	key     string // short name: redis, local, haproxy-redir, nginx-302, proxy, caddy, haproxy, nginx
+	key     string // short name: redis, local, haproxy-redir, haproxy-rules, nginx-302, proxy, caddy, haproxy, nginx
 	group   string // groupRedirect or groupProxy
 	name    string // as the tables print it
 	peer    string // the peer's program (haproxy, nginx, caddy); "" for a dispatcher
@@ -45,6 +45,7 @@ func catalogue() []*contestant {
 		{key: "local", group: groupRedirect, name: "dispatcher ROTATION=local", rotates: true,
 			env: []string{"MODE=redirect", "ROTATION=local"}},
 		{key: "haproxy-redir", group: groupRedirect, name: "HAProxy roundrobin + redir", peer: "haproxy", rotates: true},
+		{key: "haproxy-rules", group: groupRedirect, name: "HAProxy redirect rules (keep-alive)", peer: "haproxy", rotates: true},
 		{key: "nginx-302", group: groupRedirect, name: "nginx return 302 (one fixed target)", peer: "nginx"},
 		{key: "proxy", group: groupProxy, name: "dispatcher MODE=proxy ROTATION=redis", lmove: true, rotates: true,
 			env: []string{"MODE=proxy", "ROTATION=redis"}},
@@ -131,9 +132,15 @@ func (s *stack) startPeer(ctx context.Context, dir, program string, c *contestan
 	redirect := c.group == groupRedirect
 	var config, file string
 	var args, env []string
+	logName := c.peer + "-" + c.group
 	switch c.peer {
 	case "haproxy":
-		config, file = haproxyConfig(e, redirect), "haproxy-"+c.group+".cfg"
+		job := map[string]haproxyJob{"haproxy-redir": haproxyRedir, "haproxy-rules": haproxyRules}[c.key]
+		if !redirect {
+			job = haproxyForward
+		}
+		logName = c.key
+		config, file = haproxyConfig(e, job), c.key+".cfg"
 		args = []string{"-db", "-f", filepath.Join(dir, file)}
 	case "nginx":
 		config, file = nginxConfig(e, redirect), "nginx-"+c.group+".conf"
@@ -154,13 +161,13 @@ func (s *stack) startPeer(ctx context.Context, dir, program string, c *contestan
 	if err := os.WriteFile(filepath.Join(dir, file), []byte(config), 0o644); err != nil {
 		return err
 	}
-	p, err := s.start(ctx, dir, c.peer+"-"+c.group, env, program, args...)
+	p, err := s.start(ctx, dir, logName, env, program, args...)
 	if err != nil {
 		return err
 	}
 	c.url, c.pid = fmt.Sprintf("http://127.0.0.1:%d/", port), p.cmd.Process.Pid
 	if err := waitFor(ctx, answers(c.url)); err != nil {
-		return fmt.Errorf("%s did not answer (its log: %s): %w", c.peer, filepath.Join(dir, c.peer+"-"+c.group+".log"), err)
+		return fmt.Errorf("%s did not answer (its log: %s): %w", c.peer, filepath.Join(dir, logName+".log"), err)
 	}
 	return s.check(c)
 }

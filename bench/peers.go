@@ -55,34 +55,70 @@ const (
 	nginxKeepaliveRequests = 1000000
 )
 
-// haproxyConfig is HAProxy's configuration: round robin over the backends,
-// answering each request with a redirect to the chosen one (server ...
-// redir: a 302 whose Location is the prefix joined with the request's
-// path and query) when redirect is set, else forwarding it there.
-func haproxyConfig(e peerEnv, redirect bool) string {
+// haproxyJob is what HAProxy does with a request.
+type haproxyJob int
+
+const (
+	haproxyRedir   haproxyJob = iota // balance roundrobin; server ... redir answers a redirect
+	haproxyRules                     // a counter in a stick table picks the redirect rule
+	haproxyForward                   // balance roundrobin; forward the request
+)
+
+// haproxyConfig is HAProxy's configuration for job.
+//
+// haproxyRedir: round robin over the backends, and each server answers
+// with a redirect (server ... redir: a 302 whose Location is the prefix
+// joined with the request's path and query). HAProxy closes the client's
+// connection after each such redirect ("connection: close"), so every
+// request costs a new connection.
+//
+// haproxyRules: the same rotation with keep-alive: a one-entry stick
+// table's counter (sc_inc_gpc0) counts the requests, and the count modulo
+// the number of backends picks one of the http-request redirect rules,
+// which keep the connection open.
+//
+// haproxyForward: round robin over the backends, forwarding the request;
+// HAProxy keeps idle server connections by default (http-reuse safe).
+func haproxyConfig(e peerEnv, job haproxyJob) string {
 	var b strings.Builder
-	what, front := "proxy", "proxy"
-	if redirect {
-		what, front = "redirect", "redirect"
+	what, front := map[haproxyJob]string{haproxyRedir: "redirect round robin with server ... redir",
+		haproxyRules: "redirect round robin with http-request redirect rules", haproxyForward: "proxy round robin"}[job], "redirect"
+	if job == haproxyForward {
+		front = "proxy"
 	}
-	fmt.Fprintf(&b, "# HAProxy, %s round robin, as spread's bench generates it.\n", what)
+	fmt.Fprintf(&b, "# HAProxy, %s, as spread's bench generates it.\n", what)
 	b.WriteString("# No log directive: nothing is logged.\n")
 	b.WriteString("global\n\tnbthread 1\n\tmaxconn 4096\n\n")
 	b.WriteString("defaults\n\tmode http\n")
-	if !redirect {
+	if job == haproxyForward {
 		b.WriteString("\toption forwardfor\n")
 	}
 	b.WriteString("\ttimeout connect 2s\n\ttimeout client 30s\n\ttimeout server 30s\n\n")
+	if job == haproxyRules {
+		b.WriteString("backend rotation\n\tstick-table type integer size 1 store gpc0\n\n")
+	}
 	fmt.Fprintf(&b, "frontend %s\n\tbind 127.0.0.1:%d\n", front, e.listen)
-	if !redirect {
+	switch job {
+	case haproxyForward:
 		b.WriteString("\thttp-request set-header X-Forwarded-Proto http\n")
 		b.WriteString("\thttp-request set-header X-Forwarded-Host %[req.hdr(host)]\n")
+	case haproxyRules:
+		b.WriteString("\thttp-request track-sc0 int(0) table rotation\n")
+		fmt.Fprintf(&b, "\thttp-request set-var(txn.turn) sc_inc_gpc0(0),mod(%d)\n", len(e.backends))
+		for i, hp := range e.backends {
+			fmt.Fprintf(&b, "\thttp-request redirect prefix http://%s code 302", hp)
+			if i < len(e.backends)-1 {
+				fmt.Fprintf(&b, " if { var(txn.turn) -m int %d }", i+1)
+			}
+			b.WriteString("\n")
+		}
+		return b.String()
 	}
 	b.WriteString("\tdefault_backend backends\n\n")
 	b.WriteString("backend backends\n\tbalance roundrobin\n")
 	for i, hp := range e.backends {
 		fmt.Fprintf(&b, "\tserver backend%d %s", i+1, hp)
-		if redirect {
+		if job == haproxyRedir {
 			fmt.Fprintf(&b, " redir http://%s", hp)
 		}
 		b.WriteString("\n")

@@ -15,11 +15,12 @@ var docEnv = peerEnv{listen: 8081, dir: "/tmp/spread-bench123",
 // docConfigs are the configurations docs/peers.md must show, literally.
 func docConfigs() map[string]string {
 	return map[string]string{
-		"HAProxy, redirect": haproxyConfig(docEnv, true),
-		"nginx, redirect":   nginxConfig(docEnv, true),
-		"Caddy, proxy":      caddyfile(docEnv),
-		"HAProxy, proxy":    haproxyConfig(docEnv, false),
-		"nginx, proxy":      nginxConfig(docEnv, false),
+		"HAProxy, redirect":       haproxyConfig(docEnv, haproxyRedir),
+		"HAProxy, redirect rules": haproxyConfig(docEnv, haproxyRules),
+		"nginx, redirect":         nginxConfig(docEnv, true),
+		"Caddy, proxy":            caddyfile(docEnv),
+		"HAProxy, proxy":          haproxyConfig(docEnv, haproxyForward),
+		"nginx, proxy":            nginxConfig(docEnv, false),
 	}
 }
 
@@ -61,12 +62,17 @@ func TestPeerConfigsGiveTheSameConditions(t *testing.T) {
 			t.Errorf("%s: does not listen on port 8081", name)
 		}
 		want := map[string][]string{
-			"HAProxy": {"nbthread 1", "balance roundrobin"},
+			"HAProxy": {"nbthread 1"},
 			"nginx":   {"worker_processes 1;", "access_log off;", "keepalive_requests 1000000;"},
 			"Caddy":   {"admin off", "auto_https off", "lb_policy round_robin", "keepalive_idle_conns_per_host 128"},
 		}[strings.Split(name, ",")[0]]
-		if strings.HasSuffix(name, "proxy") && strings.HasPrefix(name, "nginx") {
+		switch name {
+		case "nginx, proxy":
 			want = append(want, "keepalive 64;", "proxy_http_version 1.1;", `proxy_set_header Connection "";`)
+		case "HAProxy, redirect", "HAProxy, proxy":
+			want = append(want, "balance roundrobin")
+		case "HAProxy, redirect rules":
+			want = append(want, "sc_inc_gpc0(0),mod(3)", "if { var(txn.turn) -m int 1 }", "if { var(txn.turn) -m int 2 }")
 		}
 		for _, w := range want {
 			if !strings.Contains(config, w) {
@@ -77,11 +83,16 @@ func TestPeerConfigsGiveTheSameConditions(t *testing.T) {
 			t.Errorf("%s: has a log directive:\n%s", name, config)
 		}
 	}
-	if got := strings.Count(haproxyConfig(docEnv, true), " redir http://127.0.0.1:500"); got != 3 {
-		t.Errorf("HAProxy redirect: got %d servers with redir, want 3", got)
-	}
-	if got := strings.Count(haproxyConfig(docEnv, false), " redir "); got != 0 {
-		t.Errorf("HAProxy proxy: got %d servers with redir, want 0", got)
+	for _, tt := range []struct {
+		job         haproxyJob
+		what        string
+		redir, rule int // servers with redir, redirect rules
+	}{{haproxyRedir, "redirect", 3, 0}, {haproxyRules, "redirect rules", 0, 3}, {haproxyForward, "proxy", 0, 0}} {
+		config := haproxyConfig(docEnv, tt.job)
+		redir, rule := strings.Count(config, " redir http://127.0.0.1:500"), strings.Count(config, "http-request redirect prefix http://127.0.0.1:500")
+		if redir != tt.redir || rule != tt.rule {
+			t.Errorf("HAProxy %s: got %d servers with redir and %d redirect rules, want %d and %d", tt.what, redir, rule, tt.redir, tt.rule)
+		}
 	}
 }
 
@@ -148,10 +159,10 @@ func TestContestants(t *testing.T) {
 		peers map[string]string
 		want  []string
 	}{
-		{"redirect,proxy", all, []string{"redis", "local", "haproxy-redir", "nginx-302", "proxy", "caddy", "haproxy", "nginx"}},
+		{"redirect,proxy", all, []string{"redis", "local", "haproxy-redir", "haproxy-rules", "nginx-302", "proxy", "caddy", "haproxy", "nginx"}},
 		{"redirect", map[string]string{}, []string{"redis", "local"}},
 		{"proxy", map[string]string{"caddy": ""}, []string{"proxy", "caddy"}},
-		{"proxy,redirect,proxy", map[string]string{"haproxy": ""}, []string{"redis", "local", "haproxy-redir", "proxy", "haproxy"}},
+		{"proxy,redirect,proxy", map[string]string{"haproxy": ""}, []string{"redis", "local", "haproxy-redir", "haproxy-rules", "proxy", "haproxy"}},
 	}
 	for _, tt := range tests {
 		groups, err := parseModes(tt.modes)
@@ -173,7 +184,8 @@ func TestContestants(t *testing.T) {
 // further along.
 func TestTurnOrder(t *testing.T) {
 	cs := contestants([]string{groupRedirect}, map[string]string{"haproxy": ""})
-	for n, want := range []string{"redis local haproxy-redir", "local haproxy-redir redis", "haproxy-redir redis local", "redis local haproxy-redir"} {
+	for n, want := range []string{"redis local haproxy-redir haproxy-rules", "local haproxy-redir haproxy-rules redis",
+		"haproxy-redir haproxy-rules redis local", "haproxy-rules redis local haproxy-redir", "redis local haproxy-redir haproxy-rules"} {
 		var got []string
 		for _, c := range turnOrder(cs, n) {
 			got = append(got, c.key)

@@ -30,6 +30,7 @@ func TestSummarize(t *testing.T) {
 		rounds("redis", [3]float64{30000, 36000, 33000}, [3]time.Duration{4 * msec, 6 * msec, 5 * msec}, 19, 1, 0),
 		rounds("local", [3]float64{40000, 50000, 44000}, [3]time.Duration{2 * msec, 3 * msec, 2500 * time.Microsecond}, 18, 0, 0),
 		rounds("haproxy-redir", [3]float64{30000, 30000, 30000}, [3]time.Duration{4 * msec, 4 * msec, 4 * msec}, 10, 0, 0),
+		rounds("haproxy-rules", [3]float64{36000, 36000, 36000}, [3]time.Duration{3 * msec, 3 * msec, 3 * msec}, 11, 0, 0),
 		rounds("proxy", [3]float64{8000, 9000, 8500}, [3]time.Duration{10 * msec, 10 * msec, 10 * msec}, 20, 1, 0),
 		rounds("caddy", [3]float64{8500, 8500, 8500}, [3]time.Duration{8 * msec, 8 * msec, 8 * msec}, 40, 0, 0),
 		rounds("haproxy", [3]float64{10000, 10000, 10000}, [3]time.Duration{5 * msec, 5 * msec, 5 * msec}, 12, 0, 1),
@@ -37,9 +38,9 @@ func TestSummarize(t *testing.T) {
 		runs = append(runs, r...)
 	}
 	turns := []map[string]float64{
-		{"redis": 30000, "local": 40000, "haproxy-redir": 30000, "proxy": 8000, "caddy": 8000, "haproxy": 10000},
-		{"redis": 36000, "local": 40000, "haproxy-redir": 30000, "proxy": 9000, "caddy": 8000, "haproxy": 10000},
-		{"redis": 33000, "local": 44000, "haproxy-redir": 30000, "proxy": 8500, "caddy": 8500, "haproxy": 0}, // a failed slice counts in no turn ratio
+		{"redis": 30000, "local": 40000, "haproxy-redir": 30000, "haproxy-rules": 36000, "proxy": 8000, "caddy": 8000, "haproxy": 10000},
+		{"redis": 36000, "local": 40000, "haproxy-redir": 30000, "haproxy-rules": 36000, "proxy": 9000, "caddy": 8000, "haproxy": 10000},
+		{"redis": 33000, "local": 44000, "haproxy-redir": 30000, "haproxy-rules": 36000, "proxy": 8500, "caddy": 8500, "haproxy": 0}, // a failed slice counts in no turn ratio
 	}
 	rows := summarize(cs, runs, turns)
 	type fig struct {
@@ -56,6 +57,7 @@ func TestSummarize(t *testing.T) {
 		{"redis", true, 33000, 5 * msec, 0, 0, 0, 0, 0, 21, 1, 0},
 		{"local", false, 44000, 2500 * time.Microsecond, 0.75, 2, 0.75, 0.75, 0.9, 20, 0, 0},
 		{"haproxy-redir", false, 30000, 4 * msec, 1.1, 1.25, 1, 1.1, 1.2, 12, 0, 0},
+		{"haproxy-rules", false, 36000, 3 * msec, 0.916666667, 1.666666667, 0.833333333, 0.916666667, 1, 13, 0, 0},
 		{"proxy", true, 8500, 10 * msec, 0, 0, 0, 0, 0, 22, 1, 0},
 		{"caddy", false, 8500, 8 * msec, 1, 1.25, 1, 1, 1.125, 42, 0, 0},
 		{"haproxy", false, 10000, 5 * msec, 0.85, 2, 0.8, 0.85, 0.9, 14, 0, 3},

@@ -108,7 +108,7 @@ func parseWrkDuration(s string) (time.Duration, error) {
 // It does not follow redirects; like wrk, it counts an answer other than
 // 2xx or 3xx as an error. Being Go, it competes with the dispatcher
 // for the same cores more than wrk does, so its figures are lower; the
-// ratios between modes are what to read.
+// ratios between contestants are what to read.
 type goLoad struct{}
 
 func (goLoad) name() string { return "Go load generator" }

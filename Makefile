@@ -8,9 +8,11 @@ COMPOSE      ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker c
 # make fuzz runs each fuzz target this long; make test runs it too, so CI
 # fuzzes every run, for a bounded time.
 FUZZTIME     ?= 10s
-# make bench: measured seconds per mode and round, the slices the modes
-# alternate in, rounds, connections.
-BENCH_FLAGS  ?= -duration 10s -slice 2s -rounds 3 -conns 64
+# make bench: measured seconds per contestant and round, the slices they
+# take turns in, rounds, connections; which groups and peers run (about
+# 3 minutes with all peers installed). A quick look at the proxy alone:
+# make bench BENCH_FLAGS="-modes proxy -rounds 1"
+BENCH_FLAGS  ?= -duration 6s -slice 2s -rounds 3 -conns 64 -modes redirect,proxy -peers auto
 E2E_TIMEOUT  ?= 45m
 
 # make unit RUN=TestSeed, make e2e RUN=TestDashboard: only the tests whose
@@ -95,9 +97,10 @@ fuzz:
 	cd internal && GOWORK=off go test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./backend
 	cd dispatcher && GOWORK=off go test -run '^$$' -fuzz '^FuzzTarget$$' -fuzztime $(FUZZTIME) .
 
-## bench: redis-server, three backends and two dispatchers as local processes,
-## under wrk (or a Go load generator): ROTATION=redis against ROTATION=local,
-## alternating every 2 s slice
+## bench: redis-server, three backends, the dispatchers (ROTATION=redis,
+## ROTATION=local, MODE=proxy) and, where installed, HAProxy, nginx and Caddy
+## as local processes, under wrk (or a Go load generator), taking turns every
+## 2 s slice; see docs/peers.md
 bench:
 	cd bench && GOWORK=off go run . $(BENCH_FLAGS)
 

@@ -151,8 +151,14 @@ func TestEveryStrategyServes(t *testing.T) {
 				t.Errorf("%s/%s: %d answers from %q, not one of the list's backends", tc.strategy, tc.mode, n, got)
 			}
 		}
-		if tc.strategy == "hash" && len(seen) != 1 {
-			t.Errorf("hash/%s: one client went to %d backends (%v), want one", tc.mode, len(seen), seen)
+		if tc.strategy == "hash" {
+			if len(seen) != 1 {
+				t.Errorf("hash/%s: one client went to %d backends (%v), want one", tc.mode, len(seen), seen)
+			}
+			// HASH_KEY=ip: every request had the key, none fell back.
+			if got, ok := sample(scrape(t, s.adm+"/metrics"), "spread_hash_fallbacks_total", nil); !ok || got != 0 {
+				t.Errorf("hash/%s: spread_hash_fallbacks_total got %v (present %v), want 0", tc.mode, got, ok)
+			}
 		}
 	}
 }

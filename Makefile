@@ -1,7 +1,7 @@
 # Every module also builds and tests alone (GOWORK=off), so targets loop over
 # the modules; go.work ties them together for editors and `make build`.
-MODULES      := internal backend seeder dispatcher bench e2e
-UNIT_MODULES := internal backend seeder dispatcher bench
+MODULES      := internal backend seeder dispatcher bench lab e2e
+UNIT_MODULES := internal backend seeder dispatcher bench lab
 PROGRAMS     := backend seeder dispatcher
 # `docker compose` (v2 plugin) where installed, else docker-compose (v1).
 COMPOSE      ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
@@ -21,7 +21,7 @@ RUN          ?=
 # The link checker: a module of its own, outside the workspace.
 LINKCHECK    := .ci/linkcheck
 
-.PHONY: all help build up logs run down standins test unit e2e lint links fuzz bench gobench tidy clean
+.PHONY: all help build up logs run down standins test unit e2e lint links fuzz bench lab gobench tidy clean
 
 ## all: lint, build, then every test (make test)
 all: lint build test
@@ -103,6 +103,14 @@ fuzz:
 ## 2 s slice; see docs/peers.md
 bench:
 	cd bench && GOWORK=off go run . $(BENCH_FLAGS)
+
+## lab: redis-server, a pool of backends (one slow and small) and a proxying
+## dispatcher per strategy as local processes, under the same open-loop load;
+## prints a table and writes LAB_OUT/report.json and charts (docs/lab.md)
+lab:
+	@mkdir -p bin
+	cd lab && GOWORK=off go build -o ../bin/lab .
+	bin/lab
 
 ## gobench: the Go benchmarks of the hot path (testing.B), real redis-server
 gobench:

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+)
+
+// poissonPacer sends requests at independent, exponentially distributed
+// gaps with mean 1/rate: the arrivals of many clients that do not wait for
+// each other. It is open loop: the next arrival never waits for an answer.
+// The same seed gives the same arrival times, so every strategy meets the
+// same load.
+type poissonPacer struct {
+	rate float64 // requests per second
+	rng  *rand.Rand
+
+	mu   sync.Mutex
+	n    uint64        // the hit whose arrival time is next
+	next time.Duration // its arrival time, from the start of the attack
+}
+
+var _ vegeta.Pacer = (*poissonPacer)(nil)
+
+func newPoissonPacer(rate float64, seed uint64) *poissonPacer {
+	p := &poissonPacer{rate: rate, rng: rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))}
+	p.next = p.gap()
+	return p
+}
+
+func (p *poissonPacer) gap() time.Duration {
+	return time.Duration(p.rng.ExpFloat64() / p.rate * float64(time.Second))
+}
+
+// Pace returns how long to wait before sending hit number hits (counting
+// from 0), given the time elapsed since the start. A late hit goes at once.
+func (p *poissonPacer) Pace(elapsed time.Duration, hits uint64) (time.Duration, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.n < hits {
+		p.next += p.gap()
+		p.n++
+	}
+	return max(0, p.next-elapsed), false
+}
+
+// Rate is the mean rate, the same at every moment.
+func (p *poissonPacer) Rate(time.Duration) float64 { return p.rate }
+
+// pacer returns the arrivals for cfg: Poisson or evenly spaced.
+func pacer(cfg config) vegeta.Pacer {
+	if cfg.arrivals == "constant" {
+		return vegeta.ConstantPacer{Freq: cfg.rate, Per: time.Second}
+	}
+	return newPoissonPacer(float64(cfg.rate), cfg.seed)
+}
+
+// userTargeter sends GET url, each request as one of users users, picked at
+// random (seeded): the X-User header that STRATEGY=hash hashes on.
+func userTargeter(url string, users int, seed uint64) vegeta.Targeter {
+	var mu sync.Mutex
+	rng := rand.New(rand.NewPCG(seed, 0x5bd1e995))
+	return func(t *vegeta.Target) error {
+		mu.Lock()
+		u := rng.IntN(users)
+		mu.Unlock()
+		t.Method, t.URL = http.MethodGet, url
+		t.Header = http.Header{userHeader: {"user-" + strconv.Itoa(u)}}
+		return nil
+	}
+}
+
+// outcome is what the load generator saw of one strategy.
+type outcome struct {
+	requests, errors int
+	latencies        []time.Duration // every request's, errors included (a timeout counts as the timeout)
+	answered         map[string]int  // successful answers by X-Backend
+	errorKinds       map[string]int  // errors by kind: "timeout", "HTTP 502", ...
+}
+
+// attack drives cfg's open-loop load at url for cfg.duration and collects
+// every result. It returns once every request has been answered or has
+// timed out.
+func attack(ctx context.Context, cfg config, url, name string) outcome {
+	a := vegeta.NewAttacker(vegeta.Timeout(cfg.timeout), vegeta.Redirects(vegeta.NoFollow),
+		vegeta.KeepAlive(true), vegeta.MaxBody(4096))
+	o := outcome{answered: map[string]int{}, errorKinds: map[string]int{}}
+	stop := context.AfterFunc(ctx, func() { a.Stop() })
+	defer stop()
+	for res := range a.Attack(userTargeter(url, cfg.users, cfg.seed), pacer(cfg), cfg.duration, name) {
+		o.add(res)
+	}
+	return o
+}
+
+func (o *outcome) add(res *vegeta.Result) {
+	o.requests++
+	o.latencies = append(o.latencies, res.Latency)
+	if res.Error != "" || res.Code < 200 || res.Code > 299 {
+		o.errors++
+		o.errorKinds[errorKind(res)]++
+		return
+	}
+	o.answered[res.Headers.Get("X-Backend")]++
+}
+
+// errorKind names what went wrong, briefly.
+func errorKind(res *vegeta.Result) string {
+	switch {
+	case res.Code != 0:
+		return "HTTP " + strconv.Itoa(int(res.Code))
+	case strings.Contains(res.Error, "Client.Timeout") || strings.Contains(res.Error, "deadline exceeded"):
+		return "timeout"
+	case strings.Contains(res.Error, "connection refused"):
+		return "connection refused"
+	}
+	if len(res.Error) > 60 {
+		return res.Error[:60] + "…"
+	}
+	return res.Error
+}
+
+// percentile is the q-quantile (0 < q ≤ 1) of sorted by the nearest-rank
+// method: the smallest value with at least q of the values at or below it.
+func percentile(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+// percentiles returns p50, p90 and p99 of d.
+func percentiles(d []time.Duration) (p50, p90, p99 time.Duration) {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return percentile(s, 0.50), percentile(s, 0.90), percentile(s, 0.99)
+}

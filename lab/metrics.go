@@ -1,0 +1,104 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// requestsMetric is the dispatcher's counter of requests by the backend it
+// chose: the only record of where a request went when its answer never
+// came back (the client gave up first).
+const requestsMetric = "spread_requests_total"
+
+// picks reads the dispatcher's /metrics and returns how many requests it has
+// sent to each backend, by the backend's URL, whatever the status.
+func (d *dispatcher) picks(ctx context.Context) (map[string]int64, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, d.admin+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	return parsePicks(resp.Body)
+}
+
+// parsePicks sums the samples of requestsMetric by their backend label, in
+// Prometheus's text exposition format. Requests answered without a backend
+// (label "") are left out.
+func parsePicks(r io.Reader) (map[string]int64, error) {
+	picks := map[string]int64{}
+	found := false
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, requestsMetric+"{")
+		if !ok {
+			continue
+		}
+		labels, value, err := parseSample(rest)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %q: %w", requestsMetric, line, err)
+		}
+		found = true
+		if b := labels["backend"]; b != "" {
+			picks[b] += int64(value)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, fmt.Errorf("no %s samples in the dispatcher's /metrics", requestsMetric)
+	}
+	return picks, nil
+}
+
+// parseSample reads `name="value",...} number` (what follows a metric's
+// opening brace), unescaping \\, \" and \n in label values.
+func parseSample(s string) (map[string]string, float64, error) {
+	labels := map[string]string{}
+	for {
+		s = strings.TrimLeft(s, " ,")
+		if rest, ok := strings.CutPrefix(s, "}"); ok {
+			f := strings.Fields(rest)
+			if len(f) == 0 {
+				return nil, 0, fmt.Errorf("no value")
+			}
+			v, err := strconv.ParseFloat(f[0], 64)
+			return labels, v, err
+		}
+		name, rest, ok := strings.Cut(s, `="`)
+		if !ok {
+			return nil, 0, fmt.Errorf("want name=\"value\"")
+		}
+		var val strings.Builder
+		i := 0
+		for ; i < len(rest) && rest[i] != '"'; i++ {
+			if rest[i] == '\\' && i+1 < len(rest) {
+				i++
+				switch rest[i] {
+				case 'n':
+					val.WriteByte('\n')
+				default:
+					val.WriteByte(rest[i])
+				}
+				continue
+			}
+			val.WriteByte(rest[i])
+		}
+		if i == len(rest) {
+			return nil, 0, fmt.Errorf("unterminated label value")
+		}
+		labels[strings.TrimSpace(name)] = val.String()
+		s = rest[i+1:]
+	}
+}

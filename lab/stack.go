@@ -1,0 +1,386 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// binaries are the programs under test, built from this checkout.
+type binaries struct{ backend, dispatcher, seeder string }
+
+// build compiles the backend, the dispatcher and the seeder of the checkout
+// at root into dir, each module on its own (GOWORK=off), as `make build`
+// and the images do.
+func build(ctx context.Context, root, dir string) (binaries, error) {
+	b := binaries{backend: filepath.Join(dir, "backend"), dispatcher: filepath.Join(dir, "dispatcher"),
+		seeder: filepath.Join(dir, "seeder")}
+	for _, p := range []struct{ pkg, out string }{{"backend", b.backend}, {"dispatcher", b.dispatcher}, {"seeder", b.seeder}} {
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", p.out, ".")
+		cmd.Dir = filepath.Join(root, p.pkg)
+		cmd.Env = append(os.Environ(), "GOWORK=off")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return b, fmt.Errorf("go build %s: %w\n%s", p.pkg, err, out)
+		}
+	}
+	return b, nil
+}
+
+// findRoot returns the checkout's top directory: the nearest directory at
+// or above the working directory that holds go.work and backend/.
+func findRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if isFile(filepath.Join(dir, "go.work")) && isFile(filepath.Join(dir, "backend", "go.mod")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run the lab inside the spread checkout: no directory above the working directory holds go.work and backend/")
+		}
+		dir = parent
+	}
+}
+
+func isFile(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// stack is redis-server and the pool of backends, running, with the list
+// seeded; dispatchers come and go, one per strategy.
+type stack struct {
+	dir       string // logs
+	bins      binaries
+	procs     []*proc
+	redisURL  string
+	redisAddr string           // host:port
+	backends  []runningBackend // in the order of the scenario
+}
+
+// runningBackend is a backend of the pool and the URL that reaches it.
+type runningBackend struct {
+	backendSpec
+	url string // http://127.0.0.1:port, as seeded in the list
+}
+
+// startStack starts redis-server and a backend for each spec, and seeds the
+// list with their URLs.
+func startStack(ctx context.Context, dir string, bins binaries, specs []backendSpec) (*stack, error) {
+	s := &stack{dir: dir, bins: bins}
+	redisPort, err := freePort()
+	if err != nil {
+		return s, err
+	}
+	// TCP on loopback, as the dispatcher reaches Redis in compose.
+	if _, err := s.start(ctx, "redis", nil, "redis-server", "--port", strconv.Itoa(redisPort),
+		"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir); err != nil {
+		return s, fmt.Errorf("redis-server (Debian: apt-get install redis-server): %w", err)
+	}
+	s.redisAddr = fmt.Sprintf("127.0.0.1:%d", redisPort)
+	s.redisURL = "redis://" + s.redisAddr + "/0"
+	for _, b := range specs {
+		port, err := freePort()
+		if err != nil {
+			return s, err
+		}
+		if _, err := s.start(ctx, b.Name, append(b.env(), "PORT="+strconv.Itoa(port)), bins.backend); err != nil {
+			return s, err
+		}
+		u := fmt.Sprintf("http://127.0.0.1:%d", port)
+		if err := waitFor(ctx, httpOK(u+"/healthz")); err != nil {
+			return s, fmt.Errorf("backend %s did not answer: %w (log: %s)", b.Name, err, s.log(b.Name))
+		}
+		s.backends = append(s.backends, runningBackend{b, u})
+	}
+	// The seeder writes the list as a user would; it also waits out
+	// redis-server's start.
+	urls := make([]string, len(s.backends))
+	for i, b := range s.backends {
+		urls[i] = b.url
+	}
+	if err := waitFor(ctx, func(ctx context.Context) error {
+		cmd := exec.CommandContext(ctx, bins.seeder, append([]string{"seed"}, urls...)...)
+		cmd.Env = append(os.Environ(), "REDIS_URL="+s.redisURL)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("seeder seed: %w: %s", err, out)
+		}
+		return nil
+	}); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+// names are the backends' names, in the scenario's order.
+func (s *stack) names() []string {
+	n := make([]string, len(s.backends))
+	for i, b := range s.backends {
+		n[i] = b.Name
+	}
+	return n
+}
+
+// dispatcher is a dispatcher in MODE=proxy with one strategy.
+type dispatcher struct {
+	proc  *proc
+	url   string // the main port: where the load goes
+	admin string // the admin port: /readyz, /metrics
+}
+
+// startDispatcher starts a proxying dispatcher with STRATEGY=strategy and
+// waits until it is ready.
+func (s *stack) startDispatcher(ctx context.Context, strategy string) (*dispatcher, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	adminPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	env := []string{"PORT=" + strconv.Itoa(port), "ADMIN_PORT=" + strconv.Itoa(adminPort),
+		"REDIS_URL=" + s.redisURL, "MODE=proxy", "STRATEGY=" + strategy,
+		// The backends stay up; the lab is about choosing among healthy ones.
+		"HEALTH_INTERVAL=0",
+		// No log line per request: writing them would cost CPU that the
+		// load needs, alike for every strategy.
+		"LOG_LEVEL=warn"}
+	if strategy == "hash" {
+		env = append(env, "HASH_KEY="+hashKey)
+	}
+	name := "dispatcher-" + strategy
+	p, err := s.start(ctx, name, env, s.bins.dispatcher)
+	if err != nil {
+		return nil, err
+	}
+	d := &dispatcher{proc: p, url: fmt.Sprintf("http://127.0.0.1:%d/", port), admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort)}
+	if err := waitFor(ctx, httpOK(d.admin+"/readyz")); err != nil {
+		return d, fmt.Errorf("STRATEGY=%s: dispatcher not ready: %w (log: %s)", strategy, err, s.log(name))
+	}
+	return d, nil
+}
+
+// checkProxy sends one request through d and makes sure a backend of the
+// pool answered it: a fast error page is no result.
+func (s *stack) checkProxy(ctx context.Context, d *dispatcher) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, d.url, nil)
+	req.Header.Set(userHeader, "check")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	name := resp.Header.Get("X-Backend")
+	if resp.StatusCode != http.StatusOK || !slices.Contains(s.names(), name) {
+		return fmt.Errorf("the dispatcher answered %s with X-Backend %q; want 200 from one of %q (is MODE=proxy supported?)",
+			resp.Status, name, s.names())
+	}
+	return nil
+}
+
+// backendStats is the part of a backend's GET /stats that the lab reads.
+type backendStats struct {
+	InService int64 `json:"in_service"`
+	Queued    int64 `json:"queued"`
+}
+
+// drain waits until no backend has a request in service or queued, so that
+// one strategy's backlog does not slow the next one down. A backend without
+// GET /stats (404) has no queue to wait for.
+func (s *stack) drain(ctx context.Context) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for _, b := range s.backends {
+		for {
+			busy, err := b.busy(ctx)
+			if err != nil {
+				return fmt.Errorf("backend %s: %w", b.Name, err)
+			}
+			if busy == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("backend %s still has %d requests in service or queued after 30 s", b.Name, busy)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+// busy is how many requests the backend has in service or queued.
+func (b runningBackend) busy(ctx context.Context) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.url+"/stats", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusNotFound:
+		return 0, nil
+	case http.StatusOK:
+	default:
+		return 0, fmt.Errorf("GET /stats: %s", resp.Status)
+	}
+	var st backendStats
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return 0, fmt.Errorf("GET /stats: %w", err)
+	}
+	return st.InService + st.Queued, nil
+}
+
+// proc is a program started by the lab.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed when it has exited
+}
+
+// stop sends SIGTERM and waits up to 15 s for the exit.
+func (p *proc) stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// start runs a program with its output in dir/name.log.
+func (s *stack) start(ctx context.Context, name string, env []string, prog string, args ...string) (*proc, error) {
+	logf, err := os.Create(filepath.Join(s.dir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, prog, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 15 * time.Second
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, err
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() { cmd.Wait(); logf.Close(); close(p.done) }()
+	s.procs = append(s.procs, p)
+	return p, nil
+}
+
+// log is the tail of a program's log, for error messages.
+func (s *stack) log(name string) string {
+	b, _ := os.ReadFile(filepath.Join(s.dir, name+".log"))
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return fmt.Sprintf("%q", b)
+}
+
+// stop stops every program still running, last started first.
+func (s *stack) stop() {
+	for _, p := range slices.Backward(s.procs) {
+		select {
+		case <-p.done:
+		default:
+			p.stop()
+		}
+	}
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+func httpOK(url string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %s", url, resp.Status)
+		}
+		return nil
+	}
+}
+
+// waitFor retries check for up to 10 s.
+func waitFor(ctx context.Context, check func(context.Context) error) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := check(cctx)
+		cancel()
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// redisCommands returns how many commands redis-server has processed since
+// it started (INFO stats, total_commands_processed): what every dispatcher
+// costs Redis, on the request path and off it. It speaks RESP over one
+// short connection, which is all it needs of a Redis client.
+func (s *stack) redisCommands(ctx context.Context) (int64, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", s.redisAddr)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, "*2\r\n$4\r\nINFO\r\n$5\r\nstats\r\n"); err != nil {
+		return 0, err
+	}
+	r := bufio.NewReader(conn)
+	head, err := r.ReadString('\n')
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(head, "$")))
+	if !strings.HasPrefix(head, "$") || err != nil || n < 0 {
+		return 0, fmt.Errorf("INFO stats: unexpected reply %q", head)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "total_commands_processed:"); ok {
+			return strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return 0, errors.New("INFO stats: no total_commands_processed")
+}

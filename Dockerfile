@@ -41,15 +41,18 @@ FROM ${RUNTIME_IMAGE} AS runtime
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 USER 65532:65532
 
+# No EXPOSE: a backend listens on $PORT (default 5000), set when it runs, and
+# compose runs three of them on 5000, 5001 and 5002; an EXPOSE fixed here
+# would name the wrong port for two of them. Publish the port you set.
 FROM runtime AS backend
 COPY --from=build /out/backend /backend
-EXPOSE 5000
 ENTRYPOINT ["/backend"]
 
 FROM runtime AS seeder
 COPY --from=build /out/seeder /seeder
 ENTRYPOINT ["/seeder"]
 
+# The default PORT and ADMIN_PORT, which compose uses inside the container.
 FROM runtime AS dispatcher
 COPY --from=build /out/dispatcher /dispatcher
 EXPOSE 80 8080

@@ -8,45 +8,88 @@ COMPOSE      ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker c
 # make fuzz runs each fuzz target this long; make test runs it too, so CI
 # fuzzes every run, for a bounded time.
 FUZZTIME     ?= 10s
-# make bench: measured seconds per mode and round, the slices the modes
-# alternate in, rounds, connections.
-BENCH_FLAGS  ?= -duration 10s -slice 2s -rounds 3 -conns 64
+# make bench: measured seconds per contestant and round, the slices they
+# take turns in, rounds, connections; which groups and peers run (about
+# 3 minutes with all peers installed). A quick look at the proxy alone:
+# make bench BENCH_FLAGS="-modes proxy -rounds 1"
+BENCH_FLAGS  ?= -duration 6s -slice 2s -rounds 3 -conns 64 -modes redirect,proxy -peers auto
 E2E_TIMEOUT  ?= 45m
 
-.PHONY: all build run down test unit e2e lint fuzz bench lab gobench tidy clean
+# make unit RUN=TestSeed, make e2e RUN=TestDashboard: only the tests whose
+# names match (go test -run).
+RUN          ?=
+# The link checker: a module of its own, outside the workspace.
+LINKCHECK    := .ci/linkcheck
 
+.PHONY: all help build up logs run down standins test unit e2e lint links fuzz bench lab gobench tidy clean
+
+## all: lint, build, then every test (make test)
 all: lint build test
+
+## help: list the targets and what each does
+help:
+	@awk '/^## [a-z][a-z0-9-]*:/ { sub(/^## /, ""); i = index($$0, ":"); t = substr($$0, 1, i - 1); \
+	        d[t] = substr($$0, i + 2); last = t; next } \
+	      /^## / && last != "" { sub(/^## /, ""); d[last] = d[last] "\n" sprintf("%-10s  ", "") $$0; next } \
+	      { last = "" } \
+	      /^[a-z][a-z0-9-]*:/ && !/:=/ { t = $$0; sub(/:.*/, "", t); if (!(t in seen)) { seen[t] = 1; order[++n] = t } } \
+	      END { for (k = 1; k <= n; k++) printf "%-10s  %s\n", order[k], (order[k] in d) ? d[order[k]] : "(no description)" }' $(firstword $(MAKEFILE_LIST))
 
 ## build: compile the three programs into bin/
 build:
 	@mkdir -p bin
 	@for p in $(PROGRAMS); do echo "go build -o bin/$$p ./$$p"; go build -o bin/$$p ./$$p || exit 1; done
 
-## run: build the images and start the tutorial's stack (Ctrl-C stops it)
+## up: build the images and start the tutorial's stack in the background
+up:
+	$(COMPOSE) up --build -d
+
+## logs: follow the stack's logs (Ctrl-C stops following, not the stack)
+logs:
+	$(COMPOSE) logs -f
+
+## run: build the images and start the stack in the foreground (Ctrl-C stops it)
 run:
 	$(COMPOSE) up --build
 
-## down: remove the stack's containers and network
+## down: stop the stack and remove its containers and network
 down:
 	$(COMPOSE) down --remove-orphans
+
+## standins: on a machine that cannot pull images, build local stand-ins for
+## the base images and write their names to .env, which compose reads
+standins:
+	bash .ci/standins.sh --env .env
 
 ## test: lint, the unit tests of every module (real redis-server), each fuzz
 ## target for FUZZTIME, then the e2e tests
 test: lint unit fuzz e2e
 
-## unit: each module's tests on its own; needs redis-server on PATH
+## unit: each module's tests on its own (RUN=name: only those); needs
+## redis-server on PATH
 unit:
-	@for m in $(UNIT_MODULES); do echo "==> unit tests: $$m"; (cd $$m && GOWORK=off go test -count=1 ./...) || exit 1; done
+	@for m in $(UNIT_MODULES); do echo "==> unit tests: $$m"; (cd $$m && GOWORK=off go test -count=1 $(if $(RUN),-run '$(RUN)') ./...) || exit 1; done
 
-## e2e: build the real images and drive the whole stack from outside; needs Docker
+## e2e: build the real images and drive the whole stack from outside
+## (RUN=name: only those); needs Docker
 e2e:
 	@echo "==> e2e tests (builds the images; the first run takes a few minutes)"
-	cd e2e && GOWORK=off go test -count=1 -timeout $(E2E_TIMEOUT) -v ./...
+	cd e2e && GOWORK=off go test -count=1 -timeout $(E2E_TIMEOUT) $(if $(RUN),-run '$(RUN)') -v ./...
 
-## lint: gofmt and go vet over every module
-lint:
+## lint: the link check, gofmt and go vet over every module, and a ## line
+## for every target (make help)
+lint: links
+	@if $(MAKE) -s help | grep -q '(no description)'; then echo "targets without a ## line:"; $(MAKE) -s help | grep '(no description)'; exit 1; fi
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@for m in $(MODULES); do echo "==> go vet: $$m"; (cd $$m && GOWORK=off go vet ./...) || exit 1; done
+
+## links: every relative link and #anchor in README.md, CONTRIBUTING.md and
+## docs/ points to a file and heading that exist
+links:
+	@echo "==> links"
+	@out=$$(gofmt -l $(LINKCHECK)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@cd $(LINKCHECK) && GOWORK=off go vet . && GOWORK=off go test -count=1 -run '^Test(Slug|HeadingAnchors|Links|Run)' . >/dev/null
+	@cd $(LINKCHECK) && GOWORK=off go run . ../..
 
 ## fuzz: run each fuzz target for FUZZTIME
 fuzz:
@@ -54,9 +97,10 @@ fuzz:
 	cd internal && GOWORK=off go test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./backend
 	cd dispatcher && GOWORK=off go test -run '^$$' -fuzz '^FuzzTarget$$' -fuzztime $(FUZZTIME) .
 
-## bench: redis-server, three backends and two dispatchers as local processes,
-## under wrk (or a Go load generator): ROTATION=redis against ROTATION=local,
-## alternating every 2 s slice
+## bench: redis-server, three backends, the dispatchers (ROTATION=redis,
+## ROTATION=local, MODE=proxy) and, where installed, HAProxy, nginx and Caddy
+## as local processes, under wrk (or a Go load generator), taking turns every
+## 2 s slice; see docs/peers.md
 bench:
 	cd bench && GOWORK=off go run . $(BENCH_FLAGS)
 
@@ -77,5 +121,6 @@ gobench:
 tidy:
 	@for m in $(MODULES); do (cd $$m && GOWORK=off go mod tidy) || exit 1; done
 
+## clean: remove bin/
 clean:
 	rm -rf bin

@@ -10,11 +10,16 @@
 #           RUNTIME_IMAGE=scratch
 # stderr: progress logs.
 #
+# With --env FILE (what `make standins` does), it writes the three as
+# NAME=value lines into FILE instead, a Compose .env file: lines of FILE that
+# set other variables are kept, earlier values of these three are replaced.
+# Compose reads .env in every shell, so no export is needed.
+#
 # A variable the caller already set (GO_IMAGE, REDIS_IMAGE, RUNTIME_IMAGE) is
 # respected: that stand-in is not built and the given value is echoed back.
 #
-# Idempotent: each image is also tagged with a hash of its inputs
-# (spread-local/NAME:in-<hash>); when that tag exists the build is skipped and
+# Idempotent: each image is also tagged with a hash of its inputs, its recipe
+# included (spread-local/NAME:in-<hash>); when that tag exists the build is skipped and
 # only the :ci tag is (re)pointed at it.
 #
 # Host prerequisites (installed by .ci/run): docker, go in /usr/local/go,
@@ -22,6 +27,13 @@
 # static /bin/busybox (Debian package busybox-static).
 set -euo pipefail
 umask 022   # modes in the images must not depend on the caller's umask
+
+env_file=
+case "${1:-}" in
+  --env) [ -n "${2:-}" ] || { echo "usage: $0 [--env FILE]" >&2; exit 2; }; env_file=$2 ;;
+  "") ;;
+  *) echo "usage: $0 [--env FILE]" >&2; exit 2 ;;
+esac
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Modules whose dependencies get embedded in the Go image: every top-level
@@ -91,7 +103,9 @@ build_redis() {
       $1 ~ /^\// { print $1 }' | sort -u)
   [ -n "$libs" ] || die "ldd found no libraries for $server"
 
-  hash=$( { sha256sum "${BASH_SOURCE[0]}" "$server" "$cli" /bin/busybox;
+  # The recipe is this function and add_busybox, not the whole script, so
+  # that editing the Go recipe does not rebuild this image, nor the reverse.
+  hash=$( { declare -f build_redis add_busybox; sha256sum "$server" "$cli" /bin/busybox;
             for lib in $libs; do echo "$lib"; sha256sum "$(readlink -f "$lib")"; done; } \
           | sha256sum | cut -c1-16)
   if image_exists "$repo:in-$hash"; then
@@ -129,15 +143,18 @@ ENTRYPOINT
   done
 
   local t0=$SECONDS
-  # Protected mode must be off: the other containers of a compose project reach
-  # this redis over the Docker network without a password. No persistence: it
-  # is a test/demo stand-in.
+  # Like the official image: redis-server's built-in defaults, so RDB
+  # snapshots (and one at shutdown) go to /data, a volume, and the data
+  # survives `docker compose restart redis`; the entry point turns protected
+  # mode off, since the other containers of a compose project reach this
+  # redis over the Docker network without a password.
   tar -C "$stage" -c "${tar_flags[@]}" . | docker import \
       --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' \
+      --change 'VOLUME /data' \
       --change 'WORKDIR /data' \
       --change 'EXPOSE 6379' \
       --change 'ENTRYPOINT ["docker-entrypoint.sh"]' \
-      --change 'CMD ["redis-server","--protected-mode","no","--save","","--appendonly","no"]' \
+      --change 'CMD ["redis-server"]' \
       - "$repo:in-$hash" >/dev/null
   log "redis: imported $repo:in-$hash in $((SECONDS - t0)) s"
   finish "$repo" "$hash"
@@ -168,7 +185,7 @@ build_go() {
   done
 
   local hash
-  hash=$( { sha256sum "${BASH_SOURCE[0]}" "$go" "$busybox" "$ca";
+  hash=$( { declare -f build_go add_busybox; sha256sum "$go" "$busybox" "$ca";
             cat "$goroot/VERSION";
             for f in "${modfiles[@]}"; do echo "${f#"$repo_root"/}"; cat "$f"; done; } \
           | sha256sum | cut -c1-16)
@@ -257,6 +274,20 @@ fi
 # itself, so the built-in empty `scratch` needs no stand-in.
 RUNTIME_IMAGE=${RUNTIME_IMAGE:-scratch}
 
-printf 'export GO_IMAGE=%q\n' "$GO_IMAGE"
-printf 'export RUNTIME_IMAGE=%q\n' "$RUNTIME_IMAGE"
-printf 'export REDIS_IMAGE=%q\n' "$REDIS_IMAGE"
+if [ -z "$env_file" ]; then
+  printf 'export GO_IMAGE=%q\n' "$GO_IMAGE"
+  printf 'export RUNTIME_IMAGE=%q\n' "$RUNTIME_IMAGE"
+  printf 'export REDIS_IMAGE=%q\n' "$REDIS_IMAGE"
+  exit 0
+fi
+# Image names hold no spaces, quotes or '#', so NAME=value needs no quoting
+# in any Compose version's .env syntax.
+tmp=$(mktemp "$env_file.XXXXXX")
+chmod 0644 "$tmp"
+{ [ -f "$env_file" ] && grep -Ev '^[[:space:]]*(export[[:space:]]+)?(GO_IMAGE|RUNTIME_IMAGE|REDIS_IMAGE)=' "$env_file" || true
+  echo "GO_IMAGE=$GO_IMAGE"
+  echo "RUNTIME_IMAGE=$RUNTIME_IMAGE"
+  echo "REDIS_IMAGE=$REDIS_IMAGE"
+} >"$tmp"
+mv "$tmp" "$env_file"
+log "wrote GO_IMAGE, RUNTIME_IMAGE and REDIS_IMAGE to $env_file"

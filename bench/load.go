@@ -19,7 +19,7 @@ import (
 // result is what one load run measured.
 type result struct {
 	requests int64         // responses received in the measured window
-	errors   int64         // connection errors, timeouts and non-3xx answers
+	errors   int64         // connection errors, timeouts and answers other than 2xx or 3xx
 	rps      float64       // requests per second
 	p50, p99 time.Duration // latency percentiles
 }
@@ -105,9 +105,10 @@ func parseWrkDuration(s string) (time.Duration, error) {
 
 // goLoad is the fallback where wrk is not installed: conns keep-alive
 // connections, each sending a request as soon as the last answer is read.
-// It does not follow redirects. Being Go, it competes with the dispatcher
+// It does not follow redirects; like wrk, it counts an answer other than
+// 2xx or 3xx as an error. Being Go, it competes with the dispatcher
 // for the same cores more than wrk does, so its figures are lower; the
-// ratios between modes are what to read.
+// ratios between contestants are what to read.
 type goLoad struct{}
 
 func (goLoad) name() string { return "Go load generator" }
@@ -146,7 +147,7 @@ func (goLoad) run(ctx context.Context, url string, conns int, d time.Duration) (
 				}
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
-				if resp.StatusCode < 300 || resp.StatusCode > 399 {
+				if resp.StatusCode < 200 || resp.StatusCode > 399 {
 					bad++
 					err1 = firstOf(err1, fmt.Errorf("status %d", resp.StatusCode))
 					continue

@@ -96,7 +96,7 @@ func TestAccumAddsSlices(t *testing.T) {
 	a.add(result{requests: 10000, rps: 10000, p50: 3 * time.Millisecond, p99: 7 * time.Millisecond}, 10002)
 	a.add(result{requests: 20000, errors: 2, rps: 10000, p50: 1 * time.Millisecond, p99: 8 * time.Millisecond}, 20000)
 	got := a.measurement(2, "redis")
-	want := measurement{round: 2, mode: "redis", lmovePerRequest: 60002.0 / 60000,
+	want := measurement{round: 2, key: "redis", lmovePerRequest: 60002.0 / 60000,
 		result: result{requests: 60000, errors: 3, rps: 12000, p50: 2 * time.Millisecond, p99: 8 * time.Millisecond}}
 	if got != want {
 		t.Errorf("got %+v, want %+v", got, want)

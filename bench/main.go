@@ -1,17 +1,31 @@
-// Command bench measures what the shared rotation costs: it runs
-// redis-server, three backends and two dispatchers, one with ROTATION=redis
-// and one with ROTATION=local, as local processes, and drives redirect load
-// at one dispatcher at a time, switching between them every slice (2 s), so
-// that the two are compared on the same machine at the same time.
+// Command bench measures the dispatcher against its own baseline and
+// against the proxies users know. It runs redis-server and three backends
+// as local processes, then, each in its own process on a loopback port,
+// the contestants of two groups:
+//
+//   - redirect: dispatchers with ROTATION=redis and ROTATION=local (the
+//     in-process baseline), HAProxy (balance roundrobin, server ... redir)
+//     and nginx (return 302 to one fixed backend);
+//   - proxy: a dispatcher with MODE=proxy and ROTATION=redis, Caddy
+//     (reverse_proxy, lb_policy round_robin), HAProxy (balance roundrobin)
+//     and nginx (proxy_pass with upstream keepalive).
+//
+// The peers (HAProxy, nginx, Caddy) run where they are installed; the
+// others are named and left out. Load goes to one contestant at a time,
+// taking turns slice by slice (2 s), so that all are compared on the same
+// machine at the same time. docs/peers.md shows the peers' configurations
+// and how to read the output.
 //
 // Usage (or `make bench`):
 //
-//	go run . [-duration 10s] [-slice 2s] [-rounds 3] [-conns 64] [-loadgen auto|wrk|go]
+//	go run . [-duration 6s] [-slice 2s] [-rounds 3] [-conns 64] [-loadgen auto|wrk|go]
+//	         [-modes redirect,proxy] [-peers auto|none|haproxy,nginx,caddy] [-gomaxprocs 1]
 //
-// It prints, per round and as medians: requests/s, p50 and p99 latency, the
-// dispatcher's peak RSS, and LMOVE calls per request served (from Redis's
-// INFO commandstats); then the ratios redis/local and whether they meet the
-// project's targets. It exits 1 if a target is missed.
+// It prints, per round and contestant: requests/s, p50 and p99 latency,
+// peak RSS and, for ROTATION=redis, LMOVE calls per request served (from
+// Redis's INFO commandstats); then, per contestant, the medians of the
+// rounds and the ratios of its group's dispatcher to it; then whether the
+// project's targets are met. It exits 1 if a target is missed.
 package main
 
 import (
@@ -34,17 +48,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/spreadlb/spread/internal/redistest"
 	"github.com/spreadlb/spread/internal/store"
-)
-
-// Targets, as ratios within one run (issue: exact shared rotation at
-// in-process speed).
-const (
-	minThroughputRatio = 0.7 // redis rps / local rps, at least
-	maxP99Ratio        = 2.0 // redis p99 / local p99, at most
-	minLMOVEPerRequest = 1.0 // Redis counts a step for every request served
-	maxRSSMiB          = 50  // dispatcher peak RSS, either mode
 )
 
 func main() {
@@ -60,29 +64,43 @@ type options struct {
 	duration, slice, warmup time.Duration
 	rounds, conns           int
 	loadgen                 string
+	modes, peers            string
+	gomaxprocs              int
 	keep                    bool
 }
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
 	var o options
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured load per mode and round")
-	fs.DurationVar(&o.slice, "slice", 2*time.Second, "load runs alternate between the modes every slice")
-	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured load at each dispatcher before the first round")
-	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each measures both modes for -duration, slice by slice")
+	fs.DurationVar(&o.duration, "duration", 6*time.Second, "measured load per contestant and round")
+	fs.DurationVar(&o.slice, "slice", 2*time.Second, "the contestants take turns under load every slice")
+	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured load at each contestant before the first round")
+	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each measures every contestant for -duration, slice by slice")
 	fs.IntVar(&o.conns, "conns", 64, "concurrent connections")
 	fs.StringVar(&o.loadgen, "loadgen", "auto", "auto (wrk if installed, else go), wrk or go")
-	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (binaries, logs)")
+	fs.StringVar(&o.modes, "modes", "redirect,proxy", "groups to run: redirect, proxy or both, comma-separated")
+	fs.StringVar(&o.peers, "peers", "auto", "auto (the installed ones), none, or a comma-separated list of haproxy, nginx and caddy")
+	fs.IntVar(&o.gomaxprocs, "gomaxprocs", 1, "GOMAXPROCS of the dispatchers and Caddy, as nginx and HAProxy get one worker; 0: Go's default (every core)")
+	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (binaries, configurations, logs)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if o.rounds < 1 || o.conns < 1 || o.duration < time.Second || o.slice < time.Second {
-		return errors.New("want -rounds ≥ 1, -conns ≥ 1, -duration ≥ 1s and -slice ≥ 1s")
+	if o.rounds < 1 || o.conns < 1 || o.duration < time.Second || o.slice < time.Second || o.gomaxprocs < 0 {
+		return errors.New("want -rounds ≥ 1, -conns ≥ 1, -duration ≥ 1s, -slice ≥ 1s and -gomaxprocs ≥ 0")
+	}
+	groups, err := parseModes(o.modes)
+	if err != nil {
+		return err
+	}
+	peers, missing, err := choosePeers(o.peers, lookPeer)
+	if err != nil {
+		return err
 	}
 	load, err := pickLoader(o.loadgen)
 	if err != nil {
 		return err
 	}
+	cs := contestants(groups, peers)
 
 	dir, err := os.MkdirTemp("", "spread-bench")
 	if err != nil {
@@ -102,59 +120,77 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-
-	modes := []string{"redis", "local"}
-	ds := map[string]*dispatcher{}
-	for _, mode := range modes {
-		if ds[mode], err = env.startDispatcher(ctx, dir, bins, mode); err != nil {
-			return fmt.Errorf("ROTATION=%s: %w", mode, err)
+	for _, c := range cs {
+		if c.peer == "" {
+			err = env.startDispatcher(ctx, dir, bins, c, o.gomaxprocs)
+		} else {
+			err = env.startPeer(ctx, dir, peers[c.peer], c, o.gomaxprocs)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", c.name, err)
 		}
 		if o.warmup > 0 {
-			if _, err := load.run(ctx, ds[mode].url, o.conns, o.warmup); err != nil {
-				return fmt.Errorf("ROTATION=%s: warm-up: %w", mode, err)
+			if _, err := load.run(ctx, c.url, o.conns, o.warmup); err != nil {
+				return fmt.Errorf("%s: warm-up: %w", c.name, err)
 			}
 		}
 	}
 
 	nslices := max(1, int((o.duration+o.slice-1)/o.slice))
-	fmt.Fprintf(stdout, "machine: %s, %d CPUs, %s; load: %s, %d connections, %d × %s per mode and round, modes alternating\n\n",
-		cpuModel(), runtime.NumCPU(), runtime.Version(), load.name(), o.conns, nslices, o.slice)
+	procs := "Go's default GOMAXPROCS"
+	if o.gomaxprocs > 0 {
+		procs = fmt.Sprintf("GOMAXPROCS=%d", o.gomaxprocs)
+	}
+	fmt.Fprintf(stdout, "machine: %s, %d CPUs, %s; load: %s, %d connections, %d × %s per contestant and round, contestants taking turns; dispatchers and Caddy with %s\n",
+		cpuModel(), runtime.NumCPU(), runtime.Version(), load.name(), o.conns, nslices, o.slice, procs)
+	if missing != "" {
+		fmt.Fprintln(stdout, missing)
+	}
+	fmt.Fprintln(stdout)
 	var runs []measurement
-	var pairs []float64 // redis/local throughput of each pair of adjacent slices
-	const row = "%5v  %-8v  %10v  %9v  %9v  %9v  %13v  %6v\n"
-	fmt.Fprintf(stdout, row, "round", "ROTATION", "requests/s", "p50", "p99", "peak RSS", "LMOVE/request", "errors")
+	var cycles []map[string]float64 // each contestant's requests/s in each turn of all of them
+	const row = "%5v  %-36v  %10v  %9v  %9v  %9v  %13v  %6v\n"
+	fmt.Fprintf(stdout, row, "round", "contestant", "requests/s", "p50", "p99", "peak RSS", "LMOVE/request", "errors")
 	for round := 1; round <= o.rounds; round++ {
 		acc := map[string]*accum{}
-		for _, mode := range modes {
-			acc[mode] = &accum{}
+		for _, c := range cs {
+			acc[c.key] = &accum{}
 		}
-		for k := range nslices {
-			order := modes
-			if (round+k)%2 == 0 {
-				order = []string{modes[1], modes[0]}
-			}
+		for range nslices {
 			rps := map[string]float64{}
-			for _, mode := range order {
-				r, lmoves, err := env.measure(ctx, ds[mode], load, o.conns, o.slice)
+			for _, c := range turnOrder(cs, len(cycles)) {
+				r, lmoves, err := env.measure(ctx, c, load, o.conns, o.slice)
 				if err != nil {
-					return fmt.Errorf("round %d, ROTATION=%s: %w", round, mode, err)
+					return fmt.Errorf("round %d, %s: %w", round, c.name, err)
 				}
-				acc[mode].add(r, lmoves)
-				rps[mode] = r.rps
+				acc[c.key].add(r, lmoves)
+				rps[c.key] = r.rps
 			}
-			pairs = append(pairs, rps["redis"]/rps["local"])
+			cycles = append(cycles, rps)
 		}
-		for _, mode := range modes {
-			m := acc[mode].measurement(round, mode)
-			if m.rssMiB, err = peakRSS(ds[mode].proc.cmd.Process.Pid); err != nil {
+		for _, c := range cs {
+			m := acc[c.key].measurement(round, c.key)
+			if m.rssMiB, err = peakRSS(c.pid); err != nil {
 				return err
 			}
 			runs = append(runs, m)
-			fmt.Fprintf(stdout, row, round, mode, fmt.Sprintf("%.0f", m.rps), ms(m.p50), ms(m.p99),
-				fmt.Sprintf("%.1f MiB", m.rssMiB), fmt.Sprintf("%.2f", m.lmovePerRequest), m.errors)
+			lmove := "-"
+			if c.lmove {
+				lmove = fmt.Sprintf("%.2f", m.lmovePerRequest)
+			}
+			fmt.Fprintf(stdout, row, round, c.name, fmt.Sprintf("%.0f", m.rps), ms(m.p50), ms(m.p99),
+				fmt.Sprintf("%.1f MiB", m.rssMiB), lmove, m.errors)
 		}
 	}
-	return report(stdout, runs, pairs)
+	return report(stdout, cs, runs, cycles)
+}
+
+// turnOrder is the order in which the contestants take their slices in the
+// n-th turn: each turn starts one further along, so that none always
+// follows the same one.
+func turnOrder(cs []*contestant, n int) []*contestant {
+	k := n % len(cs)
+	return slices.Concat(cs[k:], cs[:k])
 }
 
 func pickLoader(name string) (loader, error) {
@@ -186,12 +222,14 @@ func build(ctx context.Context, dir string) (binaries, error) {
 	return b, nil
 }
 
-// stack is redis-server and three backends, running.
+// stack is redis-server and three backends, running, and the contestants
+// started on them.
 type stack struct {
 	procs    []*proc
 	redisURL string
 	redis    *redis.Client
-	backends []string
+	backends []string // base URLs, http://127.0.0.1:port
+	names    []string // what each backend sends in X-Backend
 }
 
 func startStack(ctx context.Context, dir string, bins binaries) (*stack, error) {
@@ -223,7 +261,7 @@ func startStack(ctx context.Context, dir string, bins binaries) (*stack, error) 
 		if err := waitFor(ctx, httpOK(u+"/healthz")); err != nil {
 			return s, fmt.Errorf("%s did not answer: %w", name, err)
 		}
-		s.backends = append(s.backends, u)
+		s.backends, s.names = append(s.backends, u), append(s.names, name)
 	}
 	if err := store.NewStore(s.redis, "servers", nil).Replace(ctx, s.backends); err != nil {
 		return s, err
@@ -279,55 +317,7 @@ func (s *stack) stop() {
 	}
 }
 
-// dispatcher is one dispatcher under test, running for the whole bench.
-type dispatcher struct {
-	proc *proc
-	url  string
-}
-
-// startDispatcher starts a dispatcher with ROTATION=mode and waits until it
-// redirects to a seeded backend.
-func (s *stack) startDispatcher(ctx context.Context, dir string, bins binaries, mode string) (*dispatcher, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	adminPort, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	p, err := s.start(ctx, dir, "dispatcher-"+mode, []string{"PORT=" + strconv.Itoa(port),
-		"ADMIN_PORT=" + strconv.Itoa(adminPort), "REDIS_URL=" + s.redisURL, "ROTATION=" + mode,
-		// No log line per request: the bench measures the dispatching, not
-		// the writing of access logs, which costs both modes alike.
-		"LOG_LEVEL=warn"}, bins.dispatcher)
-	if err != nil {
-		return nil, err
-	}
-	if err := waitFor(ctx, httpOK(fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort))); err != nil {
-		return nil, fmt.Errorf("dispatcher not ready: %w", err)
-	}
-	d := &dispatcher{proc: p, url: fmt.Sprintf("http://127.0.0.1:%d/", port)}
-	return d, checkRedirect(d.url, s.backends)
-}
-
-// measure runs one slice of load at d and returns what the load generator
-// measured and how many LMOVE calls Redis counted meanwhile. The other
-// dispatcher is idle then, so the count is d's.
-func (s *stack) measure(ctx context.Context, d *dispatcher, load loader, conns int, dur time.Duration) (result, int64, error) {
-	before, err := redistest.Calls(ctx, s.redis, "lmove")
-	if err != nil {
-		return result{}, 0, err
-	}
-	r, err := load.run(ctx, d.url, conns, dur)
-	if err != nil {
-		return r, 0, err
-	}
-	after, err := redistest.Calls(ctx, s.redis, "lmove")
-	return r, after - before, err
-}
-
-// accum adds up the slices of one mode in one round.
+// accum adds up the slices of one contestant in one round.
 type accum struct {
 	requests, errors, lmoves int64
 	seconds                  float64
@@ -344,10 +334,10 @@ func (t *accum) add(r result, lmoves int64) {
 	t.p50, t.p99 = append(t.p50, r.p50), append(t.p99, r.p99)
 }
 
-// measurement is the round's figure for the mode: requests/s over all its
+// measurement is the round's figure for the contestant: requests/s over all its
 // slices, and the median of the slices' p50 and p99.
-func (t *accum) measurement(round int, mode string) measurement {
-	m := measurement{round: round, mode: mode, result: result{requests: t.requests, errors: t.errors,
+func (t *accum) measurement(round int, key string) measurement {
+	m := measurement{round: round, key: key, result: result{requests: t.requests, errors: t.errors,
 		p50: median(t.p50), p99: median(t.p99)}}
 	if t.seconds > 0 {
 		m.rps = float64(t.requests) / t.seconds
@@ -356,34 +346,35 @@ func (t *accum) measurement(round int, mode string) measurement {
 	return m
 }
 
-// measurement is one mode in one round.
+// measurement is one contestant in one round.
 type measurement struct {
 	round int
-	mode  string
+	key   string // the contestant's
 	result
 	rssMiB          float64
 	lmovePerRequest float64
 }
 
-// checkRedirect makes sure the dispatcher redirects to a seeded backend
-// before it is measured: a fast 503 is no result.
-func checkRedirect(url string, backends []string) error {
-	c := &http.Client{Timeout: 5 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := c.Get(url)
+// peakRSS is the high-water resident set (VmHWM) of the process and its
+// children (nginx's worker under its master), in MiB: the sum of their
+// peaks, so at most that much was resident at once.
+func peakRSS(pid int) (float64, error) {
+	total, err := vmHWM(pid)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	resp.Body.Close()
-	loc := resp.Header.Get("Location")
-	if resp.StatusCode != http.StatusFound || !slices.Contains(backends, strings.TrimSuffix(loc, "/")) {
-		return fmt.Errorf("dispatcher answered %d %q, want 302 to one of %q", resp.StatusCode, loc, backends)
+	children, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	for _, f := range strings.Fields(string(children)) {
+		if child, err := strconv.Atoi(f); err == nil {
+			if mib, err := vmHWM(child); err == nil {
+				total += mib
+			}
+		}
 	}
-	return nil
+	return total, nil
 }
 
-// peakRSS is the process's high-water resident set (VmHWM), in MiB.
-func peakRSS(pid int) (float64, error) {
+func vmHWM(pid int) (float64, error) {
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, fmt.Errorf("peak RSS (needs Linux /proc): %w", err)
@@ -395,56 +386,6 @@ func peakRSS(pid int) (float64, error) {
 		}
 	}
 	return 0, errors.New("no VmHWM in /proc status")
-}
-
-// report prints the medians, the ratios, and each target's verdict, and
-// how much the throughput ratio varied between adjacent slices: the noise
-// of the machine, which the medians are meant to see through.
-func report(w io.Writer, runs []measurement, pairs []float64) error {
-	med := map[string]measurement{}
-	for _, mode := range []string{"redis", "local"} {
-		var rps, rss, per []float64
-		var p50, p99 []time.Duration
-		var errs int64
-		for _, m := range runs {
-			if m.mode == mode {
-				rps, rss, per = append(rps, m.rps), append(rss, m.rssMiB), append(per, m.lmovePerRequest)
-				p50, p99 = append(p50, m.p50), append(p99, m.p99)
-				errs += m.errors
-			}
-		}
-		med[mode] = measurement{mode: mode, result: result{rps: median(rps), p50: median(p50), p99: median(p99), errors: errs},
-			rssMiB: slices.Max(rss), lmovePerRequest: slices.Min(per)}
-	}
-	r, l := med["redis"], med["local"]
-	fmt.Fprintf(w, "\nmedians: redis %.0f req/s, p50 %s, p99 %s; local %.0f req/s, p50 %s, p99 %s\n",
-		r.rps, ms(r.p50), ms(r.p99), l.rps, ms(l.p50), ms(l.p99))
-	if len(pairs) > 0 {
-		fmt.Fprintf(w, "redis/local throughput of adjacent slices: lowest %.2f, median %.2f, highest %.2f (%d pairs)\n",
-			slices.Min(pairs), median(pairs), slices.Max(pairs), len(pairs))
-	}
-	checks := []struct {
-		what string
-		ok   bool
-	}{
-		{fmt.Sprintf("throughput redis/local = %.3f (target ≥ %.1f)", r.rps/l.rps, minThroughputRatio), r.rps/l.rps >= minThroughputRatio},
-		{fmt.Sprintf("p99 redis/local = %.3f (target ≤ %.1f)", float64(r.p99)/float64(l.p99), maxP99Ratio), float64(r.p99) <= maxP99Ratio*float64(l.p99)},
-		{fmt.Sprintf("LMOVE per request served, redis mode, lowest round = %.3f (target ≥ %.0f)", r.lmovePerRequest, minLMOVEPerRequest), r.lmovePerRequest >= minLMOVEPerRequest},
-		{fmt.Sprintf("peak RSS = %.1f MiB redis, %.1f MiB local (target ≤ %d MiB)", r.rssMiB, l.rssMiB, maxRSSMiB), r.rssMiB <= maxRSSMiB && l.rssMiB <= maxRSSMiB},
-		{fmt.Sprintf("failed requests = %d redis, %d local (target 0)", r.errors, l.errors), r.errors == 0 && l.errors == 0},
-	}
-	failed := 0
-	for _, c := range checks {
-		verdict := "ok  "
-		if !c.ok {
-			verdict, failed = "MISS", failed+1
-		}
-		fmt.Fprintf(w, "%s %s\n", verdict, c.what)
-	}
-	if failed > 0 {
-		return fmt.Errorf("%d of %d targets missed", failed, len(checks))
-	}
-	return nil
 }
 
 // median of v; zero for none.

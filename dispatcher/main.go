@@ -121,6 +121,9 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 	if err != nil {
 		return err
 	}
+	if h, ok := picker.(interface{ Fallbacks() uint64 }); ok {
+		m.countFallbacks(h.Fallbacks)
+	}
 	if r, ok := picker.(balance.Runner); ok {
 		background.Go(func() { r.Run(ctx) })
 	}

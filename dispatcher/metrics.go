@@ -43,6 +43,8 @@ import (
 //	    is forwarding to the backend now (proxy.go).
 //	spread_strategy_info{strategy,mode}         gauge, always 1: the STRATEGY and MODE this
 //	    dispatcher runs.
+//	spread_hash_fallbacks_total                 counter (STRATEGY=hash): requests without the
+//	    HASH_KEY key, which took a round-robin step instead.
 //
 // Go runtime (go_*) and process (process_*) metrics come with them.
 type metrics struct {
@@ -105,9 +107,17 @@ func newMetrics(mode, strategy string) *metrics {
 		Help: "Always 1: the STRATEGY and MODE this dispatcher runs.",
 	}, []string{"strategy", "mode"})
 	info.WithLabelValues(strategy, mode).Set(1)
-	m.reg.MustRegister(m.requests, m.pick, m.redisErrors, m.degraded, m.backendUp, info,
+	m.reg.MustRegister(m.requests, m.pick, m.redisErrors, m.degraded, m.backendUp, m.inflight, info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// countFallbacks adds spread_hash_fallbacks_total, read from n.
+func (m *metrics) countFallbacks(n func() uint64) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "spread_hash_fallbacks_total",
+		Help: "Requests without the HASH_KEY key, which took a round-robin step instead (STRATEGY=hash).",
+	}, func() float64 { return float64(n()) }))
 }
 
 // handler serves the registry in Prometheus's exposition format.

@@ -1,5 +1,7 @@
 package store
 
+import "time"
+
 // Queued is how many picks wait for the round trip in flight.
 func (s *Store) Queued() int {
 	s.co.mu.Lock()
@@ -16,3 +18,7 @@ func (s *Store) TripInFlight() bool {
 	defer s.co.mu.Unlock()
 	return s.co.inflight > 0
 }
+
+// SetTTL shortens how long f's counts live without a renewal, so that a
+// test sees a dead dispatcher's counts expire without waiting InflightTTL.
+func (f *Inflight) SetTTL(d time.Duration) { f.ttl = d }

@@ -50,14 +50,15 @@ const inflightRenew = 2 * time.Second
 // A pick takes the candidate with the fewest requests in flight per unit of
 // weight, over every live dispatcher. Among equals it takes the first at or
 // after the turn, and moves the turn past it, so an idle pool still
-// rotates. Fields of expired dispatchers are deleted as they are met.
+// rotates. Fields of dispatchers that are not live (expired, or withdrawn)
+// are deleted as they are met.
 var inflightScript = redis.NewScript(`
 local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id, ttl, npick, nown = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local prefix = id .. "|"
-local expired = {}
-for _, who in ipairs(redis.call("ZRANGEBYSCORE", KEYS[2], "-inf", now)) do expired[who] = true end
+local live = {}
+for _, who in ipairs(redis.call("ZRANGEBYSCORE", KEYS[2], "(" .. now, "+inf")) do live[who] = true end
 redis.call("ZREMRANGEBYSCORE", KEYS[2], "-inf", now)
 redis.call("ZADD", KEYS[2], now + ttl, id)
 local own, others = {}, {}
@@ -74,10 +75,10 @@ for j = 1, #all, 2 do
   if sep then who, e = string.sub(f, 1, sep - 1), string.sub(f, sep + 1) end
   if who == id then
     if not own[e] then redis.call("HDEL", KEYS[1], f) end
-  elseif expired[who] or not sep then
-    redis.call("HDEL", KEYS[1], f)
-  else
+  elseif live[who] then
     others[e] = (others[e] or 0) + (tonumber(all[j + 1]) or 0)
+  else
+    redis.call("HDEL", KEYS[1], f)
   end
 end
 local cands, weights = {}, {}
@@ -130,7 +131,8 @@ type Candidate struct {
 type Inflight struct {
 	s     *Store
 	id    string
-	eager bool // Release starts a call at once (least-connections)
+	eager bool          // Release starts a call at once (least-connections)
+	ttl   time.Duration // how long its counts live without a renewal: InflightTTL
 
 	mu      sync.Mutex
 	busy    bool              // a call is in flight
@@ -155,7 +157,7 @@ type inflightWaiter struct {
 // picks and releases around it); without, counts reach Redis with the next
 // Sync.
 func (s *Store) NewInflight(id string, eager bool) *Inflight {
-	return &Inflight{s: s, id: id, eager: eager, own: map[string]int64{}, others: map[string]int64{}}
+	return &Inflight{s: s, id: id, eager: eager, ttl: InflightTTL, own: map[string]int64{}, others: map[string]int64{}}
 }
 
 // Add counts one more request to entry, in this process only: the count
@@ -371,7 +373,7 @@ func (f *Inflight) lead(ctx context.Context) {
 func (f *Inflight) call(ctx context.Context, own map[string]int64, n int, cands []Candidate) (picks []string, others map[string]int64, err error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.s.stepTimeout)
 	defer cancel()
-	args := []any{f.id, InflightTTL.Milliseconds(), n, len(own)}
+	args := []any{f.id, f.ttl.Milliseconds(), n, len(own)}
 	for _, e := range slices.Sorted(maps.Keys(own)) {
 		args = append(args, e, own[e])
 	}

@@ -1,0 +1,3 @@
+module github.com/spreadlb/spread/ci/linkcheck
+
+go 1.26

@@ -136,18 +136,25 @@ func (b *syncBuffer) String() string {
 func startServe(t *testing.T, ctx context.Context, env map[string]string, seed ...string) *served {
 	t.Helper()
 	srv := redistest.Start(t)
+	return startServeOn(t, ctx, srv, srv.URL, env, seed...)
+}
+
+// startServeOn is startServe on srv, reached at url (as a user of its ACL,
+// say); seed is written through srv's own client.
+func startServeOn(t *testing.T, ctx context.Context, srv *redistest.Server, url string, env map[string]string, seed ...string) *served {
+	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	// A client made as run makes it (store.Connect: context deadlines
 	// bound every command, no retries), not the test server's own.
-	rdb, err := store.Connect(srv.URL, "dispatcher")
+	rdb, err := store.Connect(url, "dispatcher")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rdb.Close() })
 	s := &served{redis: srv, store: store.NewStore(rdb, "servers", log), errc: make(chan error, 1), logs: logs}
 	if len(seed) > 0 {
-		if err := s.store.Replace(ctx, seed); err != nil {
+		if err := store.NewStore(srv.Client, "servers", nil).Replace(ctx, seed); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -67,7 +67,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
 	store.LogTo(log)
 
-	rdb, err := store.Connect(cfg.redisURL, "dispatcher")
+	rdb, err := store.ConnectTLS(cfg.redisURL, "dispatcher", cfg.redisTLS)
 	if err != nil {
 		return err
 	}

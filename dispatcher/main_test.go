@@ -63,6 +63,12 @@ func TestLoadConfig(t *testing.T) {
 		{"PROXY_RETRIES", "two", "PROXY_RETRIES"},
 		{"PROXY_DIAL_TIMEOUT", "0s", "PROXY_DIAL_TIMEOUT"},
 		{"PROXY_RESPONSE_TIMEOUT", "forever", "PROXY_RESPONSE_TIMEOUT"},
+		{"REDIS_KEY", " ", "REDIS_KEY"},
+		{"REDIS_KEY", "my servers", "REDIS_KEY"},
+		{"REDIS_KEY", "servers\r", "REDIS_KEY"},
+		{"REDIS_TLS_CA", "/nonexistent/ca.crt", "REDIS_TLS_CA"},
+		{"REDIS_TLS_CERT", "/nonexistent/client.crt", "REDIS_TLS_KEY is not"},
+		{"REDIS_TLS_KEY", "/nonexistent/client.key", "REDIS_TLS_CERT is not"},
 	}
 	for _, tc := range bad {
 		_, err := loadConfig(func(k string) string {

@@ -48,7 +48,7 @@ import (
 var (
 	serversSetting = app.Setting{Name: "SERVERS", Default: "",
 		Usage: "comma-separated URLs for a bare `seeder seed`; empty means the tutorial's three"}
-	settings = []app.Setting{store.RedisURL, store.RedisKey, serversSetting}
+	settings = []app.Setting{store.RedisURL, store.RedisKey, store.RedisTLSCA, store.RedisTLSCert, store.RedisTLSKey, serversSetting}
 )
 
 // tutorialServers is what `seeder seed` writes when given no URL and no SERVERS.
@@ -184,16 +184,30 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	// The error returned says what went wrong; go-redis's own retry
 	// messages would only repeat it.
 	store.LogTo(slog.New(slog.DiscardHandler))
-	rdb, err := store.Connect(store.RedisURL.Get(getenv), "seeder")
+	key, err := store.LoadKey(getenv)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	tc, err := store.LoadTLS(getenv)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	rdb, err := store.ConnectTLS(store.RedisURL.Get(getenv), "seeder", tc)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	defer rdb.Close()
-	st := store.NewStore(rdb, store.RedisKey.Get(getenv), nil)
+	st := store.NewStore(rdb, key, nil)
 
 	// Each command but watch is one quick exchange with Redis.
 	opCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	// May the Redis user do what this command needs? Checked without
+	// running anything, so that a missing permission stops the command
+	// before its first write, naming every command missing.
+	if err := st.CheckAccess(opCtx, redisOps(cmd, probes.m != nil)...); err != nil {
+		return err
+	}
 	switch cmd {
 	case "seed":
 		if err := st.ReplaceWithProbes(opCtx, urls, probes.m); err != nil {
@@ -235,6 +249,28 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	default: // watch
 		return watch(ctx, st, watchN, watchEvery, stdout)
 	}
+}
+
+// redisOps lists what cmd does with Redis (store.Missing).
+func redisOps(cmd string, probes bool) []store.Op {
+	switch cmd {
+	case "seed":
+		if probes {
+			return []store.Op{store.OpSeed, store.OpSeedProbes, store.OpList}
+		}
+		return []store.Op{store.OpSeed, store.OpList}
+	case "list":
+		return []store.Op{store.OpList}
+	case "probe":
+		return []store.Op{store.OpProbes}
+	case "add":
+		return []store.Op{store.OpAdd}
+	case "remove":
+		return []store.Op{store.OpRemove}
+	case "watch":
+		return []store.Op{store.OpWatch}
+	}
+	return []store.Op{store.OpPing}
 }
 
 // splitServers splits SERVERS at commas, trimming spaces and dropping empty items.

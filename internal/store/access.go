@@ -34,9 +34,11 @@ const (
 	// ZRANGEBYSCORE, ZREMRANGEBYSCORE, ZADD, ZREM, HGETALL, HDEL, HSET, GET,
 	// SET, through EVALSHA/EVAL.
 	OpInflight
-	// OpSeed: `seeder seed` (ReplaceWithProbes): DEL, RPUSH, HSET in
-	// MULTI/EXEC.
+	// OpSeed: `seeder seed` (Replace): DEL, RPUSH in MULTI/EXEC.
 	OpSeed
+	// OpSeedProbes: `seeder seed -probe` (ReplaceWithProbes) also: DEL,
+	// HSET on the probe hash.
+	OpSeedProbes
 	// OpAdd: `seeder add`: RPUSH.
 	OpAdd
 	// OpRemove: `seeder remove`: LREM, LLEN.
@@ -100,7 +102,9 @@ func (s *Store) checks(op Op) []probe {
 			p("ZADD", alive, 0, "x"), p("ZREM", alive, "x"), p("HGETALL", inflight), p("HDEL", inflight, "x"),
 			p("HSET", inflight, "x", 1), p("GET", turn), p("SET", turn, 0))
 	case OpSeed:
-		return []probe{p("DEL", key), p("DEL", tally), p("RPUSH", key, "x"), p("DEL", probes), p("HSET", probes, "x", "y")}
+		return []probe{p("DEL", key), p("DEL", tally), p("RPUSH", key, "x")}
+	case OpSeedProbes:
+		return []probe{p("DEL", probes), p("HSET", probes, "x", "y")}
 	case OpAdd:
 		return []probe{p("RPUSH", key, "x")}
 	case OpRemove:

@@ -81,7 +81,7 @@ func aclLog(t *testing.T, srv *redistest.Server) []string {
 
 var (
 	dispatcherOps = []store.Op{store.OpRead, store.OpRotate, store.OpHealth, store.OpReport, store.OpInflight}
-	seederOps     = []store.Op{store.OpSeed, store.OpAdd, store.OpRemove, store.OpProbes, store.OpList, store.OpWatch, store.OpPing}
+	seederOps     = []store.Op{store.OpSeed, store.OpSeedProbes, store.OpAdd, store.OpRemove, store.OpProbes, store.OpList, store.OpWatch, store.OpPing}
 )
 
 // The users that docs/security.md documents can do everything their

@@ -133,3 +133,23 @@ func TestReadyzNamesAMissingLLEN(t *testing.T) {
 		t.Errorf("spread_degraded: got %v, want 0; log:\n%s", got, s.logs)
 	}
 }
+
+// A refusal outside the request path (the health checks' lease, without
+// GET) is named by /readyz and counted too.
+func TestRefusedHealthChecksAreCounted(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv, url := withUser(t, "-get")
+	s := startServeOn(t, ctx, srv, url, map[string]string{"HEALTH_INTERVAL": "1h"}, three...)
+	if code, body := s.readyz(t); code != 503 || !strings.Contains(body, "GET {servers}:lease") {
+		t.Errorf("/readyz: got %d %q, want 503 naming GET {servers}:lease", code, body)
+	}
+	waitFor(t, "the health checks' refusal is counted", func() bool {
+		got, _ := sample(scrape(t, s.adm+"/metrics"), "spread_redis_permission_errors_total", map[string]string{"command": "GET"})
+		return got > 0
+	})
+	// Picks need no GET: requests are still served.
+	if code, _ := s.getOK(t, "/"); code != http.StatusFound {
+		t.Errorf("a request: got %d, want 302", code)
+	}
+}

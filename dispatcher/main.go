@@ -93,6 +93,8 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 	st.SetStepTimeout(cfg.redisTimeout)
 	log.Info("dispatcher listening", "addr", ln.Addr().String(), "admin", admin.Addr().String(),
 		"key", st.Key(), "mode", cfg.mode, "strategy", cfg.strategy, "rotation", cfg.rotation, "redirect_status", cfg.status)
+	m := newMetrics(string(cfg.mode), cfg.strategy)
+	st.OnDenied(m.denied) // from the first command on
 	// Say at once whether Redis answers; not fatal, since it may come up later.
 	checkCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	n, err := st.Len(checkCtx)
@@ -124,7 +126,6 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 		log.Warn("cannot read the rotation list yet; requests get 503 until it is read", "err", err)
 	}
 	background.Go(func() { pl.Run(ctx) })
-	m := newMetrics(string(cfg.mode), cfg.strategy)
 	strategy, _ := balance.Lookup(cfg.strategy) // loadConfig checked the name
 	picker, err := strategy.New(balance.Config{Store: st, Pool: pl, Rotation: cfg.rotation, HashKey: cfg.hashKey,
 		Timeout: cfg.redisTimeout, OnDegraded: m.SetDegraded, OnRedisError: m.redisError, Log: log})

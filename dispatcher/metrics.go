@@ -36,9 +36,11 @@ import (
 //	    answers Redis did give (empty list, wrong type, invalid entries, a refusal),
 //	    a client that left (context.Canceled), picks made while degraded (they ask
 //	    Redis nothing), and the admin port's own reads (/readyz, the dashboard's LRANGE).
-//	spread_redis_permission_errors_total{command} counter: calls to Redis on the request
-//	    path that Redis refused because the user in REDIS_URL may not run the command
-//	    (store.ErrNoPermission); command is its name ("SCARD"), "" where Redis did not say.
+//	spread_redis_permission_errors_total{command} counter: calls to Redis that Redis
+//	    refused because the user in REDIS_URL may not run the command
+//	    (store.ErrNoPermission), whatever made them: a pick, the health checks, the
+//	    snapshot's reads (store.OnDenied). command is its name ("SCARD"), "" where
+//	    Redis did not say. The checks of /readyz and of the start are not counted.
 //	spread_degraded                             gauge: 1 while the dispatcher runs degraded
 //	    (SetDegraded, called by the fallback when Redis stops and starts answering).
 //	spread_backend_up{backend}                  gauge: 0 while the shared health checks have
@@ -93,7 +95,7 @@ func newMetrics(mode, strategy string) *metrics {
 		}),
 		redisDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spread_redis_permission_errors_total",
-			Help: "Calls to Redis on the request path that Redis refused because the user in REDIS_URL may not run the command (an ACL misconfiguration), by command.",
+			Help: "Calls to Redis that Redis refused because the user in REDIS_URL may not run the command (an ACL misconfiguration), by command.",
 		}, []string{"command"}),
 		degraded: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "spread_degraded",
@@ -143,19 +145,19 @@ func (m *metrics) picked(d time.Duration, err error) {
 	m.redisError(err)
 }
 
-// redisError counts a failed call to Redis: in spread_redis_errors_total
-// if Redis did not answer, in spread_redis_permission_errors_total if it
-// refused the command. Other errors are not counted.
+// redisError counts a call to Redis on the request path that failed
+// because Redis did not answer, in spread_redis_errors_total. Other errors
+// are not counted (refusals are, through denied).
 func (m *metrics) redisError(err error) {
-	var perr *store.PermissionError
-	switch {
-	case errors.As(err, &perr):
-		m.redisDenied.WithLabelValues(perr.Name()).Inc()
-	case errors.Is(err, store.ErrNoPermission):
-		m.redisDenied.WithLabelValues("").Inc()
-	case errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded):
+	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 		m.redisErrors.Inc()
 	}
+}
+
+// denied counts a command Redis refused, in
+// spread_redis_permission_errors_total (store.OnDenied).
+func (m *metrics) denied(e *store.PermissionError) {
+	m.redisDenied.WithLabelValues(e.Name()).Inc()
 }
 
 // SetDegraded sets spread_degraded, and the dashboard's degraded mark.

@@ -153,11 +153,14 @@ func (s *Store) Missing(ctx context.Context, ops ...Op) ([]string, error) {
 	defer done()
 	// MULTI first, alone: without it, the commands would run.
 	if err := conn.Do(ctx, "MULTI").Err(); err != nil {
-		err = s.classifyOp(err, "MULTI")
-		if perr := (*PermissionError)(nil); errors.As(err, &perr) && perr.Command == "MULTI" {
-			return []string{"MULTI"}, nil
+		if isPermission(err.Error()) {
+			perr := permissionError(err.Error(), "MULTI")
+			if perr.Command == "MULTI" {
+				return []string{"MULTI"}, nil
+			}
+			return nil, perr // a command every connection sends: CLIENT|SETNAME, SELECT
 		}
-		return nil, err
+		return nil, s.classifyOp(err, "MULTI")
 	}
 	var queued, alts []*redis.Cmd
 	var exec *redis.Cmd

@@ -115,6 +115,9 @@ func (s *Store) classifyOp(err error, op string) error {
 	case isPermission(msg):
 		perr := permissionError(msg, op)
 		s.logDenied(perr)
+		if f := s.onDenied.Load(); f != nil {
+			(*f)(perr)
+		}
 		return perr
 	case strings.Contains(strings.ToLower(msg), "db index is out of range"),
 		strings.Contains(strings.ToLower(msg), "invalid db index"):
@@ -190,6 +193,12 @@ func permissionError(msg, op string) *PermissionError {
 
 func cmdOf(s string) string { c, _, _ := strings.Cut(s, " "); return c }
 func keyOf(s string) string { _, k, _ := strings.Cut(s, " "); return k }
+
+// OnDenied makes f hear every command that Redis refuses to this Store's
+// user (the dispatcher counts them in a metric), whatever sent it: a pick,
+// the health checks, the snapshot's reads. Missing's checks are not
+// refusals and are not reported.
+func (s *Store) OnDenied(f func(*PermissionError)) { s.onDenied.Store(&f) }
 
 // deniedLogEvery bounds how often one refused command is logged.
 const deniedLogEvery = time.Minute

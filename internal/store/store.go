@@ -80,6 +80,7 @@ type Store struct {
 	co          coalescer                              // picks waiting for the round trip in flight
 	parsed      atomic.Pointer[map[string]parsedEntry] // backend.Parse's verdicts, by entry
 	denied      sync.Map                               // refused command -> when it was last logged (logDenied)
+	onDenied    atomic.Pointer[func(*PermissionError)] // hears every refused command (OnDenied)
 
 	// legacy is set once the server has answered that it has no LMOVE
 	// (Redis < 6.2); from then on a step uses RPOPLPUSH, which is the same

@@ -101,8 +101,19 @@ func TestMutualTLSToACluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := rotateOver(fmt.Sprintf("rediss+cluster://127.0.0.1:%d", srv.Port), tc); err != nil {
+	url := fmt.Sprintf("rediss+cluster://127.0.0.1:%d", srv.Port)
+	if err := rotateOver(url, tc); err != nil {
 		t.Errorf("cluster over mutual TLS: %v", err)
+	}
+	// The permission check reaches the node that holds the list, over the
+	// same TLS.
+	rdb, err := store.ConnectTLS(url, "test", tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	if missing, err := store.NewStore(rdb, "servers", nil).Missing(ctx, store.OpRead, store.OpRotate); err != nil || len(missing) > 0 {
+		t.Errorf("the check on a cluster: got %q (err %v), want nothing missing", missing, err)
 	}
 }
 

@@ -160,7 +160,7 @@ func (s *Store) deniedIn(cmds []redis.Cmder) error {
 // (NOPERM ...) or, from 7.0, inside a script.
 func isPermission(msg string) bool {
 	m := strings.ToLower(msg)
-	return strings.Contains(m, "noperm") ||
+	return strings.Contains(msg, "NOPERM") ||
 		strings.Contains(m, "no permissions to") ||
 		strings.Contains(m, "the user executing the script can't")
 }
@@ -172,8 +172,9 @@ func permissionError(msg, op string) *PermissionError {
 	if i := strings.Index(msg, scriptCallPrefix); i >= 0 {
 		rest := msg[i+len(scriptCallPrefix):]
 		// "SCARD {servers}:down: ERR The user ... script: SHA, on @user_script:12."
-		if cmd, reply, ok := strings.Cut(rest, ": "); ok {
-			e.Command = strings.TrimSpace(strings.ToUpper(cmdOf(cmd)) + " " + keyOf(cmd))
+		if what, reply, ok := strings.Cut(rest, ": "); ok {
+			name, key, _ := strings.Cut(what, " ")
+			e.Command = strings.TrimSpace(strings.ToUpper(name) + " " + key)
 			e.Reply = reply
 		}
 	} else if m := deniedCommand.FindStringSubmatch(msg); m != nil {
@@ -190,9 +191,6 @@ func permissionError(msg, op string) *PermissionError {
 	e.Reply = strings.TrimPrefix(e.Reply, "failed to initialize connection options: ")
 	return e
 }
-
-func cmdOf(s string) string { c, _, _ := strings.Cut(s, " "); return c }
-func keyOf(s string) string { _, k, _ := strings.Cut(s, " "); return k }
 
 // OnDenied makes f hear every command that Redis refuses to this Store's
 // user (the dispatcher counts them in a metric), whatever sent it: a pick,

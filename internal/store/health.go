@@ -102,7 +102,7 @@ func (s *Store) ReleaseLease(ctx context.Context, id string) error {
 // (ReportFailure), in one MULTI: origin -> how many.
 func (s *Store) TakeReports(ctx context.Context) (map[string]string, error) {
 	var all *redis.MapStringStringCmd
-	cmds, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := s.txPipelined(ctx, func(p redis.Pipeliner) error {
 		all = p.HGetAll(ctx, s.reports)
 		p.Del(ctx, s.reports)
 		return nil
@@ -198,7 +198,7 @@ func (s *Store) ReplaceWithProbes(ctx context.Context, urls []string, probes map
 		}
 		hash = append(hash, o, p)
 	}
-	cmds, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := s.txPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, s.key, s.tally)
 		p.RPush(ctx, s.key, toArgs(urls)...)
 		if probes != nil {

@@ -404,7 +404,7 @@ func (s *Store) InFlight(ctx context.Context) (map[string]int64, error) {
 	var all *redis.MapStringStringCmd
 	var alive *redis.ZSliceCmd
 	var now *redis.TimeCmd
-	cmds, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := s.txPipelined(ctx, func(p redis.Pipeliner) error {
 		now = p.Time(ctx)
 		alive = p.ZRangeWithScores(ctx, sibling(s.key, "alive"), 0, -1)
 		all = p.HGetAll(ctx, sibling(s.key, "inflight"))

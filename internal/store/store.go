@@ -81,6 +81,7 @@ type Store struct {
 	parsed      atomic.Pointer[map[string]parsedEntry] // backend.Parse's verdicts, by entry
 	denied      sync.Map                               // refused command -> when it was last logged (logDenied)
 	onDenied    atomic.Pointer[func(*PermissionError)] // hears every refused command (OnDenied)
+	noMulti     atomic.Pointer[refusal]                // Redis refused MULTI to this user (txPipelined)
 
 	// legacy is set once the server has answered that it has no LMOVE
 	// (Redis < 6.2); from then on a step uses RPOPLPUSH, which is the same
@@ -193,7 +194,7 @@ func (s *Store) Entries(ctx context.Context) ([]string, error) {
 func (s *Store) Read(ctx context.Context) (entries, down []string, err error) {
 	var list *redis.StringSliceCmd
 	var set *redis.StringSliceCmd
-	cmds, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := s.txPipelined(ctx, func(p redis.Pipeliner) error {
 		list = p.LRange(ctx, s.key, 0, -1)
 		set = p.SMembers(ctx, s.down)
 		return nil
@@ -269,6 +270,32 @@ func (s *Store) Remove(ctx context.Context, entry string) (int64, error) {
 // Ping reports whether Redis answers.
 func (s *Store) Ping(ctx context.Context) error {
 	return s.classifyOp(s.rdb.Ping(ctx).Err(), "PING")
+}
+
+// refusal is an error Redis answered, and when.
+type refusal struct {
+	err error
+	at  time.Time
+}
+
+// txPipelined is the client's TxPipelined, except that once Redis has
+// refused MULTI to this user it sends nothing for deniedLogEvery and
+// returns that refusal again. Sent anyway, the commands queued behind the
+// refused MULTI would run outside any transaction, and go-redis would drop
+// the connection for the replies it did not read ("Conn has unread data"),
+// every time.
+func (s *Store) txPipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error) {
+	if r := s.noMulti.Load(); r != nil && time.Since(r.at) < deniedLogEvery {
+		return nil, r.err
+	}
+	cmds, err := s.rdb.TxPipelined(ctx, fn)
+	for _, c := range cmds {
+		if e := c.Err(); e != nil && isPermission(e.Error()) && strings.Contains(e.Error(), "'multi'") {
+			s.noMulti.Store(&refusal{e, time.Now()})
+			break
+		}
+	}
+	return cmds, err
 }
 
 // errString is err's text, "" for nil.

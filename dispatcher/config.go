@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -46,6 +47,7 @@ var (
 		Usage: "MODE=proxy: how long to wait for a backend's response headers once the request is sent (the body may then stream for as long as it takes)"}
 
 	settings = []app.Setting{portSetting, adminSetting, store.RedisURL, store.RedisKey,
+		store.RedisTLSCA, store.RedisTLSCert, store.RedisTLSKey,
 		modeSetting, strategySetting, hashKeySetting, rotationSetting,
 		statusSetting, timeoutSetting, shutdownSetting, logLevelSetting,
 		healthIntervalSetting, healthTimeoutSetting, healthFallsSetting, healthRisesSetting,
@@ -59,6 +61,7 @@ const maxProxyRetries = 10
 type config struct {
 	port, adminPort string
 	redisURL, key   string
+	redisTLS        *tls.Config // REDIS_TLS_*: nil when none is set
 	mode            balance.Mode
 	strategy        string // a registered strategy that supports mode
 	hashKey         string // HASH_KEY, parsed once to check it
@@ -86,7 +89,13 @@ func loadConfig(getenv func(string) string) (config, error) {
 		port:      portSetting.Get(getenv),
 		adminPort: adminSetting.Get(getenv),
 		redisURL:  store.RedisURL.Get(getenv),
-		key:       store.RedisKey.Get(getenv),
+	}
+	var err error
+	if c.key, err = store.LoadKey(getenv); err != nil {
+		return c, err
+	}
+	if c.redisTLS, err = store.LoadTLS(getenv); err != nil {
+		return c, err
 	}
 	var ports [2]int
 	for i, p := range []struct {

@@ -108,6 +108,14 @@ func explain(err error) (int, string) {
 		return http.StatusServiceUnavailable, "all backends are down: every entry of the rotation list fails its health checks"
 	case errors.Is(err, store.ErrNoValidBackend):
 		return http.StatusServiceUnavailable, "no valid backend: the rotation list holds only invalid URLs"
+	case errors.Is(err, store.ErrNoPermission):
+		msg := "misconfigured: the Redis user may not run a command the pick needs"
+		if pe := (*store.PermissionError)(nil); errors.As(err, &pe) && pe.Command != "" {
+			msg += " (" + pe.Command + ")"
+		}
+		return http.StatusServiceUnavailable, msg + "; see docs/security.md"
+	case errors.Is(err, store.ErrMisconfigured):
+		return http.StatusServiceUnavailable, "misconfigured: Redis refuses the configuration (see /readyz on the admin port)"
 	case errors.Is(err, store.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, "redis unavailable: cannot choose a backend"
 	default:

@@ -67,7 +67,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
 	store.LogTo(log)
 
-	rdb, err := store.Connect(cfg.redisURL, "dispatcher")
+	rdb, err := store.ConnectTLS(cfg.redisURL, "dispatcher", cfg.redisTLS)
 	if err != nil {
 		return err
 	}
@@ -93,12 +93,24 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 	st.SetStepTimeout(cfg.redisTimeout)
 	log.Info("dispatcher listening", "addr", ln.Addr().String(), "admin", admin.Addr().String(),
 		"key", st.Key(), "mode", cfg.mode, "strategy", cfg.strategy, "rotation", cfg.rotation, "redirect_status", cfg.status)
+	m := newMetrics(string(cfg.mode), cfg.strategy)
+	st.OnDenied(m.denied) // from the first command on
 	// Say at once whether Redis answers; not fatal, since it may come up later.
 	checkCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	if n, err := st.Len(checkCtx); err != nil {
+	n, err := st.Len(checkCtx)
+	switch {
+	case errors.Is(err, store.ErrMisconfigured):
+		cancel()
+		return fmt.Errorf("%s: %w", store.RedisURL.Name, err)
+	case err != nil && !errors.Is(err, store.ErrNoPermission):
 		log.Warn("redis not ready at start; requests get 503 until the list has been read", "err", err)
-	} else {
+	case err == nil:
 		log.Info("rotation list found", "key", st.Key(), "entries", n)
+	}
+	// Say at once what the Redis user may not do; /readyz says it too.
+	ops := redisOps(cfg)
+	if err := st.CheckAccess(checkCtx, ops...); errors.Is(err, store.ErrNoPermission) {
+		log.Error("the redis user lacks permissions this dispatcher needs; /readyz answers 503 until they are granted (docs/security.md)", "err", err)
 	}
 	cancel()
 
@@ -114,10 +126,9 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 		log.Warn("cannot read the rotation list yet; requests get 503 until it is read", "err", err)
 	}
 	background.Go(func() { pl.Run(ctx) })
-	m := newMetrics(string(cfg.mode), cfg.strategy)
 	strategy, _ := balance.Lookup(cfg.strategy) // loadConfig checked the name
 	picker, err := strategy.New(balance.Config{Store: st, Pool: pl, Rotation: cfg.rotation, HashKey: cfg.hashKey,
-		Timeout: cfg.redisTimeout, OnDegraded: m.SetDegraded, Log: log})
+		Timeout: cfg.redisTimeout, OnDegraded: m.SetDegraded, OnRedisError: m.redisError, Log: log})
 	if err != nil {
 		return err
 	}
@@ -159,7 +170,7 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 	if l, ok := picker.(lengther); ok { // a Failover knows when it is degraded
 		ready = l
 	}
-	back := newAdmin(ready, st.Key())
+	back := newAdmin(ready, st.Key(), func(ctx context.Context) error { return st.CheckAccess(ctx, ops...) })
 	back.GET("/metrics", echo.WrapHandler(m.handler()))
 	d := &dashboard{m: m, list: st, picker: picker, source: fmt.Sprintf("Redis list %q", st.Key()),
 		every: 250 * time.Millisecond, done: ctx.Done(), log: log}

@@ -63,6 +63,12 @@ func TestLoadConfig(t *testing.T) {
 		{"PROXY_RETRIES", "two", "PROXY_RETRIES"},
 		{"PROXY_DIAL_TIMEOUT", "0s", "PROXY_DIAL_TIMEOUT"},
 		{"PROXY_RESPONSE_TIMEOUT", "forever", "PROXY_RESPONSE_TIMEOUT"},
+		{"REDIS_KEY", " ", "REDIS_KEY"},
+		{"REDIS_KEY", "my servers", "REDIS_KEY"},
+		{"REDIS_KEY", "servers\r", "REDIS_KEY"},
+		{"REDIS_TLS_CA", "/nonexistent/ca.crt", "REDIS_TLS_CA"},
+		{"REDIS_TLS_CERT", "/nonexistent/client.crt", "REDIS_TLS_KEY is not"},
+		{"REDIS_TLS_KEY", "/nonexistent/client.key", "REDIS_TLS_CERT is not"},
 	}
 	for _, tc := range bad {
 		_, err := loadConfig(func(k string) string {
@@ -136,18 +142,25 @@ func (b *syncBuffer) String() string {
 func startServe(t *testing.T, ctx context.Context, env map[string]string, seed ...string) *served {
 	t.Helper()
 	srv := redistest.Start(t)
+	return startServeOn(t, ctx, srv, srv.URL, env, seed...)
+}
+
+// startServeOn is startServe on srv, reached at url (as a user of its ACL,
+// say); seed is written through srv's own client.
+func startServeOn(t *testing.T, ctx context.Context, srv *redistest.Server, url string, env map[string]string, seed ...string) *served {
+	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	// A client made as run makes it (store.Connect: context deadlines
 	// bound every command, no retries), not the test server's own.
-	rdb, err := store.Connect(srv.URL, "dispatcher")
+	rdb, err := store.Connect(url, "dispatcher")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rdb.Close() })
 	s := &served{redis: srv, store: store.NewStore(rdb, "servers", log), errc: make(chan error, 1), logs: logs}
 	if len(seed) > 0 {
-		if err := s.store.Replace(ctx, seed); err != nil {
+		if err := store.NewStore(srv.Client, "servers", nil).Replace(ctx, seed); err != nil {
 			t.Fatal(err)
 		}
 	}

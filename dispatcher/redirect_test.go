@@ -220,6 +220,8 @@ func TestExplain(t *testing.T) {
 		{store.ErrAllDown, "all backends are down"},
 		{fmt.Errorf("%w: dial", store.ErrUnavailable), "redis unavailable"},
 		{context.DeadlineExceeded, "redis unavailable"},
+		{&store.PermissionError{Command: "SCARD {servers}:down", Reply: "NOPERM"}, "may not run a command the pick needs (SCARD {servers}:down)"},
+		{fmt.Errorf("%w: db 99", store.ErrMisconfigured), "Redis refuses the configuration"},
 		{errors.New("other"), "cannot choose a backend"},
 	}
 	for _, tc := range tests {

@@ -31,7 +31,7 @@ import (
 var (
 	serversSetting = app.Setting{Name: "SERVERS", Default: "",
 		Usage: "comma-separated URLs for a bare `seeder seed`; empty means the tutorial's three"}
-	settings = []app.Setting{store.RedisURL, store.RedisKey, serversSetting}
+	settings = []app.Setting{store.RedisURL, store.RedisKey, store.RedisTLSCA, store.RedisTLSCert, store.RedisTLSKey, serversSetting}
 )
 
 // tutorialServers is what `seeder seed` writes when given no URL and no SERVERS.
@@ -77,6 +77,11 @@ type command struct {
 	// long is set for a command that runs until it is done or interrupted,
 	// not one quick exchange with Redis.
 	long bool
+	// ops is what it does with Redis: before it sends anything, the Redis
+	// user's permissions for these are checked (store.CheckAccess), so that
+	// a missing one stops it before its first write, naming every command
+	// missing. seed checks its own, which depend on its flags.
+	ops []store.Op
 }
 
 // An action is what a command does, once its arguments are checked.
@@ -89,23 +94,23 @@ seeder [seed] [URL...]      replace the list with these URLs (default: $SERVERS,
                             URL*N (N from 1 to 100) serves URL N times per round, spread out
 seeder seed -probe ORIGIN=PROBE_ORIGIN ... [URL...]
                             the same, and replace the probe addresses with these`},
-	{name: "list", parse: noArgs("list", printList), usage: `
+	{name: "list", parse: noArgs("list", printList), ops: []store.Op{store.OpList}, usage: `
 seeder list                 print the list; the next pick is the last line; "down" marks
                             entries the health checks take out of the rotation`},
-	{name: "probe", parse: parseProbe, usage: `
+	{name: "probe", parse: parseProbe, ops: []store.Op{store.OpProbes}, usage: `
 seeder probe ORIGIN PROBE_ORIGIN
                             the dispatchers probe ORIGIN (scheme://host:port) at
                             PROBE_ORIGIN/healthz, the address they reach it by
 seeder probe [list]         print the probe addresses: ORIGIN PROBE_ORIGIN
 seeder probe remove ORIGIN  probe ORIGIN at its own address again`},
-	{name: "add", parse: parseAdd, usage: `
+	{name: "add", parse: parseAdd, ops: []store.Op{store.OpAdd}, usage: `
 seeder add URL              append URL; it becomes the next pick`},
-	{name: "remove", parse: parseRemove, usage: `
+	{name: "remove", parse: parseRemove, ops: []store.Op{store.OpRemove}, usage: `
 seeder remove URL           remove every occurrence of URL`},
-	{name: "watch", parse: parseWatch, long: true, usage: `
+	{name: "watch", parse: parseWatch, long: true, ops: []store.Op{store.OpWatch}, usage: `
 seeder watch [-n N] [-i D]  rotate N times (default: until interrupted), one every D (default 1s),
                             printing each address and the tally of steps per entry, from every dispatcher`},
-	{name: "healthcheck", parse: noArgs("healthcheck", ping), usage: `
+	{name: "healthcheck", parse: noArgs("healthcheck", ping), ops: []store.Op{store.OpPing}, usage: `
 seeder healthcheck          exit 0 if Redis answers`},
 }
 
@@ -144,13 +149,29 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	// The error returned says what went wrong; go-redis's own retry
 	// messages would only repeat it.
 	store.LogTo(slog.New(slog.DiscardHandler))
-	rdb, err := store.Connect(store.RedisURL.Get(getenv), "seeder")
+	key, err := store.LoadKey(getenv)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	tc, err := store.LoadTLS(getenv)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	rdb, err := store.ConnectTLS(store.RedisURL.Get(getenv), "seeder", tc)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	defer rdb.Close()
-	st := store.NewStore(rdb, store.RedisKey.Get(getenv), nil)
+	st := store.NewStore(rdb, key, nil)
 
+	if cmd.ops != nil {
+		checkCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := st.CheckAccess(checkCtx, cmd.ops...)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
 	if !cmd.long {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
@@ -197,7 +218,14 @@ func parseSeed(args []string, getenv func(string) string) (action, error) {
 		}
 		weights, urls = &w, w.list
 	}
+	ops := []store.Op{store.OpSeed, store.OpList}
+	if probes.m != nil {
+		ops = append(ops, store.OpSeedProbes)
+	}
 	return func(ctx context.Context, st *store.Store, stdout io.Writer) error {
+		if err := st.CheckAccess(ctx, ops...); err != nil {
+			return err
+		}
 		if err := st.ReplaceWithProbes(ctx, urls, probes.m); err != nil {
 			return err
 		}

@@ -18,10 +18,10 @@ import (
 func seeder(t *testing.T, srv *redistest.Server, env map[string]string, args ...string) (string, error) {
 	t.Helper()
 	getenv := func(k string) string {
-		if k == "REDIS_URL" {
-			return srv.URL
+		if v, ok := env[k]; ok || k != "REDIS_URL" {
+			return v
 		}
-		return env[k]
+		return srv.URL
 	}
 	var out bytes.Buffer
 	err := run(context.Background(), args, getenv, &out)
@@ -111,6 +111,11 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{[]string{"seed"}, map[string]string{"SERVERS": "http://a:5000*-1"}, `"http://a:5000*-1"`},
 		{[]string{"seed", "http://a:5000*2", "javascript:alert(1)*2"}, nil, "javascript:alert(1)"},
 		{[]string{"add", "http://a:5000*2"}, nil, `"http://a:5000*2"`},
+		// Bad Redis settings.
+		{[]string{"seed", "http://a:5000"}, map[string]string{"REDIS_KEY": " "}, "REDIS_KEY"},
+		{[]string{"add", "http://a:5000"}, map[string]string{"REDIS_KEY": "my servers"}, "REDIS_KEY"},
+		{[]string{"seed", "http://a:5000"}, map[string]string{"REDIS_TLS_CERT": "/nonexistent/client.crt"}, "REDIS_TLS_KEY"},
+		{[]string{"seed", "http://a:5000"}, map[string]string{"REDIS_TLS_CA": "/nonexistent/ca.crt"}, "REDIS_TLS_CA"},
 	}
 	for _, tc := range tests {
 		_, err := seeder(t, srv, tc.env, tc.args...)

@@ -52,22 +52,25 @@ import (
 //
 // A tally or down key of the wrong type (put there by hand) is ignored
 // rather than failing picks: the list is the truth, the rest is advice.
+// Any other error of any command (a command the user may not run, above
+// all) fails the script, and so the picks (see luaCall): a pick that could
+// not read the down set must not go to a backend marked down.
 // All three keys share a hash slot (see sibling), so the script is
 // Cluster-safe.
-var stepScript = redis.NewScript(`
+var stepScript = redis.NewScript(luaCall + `
 local function step()
   if ARGV[2] == "1" then
-    return redis.call("RPOPLPUSH", KEYS[1], KEYS[1])
+    return call("RPOPLPUSH", KEYS[1], KEYS[1])
   end
-  return redis.call("LMOVE", KEYS[1], KEYS[1], "RIGHT", "LEFT")
+  return call("LMOVE", KEYS[1], KEYS[1], "RIGHT", "LEFT")
 end
 local invalid = {}
 for i = 3, #ARGV do invalid[ARGV[i]] = true end
-local ok, ndown = pcall(redis.call, "SCARD", KEYS[3])
-local checkDown = ok and ndown > 0
+local ndown = try("SCARD", KEYS[3])
+local checkDown = ndown ~= nil and ndown > 0
 local skip = checkDown or #ARGV > 2
 local len = 0
-if skip then len = redis.call("LLEN", KEYS[1]) end
+if skip then len = call("LLEN", KEYS[1]) end
 local picks, tally, skipped = {"0"}, {}, 0
 for i = 1, tonumber(ARGV[1]) do
   local e = step()
@@ -75,7 +78,7 @@ for i = 1, tonumber(ARGV[1]) do
   if skip then
     local moved, sawDown = 1, false
     while true do
-      local isDown = checkDown and redis.call("SISMEMBER", KEYS[3], e) == 1
+      local isDown = checkDown and call("SISMEMBER", KEYS[3], e) == 1
       if not isDown and not invalid[e] then break end
       sawDown = sawDown or isDown
       if not isDown then skipped = skipped + 1 end
@@ -93,7 +96,7 @@ for i = 1, tonumber(ARGV[1]) do
   tally[e] = (tally[e] or 0) + 1
 end
 for e, n in pairs(tally) do
-  pcall(redis.call, "HINCRBY", KEYS[2], e, n)
+  try("HINCRBY", KEYS[2], e, n)
 end
 picks[1] = tostring(skipped)
 return picks
@@ -278,7 +281,7 @@ func (s *Store) Coalescing() CoalesceStats {
 func (s *Store) Tally(ctx context.Context) (map[string]int64, error) {
 	raw, err := s.rdb.HGetAll(ctx, s.tally).Result()
 	if err != nil {
-		return nil, s.classify(err)
+		return nil, s.classifyOp(err, "HGETALL "+s.tally)
 	}
 	tally := make(map[string]int64, len(raw))
 	for entry, n := range raw {

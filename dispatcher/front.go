@@ -58,6 +58,10 @@ func pathFromSlash(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 func (f *front) handle(c echo.Context) error {
+	if hidesDotSegment(cleanPath(c.Request().URL.EscapedPath())) {
+		// Refused before the pick: no rotation step is spent on it.
+		return c.String(http.StatusBadRequest, "bad request: the path hides a dot segment behind an escaped slash (%2F) or a backslash\n")
+	}
 	for try := 0; ; try++ {
 		b, err := f.pick(c.Request())
 		if err != nil {

@@ -43,7 +43,8 @@ const (
 	// otherwise.
 	DefaultIdleTimeout = 60 * time.Second
 	// ReadHeaderTimeout is how long a client may take to send a request's
-	// line and headers, counted from their first byte.
+	// line and headers: from the moment it connects, for its first request,
+	// and from the first byte of each later one on a kept-alive connection.
 	ReadHeaderTimeout = 10 * time.Second
 	// MaxHeaderBytes bounds a request's line and headers together: 64 KiB
 	// (net/http allows 4 KiB more as slack). A larger request gets 431

@@ -15,7 +15,9 @@ import (
 
 // front is where every request on the main port is received, in both
 // modes: it asks the Picker for a backend, then hands the request to the
-// mode's deliverer (redirect.go or proxy.go). A deliverer that could not
+// mode's deliverer (redirect.go or proxy.go), which both send it to the
+// same path under the entry's (joinPath). A path that hides a dot segment
+// behind an escaped slash is refused with 400 first (hidesDotSegment). A deliverer that could not
 // reach the backend, and may try another, asks for the next pick.
 type front struct {
 	picker  balance.Picker
@@ -58,6 +60,10 @@ func pathFromSlash(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 func (f *front) handle(c echo.Context) error {
+	if hidesDotSegment(cleanPath(c.Request().URL.EscapedPath())) {
+		// Refused before the pick: no rotation step is spent on it.
+		return c.String(http.StatusBadRequest, "bad request: the path hides a dot segment behind an escaped slash (%2F) or a backslash\n")
+	}
 	for try := 0; ; try++ {
 		b, err := f.pick(c.Request())
 		if err != nil {

@@ -74,17 +74,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	defer rdb.Close()
 	st := store.NewStore(rdb, cfg.key, log)
 
-	// Listen first, so that "address in use" fails at start.
-	ln, err := net.Listen("tcp", ":"+cfg.port)
+	ln, admin, err := listen(cfg)
 	if err != nil {
-		return err
-	}
-	admin, err := net.Listen("tcp", ":"+cfg.adminPort)
-	if err != nil {
-		ln.Close()
 		return err
 	}
 	return serve(ctx, cfg, st, ln, admin, log)
+}
+
+// listen opens the main and the admin listener, on BIND_HOST and
+// ADMIN_BIND_HOST (every interface when empty), first, so that "address in
+// use" fails at start.
+func listen(cfg config) (ln, admin net.Listener, err error) {
+	if ln, err = net.Listen("tcp", net.JoinHostPort(cfg.bindHost, cfg.port)); err != nil {
+		return nil, nil, fmt.Errorf("%s=%q %s=%s: %w", bindSetting.Name, cfg.bindHost, portSetting.Name, cfg.port, err)
+	}
+	if admin, err = net.Listen("tcp", net.JoinHostPort(cfg.adminBindHost, cfg.adminPort)); err != nil {
+		ln.Close()
+		return nil, nil, fmt.Errorf("%s=%q %s=%s: %w", adminBindSetting.Name, cfg.adminBindHost, adminSetting.Name, cfg.adminPort, err)
+	}
+	return ln, admin, nil
 }
 
 // serve runs the main and admin listeners until ctx is done, then drains
@@ -92,7 +100,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Listener, log *slog.Logger) error {
 	st.SetStepTimeout(cfg.redisTimeout)
 	log.Info("dispatcher listening", "addr", ln.Addr().String(), "admin", admin.Addr().String(),
-		"key", st.Key(), "mode", cfg.mode, "strategy", cfg.strategy, "rotation", cfg.rotation, "redirect_status", cfg.status)
+		"idle_timeout", cfg.idleTimeout, "key", st.Key(), "mode", cfg.mode, "strategy", cfg.strategy, "rotation", cfg.rotation, "redirect_status", cfg.status)
 	m := newMetrics(string(cfg.mode), cfg.strategy)
 	st.OnDenied(m.denied) // from the first command on
 	// Say at once whether Redis answers; not fatal, since it may come up later.
@@ -180,8 +188,11 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 	}
 	d.mount(back)
 	errc := make(chan error, 2)
-	go func() { errc <- app.Serve(ctx, ln, frontend, cfg.shutdownTimeout) }()
-	go func() { errc <- app.Serve(ctx, admin, back, cfg.shutdownTimeout) }()
+	// Both ports close idle keep-alive connections after IDLE_TIMEOUT and
+	// bound header size and time (app.ServeWith).
+	lim := app.Limits{IdleTimeout: cfg.idleTimeout}
+	go func() { errc <- app.ServeWith(ctx, ln, frontend, cfg.shutdownTimeout, lim) }()
+	go func() { errc <- app.ServeWith(ctx, admin, back, cfg.shutdownTimeout, lim) }()
 	err = <-errc
 	stop() // one listener failed or ctx is done: stop the other too
 	err = errors.Join(err, <-errc)

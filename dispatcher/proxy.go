@@ -23,7 +23,8 @@ import (
 //
 // Where a request goes: scheme and host come only from the picked entry,
 // which rotation.ParseBackend has validated (ProxyRequest.SetURL); the
-// request supplies the path, which is joined to the entry's, and the query.
+// request supplies the path, which is cleaned of dot segments and joined to
+// the entry's exactly as a redirect's is (joinPath), and the query.
 // The request's Host header, an absolute request URI or X-Forwarded-*
 // headers cannot change the upstream: SetURL replaces scheme, host and
 // Host, and Rewrite starts from a request with X-Forwarded-* removed.
@@ -94,7 +95,11 @@ func newProxier(cfg proxyConfig, log *slog.Logger, connectFailed func(backend st
 	p := &proxier{retries: cfg.retries, log: log, connectFailed: connectFailed, retried: retried}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
-			r.SetURL(attemptOf(r.In).backend) // scheme, host, Host: the validated entry only
+			b := attemptOf(r.In).backend
+			r.SetURL(b) // scheme, host, Host: the validated entry only
+			// The path a redirect would send the client to: the
+			// request's, cleaned of dot segments, under the entry's.
+			r.Out.URL.Path, r.Out.URL.RawPath = joinPath(b, r.In.URL)
 			r.SetXForwarded()
 		},
 		Transport: newTransport(cfg),

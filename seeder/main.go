@@ -346,7 +346,11 @@ func splitServers(s string) []string {
 
 // printList prints the list, one entry a line, and "\tdown" after the
 // entries the health checks have marked down; then, if least-conn or p2c
-// dispatchers count requests in flight, each entry's count.
+// dispatchers count requests in flight, each entry's count. An entry that
+// backend.Parse refuses, which every pick skips, is printed quoted and cut
+// to its first bytes (backend.Truncate), with "\tinvalid: " and the reason,
+// so that a hostile megabyte or a control character cannot flood or garble
+// the terminal.
 func printList(ctx context.Context, st *store.Store, w io.Writer) error {
 	entries, err := st.Entries(ctx)
 	if err != nil {
@@ -357,7 +361,13 @@ func printList(ctx context.Context, st *store.Store, w io.Writer) error {
 		return err
 	}
 	for _, e := range entries {
-		if _, isDown := slices.BinarySearch(down, e); isDown {
+		if _, err := backend.Parse(e); err != nil {
+			reason := err.Error()
+			if i := strings.LastIndex(reason, `": `); i >= 0 {
+				reason = reason[i+3:]
+			}
+			fmt.Fprintf(w, "%q\tinvalid: %s\n", backend.Truncate(e), reason)
+		} else if _, isDown := slices.BinarySearch(down, e); isDown {
 			fmt.Fprintf(w, "%s\tdown\n", e)
 		} else {
 			fmt.Fprintln(w, e)

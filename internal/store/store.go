@@ -146,7 +146,8 @@ const maxParsed = 1024
 
 // maxInvalid and maxInvalidLen bound the invalid entries a Store asks
 // stepScript to skip, as they travel with every round trip: at most 64, of
-// at most 2 KiB each. Others cost a round trip each time a pick meets them.
+// at most 2 KiB each. Others cost a round trip each time a pick meets them;
+// longer ones never reach a Store, as stepScript skips them by length.
 const (
 	maxInvalid    = 64
 	maxInvalidLen = 2048

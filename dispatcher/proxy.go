@@ -98,8 +98,7 @@ func newProxier(cfg proxyConfig, log *slog.Logger, connectFailed func(backend st
 			r.SetURL(attemptOf(r.In).backend) // scheme, host, Host: the validated entry only
 			r.SetXForwarded()
 		},
-		Transport:  newTransport(cfg),
-		BufferPool: copyBuffers{},
+		Transport: newTransport(cfg),
 		ModifyResponse: func(res *http.Response) error {
 			if a := attemptOf(res.Request); a != nil {
 				a.status = res.StatusCode
@@ -107,6 +106,7 @@ func newProxier(cfg proxyConfig, log *slog.Logger, connectFailed func(backend st
 			return nil
 		},
 		ErrorHandler: p.failed,
+		BufferPool:   copyBuffers{},
 		// FlushInterval 0: a response of unknown length (streamed,
 		// chunked) or text/event-stream is flushed after every write
 		// anyway; one of known length is copied as it comes.

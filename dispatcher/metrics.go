@@ -68,6 +68,12 @@ type metrics struct {
 	inflight    *prometheus.GaugeVec
 	gauges      sync.Map // backend -> its spread_inflight child (inflightGauge)
 
+	// counters holds spread_requests_total's children, made once per
+	// backend and status (guarded by mu): a label lookup per request
+	// (hashing three labels, formatting the status) is a measurable part of
+	// a proxied request. Like the CounterVec's own children, they stay.
+	counters map[requestKey]prometheus.Counter
+
 	// The same facts for the dashboard, kept beside the Prometheus series
 	// and updated by the same calls, so that bars and /metrics agree.
 	mu         sync.Mutex
@@ -111,8 +117,9 @@ func newMetrics(mode, strategy string) *metrics {
 			Name: "spread_inflight",
 			Help: "Requests this dispatcher is forwarding to the backend now (MODE=proxy).",
 		}, []string{"backend"}),
-		served: map[string]int64{},
-		up:     map[string]bool{},
+		counters: map[requestKey]prometheus.Counter{},
+		served:   map[string]int64{},
+		up:       map[string]bool{},
 	}
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "spread_strategy_info",
@@ -137,16 +144,29 @@ func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
 
+// requestKey names one child of spread_requests_total (mode is the
+// dispatcher's own).
+type requestKey struct {
+	backend string
+	status  int
+}
+
 // request counts one answered request. backend is "" when none was chosen.
 func (m *metrics) request(backend string, status int) {
-	m.requests.WithLabelValues(backend, m.mode, strconv.Itoa(status)).Inc()
+	k := requestKey{backend, status}
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	c, ok := m.counters[k]
+	if !ok {
+		c = m.requests.WithLabelValues(backend, m.mode, strconv.Itoa(status))
+		m.counters[k] = c
+	}
 	if backend == "" {
 		m.unserved++
 	} else {
 		m.served[backend]++
 	}
+	m.mu.Unlock()
+	c.Inc()
 }
 
 // picked records one call of Picker.Pick that took d and returned err.

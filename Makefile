@@ -14,6 +14,9 @@ FUZZTIME     ?= 10s
 # make bench BENCH_FLAGS="-modes proxy -rounds 1"
 BENCH_FLAGS  ?= -duration 6s -slice 2s -rounds 3 -conns 64 -modes redirect,proxy -peers auto
 E2E_TIMEOUT  ?= 45m
+# Where make e2e keeps what the tests save (go test -artifacts), such as
+# TestDashboard's screenshot; git ignores it.
+E2E_OUT      ?= $(CURDIR)/out/e2e
 
 # make unit RUN=TestSeed, make e2e RUN=TestDashboard: only the tests whose
 # names match (go test -run).
@@ -71,10 +74,11 @@ unit:
 	@for m in $(UNIT_MODULES); do echo "==> unit tests: $$m"; (cd $$m && GOWORK=off go test -count=1 $(if $(RUN),-run '$(RUN)') ./...) || exit 1; done
 
 ## e2e: build the real images and drive the whole stack from outside
-## (RUN=name: only those); needs Docker
+## (RUN=name: only those; saved files go to out/e2e); needs Docker
 e2e:
 	@echo "==> e2e tests (builds the images; the first run takes a few minutes)"
-	cd e2e && GOWORK=off go test -count=1 -timeout $(E2E_TIMEOUT) $(if $(RUN),-run '$(RUN)') -v ./...
+	@mkdir -p $(E2E_OUT)
+	cd e2e && GOWORK=off go test -count=1 -timeout $(E2E_TIMEOUT) $(if $(RUN),-run '$(RUN)') -artifacts -outputdir $(E2E_OUT) -v ./...
 
 ## lint: the link check, gofmt and go vet over every module, and a ## line
 ## for every target (make help)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/spreadlb/spread/internal/balance"
 	"github.com/spreadlb/spread/internal/pool"
 	"github.com/spreadlb/spread/internal/store"
 )
@@ -23,7 +24,9 @@ type lengther interface {
 // backends.
 //
 //	GET /healthz  200 while the process serves
-//	GET /readyz   200 when Redis answers and the list is not empty, else 503;
+//	GET /readyz   200 when Redis answers, the list is not empty and the
+//	              Redis user may run every command this dispatcher needs, else
+//	              503 saying why (naming the commands missing);
 //	              200 "degraded: ..." while Redis is down and the dispatcher
 //	              rotates over its snapshot of the list (fallback.go)
 //
@@ -48,7 +51,28 @@ func (s storeOrPool) Len(ctx context.Context) (int64, error) {
 	return 0, err
 }
 
-func newAdmin(list lengther, key string) *echo.Echo {
+// redisOps lists what this dispatcher does with Redis, for the check of
+// the user's permissions (store.Missing): what its settings need.
+func redisOps(cfg config) []store.Op {
+	ops := []store.Op{store.OpRead}
+	if cfg.strategy == "round-robin" && cfg.rotation == "redis" {
+		ops = append(ops, store.OpRotate)
+	}
+	if cfg.health.Interval > 0 {
+		ops = append(ops, store.OpHealth)
+	}
+	if cfg.mode == balance.Proxy {
+		ops = append(ops, store.OpReport)
+	}
+	if cfg.strategy == "least-conn" || cfg.strategy == "p2c" {
+		ops = append(ops, store.OpInflight)
+	}
+	return ops
+}
+
+// newAdmin returns the admin routes over list; access, if not nil, checks
+// the Redis user's permissions (store.CheckAccess) on every /readyz.
+func newAdmin(list lengther, key string, access func(context.Context) error) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.GET("/healthz", func(c echo.Context) error {
@@ -67,6 +91,14 @@ func newAdmin(list lengther, key string) *echo.Echo {
 		if d, ok := list.(interface{ Degraded() string }); ok {
 			if why := d.Degraded(); why != "" {
 				return c.String(http.StatusOK, "degraded: "+why+"\n")
+			}
+		}
+		// Redis answers: may this user do all this dispatcher needs? A
+		// missing permission fails requests, or worse, silently ignores
+		// the health checks.
+		if access != nil {
+			if err := access(ctx); errors.Is(err, store.ErrNoPermission) || errors.Is(err, store.ErrMisconfigured) {
+				return c.String(http.StatusServiceUnavailable, fmt.Sprintf("not ready: %v\n", err))
 			}
 		}
 		return c.String(http.StatusOK, fmt.Sprintf("ready: %q holds %d %s\n", key, n, plural(n, "entry", "entries")))

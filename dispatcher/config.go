@@ -1,8 +1,10 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -18,8 +20,13 @@ import (
 // the one table of them, and the README's configuration table lists the
 // same (TestREADMEListsSettings).
 var (
-	portSetting     = app.Setting{Name: "PORT", Default: "80", Usage: "port that clients send requests to"}
-	adminSetting    = app.Setting{Name: "ADMIN_PORT", Default: "8080", Usage: "port for the dashboard, /metrics, /healthz and /readyz"}
+	portSetting      = app.Setting{Name: "PORT", Default: "80", Usage: "port that clients send requests to"}
+	adminSetting     = app.Setting{Name: "ADMIN_PORT", Default: "8080", Usage: "port for the dashboard, /metrics, /healthz and /readyz"}
+	bindSetting      = app.Setting{Name: "BIND_HOST", Default: "", Usage: "address the main port listens on, an IP address or a host name; empty means every interface"}
+	adminBindSetting = app.Setting{Name: "ADMIN_BIND_HOST", Default: "",
+		Usage: "address the admin port listens on, an IP address or a host name; empty means every interface. The admin port has no authentication: bind it to 127.0.0.1 or a private network in production"}
+	idleSetting = app.Setting{Name: "IDLE_TIMEOUT", Default: "60s",
+		Usage: "how long a keep-alive connection, on either port, may wait for its next request before the dispatcher closes it"}
 	modeSetting     = app.Setting{Name: "MODE", Default: string(balance.Redirect), Usage: "redirect: answer each request with a redirect to the chosen backend; proxy: forward it there and relay the answer"}
 	strategySetting = app.Setting{Name: "STRATEGY", Default: balance.Default, Usage: "how the backend is chosen: " + strings.Join(balance.Names(), ", ") + " (docs/strategies.md); least-conn and p2c need MODE=proxy"}
 	hashKeySetting  = app.Setting{Name: "HASH_KEY", Default: "ip", Usage: "STRATEGY=hash: what to hash: ip (the client address of the connection), header:NAME, cookie:NAME or query:NAME"}
@@ -45,7 +52,8 @@ var (
 	proxyResponseTimeoutSetting = app.Setting{Name: "PROXY_RESPONSE_TIMEOUT", Default: "30s",
 		Usage: "MODE=proxy: how long to wait for a backend's response headers once the request is sent (the body may then stream for as long as it takes)"}
 
-	settings = []app.Setting{portSetting, adminSetting, store.RedisURL, store.RedisKey,
+	settings = []app.Setting{portSetting, adminSetting, bindSetting, adminBindSetting, idleSetting, store.RedisURL, store.RedisKey,
+		store.RedisTLSCA, store.RedisTLSCert, store.RedisTLSKey,
 		modeSetting, strategySetting, hashKeySetting, rotationSetting,
 		statusSetting, timeoutSetting, shutdownSetting, logLevelSetting,
 		healthIntervalSetting, healthTimeoutSetting, healthFallsSetting, healthRisesSetting,
@@ -58,7 +66,11 @@ const maxProxyRetries = 10
 // config is the dispatcher's configuration, checked.
 type config struct {
 	port, adminPort string
+	bindHost        string // BIND_HOST: "" is every interface
+	adminBindHost   string // ADMIN_BIND_HOST: "" is every interface
+	idleTimeout     time.Duration
 	redisURL, key   string
+	redisTLS        *tls.Config // REDIS_TLS_*: nil when none is set
 	mode            balance.Mode
 	strategy        string // a registered strategy that supports mode
 	hashKey         string // HASH_KEY, parsed once to check it
@@ -83,10 +95,18 @@ type proxyConfig struct {
 // too, so that a bad value is refused at start even before it is used.
 func loadConfig(getenv func(string) string) (config, error) {
 	c := config{
-		port:      portSetting.Get(getenv),
-		adminPort: adminSetting.Get(getenv),
-		redisURL:  store.RedisURL.Get(getenv),
-		key:       store.RedisKey.Get(getenv),
+		port:          portSetting.Get(getenv),
+		adminPort:     adminSetting.Get(getenv),
+		bindHost:      bindSetting.Get(getenv),
+		adminBindHost: adminBindSetting.Get(getenv),
+		redisURL:      store.RedisURL.Get(getenv),
+	}
+	var err error
+	if c.key, err = store.LoadKey(getenv); err != nil {
+		return c, err
+	}
+	if c.redisTLS, err = store.LoadTLS(getenv); err != nil {
+		return c, err
 	}
 	var ports [2]int
 	for i, p := range []struct {
@@ -101,6 +121,14 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	if ports[0] == ports[1] {
 		return c, fmt.Errorf("PORT and ADMIN_PORT are both %d: they must differ", ports[0])
+	}
+	for _, h := range []struct {
+		s app.Setting
+		v string
+	}{{bindSetting, c.bindHost}, {adminBindSetting, c.adminBindHost}} {
+		if h.v != "" && !validBindHost(h.v) {
+			return c, fmt.Errorf("%s=%q: want an IP address (such as 127.0.0.1 or ::1, without brackets) or a host name, and no port; or empty for every interface", h.s.Name, h.v)
+		}
 	}
 
 	switch c.mode = balance.Mode(modeSetting.Get(getenv)); c.mode {
@@ -141,6 +169,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if c.shutdownTimeout, err = duration(shutdownSetting, getenv); err != nil {
 		return c, err
 	}
+	if c.idleTimeout, err = duration(idleSetting, getenv); err != nil {
+		return c, err
+	}
 	if c.logLevel, err = logLevel(getenv); err != nil {
 		return c, err
 	}
@@ -151,6 +182,29 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return c, err
 	}
 	return c, nil
+}
+
+// validBindHost accepts what BIND_HOST and ADMIN_BIND_HOST may hold: an IP
+// address, or a host name (dot-separated labels of ASCII letters, digits and
+// '-', not at either end of a label), which net.Listen resolves at start.
+func validBindHost(h string) bool {
+	if net.ParseIP(h) != nil {
+		return true
+	}
+	if len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			if c := label[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // strategiesFor lists the strategies that work in mode m.

@@ -152,7 +152,10 @@ func (d *dashboard) snapshot(ctx context.Context) snapshot {
 		d.log.Debug("dashboard: cannot read the rotation", "err", err)
 	}
 	for i, raw := range entries {
-		e := entry{URL: raw, Next: s.NextPick && i == len(entries)-1}
+		// An entry is shown as backend.Truncate cuts it: a hostile
+		// megabyte would otherwise go to every open dashboard in every
+		// event.
+		e := entry{URL: backend.Truncate(raw), Next: s.NextPick && i == len(entries)-1}
 		// Compare as metrics label them: the URL as validated.
 		if u, err := backend.Parse(raw); err == nil {
 			e.Valid, e.Up = true, health(u.String())
@@ -162,8 +165,9 @@ func (d *dashboard) snapshot(ctx context.Context) snapshot {
 		}
 		s.Rotation = append(s.Rotation, e)
 	}
-	for backend, n := range counts.served {
-		s.Backends = append(s.Backends, bar{URL: backend, Requests: n, Up: health(backend), InFlight: inflight[backend]})
+	for b, n := range counts.served {
+		// Valid URLs, at most backend.MaxLen bytes, cut as the entries are.
+		s.Backends = append(s.Backends, bar{URL: backend.Truncate(b), Requests: n, Up: health(b), InFlight: inflight[b]})
 	}
 	slices.SortFunc(s.Backends, func(a, b bar) int { return cmp.Compare(a.URL, b.URL) })
 	return s

@@ -220,3 +220,64 @@ func TestDashboardOnTheAdminPort(t *testing.T) {
 		}
 	}
 }
+
+// TestLongEntryStaysOutOfLogsAndEvents: with a 1 MB entry in the list,
+// requests are still redirected to the valid entries, each /events message
+// shows at most ShowLen bytes of it, marked with its length, and no log
+// line carries more of it than that.
+func TestLongEntryStaysOutOfLogsAndEvents(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := startServe(t, ctx, nil)
+	long := "http://a.example/" + strings.Repeat("x", 1<<20)
+	if err := s.redis.Client.RPush(ctx, "servers", three[0], long, three[1]).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 12 {
+		resp, err := s.noFollower.Get(s.main + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || (loc != three[0]+"/" && loc != three[1]+"/") {
+			t.Errorf("request %d: got %d %q, want 302 to a valid entry", i, resp.StatusCode, loc)
+		}
+	}
+
+	resp, err := http.Get(s.adm + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	var line string
+	for !strings.HasPrefix(line, "data: ") {
+		if line, err = r.ReadString('\n'); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(line) > 2000 {
+		t.Errorf("an /events message of %d bytes, want at most 2000", len(line))
+	}
+	var snap snapshot
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &snap); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{three[0], long[:200] + "…(1048593 bytes)", three[1]}
+	if len(snap.Rotation) != len(want) {
+		t.Fatalf("rotation: got %d entries, want %d", len(snap.Rotation), len(want))
+	}
+	for i, e := range snap.Rotation {
+		if e.URL != want[i] || e.Valid != (i != 1) {
+			t.Errorf("rotation entry %d: got %.300q (valid %v), want %.300q (valid %v)", i, e.URL, e.Valid, want[i], i != 1)
+		}
+	}
+
+	cancel()
+	<-s.errc
+	for _, l := range strings.Split(s.logs.String(), "\n") {
+		if len(l) > 1000 || strings.Contains(l, strings.Repeat("x", 201)) {
+			t.Errorf("a log line of %d bytes carries more than 200 bytes of the entry: %.200q...", len(l), l)
+		}
+	}
+}

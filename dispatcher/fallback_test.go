@@ -86,6 +86,11 @@ func TestHungRedisDegradesToTheSnapshot(t *testing.T) {
 	if n := strings.Count(s.logs.String(), "msg=\"degraded: redis unavailable"); n != 1 {
 		t.Errorf("the log says degraded %d times, want once:\n%s", n, s.logs)
 	}
+	// The request that waited REDIS_TIMEOUT was answered from the
+	// snapshot, and its failed Redis call still counts.
+	if got, _ := sample(scrape(t, s.adm+"/metrics"), "spread_redis_errors_total", nil); got != 1 {
+		t.Errorf("while Redis hangs: got spread_redis_errors_total %v, want 1 (the request that waited)", got)
+	}
 
 	s.redis.Resume()
 	waitFor(t, "/readyz no longer says degraded", func() bool {

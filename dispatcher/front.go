@@ -15,7 +15,9 @@ import (
 
 // front is where every request on the main port is received, in both
 // modes: it asks the Picker for a backend, then hands the request to the
-// mode's deliverer (redirect.go or proxy.go). A deliverer that could not
+// mode's deliverer (redirect.go or proxy.go), which both send it to the
+// same path under the entry's (joinPath). A path that hides a dot segment
+// behind an escaped slash is refused with 400 first (hidesDotSegment). A deliverer that could not
 // reach the backend, and may try another, asks for the next pick.
 type front struct {
 	picker  balance.Picker
@@ -58,6 +60,10 @@ func pathFromSlash(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 func (f *front) handle(c echo.Context) error {
+	if hidesDotSegment(cleanPath(c.Request().URL.EscapedPath())) {
+		// Refused before the pick: no rotation step is spent on it.
+		return c.String(http.StatusBadRequest, "bad request: the path hides a dot segment behind an escaped slash (%2F) or a backslash\n")
+	}
 	for try := 0; ; try++ {
 		b, err := f.pick(c.Request())
 		if err != nil {
@@ -108,6 +114,14 @@ func explain(err error) (int, string) {
 		return http.StatusServiceUnavailable, "all backends are down: every entry of the rotation list fails its health checks"
 	case errors.Is(err, store.ErrNoValidBackend):
 		return http.StatusServiceUnavailable, "no valid backend: the rotation list holds only invalid URLs"
+	case errors.Is(err, store.ErrNoPermission):
+		msg := "misconfigured: the Redis user may not run a command the pick needs"
+		if pe := (*store.PermissionError)(nil); errors.As(err, &pe) && pe.Command != "" {
+			msg += " (" + pe.Command + ")"
+		}
+		return http.StatusServiceUnavailable, msg + "; see docs/security.md"
+	case errors.Is(err, store.ErrMisconfigured):
+		return http.StatusServiceUnavailable, "misconfigured: Redis refuses the configuration (see /readyz on the admin port)"
 	case errors.Is(err, store.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, "redis unavailable: cannot choose a backend"
 	default:

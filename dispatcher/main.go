@@ -67,24 +67,32 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
 	store.LogTo(log)
 
-	rdb, err := store.Connect(cfg.redisURL, "dispatcher")
+	rdb, err := store.ConnectTLS(cfg.redisURL, "dispatcher", cfg.redisTLS)
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
 	st := store.NewStore(rdb, cfg.key, log)
 
-	// Listen first, so that "address in use" fails at start.
-	ln, err := net.Listen("tcp", ":"+cfg.port)
+	ln, admin, err := listen(cfg)
 	if err != nil {
-		return err
-	}
-	admin, err := net.Listen("tcp", ":"+cfg.adminPort)
-	if err != nil {
-		ln.Close()
 		return err
 	}
 	return serve(ctx, cfg, st, ln, admin, log)
+}
+
+// listen opens the main and the admin listener, on BIND_HOST and
+// ADMIN_BIND_HOST (every interface when empty), first, so that "address in
+// use" fails at start.
+func listen(cfg config) (ln, admin net.Listener, err error) {
+	if ln, err = net.Listen("tcp", net.JoinHostPort(cfg.bindHost, cfg.port)); err != nil {
+		return nil, nil, fmt.Errorf("%s=%q %s=%s: %w", bindSetting.Name, cfg.bindHost, portSetting.Name, cfg.port, err)
+	}
+	if admin, err = net.Listen("tcp", net.JoinHostPort(cfg.adminBindHost, cfg.adminPort)); err != nil {
+		ln.Close()
+		return nil, nil, fmt.Errorf("%s=%q %s=%s: %w", adminBindSetting.Name, cfg.adminBindHost, adminSetting.Name, cfg.adminPort, err)
+	}
+	return ln, admin, nil
 }
 
 // serve runs the main and admin listeners until ctx is done, then drains
@@ -92,13 +100,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Listener, log *slog.Logger) error {
 	st.SetStepTimeout(cfg.redisTimeout)
 	log.Info("dispatcher listening", "addr", ln.Addr().String(), "admin", admin.Addr().String(),
-		"key", st.Key(), "mode", cfg.mode, "strategy", cfg.strategy, "rotation", cfg.rotation, "redirect_status", cfg.status)
+		"idle_timeout", cfg.idleTimeout, "key", st.Key(), "mode", cfg.mode, "strategy", cfg.strategy, "rotation", cfg.rotation, "redirect_status", cfg.status)
+	m := newMetrics(string(cfg.mode), cfg.strategy)
+	st.OnDenied(m.denied) // from the first command on
 	// Say at once whether Redis answers; not fatal, since it may come up later.
 	checkCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	if n, err := st.Len(checkCtx); err != nil {
+	n, err := st.Len(checkCtx)
+	switch {
+	case errors.Is(err, store.ErrMisconfigured):
+		cancel()
+		return fmt.Errorf("%s: %w", store.RedisURL.Name, err)
+	case err != nil && !errors.Is(err, store.ErrNoPermission):
 		log.Warn("redis not ready at start; requests get 503 until the list has been read", "err", err)
-	} else {
+	case err == nil:
 		log.Info("rotation list found", "key", st.Key(), "entries", n)
+	}
+	// Say at once what the Redis user may not do; /readyz says it too.
+	ops := redisOps(cfg)
+	if err := st.CheckAccess(checkCtx, ops...); errors.Is(err, store.ErrNoPermission) {
+		log.Error("the redis user lacks permissions this dispatcher needs; /readyz answers 503 until they are granted (docs/security.md)", "err", err)
 	}
 	cancel()
 
@@ -114,10 +134,9 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 		log.Warn("cannot read the rotation list yet; requests get 503 until it is read", "err", err)
 	}
 	background.Go(func() { pl.Run(ctx) })
-	m := newMetrics(string(cfg.mode), cfg.strategy)
 	strategy, _ := balance.Lookup(cfg.strategy) // loadConfig checked the name
 	picker, err := strategy.New(balance.Config{Store: st, Pool: pl, Rotation: cfg.rotation, HashKey: cfg.hashKey,
-		Timeout: cfg.redisTimeout, OnDegraded: m.SetDegraded, Log: log})
+		Timeout: cfg.redisTimeout, OnDegraded: m.SetDegraded, OnRedisError: m.redisError, Log: log})
 	if err != nil {
 		return err
 	}
@@ -159,7 +178,7 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 	if l, ok := picker.(lengther); ok { // a Failover knows when it is degraded
 		ready = l
 	}
-	back := newAdmin(ready, st.Key())
+	back := newAdmin(ready, st.Key(), func(ctx context.Context) error { return st.CheckAccess(ctx, ops...) })
 	back.GET("/metrics", echo.WrapHandler(m.handler()))
 	d := &dashboard{m: m, list: st, picker: picker, source: fmt.Sprintf("Redis list %q", st.Key()),
 		every: 250 * time.Millisecond, done: ctx.Done(), log: log}
@@ -169,8 +188,11 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 	}
 	d.mount(back)
 	errc := make(chan error, 2)
-	go func() { errc <- app.Serve(ctx, ln, frontend, cfg.shutdownTimeout) }()
-	go func() { errc <- app.Serve(ctx, admin, back, cfg.shutdownTimeout) }()
+	// Both ports close idle keep-alive connections after IDLE_TIMEOUT and
+	// bound header size and time (app.ServeWith).
+	lim := app.Limits{IdleTimeout: cfg.idleTimeout}
+	go func() { errc <- app.ServeWith(ctx, ln, frontend, cfg.shutdownTimeout, lim) }()
+	go func() { errc <- app.ServeWith(ctx, admin, back, cfg.shutdownTimeout, lim) }()
 	err = <-errc
 	stop() // one listener failed or ctx is done: stop the other too
 	err = errors.Join(err, <-errc)

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -23,7 +25,7 @@ func TestLoadConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := config{port: "80", adminPort: "8080", redisURL: "redis://localhost:6379/0", key: "servers",
+	want := config{port: "80", adminPort: "8080", idleTimeout: 60 * time.Second, redisURL: "redis://localhost:6379/0", key: "servers",
 		strategy: "round-robin", hashKey: "ip", status: 302, redisTimeout: time.Second, shutdownTimeout: 10 * time.Second, rotation: "redis",
 		health: health.Config{Interval: 2 * time.Second, Timeout: time.Second, Falls: 2, Rises: 2},
 		mode:   "redirect", proxy: proxyConfig{retries: 2, dialTimeout: 2 * time.Second, responseTimeout: 30 * time.Second}}
@@ -37,6 +39,13 @@ func TestLoadConfig(t *testing.T) {
 		{"ADMIN_PORT", "080", "must differ"},
 		{"ADMIN_PORT", "70000", "ADMIN_PORT"},
 		{"ADMIN_PORT", "80", "must differ"},
+		{"BIND_HOST", "127.0.0.1:80", "BIND_HOST"},
+		{"BIND_HOST", "bad host", "BIND_HOST"},
+		{"BIND_HOST", "[::1]", "want an IP address"},
+		{"ADMIN_BIND_HOST", "-admin", "ADMIN_BIND_HOST"},
+		{"ADMIN_BIND_HOST", "http://127.0.0.1", "ADMIN_BIND_HOST"},
+		{"IDLE_TIMEOUT", "0", "IDLE_TIMEOUT"},
+		{"IDLE_TIMEOUT", "forever", "IDLE_TIMEOUT"},
 		{"REDIRECT_STATUS", "200", "REDIRECT_STATUS"},
 		{"REDIRECT_STATUS", "304", "REDIRECT_STATUS"},
 		{"REDIS_TIMEOUT", "soon", "REDIS_TIMEOUT"},
@@ -63,6 +72,12 @@ func TestLoadConfig(t *testing.T) {
 		{"PROXY_RETRIES", "two", "PROXY_RETRIES"},
 		{"PROXY_DIAL_TIMEOUT", "0s", "PROXY_DIAL_TIMEOUT"},
 		{"PROXY_RESPONSE_TIMEOUT", "forever", "PROXY_RESPONSE_TIMEOUT"},
+		{"REDIS_KEY", " ", "REDIS_KEY"},
+		{"REDIS_KEY", "my servers", "REDIS_KEY"},
+		{"REDIS_KEY", "servers\r", "REDIS_KEY"},
+		{"REDIS_TLS_CA", "/nonexistent/ca.crt", "REDIS_TLS_CA"},
+		{"REDIS_TLS_CERT", "/nonexistent/client.crt", "REDIS_TLS_KEY is not"},
+		{"REDIS_TLS_KEY", "/nonexistent/client.key", "REDIS_TLS_CERT is not"},
 	}
 	for _, tc := range bad {
 		_, err := loadConfig(func(k string) string {
@@ -86,6 +101,13 @@ func TestLoadConfig(t *testing.T) {
 		cfg, err := loadConfig(func(k string) string { return env[k] })
 		if err != nil || cfg.strategy != env["STRATEGY"] {
 			t.Errorf("%v: got (%q, %v), want that strategy", env, cfg.strategy, err)
+		}
+	}
+	for _, h := range []string{"127.0.0.1", "::1", "localhost", "10.0.0.7", "admin-net.internal"} {
+		env := map[string]string{"BIND_HOST": h, "ADMIN_BIND_HOST": h}
+		cfg, err := loadConfig(func(k string) string { return env[k] })
+		if err != nil || cfg.bindHost != h || cfg.adminBindHost != h {
+			t.Errorf("BIND_HOST=ADMIN_BIND_HOST=%s: got (%q, %q, %v), want both set", h, cfg.bindHost, cfg.adminBindHost, err)
 		}
 	}
 	cfg, err = loadConfig(func(k string) string { return map[string]string{"REDIRECT_STATUS": "307"}[k] })
@@ -136,18 +158,25 @@ func (b *syncBuffer) String() string {
 func startServe(t *testing.T, ctx context.Context, env map[string]string, seed ...string) *served {
 	t.Helper()
 	srv := redistest.Start(t)
+	return startServeOn(t, ctx, srv, srv.URL, env, seed...)
+}
+
+// startServeOn is startServe on srv, reached at url (as a user of its ACL,
+// say); seed is written through srv's own client.
+func startServeOn(t *testing.T, ctx context.Context, srv *redistest.Server, url string, env map[string]string, seed ...string) *served {
+	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	// A client made as run makes it (store.Connect: context deadlines
 	// bound every command, no retries), not the test server's own.
-	rdb, err := store.Connect(srv.URL, "dispatcher")
+	rdb, err := store.Connect(url, "dispatcher")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rdb.Close() })
 	s := &served{redis: srv, store: store.NewStore(rdb, "servers", log), errc: make(chan error, 1), logs: logs}
 	if len(seed) > 0 {
-		if err := s.store.Replace(ctx, seed); err != nil {
+		if err := store.NewStore(srv.Client, "servers", nil).Replace(ctx, seed); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -233,6 +262,83 @@ func TestServe(t *testing.T) {
 	if resp, err := http.Get(adminURL + "/healthz"); err == nil {
 		resp.Body.Close()
 		t.Error("the admin listener still answers after shutdown")
+	}
+}
+
+// freePort returns a loopback port that nothing listens on now.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	return port
+}
+
+// TestListenBindsWhereTold: BIND_HOST and ADMIN_BIND_HOST choose the
+// address each port listens on; empty, they listen on every interface.
+func TestListenBindsWhereTold(t *testing.T) {
+	for _, tc := range []struct {
+		env             map[string]string
+		main, adminHost string // the listeners' addresses
+	}{
+		{map[string]string{}, "::", "::"},
+		{map[string]string{"ADMIN_BIND_HOST": "127.0.0.1"}, "::", "127.0.0.1"},
+		{map[string]string{"BIND_HOST": "127.0.0.1", "ADMIN_BIND_HOST": "localhost"}, "127.0.0.1", "127.0.0.1"},
+	} {
+		tc.env["PORT"], tc.env["ADMIN_PORT"] = freePort(t), freePort(t)
+		cfg, err := loadConfig(func(k string) string { return tc.env[k] })
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, admin, err := listen(cfg)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.env, err)
+		}
+		for _, l := range []struct {
+			ln         net.Listener
+			host, port string
+		}{{ln, tc.main, tc.env["PORT"]}, {admin, tc.adminHost, tc.env["ADMIN_PORT"]}} {
+			host, port, _ := net.SplitHostPort(l.ln.Addr().String())
+			if (host != l.host && !(l.host == "::" && host == "0.0.0.0")) || port != l.port {
+				t.Errorf("%v: listens on %s, want %s", tc.env, l.ln.Addr(), net.JoinHostPort(l.host, l.port))
+			}
+		}
+		ln.Close()
+		admin.Close()
+	}
+}
+
+// TestIdleConnectionsAreClosed: on both ports, a keep-alive connection
+// that sends no second request is closed after IDLE_TIMEOUT.
+func TestIdleConnectionsAreClosed(t *testing.T) {
+	s := startServe(t, context.Background(), map[string]string{"IDLE_TIMEOUT": "200ms"}, "http://127.0.0.1:5000")
+	for _, addr := range []string{s.ln.Addr().String(), s.admin.Addr().String()} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := conn.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.Close {
+			t.Fatalf("%s: the first answer closed the connection; want it kept alive", addr)
+		}
+		// A generous wait: the dispatcher closes it long before.
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := br.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+			t.Errorf("%s: idle keep-alive connection: got (%d bytes, %v), want EOF: closed by the dispatcher", addr, n, err)
+		}
 	}
 }
 

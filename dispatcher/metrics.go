@@ -28,12 +28,19 @@ import (
 //	    status is the status code sent ("302", "503").
 //	spread_pick_duration_seconds                histogram: time spent in Picker.Pick,
 //	    every call, whether it chose a backend or failed.
-//	spread_redis_errors_total                   counter: picks that failed because Redis
-//	    did not answer: store.ErrUnavailable (refused, reset, broken connection, its
-//	    own timeout) or the request's REDIS_TIMEOUT ran out (context.DeadlineExceeded).
-//	    Not counted: answers Redis did give (empty list, wrong type, invalid entries),
-//	    a client that left (context.Canceled), and the admin port's own reads
-//	    (/readyz, the dashboard's LRANGE).
+//	spread_redis_errors_total                   counter: calls to Redis on the request path
+//	    that failed because Redis did not answer: store.ErrUnavailable (refused, reset,
+//	    broken connection, its own timeout) or the request's REDIS_TIMEOUT ran out
+//	    (context.DeadlineExceeded), whether or not the snapshot then answered the
+//	    request (the Failover reports each, balance.Config.OnRedisError). Not counted:
+//	    answers Redis did give (empty list, wrong type, invalid entries, a refusal),
+//	    a client that left (context.Canceled), picks made while degraded (they ask
+//	    Redis nothing), and the admin port's own reads (/readyz, the dashboard's LRANGE).
+//	spread_redis_permission_errors_total{command} counter: calls to Redis that Redis
+//	    refused because the user in REDIS_URL may not run the command
+//	    (store.ErrNoPermission), whatever made them: a pick, the health checks, the
+//	    snapshot's reads (store.OnDenied). command is its name ("SCARD"), "" where
+//	    Redis did not say. The checks of /readyz and of the start are not counted.
 //	spread_degraded                             gauge: 1 while the dispatcher runs degraded
 //	    (SetDegraded, called by the fallback when Redis stops and starts answering).
 //	spread_backend_up{backend}                  gauge: 0 while the shared health checks have
@@ -55,10 +62,17 @@ type metrics struct {
 	requests    *prometheus.CounterVec
 	pick        prometheus.Histogram
 	redisErrors prometheus.Counter
+	redisDenied *prometheus.CounterVec
 	degraded    prometheus.Gauge
 	backendUp   *prometheus.GaugeVec
 	inflight    *prometheus.GaugeVec
 	gauges      sync.Map // backend -> its spread_inflight child (inflightGauge)
+
+	// counters holds spread_requests_total's children, made once per
+	// backend and status (guarded by mu): a label lookup per request
+	// (hashing three labels, formatting the status) is a measurable part of
+	// a proxied request. Like the CounterVec's own children, they stay.
+	counters map[requestKey]prometheus.Counter
 
 	// The same facts for the dashboard, kept beside the Prometheus series
 	// and updated by the same calls, so that bars and /metrics agree.
@@ -85,8 +99,12 @@ func newMetrics(mode, strategy string) *metrics {
 		}),
 		redisErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "spread_redis_errors_total",
-			Help: "Picks that failed because Redis did not answer (unavailable, or REDIS_TIMEOUT ran out).",
+			Help: "Calls to Redis on the request path that failed because Redis did not answer (unavailable, or REDIS_TIMEOUT ran out), whether or not the snapshot then answered.",
 		}),
+		redisDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spread_redis_permission_errors_total",
+			Help: "Calls to Redis that Redis refused because the user in REDIS_URL may not run the command (an ACL misconfiguration), by command.",
+		}, []string{"command"}),
 		degraded: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "spread_degraded",
 			Help: "1 while the dispatcher runs degraded, else 0.",
@@ -99,15 +117,16 @@ func newMetrics(mode, strategy string) *metrics {
 			Name: "spread_inflight",
 			Help: "Requests this dispatcher is forwarding to the backend now (MODE=proxy).",
 		}, []string{"backend"}),
-		served: map[string]int64{},
-		up:     map[string]bool{},
+		counters: map[requestKey]prometheus.Counter{},
+		served:   map[string]int64{},
+		up:       map[string]bool{},
 	}
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "spread_strategy_info",
 		Help: "Always 1: the STRATEGY and MODE this dispatcher runs.",
 	}, []string{"strategy", "mode"})
 	info.WithLabelValues(strategy, mode).Set(1)
-	m.reg.MustRegister(m.requests, m.pick, m.redisErrors, m.degraded, m.backendUp, m.inflight, info,
+	m.reg.MustRegister(m.requests, m.pick, m.redisErrors, m.redisDenied, m.degraded, m.backendUp, m.inflight, info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -125,24 +144,50 @@ func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
 
+// requestKey names one child of spread_requests_total (mode is the
+// dispatcher's own).
+type requestKey struct {
+	backend string
+	status  int
+}
+
 // request counts one answered request. backend is "" when none was chosen.
 func (m *metrics) request(backend string, status int) {
-	m.requests.WithLabelValues(backend, m.mode, strconv.Itoa(status)).Inc()
+	k := requestKey{backend, status}
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	c, ok := m.counters[k]
+	if !ok {
+		c = m.requests.WithLabelValues(backend, m.mode, strconv.Itoa(status))
+		m.counters[k] = c
+	}
 	if backend == "" {
 		m.unserved++
 	} else {
 		m.served[backend]++
 	}
+	m.mu.Unlock()
+	c.Inc()
 }
 
 // picked records one call of Picker.Pick that took d and returned err.
 func (m *metrics) picked(d time.Duration, err error) {
 	m.pick.Observe(d.Seconds())
+	m.redisError(err)
+}
+
+// redisError counts a call to Redis on the request path that failed
+// because Redis did not answer, in spread_redis_errors_total. Other errors
+// are not counted (refusals are, through denied).
+func (m *metrics) redisError(err error) {
 	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 		m.redisErrors.Inc()
 	}
+}
+
+// denied counts a command Redis refused, in
+// spread_redis_permission_errors_total (store.OnDenied).
+func (m *metrics) denied(e *store.PermissionError) {
+	m.redisDenied.WithLabelValues(e.Name()).Inc()
 }
 
 // SetDegraded sets spread_degraded, and the dashboard's degraded mark.
@@ -246,6 +291,12 @@ type timedPicker struct {
 func (p timedPicker) Pick(ctx context.Context, r *http.Request) (balance.Backend, error) {
 	start := time.Now()
 	b, err := p.Picker.Pick(ctx, r)
-	p.m.picked(time.Since(start), err)
+	if _, ok := p.Picker.(*balance.Failover); ok {
+		// A Failover reports each failed call to Redis itself, including
+		// those its fallback then answered (OnRedisError).
+		p.m.pick.Observe(time.Since(start).Seconds())
+	} else {
+		p.m.picked(time.Since(start), err)
+	}
 	return b, err
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -23,7 +24,8 @@ import (
 //
 // Where a request goes: scheme and host come only from the picked entry,
 // which rotation.ParseBackend has validated (ProxyRequest.SetURL); the
-// request supplies the path, which is joined to the entry's, and the query.
+// request supplies the path, which is cleaned of dot segments and joined to
+// the entry's exactly as a redirect's is (joinPath), and the query.
 // The request's Host header, an absolute request URI or X-Forwarded-*
 // headers cannot change the upstream: SetURL replaces scheme, host and
 // Host, and Rewrite starts from a request with X-Forwarded-* removed.
@@ -94,7 +96,11 @@ func newProxier(cfg proxyConfig, log *slog.Logger, connectFailed func(backend st
 	p := &proxier{retries: cfg.retries, log: log, connectFailed: connectFailed, retried: retried}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
-			r.SetURL(attemptOf(r.In).backend) // scheme, host, Host: the validated entry only
+			b := attemptOf(r.In).backend
+			r.SetURL(b) // scheme, host, Host: the validated entry only
+			// The path a redirect would send the client to: the
+			// request's, cleaned of dot segments, under the entry's.
+			r.Out.URL.Path, r.Out.URL.RawPath = joinPath(b, r.In.URL)
 			r.SetXForwarded()
 		},
 		Transport: newTransport(cfg),
@@ -105,11 +111,36 @@ func newProxier(cfg proxyConfig, log *slog.Logger, connectFailed func(backend st
 			return nil
 		},
 		ErrorHandler: p.failed,
+		BufferPool:   copyBuffers{},
 		// FlushInterval 0: a response of unknown length (streamed,
 		// chunked) or text/event-stream is flushed after every write
 		// anyway; one of known length is copied as it comes.
 	}
 	return p
+}
+
+// copyBufferSize is the size of the buffers that copy an answer's body to
+// the client: the ReverseProxy's own default, 32 KiB.
+const copyBufferSize = 32 << 10
+
+// copyBufferPool holds the copy buffers between requests. Without it the
+// ReverseProxy allocates a new 32 KiB buffer for every answer, however
+// small: three quarters of the bytes a proxied request allocated, and most
+// of the garbage collector's work (docs/performance.md). It holds array
+// pointers, so that putting a buffer back allocates nothing.
+var copyBufferPool = sync.Pool{New: func() any { return new([copyBufferSize]byte) }}
+
+// copyBuffers is the ReverseProxy's BufferPool: copyBufferPool's buffers.
+type copyBuffers struct{}
+
+func (copyBuffers) Get() []byte { return copyBufferPool.Get().(*[copyBufferSize]byte)[:] }
+
+// Put takes back a buffer that Get returned; any other is left to the
+// garbage collector.
+func (copyBuffers) Put(b []byte) {
+	if cap(b) >= copyBufferSize {
+		copyBufferPool.Put((*[copyBufferSize]byte)(b[:copyBufferSize]))
+	}
 }
 
 // newTransport is the client side of the proxy: direct connections only

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -475,5 +476,59 @@ func TestProxyReportsFailedConnections(t *testing.T) {
 	}
 	if want := map[string]string{dead: "1"}; !maps.Equal(got, want) {
 		t.Errorf("reports in Redis: got %v, want %v (two failures within a second, reported once)", got, want)
+	}
+}
+
+// In both modes a request's path is cleaned of dot segments and joined to
+// the entry's path the same way: the backend a proxy forwards to receives
+// exactly the path that a redirect sends the client to, always under the
+// entry's "/app/", and a path that hides a dot segment behind "%2F" is
+// refused in both (400), never forwarded.
+func TestProxyAndRedirectGiveTheSamePath(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan string, 1)
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.RequestURI
+		io.WriteString(w, "ok")
+	}))
+	defer b.Close()
+	entry := b.URL + "/app/"
+	p := startServe(t, ctx, proxyEnv(), entry)
+	r := newStack(t, http.StatusFound)
+	r.seed(t, entry)
+
+	for _, tc := range []struct{ path, want string }{
+		{"/x", "/app/x"},
+		{"/../x", "/app/x"},
+		{"/../../etc/passwd", "/app/etc/passwd"},
+		{"/%2e%2e/%2E./x", "/app/x"},
+		{"/a/./b/../c", "/app/a/c"},
+		{"/a/..", "/app/"},
+		{"//evil.example/../x", "/app//x"},
+		{"/a%2Fb/../c%20d", "/app/c%20d"},
+		{"/..%2F..%2Fetc", ""}, // refused
+	} {
+		rec := r.do("GET", tc.path)
+		redirected := ""
+		if loc := rec.Header().Get("Location"); loc != "" {
+			u, err := url.Parse(loc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			redirected = u.EscapedPath()
+		}
+		status := rawRequest(t, p.ln.Addr().String(), "GET "+tc.path+" HTTP/1.1")
+		forwarded := ""
+		select {
+		case forwarded = <-got:
+		default:
+		}
+		if redirected != tc.want || forwarded != tc.want {
+			t.Errorf("GET %s: redirect to %q (%d), proxied as %q (%s); want both %q", tc.path, redirected, rec.Code, forwarded, status, tc.want)
+		}
+		if tc.want == "" && (rec.Code != http.StatusBadRequest || status != "HTTP/1.1 400 Bad Request") {
+			t.Errorf("GET %s: got %d redirecting and %q proxying, want 400 in both", tc.path, rec.Code, status)
+		}
 	}
 }

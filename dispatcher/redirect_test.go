@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +93,9 @@ func TestRedirectKeepsPathQueryAndMethod(t *testing.T) {
 		{"GET", "//evil.example/x", "http://b.example:5000/app//evil.example/x"},
 		{"GET", "/%0d%0aSet-Cookie:%20x=1", "http://b.example:5000/app/%0d%0aSet-Cookie:%20x=1"},
 		{"GET", "/?next=http://evil.example", "http://b.example:5000/app/?next=http://evil.example"},
+		{"GET", "/../x", "http://b.example:5000/app/x"},
+		{"GET", "/%2e%2e/%2E./.%2e/x?y=1", "http://b.example:5000/app/x?y=1"},
+		{"GET", "/a/b/../../../../etc", "http://b.example:5000/app/etc"},
 	}
 	for _, tc := range tests {
 		rec := s.do(tc.method, tc.target)
@@ -104,6 +108,23 @@ func TestRedirectKeepsPathQueryAndMethod(t *testing.T) {
 		if len(rec.Header()["Set-Cookie"]) > 0 {
 			t.Errorf("%s %s: a request added a Set-Cookie header", tc.method, tc.target)
 		}
+	}
+}
+
+// A path that hides a dot segment behind an escaped slash or a backslash
+// is refused, with no rotation step: a backend that decodes it would climb
+// out of the entry's path.
+func TestPathsHidingDotSegmentsAreRefused(t *testing.T) {
+	s := newStack(t, http.StatusFound)
+	s.seed(t, "http://b.example:5000/app/")
+	for _, target := range []string{"/..%2F..%2Fetc", "/a/..%2f", "/%2e%2e%5cx", "/x/.%2F"} {
+		rec := s.do("GET", target)
+		if rec.Code != http.StatusBadRequest || rec.Header().Get("Location") != "" {
+			t.Errorf("GET %s: got %d, Location %q; want 400 and none", target, rec.Code, rec.Header().Get("Location"))
+		}
+	}
+	if tally, _ := s.store.Tally(context.Background()); len(tally) != 0 {
+		t.Errorf("refused requests took rotation steps: tally %v, want none", tally)
 	}
 }
 
@@ -164,6 +185,16 @@ func TestTarget(t *testing.T) {
 		{"http://a:5000", "/caf%C3%A9", "http://a:5000/caf%C3%A9"},
 		{"http://a:5000", "/?q=caf\xc3\xa9&x=\"<>`{|}^\\", "http://a:5000/?q=caf%C3%A9&x=%22%3C%3E%60%7B%7C%7D%5E%5C"},
 		{"http://a:5000", "/?a=%41&b=%zz", "http://a:5000/?a=%41&b=%zz"},
+		{"http://a:5000/app/", "/../x", "http://a:5000/app/x"},
+		{"http://a:5000/app", "/..", "http://a:5000/app/"},
+		{"http://a:5000/app", "/%2e%2e/%2E%2e/x", "http://a:5000/app/x"},
+		{"http://a:5000/app", "/a/./b/../c", "http://a:5000/app/a/c"},
+		{"http://a:5000/app", "/a/.", "http://a:5000/app/a/"},
+		{"http://a:5000/app", "/a/b/..", "http://a:5000/app/a/"},
+		{"http://a:5000/app", "//evil.example/../x", "http://a:5000/app//x"},
+		{"http://a:5000/app", "/a..b/.../.x", "http://a:5000/app/a..b/.../.x"},
+		{"http://a:5000/app", "/caf%C3%A9/../%2F%2F", "http://a:5000/app/%2F%2F"},
+		{"http://a:5000/app", "*", "http://a:5000/app/%2A"},
 	}
 	for _, tc := range tests {
 		b, err := backend.Parse(tc.backend)
@@ -182,9 +213,13 @@ func TestTarget(t *testing.T) {
 
 // FuzzTarget: whatever the request's path and query, the redirect goes to
 // the backend's scheme and host, and is printable ASCII (so nothing can end
-// a header line).
+// a header line). Its path stays under the entry's path "/app/": it holds
+// no dot segment, escaped or not, that a browser would resolve, and, unless
+// the front refuses the request (hidesDotSegment), none once decoded that a
+// backend would.
 func FuzzTarget(f *testing.F) {
-	for _, s := range []string{"/", "/a?b=c", "//evil.example", "/\\evil", "/%0d%0a", "/?#x", "/@evil", "/..//..", "*"} {
+	for _, s := range []string{"/", "/a?b=c", "//evil.example", "/\\evil", "/%0d%0a", "/?#x", "/@evil", "/..//..", "*",
+		"/%2e%2e/x", "/.%2E/./", "/..%2f..%2fetc", "/a/../../b", "/..\\x"} {
 		f.Add(s)
 	}
 	bk, _ := backend.Parse("http://backend1:5000/app")
@@ -206,6 +241,26 @@ func FuzzTarget(f *testing.F) {
 		if u.Scheme != "http" || u.Host != "backend1:5000" || u.User != nil {
 			t.Fatalf("request %q sent the client to %q (scheme %q host %q)", requestURI, loc, u.Scheme, u.Host)
 		}
+		esc := u.EscapedPath()
+		if !strings.HasPrefix(esc, "/app/") {
+			t.Fatalf("request %q: Location %q is not under /app/", requestURI, loc)
+		}
+		for _, seg := range strings.Split(esc, "/") {
+			if d, _ := url.PathUnescape(seg); d == "." || d == ".." {
+				t.Fatalf("request %q: Location %q keeps the dot segment %q", requestURI, loc, seg)
+			}
+		}
+		if hidesDotSegment(cleanPath(r.EscapedPath())) {
+			return // the front answers 400 and sends no one anywhere
+		}
+		if !strings.HasPrefix(u.Path, "/app/") || path.Clean(u.Path) != "/app" && !strings.HasPrefix(path.Clean(u.Path), "/app/") {
+			t.Fatalf("request %q: Location %q decodes to %q, which resolves outside /app/", requestURI, loc, u.Path)
+		}
+		for _, seg := range strings.FieldsFunc(u.Path, func(r rune) bool { return r == '/' || r == '\\' }) {
+			if seg == "." || seg == ".." {
+				t.Fatalf("request %q: Location %q decodes to %q, with a dot segment", requestURI, loc, u.Path)
+			}
+		}
 	})
 }
 
@@ -220,6 +275,8 @@ func TestExplain(t *testing.T) {
 		{store.ErrAllDown, "all backends are down"},
 		{fmt.Errorf("%w: dial", store.ErrUnavailable), "redis unavailable"},
 		{context.DeadlineExceeded, "redis unavailable"},
+		{&store.PermissionError{Command: "SCARD {servers}:down", Reply: "NOPERM"}, "may not run a command the pick needs (SCARD {servers}:down)"},
+		{fmt.Errorf("%w: db 99", store.ErrMisconfigured), "Redis refuses the configuration"},
 		{errors.New("other"), "cannot choose a backend"},
 	}
 	for _, tc := range tests {

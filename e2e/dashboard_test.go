@@ -15,8 +15,10 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// screenshot is where TestDashboard saves the dashboard as the README shows it.
-const screenshot = "../docs/dashboard.png"
+// readmeScreenshot is the dashboard as the README shows it. TestDashboard
+// refreshes it only when UPDATE_SCREENSHOTS=1, so that a test run leaves the
+// work tree as it was.
+const readmeScreenshot = "../docs/dashboard.png"
 
 // newBrowser starts a headless Chromium for the test. The flags let it run
 // as root in a container-like sandbox: no Chrome sandbox, no GPU, and no
@@ -46,15 +48,23 @@ const (
 // TestDashboard opens the dispatcher's dashboard in a real browser, sends 30
 // requests, and reads from the page that each backend's bar grew by exactly
 // 10, that the rotation is listed as Redis holds it with the next pick
-// marked, and that /metrics says the same. It saves a screenshot for the
-// README, and checks that the page fits a phone's width.
+// marked, that every backend is marked up, and that /metrics says the same.
+// It saves a screenshot in its artifact directory (go test -artifacts keeps
+// it; make e2e puts it under out/e2e), and checks that the page fits a
+// phone's width.
 func TestDashboard(t *testing.T) {
 	s := startStack(t)
 	// Seed the list as compose.yaml does, so that the screenshot shows what
 	// `docker compose up` shows. The test never follows a redirect, so these
-	// addresses need not answer.
+	// addresses need not answer; the health checks probe each backend by
+	// its name on the network, as in compose.
 	backends := []string{"http://localhost:5000", "http://localhost:5001", "http://localhost:5002"}
-	if code, logs := s.seeder(t, append([]string{"seed"}, backends...)...); code != 0 {
+	probes := []string{
+		"-probe=http://localhost:5000=http://backend1:5000",
+		"-probe=http://localhost:5001=http://backend2:5001",
+		"-probe=http://localhost:5002=http://backend3:5002",
+	}
+	if code, logs := s.seeder(t, slices.Concat([]string{"seed"}, probes, backends)...); code != 0 {
 		t.Fatalf("seeder seed: exit %d\n%s", code, logs)
 	}
 
@@ -133,17 +143,27 @@ func TestDashboard(t *testing.T) {
 		}
 	}
 
+	// The health checks pass, and the page marks each backend up.
+	if _, err := chromedp.Run(browser, chromedp.Poll[bool](
+		`document.querySelectorAll('#bars [data-backend] [data-up="true"]').length === 3`, wait)); err != nil {
+		t.Errorf("the dashboard did not mark the three backends up: %v", err)
+	}
+
 	png, err := chromedp.Run(browser, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.MkdirAll(filepath.Dir(screenshot), 0o755); err != nil {
+	shot := filepath.Join(t.ArtifactDir(), "dashboard.png")
+	if err := os.WriteFile(shot, png, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(screenshot, png, 0o644); err != nil {
-		t.Fatal(err)
+	t.Logf("saved %s (%d bytes)", shot, len(png))
+	if os.Getenv("UPDATE_SCREENSHOTS") == "1" {
+		if err := os.WriteFile(readmeScreenshot, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("UPDATE_SCREENSHOTS=1: saved %s", readmeScreenshot)
 	}
-	t.Logf("saved %s (%d bytes)", screenshot, len(png))
 
 	// On a phone's width nothing sticks out sideways: no horizontal scrolling.
 	if err := chromedp.Do(browser, chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulateScale(3))); err != nil {

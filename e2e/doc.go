@@ -16,5 +16,7 @@
 // TESTCONTAINERS_RYUK_DISABLED=true; every test terminates what it starts.
 //
 // TestDashboard drives the dashboard in a headless Chromium (or Google
-// Chrome) found on PATH, and writes docs/dashboard.png.
+// Chrome) found on PATH and saves a screenshot in its artifact directory;
+// with UPDATE_SCREENSHOTS=1 it also refreshes docs/dashboard.png, the one the
+// README shows.
 package e2e

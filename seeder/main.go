@@ -1,23 +1,6 @@
 // Command seeder fills and manages the Redis list of backend URLs that the
-// dispatcher rotates.
-//
-// Usage:
-//
-//	seeder [seed] [URL...]        replace the list with these URLs, in one step;
-//	                              URL*N (1 ≤ N ≤ 100) gives a URL N turns per round
-//	seeder seed -probe ORIGIN=PROBE_ORIGIN ... URL...
-//	                              the same, and the probe addresses (below)
-//	seeder list                   print the list (the next pick is the last line),
-//	                              marking entries the health checks took out
-//	seeder probe ORIGIN PROBE_ORIGIN
-//	                              probe ORIGIN's health at PROBE_ORIGIN instead
-//	seeder probe [list]           print the probe addresses
-//	seeder probe remove ORIGIN    probe ORIGIN at its own address again
-//	seeder add URL                append URL (it becomes the next pick)
-//	seeder remove URL             remove every occurrence of URL
-//	seeder watch [-n N] [-i D]    rotate N times (default: until interrupted)
-//	                              and print each address, like the tutorial's loop
-//	seeder healthcheck            exit 0 if Redis answers
+// dispatcher rotates. `seeder help` prints its commands; docs/seeder.md
+// describes them.
 //
 // Every URL is validated before anything is written: one bad URL is named on
 // stderr, the exit status is 2 and Redis is left untouched.
@@ -48,7 +31,7 @@ import (
 var (
 	serversSetting = app.Setting{Name: "SERVERS", Default: "",
 		Usage: "comma-separated URLs for a bare `seeder seed`; empty means the tutorial's three"}
-	settings = []app.Setting{store.RedisURL, store.RedisKey, serversSetting}
+	settings = []app.Setting{store.RedisURL, store.RedisKey, store.RedisTLSCA, store.RedisTLSCert, store.RedisTLSKey, serversSetting}
 )
 
 // tutorialServers is what `seeder seed` writes when given no URL and no SERVERS.
@@ -62,25 +45,6 @@ const (
 
 // errUsage marks errors in what the user typed.
 var errUsage = errors.New("usage")
-
-const usage = `usage:
-  seeder [seed] [URL...]      replace the list with these URLs (default: $SERVERS, else the tutorial's three);
-                              URL*N (N from 1 to 100) serves URL N times per round, spread out
-  seeder seed -probe ORIGIN=PROBE_ORIGIN ... [URL...]
-                              the same, and replace the probe addresses with these
-  seeder list                 print the list; the next pick is the last line; "down" marks
-                              entries the health checks take out of the rotation
-  seeder probe ORIGIN PROBE_ORIGIN
-                              the dispatchers probe ORIGIN (scheme://host:port) at
-                              PROBE_ORIGIN/healthz, the address they reach it by
-  seeder probe [list]         print the probe addresses: ORIGIN PROBE_ORIGIN
-  seeder probe remove ORIGIN  probe ORIGIN at its own address again
-  seeder add URL              append URL; it becomes the next pick
-  seeder remove URL           remove every occurrence of URL
-  seeder watch [-n N] [-i D]  rotate N times (default: until interrupted), printing each address
-                              and the tally of steps per entry, from every dispatcher
-  seeder healthcheck          exit 0 if Redis answers
-`
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -101,140 +65,272 @@ func exitCode(err error) int {
 	return exitFailure
 }
 
-func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	cmd := "seed"
-	if len(args) > 0 && !strings.Contains(args[0], ":") {
-		cmd, args = args[0], args[1:]
+// A command is one subcommand of the seeder.
+type command struct {
+	name string
+	// usage is its lines of `seeder help`, each "seeder NAME ..." with its
+	// explanation from column 30 on.
+	usage string
+	// parse checks the arguments, before Redis is touched, and returns what
+	// to do; a mistake is an errUsage error.
+	parse func(args []string, getenv func(string) string) (action, error)
+	// long is set for a command that runs until it is done or interrupted,
+	// not one quick exchange with Redis.
+	long bool
+	// ops is what it does with Redis: before it sends anything, the Redis
+	// user's permissions for these are checked (store.CheckAccess), so that
+	// a missing one stops it before its first write, naming every command
+	// missing. seed checks its own, which depend on its flags.
+	ops []store.Op
+}
+
+// An action is what a command does, once its arguments are checked.
+type action func(ctx context.Context, st *store.Store, stdout io.Writer) error
+
+// commands are the seeder's subcommands, in the order `seeder help` lists them.
+var commands = []command{
+	{name: "seed", parse: parseSeed, usage: `
+seeder [seed] [URL...]      replace the list with these URLs (default: $SERVERS, else the tutorial's three);
+                            URL*N (N from 1 to 100) serves URL N times per round, spread out
+seeder seed -probe ORIGIN=PROBE_ORIGIN ... [URL...]
+                            the same, and replace the probe addresses with these`},
+	{name: "list", parse: noArgs("list", printList), ops: []store.Op{store.OpList}, usage: `
+seeder list                 print the list; the next pick is the last line; "down" marks
+                            entries the health checks take out of the rotation`},
+	{name: "probe", parse: parseProbe, ops: []store.Op{store.OpProbes}, usage: `
+seeder probe ORIGIN PROBE_ORIGIN
+                            the dispatchers probe ORIGIN (scheme://host:port) at
+                            PROBE_ORIGIN/healthz, the address they reach it by
+seeder probe [list]         print the probe addresses: ORIGIN PROBE_ORIGIN
+seeder probe remove ORIGIN  probe ORIGIN at its own address again`},
+	{name: "add", parse: parseAdd, ops: []store.Op{store.OpAdd}, usage: `
+seeder add URL              append URL; it becomes the next pick`},
+	{name: "remove", parse: parseRemove, ops: []store.Op{store.OpRemove}, usage: `
+seeder remove URL           remove every occurrence of URL`},
+	{name: "watch", parse: parseWatch, long: true, ops: []store.Op{store.OpWatch}, usage: `
+seeder watch [-n N] [-i D]  rotate N times (default: until interrupted), one every D (default 1s),
+                            printing each address and the tally of steps per entry, from every dispatcher`},
+	{name: "healthcheck", parse: noArgs("healthcheck", ping), ops: []store.Op{store.OpPing}, usage: `
+seeder healthcheck          exit 0 if Redis answers`},
+}
+
+// usage is the text of `seeder help`, made from the command table.
+func usage() string {
+	var b strings.Builder
+	b.WriteString("usage:\n")
+	for _, c := range commands {
+		for line := range strings.Lines(strings.TrimPrefix(c.usage, "\n")) {
+			b.WriteString("  " + strings.TrimSuffix(line, "\n") + "\n")
+		}
 	}
-	if cmd == "help" || cmd == "-h" || cmd == "--help" {
-		fmt.Fprint(stdout, usage)
+	b.WriteString("  seeder help                 print this\n")
+	return b.String()
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	name := "seed" // a bare `seeder`, or one followed by URLs
+	if len(args) > 0 && !strings.Contains(args[0], ":") {
+		name, args = args[0], args[1:]
+	}
+	if name == "help" || name == "-h" || name == "--help" {
+		fmt.Fprint(stdout, usage())
 		return nil
 	}
-
-	// Check what the user typed before touching Redis. The URLs themselves
-	// are validated by the store, before it sends any command.
-	var urls []string
-	var probes probeFlags
-	var weights *weighted // set when a URL has a weight, URL*N
-	var watchN int
-	var watchEvery time.Duration
-	switch cmd {
-	case "seed":
-		fs := flag.NewFlagSet("seed", flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
-		fs.Var(&probes, "probe", "ORIGIN=PROBE_ORIGIN")
-		if err := fs.Parse(args); err != nil {
-			return fmt.Errorf("%w: seeder seed [-probe ORIGIN=PROBE_ORIGIN]... [URL...]: %v", errUsage, err)
-		}
-		urls = fs.Args()
-		if len(urls) == 0 {
-			urls = splitServers(serversSetting.Get(getenv))
-		}
-		if len(urls) == 0 {
-			urls = tutorialServers
-		}
-		if hasWeights(urls) {
-			w, err := weigh(urls)
-			if err != nil {
-				return err
-			}
-			weights, urls = &w, w.list
-		}
-	case "add":
-		if len(args) != 1 {
-			return fmt.Errorf("%w: seeder add URL (exactly one URL)", errUsage)
-		}
-		if backend.HasWeight(args[0]) {
-			// Appending N copies would put them side by side; spreading
-			// them means ordering the whole list again.
-			return fmt.Errorf("%w: seeder add %q: add takes a URL without a weight; to weigh URLs, seed the whole list: seeder seed URL*N URL ...", errUsage, args[0])
-		}
-	case "remove":
-		if len(args) != 1 || args[0] == "" {
-			return fmt.Errorf("%w: seeder remove URL (exactly one URL)", errUsage)
-		}
-	case "watch":
-		fs := flag.NewFlagSet("watch", flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
-		fs.IntVar(&watchN, "n", 0, "rotations (0: until interrupted)")
-		fs.DurationVar(&watchEvery, "i", time.Second, "pause between rotations")
-		if err := fs.Parse(args); err != nil {
-			return fmt.Errorf("%w: seeder watch [-n N] [-i DURATION]: %v", errUsage, err)
-		}
-		if fs.NArg() > 0 || watchN < 0 || watchEvery < 0 {
-			return fmt.Errorf("%w: seeder watch [-n N] [-i DURATION]: N and DURATION must not be negative", errUsage)
-		}
-	case "probe":
-		switch {
-		case len(args) == 0 || len(args) == 1 && args[0] == "list":
-			args = []string{"list"}
-		case len(args) == 2 && args[0] == "remove":
-		case len(args) == 2 && strings.Contains(args[0], ":"):
-		default:
-			return fmt.Errorf("%w: seeder probe ORIGIN PROBE_ORIGIN, seeder probe [list] or seeder probe remove ORIGIN", errUsage)
-		}
-	case "list", "healthcheck":
-		if len(args) > 0 {
-			return fmt.Errorf("%w: seeder %s takes no arguments", errUsage, cmd)
-		}
-	default:
-		return fmt.Errorf("%w: unknown command %q\n%s", errUsage, cmd, usage)
+	i := slices.IndexFunc(commands, func(c command) bool { return c.name == name })
+	if i < 0 {
+		return fmt.Errorf("%w: unknown command %q\n%s", errUsage, name, usage())
+	}
+	cmd := commands[i]
+	act, err := cmd.parse(args, getenv)
+	if err != nil {
+		return err
 	}
 
 	// The error returned says what went wrong; go-redis's own retry
 	// messages would only repeat it.
 	store.LogTo(slog.New(slog.DiscardHandler))
-	rdb, err := store.Connect(store.RedisURL.Get(getenv), "seeder")
+	key, err := store.LoadKey(getenv)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	tc, err := store.LoadTLS(getenv)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	rdb, err := store.ConnectTLS(store.RedisURL.Get(getenv), "seeder", tc)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	defer rdb.Close()
-	st := store.NewStore(rdb, store.RedisKey.Get(getenv), nil)
+	st := store.NewStore(rdb, key, nil)
 
-	// Each command but watch is one quick exchange with Redis.
-	opCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	switch cmd {
-	case "seed":
-		if err := st.ReplaceWithProbes(opCtx, urls, probes.m); err != nil {
+	if cmd.ops != nil {
+		checkCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := st.CheckAccess(checkCtx, cmd.ops...)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	if !cmd.long {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
+	return act(ctx, st, stdout)
+}
+
+// noArgs is the parse of a command that takes no arguments and does act.
+func noArgs(name string, act action) func([]string, func(string) string) (action, error) {
+	return func(args []string, _ func(string) string) (action, error) {
+		if len(args) > 0 {
+			return nil, fmt.Errorf("%w: seeder %s takes no arguments", errUsage, name)
+		}
+		return act, nil
+	}
+}
+
+func ping(ctx context.Context, st *store.Store, _ io.Writer) error { return st.Ping(ctx) }
+
+// parseSeed reads `seed [-probe ORIGIN=PROBE_ORIGIN]... [URL...]`; without
+// URLs, SERVERS, else the tutorial's three. The URLs themselves are
+// validated by the store, before it sends any command.
+func parseSeed(args []string, getenv func(string) string) (action, error) {
+	var probes probeFlags
+	fs := flag.NewFlagSet("seed", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Var(&probes, "probe", "ORIGIN=PROBE_ORIGIN")
+	if err := fs.Parse(args); err != nil {
+		return nil, fmt.Errorf("%w: seeder seed [-probe ORIGIN=PROBE_ORIGIN]... [URL...]: %v", errUsage, err)
+	}
+	urls := fs.Args()
+	if len(urls) == 0 {
+		urls = splitServers(serversSetting.Get(getenv))
+	}
+	if len(urls) == 0 {
+		urls = tutorialServers
+	}
+	var weights *weighted // set when a URL has a weight, URL*N
+	if hasWeights(urls) {
+		w, err := weigh(urls)
+		if err != nil {
+			return nil, err
+		}
+		weights, urls = &w, w.list
+	}
+	ops := []store.Op{store.OpSeed, store.OpList}
+	if probes.m != nil {
+		ops = append(ops, store.OpSeedProbes)
+	}
+	return func(ctx context.Context, st *store.Store, stdout io.Writer) error {
+		if err := st.CheckAccess(ctx, ops...); err != nil {
+			return err
+		}
+		if err := st.ReplaceWithProbes(ctx, urls, probes.m); err != nil {
 			return err
 		}
 		if weights != nil {
 			fmt.Fprintln(stdout, weights.describe(st.Key()))
 		} else {
-			fmt.Fprintf(stdout, "seeded %q with %d URLs\n", st.Key(), len(urls))
+			fmt.Fprintf(stdout, "seeded %q with %s\n", st.Key(), count(len(urls), "URL", "URLs"))
 		}
 		if probes.m != nil {
 			fmt.Fprintf(stdout, "probe addresses in %q: %d\n", st.ProbeKey(), len(probes.m))
 		}
-		return printList(opCtx, st, stdout)
-	case "probe":
-		return probe(opCtx, st, args, stdout)
-	case "list":
-		return printList(opCtx, st, stdout)
-	case "add":
-		n, err := st.Add(opCtx, args[0])
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "added %s to %q (%d entries)\n", args[0], st.Key(), n)
-		return nil
-	case "remove":
-		n, err := st.Remove(opCtx, args[0])
-		if err != nil {
-			return err
-		}
-		left, err := st.Len(opCtx)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "removed %s from %q (%d occurrences; %d entries left)\n", args[0], st.Key(), n, left)
-		return nil
-	case "healthcheck":
-		return st.Ping(opCtx)
-	default: // watch
-		return watch(ctx, st, watchN, watchEvery, stdout)
+		return printList(ctx, st, stdout)
+	}, nil
+}
+
+func parseAdd(args []string, _ func(string) string) (action, error) {
+	if len(args) != 1 {
+		return nil, fmt.Errorf("%w: seeder add URL (exactly one URL)", errUsage)
 	}
+	u := args[0]
+	if backend.HasWeight(u) {
+		// Appending N copies would put them side by side; spreading them
+		// means ordering the whole list again.
+		return nil, fmt.Errorf("%w: seeder add %q: add takes a URL without a weight; to weigh URLs, seed the whole list: seeder seed URL*N URL ...", errUsage, u)
+	}
+	return func(ctx context.Context, st *store.Store, stdout io.Writer) error {
+		n, err := st.Add(ctx, u)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "added %s to %q (%s)\n", u, st.Key(), count(int(n), "entry", "entries"))
+		return nil
+	}, nil
+}
+
+func parseRemove(args []string, _ func(string) string) (action, error) {
+	if len(args) != 1 || args[0] == "" {
+		return nil, fmt.Errorf("%w: seeder remove URL (exactly one URL)", errUsage)
+	}
+	u := args[0]
+	return func(ctx context.Context, st *store.Store, stdout io.Writer) error {
+		n, err := st.Remove(ctx, u)
+		if err != nil {
+			return err
+		}
+		left, err := st.Len(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "removed %s from %q (%s; %s left)\n", u, st.Key(),
+			count(int(n), "occurrence", "occurrences"), count(int(left), "entry", "entries"))
+		return nil
+	}, nil
+}
+
+func parseWatch(args []string, _ func(string) string) (action, error) {
+	fs := flag.NewFlagSet("watch", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	n := fs.Int("n", 0, "rotations (0: until interrupted)")
+	every := fs.Duration("i", time.Second, "pause between rotations")
+	if err := fs.Parse(args); err != nil {
+		return nil, fmt.Errorf("%w: seeder watch [-n N] [-i DURATION]: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 || *n < 0 || *every < 0 {
+		return nil, fmt.Errorf("%w: seeder watch [-n N] [-i DURATION]: N and DURATION must not be negative", errUsage)
+	}
+	return func(ctx context.Context, st *store.Store, stdout io.Writer) error {
+		return watch(ctx, st, *n, *every, stdout)
+	}, nil
+}
+
+// parseProbe reads `probe ORIGIN PROBE_ORIGIN`, `probe [list]` or
+// `probe remove ORIGIN`.
+func parseProbe(args []string, _ func(string) string) (action, error) {
+	switch {
+	case len(args) == 0 || len(args) == 1 && args[0] == "list":
+		return listProbes, nil
+	case len(args) == 2 && args[0] == "remove":
+		return func(ctx context.Context, st *store.Store, w io.Writer) error {
+			if err := st.RemoveProbe(ctx, args[1]); err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "%s is probed at its own address again\n", args[1])
+			return nil
+		}, nil
+	case len(args) == 2 && strings.Contains(args[0], ":"):
+		return func(ctx context.Context, st *store.Store, w io.Writer) error {
+			if err := st.SetProbe(ctx, args[0], args[1]); err != nil {
+				return err
+			}
+			o, _ := backend.ParseOrigin(args[0])
+			p, _ := backend.ParseOrigin(args[1])
+			fmt.Fprintf(w, "%s is probed at %s%s\n", o, p, health.Path)
+			return nil
+		}, nil
+	}
+	return nil, fmt.Errorf("%w: seeder probe ORIGIN PROBE_ORIGIN, seeder probe [list] or seeder probe remove ORIGIN", errUsage)
+}
+
+// count is "1 entry", "2 entries", "0 entries".
+func count(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 // splitServers splits SERVERS at commas, trimming spaces and dropping empty items.
@@ -250,7 +346,11 @@ func splitServers(s string) []string {
 
 // printList prints the list, one entry a line, and "\tdown" after the
 // entries the health checks have marked down; then, if least-conn or p2c
-// dispatchers count requests in flight, each entry's count.
+// dispatchers count requests in flight, each entry's count. An entry that
+// backend.Parse refuses, which every pick skips, is printed quoted and cut
+// to its first bytes (backend.Truncate), with "\tinvalid: " and the reason,
+// so that a hostile megabyte or a control character cannot flood or garble
+// the terminal.
 func printList(ctx context.Context, st *store.Store, w io.Writer) error {
 	entries, err := st.Entries(ctx)
 	if err != nil {
@@ -261,7 +361,13 @@ func printList(ctx context.Context, st *store.Store, w io.Writer) error {
 		return err
 	}
 	for _, e := range entries {
-		if _, isDown := slices.BinarySearch(down, e); isDown {
+		if _, err := backend.Parse(e); err != nil {
+			reason := err.Error()
+			if i := strings.LastIndex(reason, `": `); i >= 0 {
+				reason = reason[i+3:]
+			}
+			fmt.Fprintf(w, "%q\tinvalid: %s\n", backend.Truncate(e), reason)
+		} else if _, isDown := slices.BinarySearch(down, e); isDown {
 			fmt.Fprintf(w, "%s\tdown\n", e)
 		} else {
 			fmt.Fprintln(w, e)
@@ -280,32 +386,15 @@ func printList(ctx context.Context, st *store.Store, w io.Writer) error {
 	return nil
 }
 
-// probe sets, lists or removes probe addresses; args is what follows
-// "probe", checked by run.
-func probe(ctx context.Context, st *store.Store, args []string, w io.Writer) error {
-	switch args[0] {
-	case "list":
-		probes, err := st.Probes(ctx)
-		if err != nil {
-			return err
-		}
-		for _, o := range slices.Sorted(maps.Keys(probes)) {
-			fmt.Fprintf(w, "%s %s\n", o, probes[o])
-		}
-		return nil
-	case "remove":
-		if err := st.RemoveProbe(ctx, args[1]); err != nil {
-			return err
-		}
-		fmt.Fprintf(w, "%s is probed at its own address again\n", args[1])
-		return nil
-	}
-	if err := st.SetProbe(ctx, args[0], args[1]); err != nil {
+// listProbes prints the probe addresses, "ORIGIN PROBE_ORIGIN" a line.
+func listProbes(ctx context.Context, st *store.Store, w io.Writer) error {
+	probes, err := st.Probes(ctx)
+	if err != nil {
 		return err
 	}
-	o, _ := backend.ParseOrigin(args[0])
-	p, _ := backend.ParseOrigin(args[1])
-	fmt.Fprintf(w, "%s is probed at %s%s\n", o, p, health.Path)
+	for _, o := range slices.Sorted(maps.Keys(probes)) {
+		fmt.Fprintf(w, "%s %s\n", o, probes[o])
+	}
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -17,10 +18,10 @@ import (
 func seeder(t *testing.T, srv *redistest.Server, env map[string]string, args ...string) (string, error) {
 	t.Helper()
 	getenv := func(k string) string {
-		if k == "REDIS_URL" {
-			return srv.URL
+		if v, ok := env[k]; ok || k != "REDIS_URL" {
+			return v
 		}
-		return env[k]
+		return srv.URL
 	}
 	var out bytes.Buffer
 	err := run(context.Background(), args, getenv, &out)
@@ -110,6 +111,11 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{[]string{"seed"}, map[string]string{"SERVERS": "http://a:5000*-1"}, `"http://a:5000*-1"`},
 		{[]string{"seed", "http://a:5000*2", "javascript:alert(1)*2"}, nil, "javascript:alert(1)"},
 		{[]string{"add", "http://a:5000*2"}, nil, `"http://a:5000*2"`},
+		// Bad Redis settings.
+		{[]string{"seed", "http://a:5000"}, map[string]string{"REDIS_KEY": " "}, "REDIS_KEY"},
+		{[]string{"add", "http://a:5000"}, map[string]string{"REDIS_KEY": "my servers"}, "REDIS_KEY"},
+		{[]string{"seed", "http://a:5000"}, map[string]string{"REDIS_TLS_CERT": "/nonexistent/client.crt"}, "REDIS_TLS_KEY"},
+		{[]string{"seed", "http://a:5000"}, map[string]string{"REDIS_TLS_CA": "/nonexistent/ca.crt"}, "REDIS_TLS_CA"},
 	}
 	for _, tc := range tests {
 		_, err := seeder(t, srv, tc.env, tc.args...)
@@ -141,8 +147,9 @@ func TestListAddRemove(t *testing.T) {
 	if want := "http://a:1\nhttp://b:2\nhttp://c:3\n"; err != nil || out != want {
 		t.Errorf("list: got (%q, %v), want %q", out, err, want)
 	}
-	if _, err := seeder(t, srv, nil, "remove", "http://a:1"); err != nil {
-		t.Errorf("remove: %v", err)
+	out, err = seeder(t, srv, nil, "remove", "http://a:1")
+	if want := "removed http://a:1 from \"servers\" (1 occurrence; 2 entries left)\n"; err != nil || out != want {
+		t.Errorf("remove: got (%q, %v), want %q", out, err, want)
 	}
 	_, err = seeder(t, srv, nil, "remove", "http://a:1")
 	if !errors.Is(err, store.ErrNotInList) || exitCode(err) != 1 {
@@ -176,9 +183,9 @@ func TestProbe(t *testing.T) {
 		{[]string{"probe", "remove", "http://localhost:5000"}, "http://localhost:5000 is probed at its own address again\n"},
 		{[]string{"probe", "list"}, "http://localhost:5001 http://backend2:5001\nhttp://localhost:5002 http://backend3:5002\n"},
 		// seed without -probe leaves them; with -probe replaces them all.
-		{[]string{"seed", "http://localhost:5000"}, "seeded \"servers\" with 1 URLs\nhttp://localhost:5000\n"},
+		{[]string{"seed", "http://localhost:5000"}, "seeded \"servers\" with 1 URL\nhttp://localhost:5000\n"},
 		{[]string{"probe"}, "http://localhost:5001 http://backend2:5001\nhttp://localhost:5002 http://backend3:5002\n"},
-		{[]string{"seed", "-probe", "http://localhost:5000=http://b:5000", "http://localhost:5000"}, "seeded \"servers\" with 1 URLs\nprobe addresses in \"{servers}:probe\": 1\nhttp://localhost:5000\n"},
+		{[]string{"seed", "-probe", "http://localhost:5000=http://b:5000", "http://localhost:5000"}, "seeded \"servers\" with 1 URL\nprobe addresses in \"{servers}:probe\": 1\nhttp://localhost:5000\n"},
 		{[]string{"probe"}, "http://localhost:5000 http://b:5000\n"},
 	}
 	for _, st := range steps {
@@ -254,5 +261,56 @@ func TestRedisDown(t *testing.T) {
 func TestREADMEListsSettings(t *testing.T) {
 	if err := app.CheckREADME("../README.md", "seeder", settings); err != nil {
 		t.Error(err)
+	}
+}
+
+func TestRemoveCountsInWords(t *testing.T) {
+	srv := redistest.Start(t)
+	if _, err := seeder(t, srv, nil, "seed", "http://a:1", "http://b:2", "http://a:1"); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct{ url, want string }{
+		{"http://a:1", "removed http://a:1 from \"servers\" (2 occurrences; 1 entry left)\n"},
+		{"http://b:2", "removed http://b:2 from \"servers\" (1 occurrence; 0 entries left)\n"},
+	}
+	for _, st := range steps {
+		out, err := seeder(t, srv, nil, "remove", st.url)
+		if err != nil || out != st.want {
+			t.Errorf("remove %s: got (%q, %v), want %q", st.url, out, err, st.want)
+		}
+	}
+}
+
+// help prints one usage line (or more) per command of the table, and
+// nothing touches Redis: no REDIS_URL is needed.
+func TestHelp(t *testing.T) {
+	getenv := func(string) string { return "" }
+	for _, arg := range []string{"help", "-h", "--help"} {
+		var out bytes.Buffer
+		if err := run(context.Background(), []string{arg}, getenv, &out); err != nil {
+			t.Fatalf("seeder %s: %v", arg, err)
+		}
+		if out.String() != usage() {
+			t.Errorf("seeder %s: got %q, want the usage text", arg, out.String())
+		}
+	}
+	text := usage()
+	for _, c := range commands {
+		if !strings.Contains(text, "\n  seeder "+c.name+" ") && !strings.Contains(text, "\n  seeder ["+c.name+"] ") {
+			t.Errorf("usage lacks a line for %q:\n%s", c.name, text)
+		}
+	}
+}
+
+// TestDocsShowTheUsage keeps docs/seeder.md's list of commands the same as
+// `seeder help`.
+func TestDocsShowTheUsage(t *testing.T) {
+	doc, err := os.ReadFile("../docs/seeder.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := "```\n$ seeder help\n" + usage() + "```\n"
+	if !strings.Contains(string(doc), block) {
+		t.Errorf("docs/seeder.md lacks the output of seeder help, as a code block:\n%s", block)
 	}
 }

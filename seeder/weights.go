@@ -43,7 +43,7 @@ func weigh(args []string) (weighted, error) {
 // describe is what `seed` prints about a weighted list written at key.
 func (w weighted) describe(key string) string {
 	urls := len(slices.Compact(slices.Sorted(slices.Values(w.serve))))
-	s := fmt.Sprintf("seeded %q with %d entries for %d weighted URLs\n", key, len(w.serve), urls)
+	s := fmt.Sprintf("seeded %q with %s for %s\n", key, count(len(w.serve), "entry", "entries"), count(urls, "weighted URL", "weighted URLs"))
 	s += fmt.Sprintf("the rotation serves %s, then again", strings.Join(w.serve, " "))
 	if !w.separated && urls > 1 {
 		s += fmt.Sprintf("\nnote: %s has more than half of the weight, so it must come twice in a row somewhere; the order above repeats it as little as possible", w.heaviest)

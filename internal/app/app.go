@@ -34,11 +34,49 @@ func (s Setting) Get(getenv func(string) string) string {
 	return s.Default
 }
 
-// Serve serves h on ln until ctx is done, then stops accepting connections
-// and waits up to grace for requests in flight. A clean shutdown is not an
-// error.
+// The limits every server of the project puts on a client's connection.
+// None of them bounds how long a request may take once its headers are in:
+// a proxied body or answer may stream for as long as it needs.
+const (
+	// DefaultIdleTimeout is how long a keep-alive connection may wait for
+	// its next request before the server closes it, unless Limits says
+	// otherwise.
+	DefaultIdleTimeout = 60 * time.Second
+	// ReadHeaderTimeout is how long a client may take to send a request's
+	// line and headers: from the moment it connects, for its first request,
+	// and from the first byte of each later one on a kept-alive connection.
+	ReadHeaderTimeout = 10 * time.Second
+	// MaxHeaderBytes bounds a request's line and headers together: 64 KiB
+	// (net/http allows 4 KiB more as slack). A larger request gets 431
+	// Request Header Fields Too Large and its connection is closed.
+	// net/http's own default is 1 MiB.
+	MaxHeaderBytes = 64 << 10
+)
+
+// Limits are the per-connection limits a program may choose.
+type Limits struct {
+	// IdleTimeout closes a keep-alive connection that has sent no new
+	// request for this long. 0 means DefaultIdleTimeout; there is no way
+	// to keep idle connections forever, since each holds a file descriptor
+	// and memory.
+	IdleTimeout time.Duration
+}
+
+// Serve is ServeWith with the default Limits.
 func Serve(ctx context.Context, ln net.Listener, h http.Handler, grace time.Duration) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	return ServeWith(ctx, ln, h, grace, Limits{})
+}
+
+// ServeWith serves h on ln until ctx is done, then stops accepting
+// connections and waits up to grace for requests in flight. A clean
+// shutdown is not an error. Connections are bounded by ReadHeaderTimeout,
+// MaxHeaderBytes and lim.IdleTimeout.
+func ServeWith(ctx context.Context, ln net.Listener, h http.Handler, grace time.Duration, lim Limits) error {
+	idle := lim.IdleTimeout
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: ReadHeaderTimeout, IdleTimeout: idle, MaxHeaderBytes: MaxHeaderBytes}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -1,10 +1,14 @@
 package app
 
 import (
+	"bufio"
 	"context"
+	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 )
@@ -93,6 +97,79 @@ func TestServeShutsDownGracefully(t *testing.T) {
 	}
 	if err := Healthcheck(context.Background(), url+"/"); err == nil {
 		t.Error("healthcheck after shutdown: got nil, want an error")
+	}
+}
+
+// serveOn runs ServeWith on a free loopback port until the test ends and
+// returns the address.
+func serveOn(t *testing.T, lim Limits) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	go func() { errc <- ServeWith(ctx, ln, h, time.Second, lim) }()
+	t.Cleanup(func() { cancel(); <-errc })
+	return ln.Addr().String()
+}
+
+// TestServeClosesIdleConnections: a keep-alive connection that sends no
+// second request is closed by the server once IdleTimeout has passed. (With
+// no IdleTimeout, net/http keeps it open for as long as the client likes.)
+func TestServeClosesIdleConnections(t *testing.T) {
+	addr := serveOn(t, Limits{IdleTimeout: 100 * time.Millisecond})
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Close {
+		t.Fatalf("first request: got %d (close %v), want 200 on a connection kept alive", resp.StatusCode, resp.Close)
+	}
+	// Now idle. The wait is generous: the server closes it long before.
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := br.Read(make([]byte, 1))
+	if !errors.Is(err, io.EOF) {
+		t.Errorf("idle keep-alive connection: got (%d bytes, %v), want EOF: the server closes it", n, err)
+	}
+}
+
+// TestServeBoundsHeaderSize: a request whose headers pass MaxHeaderBytes
+// is refused with 431; one under it is served.
+func TestServeBoundsHeaderSize(t *testing.T) {
+	addr := serveOn(t, Limits{})
+	for _, tc := range []struct {
+		size int
+		want string
+	}{
+		{MaxHeaderBytes - 1024, "HTTP/1.1 200 OK"},
+		{100 << 10, "HTTP/1.1 431 Request Header Fields Too Large"},
+	} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		req := "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", tc.size) + "\r\nConnection: close\r\n\r\n"
+		conn.Write([]byte(req))
+		status, _ := bufio.NewReader(conn).ReadString('\n')
+		conn.Close()
+		if got := strings.TrimSpace(status); got != tc.want {
+			t.Errorf("a header of %d bytes: got %q, want %q", tc.size, got, tc.want)
+		}
 	}
 }
 

@@ -20,22 +20,51 @@ import (
 // the dispatcher refuses to send a client to one.
 var ErrInvalidURL = errors.New("invalid backend URL")
 
+// MaxLen is the longest entry, in bytes, that Parse accepts: 2 KiB, far
+// more than any backend address needs. The rotation step skips longer
+// entries inside Redis by their length alone (package store), so that
+// Redis never sends one to a dispatcher.
+const MaxLen = 2048
+
+// ShowLen is how many bytes of an entry Truncate keeps.
+const ShowLen = 200
+
+// Truncate returns s as a log line, the dashboard or `seeder list` may show
+// it: s itself when it has at most ShowLen bytes, else its first ShowLen
+// bytes (fewer, to end on a whole UTF-8 character) and "…(N bytes)", N
+// being the length of s. So no message carries more than a few hundred
+// bytes of an entry, however long it is.
+func Truncate(s string) string {
+	if len(s) <= ShowLen {
+		return s
+	}
+	n := ShowLen
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return fmt.Sprintf("%s…(%d bytes)", s[:n], len(s))
+}
+
 // Parse checks that s is a backend address a client may be sent to and
 // returns it parsed. A backend address is an absolute http or https URL with a
 // host (a DNS name or an IP address), an optional port (1-65535) and an
 // optional path prefix; it has no user info, query or fragment, and no space,
 // control or invisible character anywhere (so that what `redis-cli LRANGE`
-// prints is exactly what is stored).
+// prints is exactly what is stored), and it is at most MaxLen bytes long.
+// Errors show s through Truncate.
 //
 // This is the one validation both the seeder (before writing) and the
 // dispatcher (before redirecting) apply, so that nothing outside it ever
 // reaches a Location header.
 func Parse(s string) (*url.URL, error) {
 	invalid := func(reason string) error {
-		return fmt.Errorf("%w %q: %s", ErrInvalidURL, s, reason)
+		return fmt.Errorf("%w %q: %s", ErrInvalidURL, Truncate(s), reason)
 	}
 	if s == "" {
 		return nil, invalid("empty")
+	}
+	if len(s) > MaxLen {
+		return nil, invalid(fmt.Sprintf("longer than %d bytes", MaxLen))
 	}
 	if !utf8.ValidString(s) {
 		return nil, invalid("is not valid UTF-8")

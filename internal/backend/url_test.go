@@ -132,6 +132,40 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
+// An entry longer than MaxLen is refused, and the error carries at most
+// ShowLen bytes of it (each quoted in at most 4), marked with its length.
+func TestParseRefusesLongEntries(t *testing.T) {
+	long := "http://a.example/" + strings.Repeat("x", MaxLen-len("http://a.example/"))
+	if _, err := Parse(long); err != nil {
+		t.Errorf("an entry of exactly %d bytes: got %v, want it accepted", MaxLen, err)
+	}
+	for _, s := range []string{long + "x", "http://a.example/" + strings.Repeat("\xff\r\n", 1<<18)} {
+		_, err := Parse(s)
+		if !errors.Is(err, ErrInvalidURL) || !strings.Contains(err.Error(), "longer than 2048 bytes") {
+			t.Errorf("an entry of %d bytes: got %v, want ErrInvalidURL, longer than 2048 bytes", len(s), err)
+			continue
+		}
+		if msg := err.Error(); len(msg) > 4*ShowLen+100 || !strings.Contains(msg, fmt.Sprintf("…(%d bytes)", len(s))) {
+			t.Errorf("an entry of %d bytes: the error has %d bytes (%.60q...), want at most %d, marked with the length", len(s), len(msg), msg, 4*ShowLen+100)
+		}
+	}
+}
+
+func TestTruncate(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", ""},
+		{strings.Repeat("a", ShowLen), strings.Repeat("a", ShowLen)},
+		{strings.Repeat("a", ShowLen+1), strings.Repeat("a", ShowLen) + "…(201 bytes)"},
+		// A character that straddles the cut is left out whole.
+		{strings.Repeat("a", ShowLen-1) + "é" + "b", strings.Repeat("a", ShowLen-1) + "…(202 bytes)"},
+	}
+	for _, tc := range tests {
+		if got := Truncate(tc.in); got != tc.want {
+			t.Errorf("Truncate(%d bytes): got %q, want %q", len(tc.in), got, tc.want)
+		}
+	}
+}
+
 func TestParseOrigin(t *testing.T) {
 	tests := []struct{ in, want, err string }{
 		{"http://localhost:5000", "http://localhost:5000", ""},

@@ -49,6 +49,9 @@ type Failover struct {
 	// onChange, if set, is called with true when degraded mode begins and
 	// false when it ends (Config.OnDegraded).
 	onChange func(degraded bool)
+	// onError, if set, hears every failed call to Redis of a pick
+	// (Config.OnRedisError).
+	onError func(error)
 }
 
 // defaultRecheck is how often a degraded dispatcher asks whether Redis is
@@ -64,13 +67,19 @@ func NewFailover(primary, secondary Picker, c Config) *Failover {
 	}
 	return &Failover{primary: primary, secondary: secondary, store: c.Store, pool: c.Pool,
 		recheck: defaultRecheck, timeout: timeout, log: c.log(), onChange: c.OnDegraded,
-		wake: make(chan struct{}, 1)}
+		onError: c.OnRedisError, wake: make(chan struct{}, 1)}
 }
 
-// Pick asks the primary, or the secondary while degraded.
+// Pick asks the primary, or the secondary while degraded. A permission
+// error (store.ErrNoPermission) or a misconfiguration is returned as it is:
+// Redis answered, so it is not down, and picking from the snapshot would
+// hide a mistake that only its fix ends.
 func (f *Failover) Pick(ctx context.Context, r *http.Request) (Backend, error) {
 	if !f.degraded.Load() {
 		b, err := f.primary.Pick(ctx, r)
+		if f.onError != nil && (unavailable(err) || refused(err)) {
+			f.onError(err)
+		}
 		if !unavailable(err) {
 			return b, err
 		}
@@ -118,6 +127,12 @@ func unavailable(err error) bool {
 	return errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)
 }
 
+// refused reports Redis answering that the settings are wrong: a command
+// the user may not run, or a database it does not have.
+func refused(err error) bool {
+	return errors.Is(err, store.ErrNoPermission) || errors.Is(err, store.ErrMisconfigured)
+}
+
 // enter begins degraded mode, once.
 func (f *Failover) enter(err error) {
 	f.mu.Lock()
@@ -163,7 +178,7 @@ func (f *Failover) Run(ctx context.Context) {
 			pctx, cancel := context.WithTimeout(ctx, f.timeout)
 			err := f.store.Ping(pctx)
 			cancel()
-			if err != nil {
+			if err != nil && !refused(err) { // a refusal is an answer
 				continue
 			}
 			f.mu.Lock()

@@ -55,7 +55,11 @@ type Config struct {
 	// answering from the pool because Redis failed, and false when Redis
 	// is back.
 	OnDegraded func(bool)
-	Log        *slog.Logger // nil discards
+	// OnRedisError, if set, is called by a Failover for every pick whose
+	// call to Redis failed (unavailable, REDIS_TIMEOUT ran out, or refused
+	// for want of a permission), whether or not the fallback then answered.
+	OnRedisError func(error)
+	Log          *slog.Logger // nil discards
 }
 
 // Runner is implemented by Pickers with background work: Run does it until

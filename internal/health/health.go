@@ -143,7 +143,11 @@ func (h *Checker) Run(ctx context.Context) {
 		switch {
 		case ctx.Err() != nil:
 		case err != nil && !failing:
-			h.log.Warn("health checks paused: cannot reach redis; the down set stays as it was", "err", err)
+			if errors.Is(err, store.ErrNoPermission) {
+				h.log.Error("health checks paused: the redis user may not run a command they need; the down set stays as it was", "err", err)
+			} else {
+				h.log.Warn("health checks paused: cannot reach redis; the down set stays as it was", "err", err)
+			}
 		case err == nil && failing:
 			h.log.Info("health checks resumed")
 		}

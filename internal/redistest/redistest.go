@@ -7,6 +7,7 @@ package redistest
 
 import (
 	"context"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -80,6 +81,12 @@ func Start(t testing.TB, extra ...string) *Server {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// UserURL is URL with the ACL user name and password, as REDIS_URL takes
+// them: unix://user:password@/path/redis.sock.
+func (s *Server) UserURL(user, password string) string {
+	return "unix://" + url.UserPassword(user, password).String() + "@" + strings.TrimPrefix(s.URL, "unix://")
 }
 
 // Pause stops the server's process (SIGSTOP), as `docker pause` does: its

@@ -3,11 +3,15 @@ package store
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"strings"
+	"unicode"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/spreadlb/spread/internal/app"
@@ -18,8 +22,66 @@ var (
 	RedisURL = app.Setting{Name: "REDIS_URL", Default: "redis://localhost:6379/0",
 		Usage: "where the list lives: redis://[:password@]host:port/db (rediss:// for TLS, unix:///path.sock), redis+sentinel://sentinel:26379/db?master_name=NAME&addr=sentinel2:26379 for a Sentinel-managed master, redis+cluster://node:6379?addr=node2:6379 for a Cluster"}
 	RedisKey = app.Setting{Name: "REDIS_KEY", Default: "servers",
-		Usage: "the Redis list that holds the backend URLs"}
+		Usage: "the Redis list that holds the backend URLs; its other keys are {KEY}:* (docs/security.md)"}
+	RedisTLSCA = app.Setting{Name: "REDIS_TLS_CA", Default: "",
+		Usage: "rediss:// only: a PEM file of the CA certificates that Redis's certificate must chain to, instead of the system's (docs/security.md)"}
+	RedisTLSCert = app.Setting{Name: "REDIS_TLS_CERT", Default: "",
+		Usage: "rediss:// only: a PEM file of this client's certificate, for a Redis with tls-auth-clients yes (mutual TLS); needs REDIS_TLS_KEY"}
+	RedisTLSKey = app.Setting{Name: "REDIS_TLS_KEY", Default: "",
+		Usage: "rediss:// only: a PEM file of the private key of REDIS_TLS_CERT"}
+	// Settings lists the settings above, for a program's table.
+	Settings = []app.Setting{RedisURL, RedisKey, RedisTLSCA, RedisTLSCert, RedisTLSKey}
 )
+
+// LoadKey reads REDIS_KEY and refuses a key that no one could type or see:
+// blank, or holding a space or a control character.
+func LoadKey(getenv func(string) string) (string, error) {
+	key := RedisKey.Get(getenv)
+	if strings.TrimSpace(key) == "" || strings.ContainsFunc(key, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
+		return "", fmt.Errorf("%s=%q: want a Redis key name without spaces or control characters, such as %s", RedisKey.Name, key, RedisKey.Default)
+	}
+	return key, nil
+}
+
+// LoadTLS reads REDIS_TLS_CA, REDIS_TLS_CERT and REDIS_TLS_KEY, and returns
+// what they give to a TLS client, or nil when none is set. A file that
+// cannot be read or parsed, or a certificate without its key (or a key
+// without its certificate), is refused, naming the variable.
+func LoadTLS(getenv func(string) string) (*tls.Config, error) {
+	ca, cert, key := RedisTLSCA.Get(getenv), RedisTLSCert.Get(getenv), RedisTLSKey.Get(getenv)
+	if ca == "" && cert == "" && key == "" {
+		return nil, nil
+	}
+	tc := &tls.Config{}
+	if ca != "" {
+		pem, err := os.ReadFile(ca)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", RedisTLSCA.Name, err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s=%q: want a PEM file of CA certificates; it holds none", RedisTLSCA.Name, ca)
+		}
+	}
+	switch {
+	case cert != "" && key == "":
+		return nil, fmt.Errorf("%s is set and %s is not: a client certificate needs its private key", RedisTLSCert.Name, RedisTLSKey.Name)
+	case cert == "" && key != "":
+		return nil, fmt.Errorf("%s is set and %s is not: a private key needs its certificate", RedisTLSKey.Name, RedisTLSCert.Name)
+	case cert != "":
+		for _, f := range []app.Setting{RedisTLSCert, RedisTLSKey} {
+			if _, err := os.Stat(f.Get(getenv)); err != nil {
+				return nil, fmt.Errorf("%s: %w", f.Name, err)
+			}
+		}
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return nil, fmt.Errorf("%s and %s: want a PEM certificate and its PEM private key: %w", RedisTLSCert.Name, RedisTLSKey.Name, err)
+		}
+		tc.Certificates = []tls.Certificate{pair}
+	}
+	return tc, nil
+}
 
 // Connect returns a client for rawURL, one of:
 //
@@ -46,9 +108,29 @@ var (
 // redirections are followed (the command did not run), and a Sentinel
 // client finds the new master after a failover.
 func Connect(rawURL, name string) (redis.UniversalClient, error) {
+	return ConnectTLS(rawURL, name, nil)
+}
+
+// ConnectTLS is Connect with the CA certificates and client certificate of
+// tc (LoadTLS), for a rediss URL of any topology: they apply to the server,
+// the Sentinels and every Cluster node alike. A tc with any other URL is
+// refused: the files would be silently ignored.
+//
+// The client does not send CLIENT SETINFO (go-redis's identity): a
+// least-privilege ACL user need not be granted it (docs/security.md).
+func ConnectTLS(rawURL, name string, tc *tls.Config) (redis.UniversalClient, error) {
 	scheme, rest, _ := strings.Cut(rawURL, "://")
 	base, topology, _ := strings.Cut(scheme, "+")
 	plain := base + "://" + rest
+	if tc != nil && base != "rediss" {
+		return nil, fmt.Errorf("%s, %s and %s need a rediss:// %s (TLS); it is %s://...",
+			RedisTLSCA.Name, RedisTLSCert.Name, RedisTLSKey.Name, RedisURL.Name, scheme)
+	}
+	withTLS := func(c *tls.Config) {
+		if c != nil && tc != nil {
+			c.RootCAs, c.Certificates = tc.RootCAs, tc.Certificates
+		}
+	}
 	var rdb redis.UniversalClient
 	var err error
 	switch topology {
@@ -57,6 +139,8 @@ func Connect(rawURL, name string) (redis.UniversalClient, error) {
 		if o, err = redis.ParseURL(rawURL); err == nil {
 			o.ContextTimeoutEnabled, o.MaxRetries = true, -1 // -1, not 0, disables retries
 			o.ClientName = cmp.Or(o.ClientName, name)
+			o.DisableIdentity = true
+			withTLS(o.TLSConfig)
 			rdb = redis.NewClient(o)
 		}
 	case "sentinel":
@@ -67,6 +151,8 @@ func Connect(rawURL, name string) (redis.UniversalClient, error) {
 		if err == nil {
 			o.ContextTimeoutEnabled, o.MaxRetries = true, -1
 			o.ClientName = cmp.Or(o.ClientName, name)
+			o.DisableIdentity = true
+			withTLS(o.TLSConfig)
 			rdb = redis.NewFailoverClient(o)
 		}
 	case "cluster":
@@ -74,6 +160,8 @@ func Connect(rawURL, name string) (redis.UniversalClient, error) {
 		if o, err = redis.ParseClusterURL(plain); err == nil {
 			o.ContextTimeoutEnabled, o.MaxRetries = true, -1
 			o.ClientName = cmp.Or(o.ClientName, name)
+			o.DisableIdentity = true
+			withTLS(o.TLSConfig)
 			rdb = redis.NewClusterClient(o)
 		}
 	default:

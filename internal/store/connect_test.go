@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -87,5 +88,57 @@ func TestConnectToOneServer(t *testing.T) {
 	name, err := rdb.Do(context.Background(), "CLIENT", "GETNAME").Text()
 	if err != nil || name != "test" {
 		t.Errorf("CLIENT GETNAME: got (%q, %v), want test", name, err)
+	}
+}
+
+// REDIS_KEY must be a key one can type and see.
+func TestLoadKey(t *testing.T) {
+	for _, tc := range []struct {
+		v, want string // want "" for refused
+	}{
+		{"", "servers"},
+		{"servers", "servers"},
+		{"{lb}servers", "{lb}servers"},
+		{"app:rotation", "app:rotation"},
+		{" ", ""},
+		{"\t", ""},
+		{"my servers", ""},
+		{"servers\n", ""},
+		{"serv\x00ers", ""},
+		{"servers\u00a0", ""},
+	} {
+		got, err := store.LoadKey(func(k string) string {
+			if k == "REDIS_KEY" {
+				return tc.v
+			}
+			return ""
+		})
+		switch {
+		case tc.want == "" && (err == nil || !strings.HasPrefix(err.Error(), "REDIS_KEY=")):
+			t.Errorf("REDIS_KEY=%q: got (%q, %v), want an error naming REDIS_KEY", tc.v, got, err)
+		case tc.want != "" && (err != nil || got != tc.want):
+			t.Errorf("REDIS_KEY=%q: got (%q, %v), want %q", tc.v, got, err, tc.want)
+		}
+	}
+}
+
+// A database number the server does not have is a misconfiguration, not
+// Redis being unavailable.
+func TestDatabaseOutOfRangeIsAMisconfiguration(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb, err := store.Connect(srv.URL+"?db=99", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	s := store.NewStore(rdb, "servers", nil)
+	for _, call := range []func() error{
+		func() error { _, err := s.Len(context.Background()); return err },
+		func() error { _, err := s.Next(context.Background()); return err },
+		func() error { return s.Ping(context.Background()) },
+	} {
+		if err := call(); !errors.Is(err, store.ErrMisconfigured) || errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "REDIS_URL") {
+			t.Errorf("got %v, want ErrMisconfigured naming REDIS_URL, not ErrUnavailable", err)
+		}
 	}
 }

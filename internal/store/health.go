@@ -23,37 +23,31 @@ import (
 // holds it returns {1, list KEYS[2], down set KEYS[3], probe hash KEYS[4]};
 // else {0}. Keys of the wrong type read as empty.
 // A lease key of the wrong type (put there by hand) counts as free: SET
-// replaces it.
-var claimScript = redis.NewScript(`
-local ok, holder = pcall(redis.call, "GET", KEYS[1])
-if ok and holder and holder ~= ARGV[1] then return {0} end
-redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
-local function read(cmd, key, ...)
-  local ok, v = pcall(redis.call, cmd, key, ...)
-  if ok then return v end
-  return {}
-end
-return {1, read("LRANGE", KEYS[2], 0, -1), read("SMEMBERS", KEYS[3]), read("HGETALL", KEYS[4])}
+// replaces it. Any other error, a denied command above all, fails the
+// script (luaCall).
+var claimScript = redis.NewScript(luaCall + `
+local holder = try("GET", KEYS[1])
+if holder and holder ~= ARGV[1] then return {0} end
+call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+return {1, try("LRANGE", KEYS[2], 0, -1) or {}, try("SMEMBERS", KEYS[3]) or {}, try("HGETALL", KEYS[4]) or {}}
 `)
 
 // publishScript replaces the down set KEYS[2] with ARGV[3...] and renews
 // the lease KEYS[1] for ARGV[2] ms, if ARGV[1] still holds it; it returns 1
 // then, else 0 and writes nothing.
-var publishScript = redis.NewScript(`
-local ok, holder = pcall(redis.call, "GET", KEYS[1])
-if not ok or holder ~= ARGV[1] then return 0 end
-redis.call("PEXPIRE", KEYS[1], ARGV[2])
-redis.call("DEL", KEYS[2])
+var publishScript = redis.NewScript(luaCall + `
+if try("GET", KEYS[1]) ~= ARGV[1] then return 0 end
+call("PEXPIRE", KEYS[1], ARGV[2])
+call("DEL", KEYS[2])
 for i = 3, #ARGV, 1000 do
-  redis.call("SADD", KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+  call("SADD", KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
 return 1
 `)
 
 // releaseScript deletes the lease KEYS[1] if ARGV[1] holds it.
-var releaseScript = redis.NewScript(`
-local ok, holder = pcall(redis.call, "GET", KEYS[1])
-if ok and holder == ARGV[1] then return redis.call("DEL", KEYS[1]) end
+var releaseScript = redis.NewScript(luaCall + `
+if try("GET", KEYS[1]) == ARGV[1] then return call("DEL", KEYS[1]) end
 return 0
 `)
 
@@ -108,13 +102,13 @@ func (s *Store) ReleaseLease(ctx context.Context, id string) error {
 // (ReportFailure), in one MULTI: origin -> how many.
 func (s *Store) TakeReports(ctx context.Context) (map[string]string, error) {
 	var all *redis.MapStringStringCmd
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := s.txPipelined(ctx, func(p redis.Pipeliner) error {
 		all = p.HGetAll(ctx, s.reports)
 		p.Del(ctx, s.reports)
 		return nil
 	})
 	if err != nil {
-		return nil, s.classify(err)
+		return nil, s.classifyTx(cmds, err)
 	}
 	return all.Val(), nil
 }
@@ -127,14 +121,14 @@ func (s *Store) ReportFailure(ctx context.Context, entry string) error {
 	if err != nil {
 		return nil
 	}
-	return s.classify(s.rdb.HIncrBy(ctx, s.reports, backend.Origin(u), 1).Err())
+	return s.classifyOp(s.rdb.HIncrBy(ctx, s.reports, backend.Origin(u), 1).Err(), "HINCRBY "+s.reports)
 }
 
 // Down returns the entries marked down, sorted.
 func (s *Store) Down(ctx context.Context) ([]string, error) {
 	down, err := s.rdb.SMembers(ctx, s.down).Result()
 	if err != nil {
-		return nil, s.classify(err)
+		return nil, s.classifyOp(err, "SMEMBERS "+s.down)
 	}
 	slices.Sort(down)
 	return down, nil
@@ -143,7 +137,7 @@ func (s *Store) Down(ctx context.Context) ([]string, error) {
 // Probes returns the probe hash: origin -> the origin probed instead.
 func (s *Store) Probes(ctx context.Context) (map[string]string, error) {
 	m, err := s.rdb.HGetAll(ctx, s.probes).Result()
-	return m, s.classify(err)
+	return m, s.classifyOp(err, "HGETALL "+s.probes)
 }
 
 // SetProbe makes the health checks probe probe instead of origin (both
@@ -153,7 +147,7 @@ func (s *Store) SetProbe(ctx context.Context, origin, probe string) error {
 	if err != nil {
 		return err
 	}
-	return s.classify(s.rdb.HSet(ctx, s.probes, o, p).Err())
+	return s.classifyOp(s.rdb.HSet(ctx, s.probes, o, p).Err(), "HSET "+s.probes)
 }
 
 // RemoveProbe removes origin's probe address: it is probed at its own
@@ -165,7 +159,7 @@ func (s *Store) RemoveProbe(ctx context.Context, origin string) error {
 	}
 	n, err := s.rdb.HDel(ctx, s.probes, o).Result()
 	if err != nil {
-		return s.classify(err)
+		return s.classifyOp(err, "HDEL "+s.probes)
 	}
 	if n == 0 {
 		return fmt.Errorf("%q: %w %q", origin, ErrNotInList, s.probes)
@@ -204,7 +198,7 @@ func (s *Store) ReplaceWithProbes(ctx context.Context, urls []string, probes map
 		}
 		hash = append(hash, o, p)
 	}
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := s.txPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, s.key, s.tally)
 		p.RPush(ctx, s.key, toArgs(urls)...)
 		if probes != nil {
@@ -215,5 +209,5 @@ func (s *Store) ReplaceWithProbes(ctx context.Context, urls []string, probes map
 		}
 		return nil
 	})
-	return s.classify(err)
+	return s.classifyTx(cmds, err)
 }

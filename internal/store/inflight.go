@@ -52,33 +52,33 @@ const inflightRenew = 2 * time.Second
 // after the turn, and moves the turn past it, so an idle pool still
 // rotates. Fields of dispatchers that are not live (expired, or withdrawn)
 // are deleted as they are met.
-var inflightScript = redis.NewScript(`
-local t = redis.call("TIME")
+var inflightScript = redis.NewScript(luaCall + `
+local t = call("TIME")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id, ttl, npick, nown = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local prefix = id .. "|"
 local live = {}
-for _, who in ipairs(redis.call("ZRANGEBYSCORE", KEYS[2], "(" .. now, "+inf")) do live[who] = true end
-redis.call("ZREMRANGEBYSCORE", KEYS[2], "-inf", now)
-redis.call("ZADD", KEYS[2], now + ttl, id)
+for _, who in ipairs(call("ZRANGEBYSCORE", KEYS[2], "(" .. now, "+inf")) do live[who] = true end
+call("ZREMRANGEBYSCORE", KEYS[2], "-inf", now)
+call("ZADD", KEYS[2], now + ttl, id)
 local own, others = {}, {}
 local i = 5
 for _ = 1, nown do
   own[ARGV[i]] = tonumber(ARGV[i + 1])
   i = i + 2
 end
-local all = redis.call("HGETALL", KEYS[1])
+local all = call("HGETALL", KEYS[1])
 for j = 1, #all, 2 do
   local f = all[j]
   local sep = string.find(f, "|", 1, true)
   local who, e = "", f
   if sep then who, e = string.sub(f, 1, sep - 1), string.sub(f, sep + 1) end
   if who == id then
-    if not own[e] then redis.call("HDEL", KEYS[1], f) end
+    if not own[e] then call("HDEL", KEYS[1], f) end
   elseif live[who] then
     others[e] = (others[e] or 0) + (tonumber(all[j + 1]) or 0)
   else
-    redis.call("HDEL", KEYS[1], f)
+    call("HDEL", KEYS[1], f)
   end
 end
 local cands, weights = {}, {}
@@ -89,7 +89,7 @@ while i <= #ARGV do
 end
 local out = {"0"}
 if npick > 0 and #cands > 0 then
-  local turn = tonumber(redis.call("GET", KEYS[3]) or "0") or 0
+  local turn = tonumber(call("GET", KEYS[3]) or "0") or 0
   for _ = 1, npick do
     local best, bestLoad, bestW = nil, 0, 1
     for k = 0, #cands - 1 do
@@ -105,10 +105,10 @@ if npick > 0 and #cands > 0 then
     out[#out + 1] = e
     turn = best % #cands
   end
-  redis.call("SET", KEYS[3], turn)
+  call("SET", KEYS[3], turn)
 end
 for e, n in pairs(own) do
-  if n > 0 then redis.call("HSET", KEYS[1], prefix .. e, n) else redis.call("HDEL", KEYS[1], prefix .. e) end
+  if n > 0 then call("HSET", KEYS[1], prefix .. e, n) else call("HDEL", KEYS[1], prefix .. e) end
 end
 out[1] = tostring(#out - 1)
 for e, n in pairs(others) do
@@ -406,14 +406,14 @@ func (s *Store) InFlight(ctx context.Context) (map[string]int64, error) {
 	var all *redis.MapStringStringCmd
 	var alive *redis.ZSliceCmd
 	var now *redis.TimeCmd
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := s.txPipelined(ctx, func(p redis.Pipeliner) error {
 		now = p.Time(ctx)
 		alive = p.ZRangeWithScores(ctx, sibling(s.key, "alive"), 0, -1)
 		all = p.HGetAll(ctx, sibling(s.key, "inflight"))
 		return nil
 	})
 	if err != nil {
-		return nil, s.classify(err)
+		return nil, s.classifyTx(cmds, err)
 	}
 	nowMs := float64(now.Val().UnixMilli())
 	live := map[string]bool{}

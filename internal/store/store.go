@@ -79,6 +79,9 @@ type Store struct {
 	stepTimeout time.Duration                          // bound of one round trip (SetStepTimeout)
 	co          coalescer                              // picks waiting for the round trip in flight
 	parsed      atomic.Pointer[map[string]parsedEntry] // backend.Parse's verdicts, by entry
+	denied      sync.Map                               // refused command -> when it was last logged (logDenied)
+	onDenied    atomic.Pointer[func(*PermissionError)] // hears every refused command (OnDenied)
+	noMulti     atomic.Pointer[refusal]                // Redis refused MULTI to this user (txPipelined)
 
 	// legacy is set once the server has answered that it has no LMOVE
 	// (Redis < 6.2); from then on a step uses RPOPLPUSH, which is the same
@@ -143,7 +146,8 @@ const maxParsed = 1024
 
 // maxInvalid and maxInvalidLen bound the invalid entries a Store asks
 // stepScript to skip, as they travel with every round trip: at most 64, of
-// at most 2 KiB each. Others cost a round trip each time a pick meets them.
+// at most 2 KiB each. Others cost a round trip each time a pick meets them;
+// longer ones never reach a Store, as stepScript skips them by length.
 const (
 	maxInvalid    = 64
 	maxInvalidLen = 2048
@@ -180,7 +184,7 @@ func (s *Store) parse(entry string) (*url.URL, error) {
 // last entry.
 func (s *Store) Entries(ctx context.Context) ([]string, error) {
 	entries, err := s.rdb.LRange(ctx, s.key, 0, -1).Result()
-	return entries, s.classify(err)
+	return entries, s.classifyOp(err, "LRANGE "+s.key)
 }
 
 // Read returns the list as LRANGE shows it and the entries marked down, as
@@ -191,11 +195,14 @@ func (s *Store) Entries(ctx context.Context) ([]string, error) {
 func (s *Store) Read(ctx context.Context) (entries, down []string, err error) {
 	var list *redis.StringSliceCmd
 	var set *redis.StringSliceCmd
-	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := s.txPipelined(ctx, func(p redis.Pipeliner) error {
 		list = p.LRange(ctx, s.key, 0, -1)
 		set = p.SMembers(ctx, s.down)
 		return nil
 	})
+	if perr := s.deniedIn(cmds); perr != nil {
+		return nil, nil, perr
+	}
 	if list != nil && list.Err() != nil {
 		return nil, nil, s.classify(list.Err())
 	}
@@ -223,7 +230,7 @@ func stringsOf(v any) []string {
 // Len returns the number of entries (0 when the key does not exist).
 func (s *Store) Len(ctx context.Context) (int64, error) {
 	n, err := s.rdb.LLen(ctx, s.key).Result()
-	return n, s.classify(err)
+	return n, s.classifyOp(err, "LLEN "+s.key)
 }
 
 // Replace makes the list exactly urls, in this order, in one MULTI/EXEC: a
@@ -241,7 +248,7 @@ func (s *Store) Add(ctx context.Context, u string) (int64, error) {
 		return 0, err
 	}
 	n, err := s.rdb.RPush(ctx, s.key, u).Result()
-	return n, s.classify(err)
+	return n, s.classifyOp(err, "RPUSH "+s.key)
 }
 
 // Remove deletes every occurrence of entry and returns how many there were.
@@ -253,7 +260,7 @@ func (s *Store) Remove(ctx context.Context, entry string) (int64, error) {
 	}
 	n, err := s.rdb.LRem(ctx, s.key, 0, entry).Result()
 	if err != nil {
-		return 0, s.classify(err)
+		return 0, s.classifyOp(err, "LREM "+s.key)
 	}
 	if n == 0 {
 		return 0, fmt.Errorf("%q: %w %q", entry, ErrNotInList, s.key)
@@ -263,38 +270,41 @@ func (s *Store) Remove(ctx context.Context, entry string) (int64, error) {
 
 // Ping reports whether Redis answers.
 func (s *Store) Ping(ctx context.Context) error {
-	return s.classify(s.rdb.Ping(ctx).Err())
+	return s.classifyOp(s.rdb.Ping(ctx).Err(), "PING")
 }
 
-// classify maps what go-redis returns to this package's errors.
-func (s *Store) classify(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, redis.Nil):
-		return ErrNoBackends
-	case strings.HasPrefix(err.Error(), "ALLDOWN"):
-		return ErrAllDown
-	case strings.HasPrefix(err.Error(), "NOVALID"):
-		return ErrNoValidBackend
-	case strings.HasPrefix(err.Error(), "WRONGTYPE"):
-		return fmt.Errorf("%w: %q", ErrWrongType, s.key)
-	case errors.Is(err, context.Canceled):
-		return err
-	default:
-		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+// refusal is an error Redis answered, and when.
+type refusal struct {
+	err error
+	at  time.Time
+}
+
+// txPipelined is the client's TxPipelined, except that once Redis has
+// refused MULTI to this user it sends nothing for deniedLogEvery and
+// returns that refusal again. Sent anyway, the commands queued behind the
+// refused MULTI would run outside any transaction, and go-redis would drop
+// the connection for the replies it did not read ("Conn has unread data"),
+// every time.
+func (s *Store) txPipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error) {
+	if r := s.noMulti.Load(); r != nil && time.Since(r.at) < deniedLogEvery {
+		return nil, r.err
 	}
+	cmds, err := s.rdb.TxPipelined(ctx, fn)
+	for _, c := range cmds {
+		if e := c.Err(); e != nil && isPermission(e.Error()) && strings.Contains(e.Error(), "'multi'") {
+			s.noMulti.Store(&refusal{e, time.Now()})
+			break
+		}
+	}
+	return cmds, err
 }
 
-// isUnknownCommand reports Redis refusing a command it does not know, as
-// it answers directly ("ERR unknown command") or from a script ("Unknown
-// Redis command called from script", "... from Lua script").
-func isUnknownCommand(err error) bool {
+// errString is err's text, "" for nil.
+func errString(err error) string {
 	if err == nil {
-		return false
+		return ""
 	}
-	msg := strings.ToLower(err.Error())
-	return strings.Contains(msg, "unknown command") || strings.Contains(msg, "unknown redis command")
+	return err.Error()
 }
 
 func validateAll(urls []string) error {

@@ -1,0 +1,258 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Op is one thing a program does with the list; each needs its own Redis
+// commands on the list's keys. Missing checks that the user in REDIS_URL
+// may run them.
+type Op int
+
+// The operations, and the commands each sends (on the list "servers").
+const (
+	// OpRead: PING, LLEN, LRANGE servers, and SMEMBERS {servers}:down
+	// inside MULTI/EXEC (Read, Len, Ping, Entries). Every dispatcher.
+	OpRead Op = iota
+	// OpRotate: the shared rotation's script (Next): EVALSHA, EVAL, LMOVE
+	// (RPOPLPUSH before Redis 6.2), SCARD, LLEN, SISMEMBER, HINCRBY.
+	OpRotate
+	// OpHealth: the health checks' scripts and reports (ClaimLease,
+	// PublishDown, ReleaseLease, TakeReports): GET, SET, PEXPIRE, DEL on
+	// the lease; LRANGE, SMEMBERS, DEL, SADD on the down set; HGETALL,
+	// DEL; MULTI/EXEC.
+	OpHealth
+	// OpReport: a proxying dispatcher's ReportFailure: HINCRBY.
+	OpReport
+	// OpInflight: least-conn's and p2c's shared counts (Inflight): TIME,
+	// ZRANGEBYSCORE, ZREMRANGEBYSCORE, ZADD, ZREM, HGETALL, HDEL, HSET, GET,
+	// SET, through EVALSHA/EVAL.
+	OpInflight
+	// OpSeed: `seeder seed` (Replace): DEL, RPUSH in MULTI/EXEC.
+	OpSeed
+	// OpSeedProbes: `seeder seed -probe` (ReplaceWithProbes) also: DEL,
+	// HSET on the probe hash.
+	OpSeedProbes
+	// OpAdd: `seeder add`: RPUSH.
+	OpAdd
+	// OpRemove: `seeder remove`: LREM, LLEN.
+	OpRemove
+	// OpProbes: `seeder probe`: HGETALL, HSET, HDEL on the probe hash.
+	OpProbes
+	// OpList: `seeder list` (Entries, Down, InFlight): LRANGE, SMEMBERS,
+	// and TIME, ZRANGE, HGETALL in MULTI/EXEC.
+	OpList
+	// OpWatch: `seeder watch`: OpRotate, and HGETALL of the tally (Tally).
+	OpWatch
+	// OpPing: PING (`seeder healthcheck`).
+	OpPing
+)
+
+// probe is one command whose permission is checked, with arguments that
+// make it valid (Redis checks the arity before the permission).
+type probe struct {
+	args []any
+	alt  []any // tried when Redis does not know args[0] (LMOVE before 6.2)
+}
+
+func (p probe) name() string {
+	s := strings.ToUpper(fmt.Sprint(p.args[0]))
+	if len(p.args) > 1 && s != "EVALSHA" && s != "EVAL" {
+		s += fmt.Sprint(" ", p.args[1])
+	}
+	return s
+}
+
+// checks lists the commands op sends, as the Store sends them.
+func (s *Store) checks(op Op) []probe {
+	key, down, tally := s.key, s.down, s.tally
+	lease, probes, reports := s.lease, s.probes, s.reports
+	inflight, alive, turn := sibling(s.key, "inflight"), sibling(s.key, "alive"), sibling(s.key, "turn")
+	p := func(args ...any) probe { return probe{args: args} }
+	script := func(sc *redis.Script, keys ...string) []probe {
+		sha := append([]any{"EVALSHA", sc.Hash(), len(keys)}, toArgs(keys)...)
+		eval := append([]any{"EVAL", "return 0", len(keys)}, toArgs(keys)...)
+		return []probe{p(sha...), p(eval...)}
+	}
+	rotate := append(script(stepScript, key, tally, down),
+		probe{args: []any{"LMOVE", key, key, "RIGHT", "LEFT"}, alt: []any{"RPOPLPUSH", key, key}},
+		p("SCARD", down), p("LLEN", key), p("SISMEMBER", down, "x"), p("HINCRBY", tally, "x", 1))
+	switch op {
+	case OpRead:
+		return []probe{p("PING"), p("LLEN", key), p("LRANGE", key, 0, -1), p("SMEMBERS", down)}
+	case OpRotate:
+		return rotate
+	case OpHealth:
+		return slices.Concat(script(claimScript, lease, key, down, probes),
+			script(publishScript, lease, down), script(releaseScript, lease),
+			[]probe{p("GET", lease), p("SET", lease, "x", "PX", 1), p("PEXPIRE", lease, 1), p("DEL", lease),
+				p("LRANGE", key, 0, -1), p("SMEMBERS", down), p("DEL", down), p("SADD", down, "x"),
+				p("HGETALL", probes), p("HGETALL", reports), p("DEL", reports)})
+	case OpReport:
+		return []probe{p("HINCRBY", reports, "x", 1)}
+	case OpInflight:
+		return append(script(inflightScript, inflight, alive, turn),
+			p("TIME"), p("ZRANGEBYSCORE", alive, "-inf", 0), p("ZREMRANGEBYSCORE", alive, "-inf", 0),
+			p("ZADD", alive, 0, "x"), p("ZREM", alive, "x"), p("HGETALL", inflight), p("HDEL", inflight, "x"),
+			p("HSET", inflight, "x", 1), p("GET", turn), p("SET", turn, 0))
+	case OpSeed:
+		return []probe{p("DEL", key), p("DEL", tally), p("RPUSH", key, "x")}
+	case OpSeedProbes:
+		return []probe{p("DEL", probes), p("HSET", probes, "x", "y")}
+	case OpAdd:
+		return []probe{p("RPUSH", key, "x")}
+	case OpRemove:
+		return []probe{p("LREM", key, 0, "x"), p("LLEN", key)}
+	case OpProbes:
+		return []probe{p("HGETALL", probes), p("HSET", probes, "x", "y"), p("HDEL", probes, "x")}
+	case OpList:
+		return []probe{p("LRANGE", key, 0, -1), p("SMEMBERS", down), p("TIME"),
+			p("ZRANGE", alive, 0, -1, "WITHSCORES"), p("HGETALL", inflight)}
+	case OpWatch:
+		return append(rotate, p("HGETALL", tally))
+	case OpPing:
+		return []probe{p("PING")}
+	}
+	return nil
+}
+
+// Missing returns the commands that ops need and the user in REDIS_URL may
+// not run, each with its key ("SCARD {servers}:down"), in the order ops
+// send them; none when the user may run them all. The error is for Redis
+// failing to answer, or for a misconfiguration that stops any command
+// (ErrMisconfigured, or a *PermissionError for a command every connection
+// sends: MULTI, CLIENT|SETNAME, SELECT).
+//
+// It runs nothing: every command is queued inside MULTI, where Redis checks
+// the permission (and the keys) as it queues; a command that cannot be
+// queued aborts the transaction, and EXEC then runs none of them. ACL
+// DRYRUN would answer the same, but only to an admin: a least-privilege
+// user may not run it on itself. MULTI and EXEC are themselves needed by
+// every program (Read, the seeder's writes).
+func (s *Store) Missing(ctx context.Context, ops ...Op) ([]string, error) {
+	var all []probe
+	seen := map[string]bool{}
+	for _, op := range ops {
+		for _, p := range s.checks(op) {
+			if n := fmt.Sprint(p.args...); !seen[n] {
+				seen[n] = true
+				all = append(all, p)
+			}
+		}
+	}
+	conn, done, err := s.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	// MULTI first, alone: without it, the commands would run.
+	if err := conn.Do(ctx, "MULTI").Err(); err != nil {
+		if isPermission(err.Error()) {
+			perr := permissionError(err.Error(), "MULTI")
+			if perr.Command == "MULTI" {
+				return []string{"MULTI"}, nil
+			}
+			return nil, perr // a command every connection sends: CLIENT|SETNAME, SELECT
+		}
+		return nil, s.classifyOp(err, "MULTI")
+	}
+	var queued, alts []*redis.Cmd
+	var exec *redis.Cmd
+	_, err = conn.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, pr := range all {
+			queued = append(queued, p.Do(ctx, pr.args...))
+			var alt *redis.Cmd
+			if pr.alt != nil {
+				alt = p.Do(ctx, pr.alt...)
+			}
+			alts = append(alts, alt)
+		}
+		// A command of the wrong arity cannot be queued whatever the
+		// user's rights, so EXEC aborts for sure.
+		p.Do(ctx, "GET")
+		exec = p.Do(ctx, "EXEC")
+		return nil
+	})
+	if exec == nil || exec.Err() == nil || !strings.HasPrefix(exec.Err().Error(), "EXECABORT") {
+		// Only a broken connection gets here (EXEC always aborts): its
+		// replies are unknown, and so is what is missing.
+		if err == nil {
+			err = errors.New("EXEC did not abort the permission check")
+		}
+		return nil, s.classify(err)
+	}
+	var missing []string
+	for i, pr := range all {
+		err := queued[i].Err()
+		if isUnknownCommand(err) && alts[i] != nil {
+			err = alts[i].Err()
+		}
+		switch {
+		case err == nil:
+		case isPermission(err.Error()):
+			missing = append(missing, pr.name())
+		case isUnknownCommand(err):
+			missing = append(missing, pr.name()+" (unknown to this server)")
+		default:
+			return nil, s.classifyOp(err, pr.name())
+		}
+	}
+	return missing, nil
+}
+
+// MissingError lists the commands a program needs and may not run.
+type MissingError struct {
+	Key      string   // REDIS_KEY
+	Commands []string // as Missing returns them
+}
+
+func (e *MissingError) Error() string {
+	return fmt.Sprintf("%v: the user in REDIS_URL may not run %s (grant them in its ACL: docs/security.md)",
+		ErrNoPermission, strings.Join(e.Commands, ", "))
+}
+
+// Unwrap makes errors.Is(err, ErrNoPermission) true.
+func (e *MissingError) Unwrap() error { return ErrNoPermission }
+
+// CheckAccess is Missing as an error: a *MissingError naming every missing
+// command, or Missing's own error, or nil.
+func (s *Store) CheckAccess(ctx context.Context, ops ...Op) error {
+	missing, err := s.Missing(ctx, ops...)
+	if err != nil {
+		return err
+	}
+	if len(missing) > 0 {
+		return &MissingError{Key: s.key, Commands: missing}
+	}
+	return nil
+}
+
+// conn is a connection of its own to the server that holds the list, from
+// a client of its own: if the check stops half way, the connection may be
+// left inside MULTI, and it must not go back to the Store's pool.
+func (s *Store) conn(ctx context.Context) (*redis.Conn, func(), error) {
+	var o *redis.Options
+	switch c := s.rdb.(type) {
+	case *redis.Client:
+		o = c.Options()
+	case *redis.ClusterClient:
+		node, err := c.MasterForKey(ctx, s.key)
+		if err != nil {
+			return nil, nil, s.classify(err)
+		}
+		o = node.Options()
+	default:
+		return nil, nil, fmt.Errorf("%w: cannot check permissions through a %T", ErrUnavailable, s.rdb)
+	}
+	own := *o
+	own.PoolSize, own.MinIdleConns, own.MaxIdleConns = 1, 0, 1
+	rdb := redis.NewClient(&own)
+	conn := rdb.Conn()
+	return conn, func() { conn.Close(); rdb.Close() }, nil
+}

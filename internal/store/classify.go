@@ -1,0 +1,225 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrNoPermission: Redis refused a command because the user in REDIS_URL
+// may not run it, or not on that key (an ACL denial, NOPERM). It is a
+// misconfiguration, not an outage: asking again will not help, and Redis
+// is up. Errors that wrap it are *PermissionError, which names the
+// command.
+var ErrNoPermission = errors.New("the redis user lacks a permission")
+
+// ErrMisconfigured: Redis answered, and refuses what the settings ask of it
+// (a database number it does not have, say). Like ErrNoPermission, it is
+// not an outage.
+var ErrMisconfigured = errors.New("redis refuses the configuration")
+
+// PermissionError is a command that Redis refused to the user in REDIS_URL.
+type PermissionError struct {
+	// Command is the command refused, upper case, with its key where known:
+	// "SCARD {servers}:down", "LLEN servers", "CLIENT|SETNAME". Empty when
+	// Redis did not say which.
+	Command string
+	// Reply is what Redis answered.
+	Reply string
+}
+
+func (e *PermissionError) Error() string {
+	if e.Command == "" {
+		return fmt.Sprintf("%v: %s", ErrNoPermission, e.Reply)
+	}
+	return fmt.Sprintf("%v to run %s: %s", ErrNoPermission, e.Command, e.Reply)
+}
+
+// Unwrap makes errors.Is(err, ErrNoPermission) true.
+func (e *PermissionError) Unwrap() error { return ErrNoPermission }
+
+// Name is the command without its key ("SCARD"), "" when unknown: a metric
+// label that stays bounded.
+func (e *PermissionError) Name() string {
+	name, _, _ := strings.Cut(e.Command, " ")
+	return name
+}
+
+// scriptCallPrefix starts the errors that the scripts raise when a command
+// inside them fails (see luaCall): Redis's error code, then "spread: SCARD
+// {servers}:down: " and the rest of what Redis answered.
+const scriptCallPrefix = "spread: "
+
+// luaCall is the start of every script: call runs a command and raises
+// any error it gets, naming the command and its key, so that the error
+// reaches Go whatever it is (Redis 7.0 words an ACL denial inside a script
+// as "ERR The user executing the script can't run this command or
+// subcommand", without the command's name). try is call, except that a key
+// of the wrong type (put there by hand) reads as nil: only that error is
+// ever tolerated, never a denial.
+const luaCall = `
+local function fail(cmd, key, r)
+  local code, rest = string.match(r.err, "^(%S+) (.*)$")
+  if not code then code, rest = "ERR", r.err end
+  local msg = code .. " ` + scriptCallPrefix + `" .. cmd .. " " .. tostring(key or "") .. ": " .. rest
+  if redis.REDIS_VERSION then
+    -- Redis 7 replies with an error table as it is, keeping its code and
+    -- counting the error once in INFO errorstats.
+    r.err = msg
+    error(r)
+  end
+  error(msg)
+end
+local function call(cmd, ...)
+  local r = redis.pcall(cmd, ...)
+  if type(r) == "table" and r.err then fail(cmd, (...), r) end
+  return r
+end
+local function try(cmd, ...)
+  local r = redis.pcall(cmd, ...)
+  if type(r) == "table" and r.err then
+    if string.sub(r.err, 1, 9) == "WRONGTYPE" then return nil end
+    fail(cmd, (...), r)
+  end
+  return r
+end
+`
+
+var (
+	// "NOPERM this user has no permissions to run the 'scard' command"
+	deniedCommand = regexp.MustCompile(`to run the '([^']+)' command`)
+)
+
+// classify maps what go-redis returns to this package's errors.
+func (s *Store) classify(err error) error { return s.classifyOp(err, "") }
+
+// classifyOp is classify for a command sent directly, op naming it and its
+// key ("LLEN servers"), for a permission error whose reply does not say.
+func (s *Store) classifyOp(err error, op string) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return ErrNoBackends
+	case strings.HasPrefix(msg, "ALLDOWN"):
+		return ErrAllDown
+	case strings.HasPrefix(msg, "NOVALID"):
+		return ErrNoValidBackend
+	case isPermission(msg):
+		perr := permissionError(msg, op)
+		s.logDenied(perr)
+		if f := s.onDenied.Load(); f != nil {
+			(*f)(perr)
+		}
+		return perr
+	case strings.Contains(strings.ToLower(msg), "db index is out of range"),
+		strings.Contains(strings.ToLower(msg), "invalid db index"):
+		return fmt.Errorf("%w: the database number in REDIS_URL does not exist on this server: %s", ErrMisconfigured, msg)
+	case strings.Contains(msg, "WRONGTYPE"):
+		return fmt.Errorf("%w: %q", ErrWrongType, s.key)
+	case errors.Is(err, context.Canceled):
+		return err
+	default:
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+}
+
+// classifyTx is classify for a MULTI/EXEC: a command refused while queued
+// (an ACL denial) makes EXEC fail with EXECABORT, and the refusal, not the
+// abort, is what to report.
+func (s *Store) classifyTx(cmds []redis.Cmder, err error) error {
+	if perr := s.deniedIn(cmds); perr != nil {
+		return perr
+	}
+	return s.classify(err)
+}
+
+// deniedIn returns the first permission error among cmds, naming the
+// command and its key, or nil.
+func (s *Store) deniedIn(cmds []redis.Cmder) error {
+	for _, c := range cmds {
+		if err := c.Err(); err != nil && isPermission(err.Error()) {
+			op := strings.ToUpper(c.Name())
+			if args := c.Args(); len(args) > 1 {
+				op += fmt.Sprint(" ", args[1])
+			}
+			return s.classifyOp(err, op)
+		}
+	}
+	return nil
+}
+
+// isPermission reports an ACL denial, as Redis words it to a client
+// (NOPERM ...) or, from 7.0, inside a script.
+func isPermission(msg string) bool {
+	m := strings.ToLower(msg)
+	return strings.Contains(msg, "NOPERM") ||
+		strings.Contains(m, "no permissions to") ||
+		strings.Contains(m, "the user executing the script can't")
+}
+
+// permissionError names the command that msg says was refused: the
+// command a script's call named, else the one Redis named, else op.
+func permissionError(msg, op string) *PermissionError {
+	e := &PermissionError{Command: op, Reply: msg}
+	if i := strings.Index(msg, scriptCallPrefix); i >= 0 {
+		rest := msg[i+len(scriptCallPrefix):]
+		// "SCARD {servers}:down: ERR The user ... script: SHA, on @user_script:12."
+		if what, reply, ok := strings.Cut(rest, ": "); ok {
+			name, key, _ := strings.Cut(what, " ")
+			e.Command = strings.TrimSpace(strings.ToUpper(name) + " " + key)
+			e.Reply = reply
+		}
+	} else if m := deniedCommand.FindStringSubmatch(msg); m != nil {
+		e.Command = strings.ToUpper(m[1])
+		if cmd, key, ok := strings.Cut(op, " "); ok && strings.EqualFold(cmd, m[1]) {
+			e.Command += " " + key
+		}
+	}
+	// Redis ends a script's error with where it happened; that says nothing
+	// to the reader.
+	if reply, _, ok := strings.Cut(e.Reply, " script: "); ok {
+		e.Reply = reply
+	}
+	e.Reply = strings.TrimPrefix(e.Reply, "failed to initialize connection options: ")
+	return e
+}
+
+// OnDenied makes f hear every command that Redis refuses to this Store's
+// user (the dispatcher counts them in a metric), whatever sent it: a pick,
+// the health checks, the snapshot's reads. Missing's checks are not
+// refusals and are not reported.
+func (s *Store) OnDenied(f func(*PermissionError)) { s.onDenied.Store(&f) }
+
+// deniedLogEvery bounds how often one refused command is logged.
+const deniedLogEvery = time.Minute
+
+// logDenied logs a permission error, at most once per deniedLogEvery per
+// command: every pick may meet it.
+func (s *Store) logDenied(e *PermissionError) {
+	now := time.Now()
+	if last, ok := s.denied.Load(e.Command); ok && now.Sub(last.(time.Time)) < deniedLogEvery {
+		return
+	}
+	s.denied.Store(e.Command, now)
+	s.log.Error("redis refuses a command to this user: grant it in the user's ACL (docs/security.md)",
+		"command", e.Command, "key", s.key, "reply", e.Reply)
+}
+
+// isUnknownCommand reports Redis refusing a command it does not know, as
+// it answers directly ("ERR unknown command") or from a script ("Unknown
+// Redis command called from script", "... from Lua script").
+func isUnknownCommand(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := strings.ToLower(err.Error())
+	return strings.Contains(msg, "unknown command") || strings.Contains(msg, "unknown redis command")
+}

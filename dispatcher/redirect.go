@@ -118,14 +118,22 @@ func dots(seg string) int {
 // out of its prefix with it, so the dispatcher refuses such a request (400)
 // in both modes rather than guess which slashes the backend means.
 func hidesDotSegment(p string) bool {
+	if !strings.Contains(p, ".") && !strings.Contains(p, "%2") {
+		return false // no dot at all, plain or escaped: the usual case, no allocation
+	}
 	d, err := url.PathUnescape(p)
 	if err != nil {
 		return true
 	}
-	for _, s := range strings.FieldsFunc(d, func(r rune) bool { return r == '/' || r == '\\' }) {
-		if s == "." || s == ".." {
+	start := 0
+	for i := 0; i <= len(d); i++ {
+		if i < len(d) && d[i] != '/' && d[i] != '\\' {
+			continue
+		}
+		if s := d[start:i]; s == "." || s == ".." {
 			return true
 		}
+		start = i + 1
 	}
 	return false
 }

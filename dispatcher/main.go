@@ -13,13 +13,8 @@
 // the answer (proxy.go). STRATEGY chooses the backend some other way:
 // random, hash, least-conn or p2c (docs/strategies.md).
 //
-// Where things happen: front.go receives every request and asks the
-// balance.Picker that STRATEGY names (internal/balance, one file per
-// strategy) for a backend; redirect.go answers with the redirect, or in
-// MODE=proxy proxy.go forwards the request. Package store is the one place
-// that touches Redis; package pool keeps this process's snapshot of the
-// list, which decides what is eligible; package health probes the backends
-// and marks the failing ones down, in Redis, for every dispatcher.
+// Where a request goes, file by file, and which package touches Redis:
+// CONTRIBUTING.md, "Where a request goes".
 package main
 
 import (

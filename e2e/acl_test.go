@@ -47,7 +47,9 @@ func TestACLUsers(t *testing.T) {
 		name  string
 		rules []string
 	}{{"spread-dispatcher", dRules}, {"spread-seeder", sRules}, {"spread-noscard", noScard}} {
-		cmd = append(cmd, "--user", strings.Join(append([]string{u.name}, u.rules...), " "))
+		// redis-server reads `--user NAME RULE...` as the config line
+		// `user NAME RULE...`: one argument each, as ACL SETUSER takes them.
+		cmd = append(append(cmd, "--user", u.name), u.rules...)
 	}
 	s := startStackWith(t, stackOptions{redisCmd: cmd})
 	s.redis.Do(t.Context(), "ACL", "LOG", "RESET")

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spreadlb/spread/internal/localrun"
 	"github.com/spreadlb/spread/internal/redistest"
 )
 
@@ -91,12 +92,12 @@ func goEnv(gomaxprocs int) []string {
 
 // startDispatcher starts a dispatcher on the stack's list and waits until
 // it answers from the seeded backends.
-func (s *stack) startDispatcher(ctx context.Context, dir string, bins binaries, c *contestant, gomaxprocs int) error {
-	port, err := freePort()
+func (s *stack) startDispatcher(ctx context.Context, bins binaries, c *contestant, gomaxprocs int) error {
+	port, err := localrun.FreePort()
 	if err != nil {
 		return err
 	}
-	adminPort, err := freePort()
+	adminPort, err := localrun.FreePort()
 	if err != nil {
 		return err
 	}
@@ -107,12 +108,12 @@ func (s *stack) startDispatcher(ctx context.Context, dir string, bins binaries, 
 		"LOG_LEVEL=warn",
 		// No active health checks, as none of the peers is given any.
 		"HEALTH_INTERVAL=0"}, c.env, goEnv(gomaxprocs))
-	p, err := s.start(ctx, dir, "dispatcher-"+c.key, env, bins.dispatcher)
+	p, err := s.procs.Start(ctx, "dispatcher-"+c.key, env, bins.dispatcher)
 	if err != nil {
 		return err
 	}
-	c.url, c.pid = fmt.Sprintf("http://127.0.0.1:%d/", port), p.cmd.Process.Pid
-	if err := waitFor(ctx, httpOK(fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort))); err != nil {
+	c.url, c.pid = fmt.Sprintf("http://127.0.0.1:%d/", port), p.Pid()
+	if err := localrun.WaitFor(ctx, time.Second, localrun.HTTPOK(fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort))); err != nil {
 		return fmt.Errorf("dispatcher not ready: %w", err)
 	}
 	return s.check(c)
@@ -121,7 +122,7 @@ func (s *stack) startDispatcher(ctx context.Context, dir string, bins binaries, 
 // startPeer writes the peer's configuration into dir, starts it, and waits
 // until it answers from the backends.
 func (s *stack) startPeer(ctx context.Context, dir, program string, c *contestant, gomaxprocs int) error {
-	port, err := freePort()
+	port, err := localrun.FreePort()
 	if err != nil {
 		return err
 	}
@@ -161,13 +162,13 @@ func (s *stack) startPeer(ctx context.Context, dir, program string, c *contestan
 	if err := os.WriteFile(filepath.Join(dir, file), []byte(config), 0o644); err != nil {
 		return err
 	}
-	p, err := s.start(ctx, dir, logName, env, program, args...)
+	p, err := s.procs.Start(ctx, logName, env, program, args...)
 	if err != nil {
 		return err
 	}
-	c.url, c.pid = fmt.Sprintf("http://127.0.0.1:%d/", port), p.cmd.Process.Pid
-	if err := waitFor(ctx, answers(c.url)); err != nil {
-		return fmt.Errorf("%s did not answer (its log: %s): %w", c.peer, filepath.Join(dir, logName+".log"), err)
+	c.url, c.pid = fmt.Sprintf("http://127.0.0.1:%d/", port), p.Pid()
+	if err := localrun.WaitFor(ctx, time.Second, answers(c.url)); err != nil {
+		return fmt.Errorf("%s did not answer (its log: %s): %w", c.peer, s.procs.LogPath(logName), err)
 	}
 	return s.check(c)
 }

@@ -34,8 +34,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -48,6 +46,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/spreadlb/spread/internal/localrun"
 	"github.com/spreadlb/spread/internal/store"
 )
 
@@ -122,7 +121,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	for _, c := range cs {
 		if c.peer == "" {
-			err = env.startDispatcher(ctx, dir, bins, c, o.gomaxprocs)
+			err = env.startDispatcher(ctx, bins, c, o.gomaxprocs)
 		} else {
 			err = env.startPeer(ctx, dir, peers[c.peer], c, o.gomaxprocs)
 		}
@@ -209,23 +208,17 @@ func pickLoader(name string) (loader, error) {
 // binaries are the programs under test, built from this checkout.
 type binaries struct{ backend, dispatcher string }
 
+// build compiles the backend and the dispatcher of this checkout (the
+// bench runs in bench/) into dir.
 func build(ctx context.Context, dir string) (binaries, error) {
 	b := binaries{backend: filepath.Join(dir, "backend"), dispatcher: filepath.Join(dir, "dispatcher")}
-	for _, p := range []struct{ pkg, out string }{{"backend", b.backend}, {"dispatcher", b.dispatcher}} {
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", p.out, ".")
-		cmd.Dir = filepath.Join("..", p.pkg)
-		cmd.Env = append(os.Environ(), "GOWORK=off")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return b, fmt.Errorf("go build %s: %w\n%s", p.pkg, err, out)
-		}
-	}
-	return b, nil
+	return b, localrun.Build(ctx, "..", dir, "backend", "dispatcher")
 }
 
 // stack is redis-server and three backends, running, and the contestants
 // started on them.
 type stack struct {
-	procs    []*proc
+	procs    localrun.Procs // their logs in the temporary directory
 	redisURL string
 	redis    *redis.Client
 	backends []string // base URLs, http://127.0.0.1:port
@@ -233,32 +226,27 @@ type stack struct {
 }
 
 func startStack(ctx context.Context, dir string, bins binaries) (*stack, error) {
-	s := &stack{}
-	redisPort, err := freePort()
+	s := &stack{procs: localrun.Procs{Dir: dir}}
+	redisAddr, err := s.procs.StartRedis(ctx)
 	if err != nil {
 		return s, err
 	}
-	// TCP on loopback, as the dispatcher reaches Redis in compose.
-	if _, err := s.start(ctx, dir, "redis", nil, "redis-server", "--port", strconv.Itoa(redisPort),
-		"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir); err != nil {
-		return s, fmt.Errorf("redis-server (Debian: apt-get install redis-server): %w", err)
-	}
-	s.redisURL = fmt.Sprintf("redis://127.0.0.1:%d/0", redisPort)
-	s.redis = redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", redisPort)})
-	if err := waitFor(ctx, func(ctx context.Context) error { return s.redis.Ping(ctx).Err() }); err != nil {
+	s.redisURL = "redis://" + redisAddr + "/0"
+	s.redis = redis.NewClient(&redis.Options{Addr: redisAddr})
+	if err := localrun.WaitFor(ctx, time.Second, func(ctx context.Context) error { return s.redis.Ping(ctx).Err() }); err != nil {
 		return s, fmt.Errorf("redis-server did not answer: %w", err)
 	}
 	for i := range 3 {
-		port, err := freePort()
+		port, err := localrun.FreePort()
 		if err != nil {
 			return s, err
 		}
 		name := fmt.Sprintf("backend%d", i+1)
-		if _, err := s.start(ctx, dir, name, []string{"PORT=" + strconv.Itoa(port), "BACKEND_NAME=" + name}, bins.backend); err != nil {
+		if _, err := s.procs.Start(ctx, name, []string{"PORT=" + strconv.Itoa(port), "BACKEND_NAME=" + name}, bins.backend); err != nil {
 			return s, err
 		}
 		u := fmt.Sprintf("http://127.0.0.1:%d", port)
-		if err := waitFor(ctx, httpOK(u+"/healthz")); err != nil {
+		if err := localrun.WaitFor(ctx, time.Second, localrun.HTTPOK(u+"/healthz")); err != nil {
 			return s, fmt.Errorf("%s did not answer: %w", name, err)
 		}
 		s.backends, s.names = append(s.backends, u), append(s.names, name)
@@ -269,49 +257,9 @@ func startStack(ctx context.Context, dir string, bins binaries) (*stack, error) 
 	return s, nil
 }
 
-// proc is a program started by the bench.
-type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed when it has exited
-}
-
-// stop sends SIGTERM and waits up to 15 s for the exit.
-func (p *proc) stop() {
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-// start runs a program with its output in dir/name.log.
-func (s *stack) start(ctx context.Context, dir, name string, env []string, prog string, args ...string) (*proc, error) {
-	logf, err := os.Create(filepath.Join(dir, name+".log"))
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.CommandContext(ctx, prog, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 15 * time.Second
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, err
-	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
-	go func() { cmd.Wait(); logf.Close(); close(p.done) }()
-	s.procs = append(s.procs, p)
-	return p, nil
-}
-
 // stop stops every program it started, last first.
 func (s *stack) stop() {
-	for _, p := range slices.Backward(s.procs) {
-		p.stop()
-	}
+	s.procs.Stop()
 	if s.redis != nil {
 		s.redis.Close()
 	}
@@ -402,44 +350,6 @@ func median[T int64 | float64 | time.Duration](v []T) T {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-func httpOK(url string) func(context.Context) error {
-	return func(ctx context.Context) error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s: %s", url, resp.Status)
-		}
-		return nil
-	}
-}
-
-// waitFor retries check for up to 10 s.
-func waitFor(ctx context.Context, check func(context.Context) error) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		err := check(cctx)
-		cancel()
-		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
-			return err
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 func cpuModel() string {
 	b, err := os.ReadFile("/proc/cpuinfo")

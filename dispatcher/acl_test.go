@@ -3,49 +3,21 @@ package main
 import (
 	"context"
 	"net/http"
-	"os"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/spreadlb/spread/internal/redistest"
 )
 
-// aclRules returns the rules that docs/security.md gives user in its
-// `ACL SETUSER user ...` line, and the password they set.
-func aclRules(t *testing.T, user string) (rules []any, password string) {
-	t.Helper()
-	doc, err := os.ReadFile("../docs/security.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(doc), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 4 || f[0] != "ACL" || f[1] != "SETUSER" || f[2] != user {
-			continue
-		}
-		for _, r := range f[3:] {
-			rules = append(rules, r)
-			if p, ok := strings.CutPrefix(r, ">"); ok {
-				password = p
-			}
-		}
-		return rules, password
-	}
-	t.Fatalf("docs/security.md has no `ACL SETUSER %s` line", user)
-	return nil, ""
-}
-
 // withUser starts a redis-server holding the documented dispatcher user,
 // with extra rules after the documented ones, and returns it and the URL
 // that reaches it as that user.
-func withUser(t *testing.T, extra ...any) (*redistest.Server, string) {
+func withUser(t *testing.T, extra ...string) (*redistest.Server, string) {
 	t.Helper()
 	srv := redistest.Start(t)
-	rules, pass := aclRules(t, "spread-dispatcher")
-	args := append(append([]any{"ACL", "SETUSER", "spread-dispatcher"}, rules...), extra...)
-	if err := srv.Client.Do(context.Background(), args...).Err(); err != nil {
-		t.Fatal(err)
-	}
+	rules, pass := redistest.ACLRules(t, "../docs/security.md", "spread-dispatcher")
+	srv.SetUser(t, "spread-dispatcher", append(slices.Clone(rules), extra...)...)
 	return srv, srv.UserURL("spread-dispatcher", pass)
 }
 

@@ -4,13 +4,13 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spreadlb/spread/internal/app"
+	"github.com/spreadlb/spread/internal/backend"
 	"github.com/spreadlb/spread/internal/balance"
 	"github.com/spreadlb/spread/internal/health"
 	"github.com/spreadlb/spread/internal/store"
@@ -187,24 +187,10 @@ func loadConfig(getenv func(string) string) (config, error) {
 // validBindHost accepts what BIND_HOST and ADMIN_BIND_HOST may hold: an IP
 // address, or a host name (dot-separated labels of ASCII letters, digits and
 // '-', not at either end of a label), which net.Listen resolves at start.
+// It is backend.ValidHost without the '_' that only Docker service names in
+// backend URLs need.
 func validBindHost(h string) bool {
-	if net.ParseIP(h) != nil {
-		return true
-	}
-	if len(h) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			if c := label[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
+	return backend.ValidHost(h) && !strings.Contains(h, "_")
 }
 
 // strategiesFor lists the strategies that work in mode m.

@@ -43,6 +43,7 @@ func TestLoadConfig(t *testing.T) {
 		{"BIND_HOST", "bad host", "BIND_HOST"},
 		{"BIND_HOST", "[::1]", "want an IP address"},
 		{"ADMIN_BIND_HOST", "-admin", "ADMIN_BIND_HOST"},
+		{"ADMIN_BIND_HOST", "redis_1", "ADMIN_BIND_HOST"}, // a backend URL may hold "_", a bind host not
 		{"ADMIN_BIND_HOST", "http://127.0.0.1", "ADMIN_BIND_HOST"},
 		{"IDLE_TIMEOUT", "0", "IDLE_TIMEOUT"},
 		{"IDLE_TIMEOUT", "forever", "IDLE_TIMEOUT"},

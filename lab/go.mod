@@ -3,6 +3,7 @@ module github.com/spreadlb/spread/lab
 go 1.26.0
 
 require (
+	github.com/spreadlb/spread/internal v0.0.0
 	github.com/tsenart/vegeta/v12 v12.13.0
 	gonum.org/v1/plot v0.17.0
 )
@@ -23,3 +24,5 @@ require (
 	golang.org/x/sync v0.16.0 // indirect
 	golang.org/x/text v0.28.0 // indirect
 )
+
+replace github.com/spreadlb/spread/internal => ../internal

@@ -157,7 +157,7 @@ func redrawCharts(getenv func(string) string, stdout io.Writer) error {
 func runStrategy(ctx context.Context, st *stack, cfg config, strategy string) (result, error) {
 	d, err := st.startDispatcher(ctx, strategy)
 	if d != nil {
-		defer d.proc.stop()
+		defer d.proc.Stop()
 	}
 	if err != nil {
 		return result{}, err
@@ -190,7 +190,7 @@ func runStrategy(ctx context.Context, st *stack, cfg config, strategy string) (r
 	if err != nil {
 		return result{}, err
 	}
-	d.proc.stop()
+	d.proc.Stop()
 	if err := st.drain(ctx); err != nil {
 		return result{}, err
 	}

@@ -15,8 +15,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/spreadlb/spread/internal/localrun"
 )
 
 // binaries are the programs under test, built from this checkout.
@@ -28,15 +29,7 @@ type binaries struct{ backend, dispatcher, seeder string }
 func build(ctx context.Context, root, dir string) (binaries, error) {
 	b := binaries{backend: filepath.Join(dir, "backend"), dispatcher: filepath.Join(dir, "dispatcher"),
 		seeder: filepath.Join(dir, "seeder")}
-	for _, p := range []struct{ pkg, out string }{{"backend", b.backend}, {"dispatcher", b.dispatcher}, {"seeder", b.seeder}} {
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", p.out, ".")
-		cmd.Dir = filepath.Join(root, p.pkg)
-		cmd.Env = append(os.Environ(), "GOWORK=off")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return b, fmt.Errorf("go build %s: %w\n%s", p.pkg, err, out)
-		}
-	}
-	return b, nil
+	return b, localrun.Build(ctx, root, dir, "backend", "dispatcher", "seeder")
 }
 
 // findRoot returns the checkout's top directory: the nearest directory at
@@ -66,9 +59,8 @@ func isFile(p string) bool {
 // stack is redis-server and the pool of backends, running, with the list
 // seeded; dispatchers come and go, one per strategy.
 type stack struct {
-	dir       string // logs
 	bins      binaries
-	procs     []*proc
+	procs     localrun.Procs // their logs in the temporary directory
 	redisURL  string
 	redisAddr string           // host:port
 	backends  []runningBackend // in the order of the scenario
@@ -83,29 +75,23 @@ type runningBackend struct {
 // startStack starts redis-server and a backend for each spec, and seeds the
 // list with their URLs.
 func startStack(ctx context.Context, dir string, bins binaries, specs []backendSpec) (*stack, error) {
-	s := &stack{dir: dir, bins: bins}
-	redisPort, err := freePort()
-	if err != nil {
+	s := &stack{bins: bins, procs: localrun.Procs{Dir: dir}}
+	var err error
+	if s.redisAddr, err = s.procs.StartRedis(ctx); err != nil {
 		return s, err
 	}
-	// TCP on loopback, as the dispatcher reaches Redis in compose.
-	if _, err := s.start(ctx, "redis", nil, "redis-server", "--port", strconv.Itoa(redisPort),
-		"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir); err != nil {
-		return s, fmt.Errorf("redis-server (Debian: apt-get install redis-server): %w", err)
-	}
-	s.redisAddr = fmt.Sprintf("127.0.0.1:%d", redisPort)
 	s.redisURL = "redis://" + s.redisAddr + "/0"
 	for _, b := range specs {
-		port, err := freePort()
+		port, err := localrun.FreePort()
 		if err != nil {
 			return s, err
 		}
-		if _, err := s.start(ctx, b.Name, append(b.env(), "PORT="+strconv.Itoa(port)), bins.backend); err != nil {
+		if _, err := s.procs.Start(ctx, b.Name, append(b.env(), "PORT="+strconv.Itoa(port)), bins.backend); err != nil {
 			return s, err
 		}
 		u := fmt.Sprintf("http://127.0.0.1:%d", port)
-		if err := waitFor(ctx, httpOK(u+"/healthz")); err != nil {
-			return s, fmt.Errorf("backend %s did not answer: %w (log: %s)", b.Name, err, s.log(b.Name))
+		if err := localrun.WaitFor(ctx, 2*time.Second, localrun.HTTPOK(u+"/healthz")); err != nil {
+			return s, fmt.Errorf("backend %s did not answer: %w (log: %s)", b.Name, err, s.procs.LogTail(b.Name))
 		}
 		s.backends = append(s.backends, runningBackend{b, u})
 	}
@@ -115,7 +101,7 @@ func startStack(ctx context.Context, dir string, bins binaries, specs []backendS
 	for i, b := range s.backends {
 		urls[i] = b.url
 	}
-	if err := waitFor(ctx, func(ctx context.Context) error {
+	if err := localrun.WaitFor(ctx, 2*time.Second, func(ctx context.Context) error {
 		cmd := exec.CommandContext(ctx, bins.seeder, append([]string{"seed"}, urls...)...)
 		cmd.Env = append(os.Environ(), "REDIS_URL="+s.redisURL)
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -139,7 +125,7 @@ func (s *stack) names() []string {
 
 // dispatcher is a dispatcher in MODE=proxy with one strategy.
 type dispatcher struct {
-	proc  *proc
+	proc  *localrun.Proc
 	url   string // the main port: where the load goes
 	admin string // the admin port: /readyz, /metrics
 }
@@ -147,11 +133,11 @@ type dispatcher struct {
 // startDispatcher starts a proxying dispatcher with STRATEGY=strategy and
 // waits until it is ready.
 func (s *stack) startDispatcher(ctx context.Context, strategy string) (*dispatcher, error) {
-	port, err := freePort()
+	port, err := localrun.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	adminPort, err := freePort()
+	adminPort, err := localrun.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -166,13 +152,13 @@ func (s *stack) startDispatcher(ctx context.Context, strategy string) (*dispatch
 		env = append(env, "HASH_KEY="+hashKey)
 	}
 	name := "dispatcher-" + strategy
-	p, err := s.start(ctx, name, env, s.bins.dispatcher)
+	p, err := s.procs.Start(ctx, name, env, s.bins.dispatcher)
 	if err != nil {
 		return nil, err
 	}
 	d := &dispatcher{proc: p, url: fmt.Sprintf("http://127.0.0.1:%d/", port), admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort)}
-	if err := waitFor(ctx, httpOK(d.admin+"/readyz")); err != nil {
-		return d, fmt.Errorf("STRATEGY=%s: dispatcher not ready: %w (log: %s)", strategy, err, s.log(name))
+	if err := localrun.WaitFor(ctx, 2*time.Second, localrun.HTTPOK(d.admin+"/readyz")); err != nil {
+		return d, fmt.Errorf("STRATEGY=%s: dispatcher not ready: %w (log: %s)", strategy, err, s.procs.LogTail(name))
 	}
 	return d, nil
 }
@@ -253,101 +239,8 @@ func (b runningBackend) busy(ctx context.Context) (int64, error) {
 	return st.InService + st.Queued, nil
 }
 
-// proc is a program started by the lab.
-type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed when it has exited
-}
-
-// stop sends SIGTERM and waits up to 15 s for the exit.
-func (p *proc) stop() {
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-// start runs a program with its output in dir/name.log.
-func (s *stack) start(ctx context.Context, name string, env []string, prog string, args ...string) (*proc, error) {
-	logf, err := os.Create(filepath.Join(s.dir, name+".log"))
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.CommandContext(ctx, prog, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 15 * time.Second
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, err
-	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
-	go func() { cmd.Wait(); logf.Close(); close(p.done) }()
-	s.procs = append(s.procs, p)
-	return p, nil
-}
-
-// log is the tail of a program's log, for error messages.
-func (s *stack) log(name string) string {
-	b, _ := os.ReadFile(filepath.Join(s.dir, name+".log"))
-	if len(b) > 2000 {
-		b = b[len(b)-2000:]
-	}
-	return fmt.Sprintf("%q", b)
-}
-
 // stop stops every program still running, last started first.
-func (s *stack) stop() {
-	for _, p := range slices.Backward(s.procs) {
-		select {
-		case <-p.done:
-		default:
-			p.stop()
-		}
-	}
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-func httpOK(url string) func(context.Context) error {
-	return func(ctx context.Context) error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s: %s", url, resp.Status)
-		}
-		return nil
-	}
-}
-
-// waitFor retries check for up to 10 s.
-func waitFor(ctx context.Context, check func(context.Context) error) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := check(cctx)
-		cancel()
-		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
-			return err
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+func (s *stack) stop() { s.procs.Stop() }
 
 // redisRoundTrips returns how many reads redis-server has processed since it
 // started (INFO stats, total_reads_processed): one per round trip, whether

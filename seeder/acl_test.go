@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -15,31 +14,11 @@ import (
 // seederUser creates on srv the seeder user that docs/security.md
 // documents, with extra rules after its own, and returns the REDIS_URL
 // that logs in as it.
-func seederUser(t *testing.T, srv *redistest.Server, extra ...any) string {
+func seederUser(t *testing.T, srv *redistest.Server, extra ...string) string {
 	t.Helper()
-	doc, err := os.ReadFile("../docs/security.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(doc), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 4 || f[0] != "ACL" || f[1] != "SETUSER" || f[2] != "spread-seeder" {
-			continue
-		}
-		args, pass := []any{"ACL", "SETUSER", "spread-seeder"}, ""
-		for _, r := range f[3:] {
-			args = append(args, r)
-			if p, ok := strings.CutPrefix(r, ">"); ok {
-				pass = p
-			}
-		}
-		if err := srv.Client.Do(context.Background(), append(args, extra...)...).Err(); err != nil {
-			t.Fatal(err)
-		}
-		return srv.UserURL("spread-seeder", pass)
-	}
-	t.Fatal("docs/security.md has no `ACL SETUSER spread-seeder` line")
-	return ""
+	rules, pass := redistest.ACLRules(t, "../docs/security.md", "spread-seeder")
+	srv.SetUser(t, "spread-seeder", append(slices.Clone(rules), extra...)...)
+	return srv.UserURL("spread-seeder", pass)
 }
 
 // Every command works as the documented seeder user, and Redis denies

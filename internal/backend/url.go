@@ -91,7 +91,7 @@ func Parse(s string) (*url.URL, error) {
 		return nil, invalid("must not contain user info")
 	case u.Hostname() == "":
 		return nil, invalid("has no host")
-	case !validHost(u.Hostname()):
+	case !ValidHost(u.Hostname()):
 		return nil, invalid("host must be a DNS name or an IP address")
 	case u.RawQuery != "" || u.ForceQuery:
 		return nil, invalid("must not have a query")
@@ -109,11 +109,11 @@ func Parse(s string) (*url.URL, error) {
 	return u, nil
 }
 
-// validHost accepts an IP address, or a DNS name: dot-separated labels of
+// ValidHost accepts an IP address, or a DNS name: dot-separated labels of
 // ASCII letters, digits, '-' (not at either end) and '_' (Docker service
 // names may have one). An internationalized name must be given in its
 // punycode (xn--) form.
-func validHost(h string) bool {
+func ValidHost(h string) bool {
 	if strings.Contains(h, ":") {
 		return net.ParseIP(h) != nil // IPv6 literal
 	}

@@ -3,9 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
-	"os"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -13,46 +11,8 @@ import (
 	"github.com/spreadlb/spread/internal/store"
 )
 
-// aclRules returns the rules that docs/security.md gives user, as its
-// `ACL SETUSER user ...` line holds them.
-func aclRules(t *testing.T, user string) []string {
-	t.Helper()
-	doc, err := os.ReadFile("../../docs/security.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(doc), "\n") {
-		if f := strings.Fields(line); len(f) > 3 && f[0] == "ACL" && f[1] == "SETUSER" && f[2] == user {
-			return f[3:]
-		}
-	}
-	t.Fatalf("docs/security.md has no `ACL SETUSER %s` line", user)
-	return nil
-}
-
-// password is the one the documented rules set: ">DISPATCHER-PASSWORD".
-func password(t *testing.T, rules []string) string {
-	t.Helper()
-	for _, r := range rules {
-		if p, ok := strings.CutPrefix(r, ">"); ok {
-			return p
-		}
-	}
-	t.Fatal("the rules set no password")
-	return ""
-}
-
-// addUser creates user on srv with rules, as redis-cli would.
-func addUser(t *testing.T, srv *redistest.Server, user string, rules []string) {
-	t.Helper()
-	args := []any{"ACL", "SETUSER", user}
-	for _, r := range rules {
-		args = append(args, r)
-	}
-	if err := srv.Client.Do(context.Background(), args...).Err(); err != nil {
-		t.Fatalf("ACL SETUSER %s %s: %v", user, strings.Join(rules, " "), err)
-	}
-}
+// securityDoc documents the least-privilege users the tests log in as.
+const securityDoc = "../../docs/security.md"
 
 // storeAs is a Store on srv's "servers" list, connected as user.
 func storeAs(t *testing.T, srv *redistest.Server, user, pass string) *store.Store {
@@ -90,11 +50,12 @@ var (
 func TestDocumentedACLUsersCanDoTheirJobs(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Start(t)
-	dRules, sRules := aclRules(t, "spread-dispatcher"), aclRules(t, "spread-seeder")
-	addUser(t, srv, "spread-dispatcher", dRules)
-	addUser(t, srv, "spread-seeder", sRules)
-	seeder := storeAs(t, srv, "spread-seeder", password(t, sRules))
-	disp := storeAs(t, srv, "spread-dispatcher", password(t, dRules))
+	dRules, dPass := redistest.ACLRules(t, securityDoc, "spread-dispatcher")
+	sRules, sPass := redistest.ACLRules(t, securityDoc, "spread-seeder")
+	srv.SetUser(t, "spread-dispatcher", dRules...)
+	srv.SetUser(t, "spread-seeder", sRules...)
+	seeder := storeAs(t, srv, "spread-seeder", sPass)
+	disp := storeAs(t, srv, "spread-dispatcher", dPass)
 
 	// The seeder's commands.
 	must := func(what string, err error) {
@@ -180,8 +141,7 @@ func TestDocumentedACLUsersCanDoTheirJobs(t *testing.T) {
 func TestMissingPermissionIsNamed(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Start(t)
-	rules := aclRules(t, "spread-dispatcher")
-	pass := password(t, rules)
+	rules, pass := redistest.ACLRules(t, securityDoc, "spread-dispatcher")
 	// One entry down, so that a step must read the down set.
 	if err := store.NewStore(srv.Client, "servers", nil).Replace(ctx, three); err != nil {
 		t.Fatal(err)
@@ -213,7 +173,7 @@ func TestMissingPermissionIsNamed(t *testing.T) {
 	}
 	for _, tc := range tests {
 		user := "d" + tc.deny
-		addUser(t, srv, user, append(slices.Clone(rules), tc.deny))
+		srv.SetUser(t, user, append(slices.Clone(rules), tc.deny)...)
 		s := storeAs(t, srv, user, pass)
 		err := tc.run(s)
 		var perr *store.PermissionError
@@ -240,9 +200,9 @@ func TestMissingMULTI(t *testing.T) {
 	if err := store.NewStore(srv.Client, "servers", nil).Replace(ctx, three); err != nil {
 		t.Fatal(err)
 	}
-	rules := aclRules(t, "spread-dispatcher")
-	addUser(t, srv, "nomulti", append(slices.Clone(rules), "-multi"))
-	s := storeAs(t, srv, "nomulti", password(t, rules))
+	rules, pass := redistest.ACLRules(t, securityDoc, "spread-dispatcher")
+	srv.SetUser(t, "nomulti", append(slices.Clone(rules), "-multi")...)
+	s := storeAs(t, srv, "nomulti", pass)
 	missing, err := s.Missing(ctx, dispatcherOps...)
 	if err != nil || !slices.Equal(missing, []string{"MULTI"}) {
 		t.Errorf("got %q (err %v), want [MULTI]", missing, err)

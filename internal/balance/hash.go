@@ -154,17 +154,16 @@ func (h *Hash) Fallbacks() uint64 { return h.fallbacks.Load() }
 
 // current returns the distinct backends of the pool's snapshot as it is now.
 func (h *Hash) current() (*hashNodes, error) {
-	eligible, err := h.pool.Eligible()
+	s, err := h.pool.Current()
 	if err != nil {
 		return nil, err
 	}
-	s := h.pool.Snapshot()
 	if n := h.nodes.Load(); n != nil && n.snap == s {
 		return n, nil
 	}
 	n := &hashNodes{snap: s}
 	index := map[string]int{}
-	for _, e := range eligible {
+	for _, e := range s.Eligible {
 		u := e.URL.String()
 		if i, ok := index[u]; ok {
 			n.nodes[i].weight++

@@ -90,17 +90,16 @@ type candidates struct {
 
 // current returns the candidates of p's snapshot as it is now, cached in c.
 func current(p *pool.Pool, c *atomic.Pointer[candidates]) (*candidates, error) {
-	eligible, err := p.Eligible()
+	s, err := p.Current()
 	if err != nil {
 		return nil, err
 	}
-	s := p.Snapshot()
 	if cs := c.Load(); cs != nil && cs.snap == s {
 		return cs, nil
 	}
 	cs := &candidates{snap: s, urls: map[string]*url.URL{}}
 	index := map[string]int{}
-	for _, e := range eligible {
+	for _, e := range s.Eligible {
 		if i, ok := index[e.Raw]; ok {
 			cs.list[i].Weight++
 			continue

@@ -75,12 +75,9 @@ func (l *Local) Pick(context.Context, *http.Request) (Backend, error) {
 
 // current returns the turn over the pool's snapshot as it is now.
 func (l *Local) current() (*localTurn, error) {
-	s := l.pool.Snapshot()
-	if s == nil {
-		return nil, pool.ErrNoSnapshot
-	}
-	if len(s.Eligible) == 0 {
-		return nil, s.Err
+	s, err := l.pool.Current()
+	if err != nil {
+		return nil, err
 	}
 	for {
 		t := l.turn.Load()

@@ -80,15 +80,27 @@ func New(st *store.Store, refresh time.Duration, log *slog.Logger) *Pool {
 // Snapshot returns the snapshot as last read, or nil before the first read.
 func (p *Pool) Snapshot() *Snapshot { return p.snap.Load() }
 
-// Eligible returns the entries a strategy may pick, in pick order, or why
-// there are none (ErrNoSnapshot before the first read).
-func (p *Pool) Eligible() ([]Entry, error) {
+// Current returns the snapshot as last read if it has an eligible entry,
+// else why there is none (ErrNoSnapshot before the first read). A strategy
+// that caches what it derives from the entries keys the cache on the
+// snapshot it returns: the entries and the key come from one read.
+func (p *Pool) Current() (*Snapshot, error) {
 	s := p.snap.Load()
 	if s == nil {
 		return nil, ErrNoSnapshot
 	}
 	if len(s.Eligible) == 0 {
 		return nil, s.Err
+	}
+	return s, nil
+}
+
+// Eligible returns the entries a strategy may pick, in pick order, or why
+// there are none (ErrNoSnapshot before the first read).
+func (p *Pool) Eligible() ([]Entry, error) {
+	s, err := p.Current()
+	if err != nil {
+		return nil, err
 	}
 	return s.Eligible, nil
 }

@@ -329,10 +329,14 @@ func (f *Inflight) lead(ctx context.Context) {
 		f.mu.Lock()
 		f.calls++
 		f.lastErr = err
-		if err == nil {
+		switch {
+		case err == nil:
 			f.others = others
-		} else {
-			f.dirty = true // send the counts again with the next call
+		case len(batch) > 0:
+			// Send the counts again with the next call. A failed call
+			// without picks (a renewal) is left to Keepalive, unless a
+			// release came meanwhile.
+			f.dirty = true
 		}
 		for i, w := range batch {
 			switch {
@@ -344,10 +348,6 @@ func (f *Inflight) lead(ctx context.Context) {
 			default:
 				w.err = ErrNoBackends
 			}
-		}
-		retry := err != nil && len(batch) == 0 // a failed renewal: leave it to Keepalive
-		if retry {
-			f.dirty = false
 		}
 		f.mu.Unlock()
 		for _, w := range batch {

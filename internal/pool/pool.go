@@ -77,9 +77,6 @@ func New(st *store.Store, refresh time.Duration, log *slog.Logger) *Pool {
 	return &Pool{store: st, refresh: refresh, log: log}
 }
 
-// Snapshot returns the snapshot as last read, or nil before the first read.
-func (p *Pool) Snapshot() *Snapshot { return p.snap.Load() }
-
 // Current returns the snapshot as last read if it has an eligible entry,
 // else why there is none (ErrNoSnapshot before the first read). A strategy
 // that caches what it derives from the entries keys the cache on the

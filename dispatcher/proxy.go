@@ -164,7 +164,8 @@ func (p *proxier) deliver(c echo.Context, b balance.Backend, try int) (retry boo
 	req := c.Request()
 	a := &attempt{backend: b.URL, mayRetry: try < p.retries && replayable(req)}
 	if p.inflight != nil {
-		g := p.inflight(b.URL.String())
+		name, _ := c.Get(backendKey).(string) // b.URL as front.handle noted it (chose)
+		g := p.inflight(name)
 		g.Inc()
 		defer g.Dec()
 	}

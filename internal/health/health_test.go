@@ -314,8 +314,6 @@ func TestHealthCountsReportedFailures(t *testing.T) {
 	}
 }
 
-var three = []string{"http://127.0.0.1:5000", "http://127.0.0.1:5001", "http://127.0.0.1:5002"}
-
 func newStore(t *testing.T) (*store.Store, *redistest.Server) {
 	t.Helper()
 	srv := redistest.Start(t)

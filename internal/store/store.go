@@ -299,14 +299,6 @@ func (s *Store) txPipelined(ctx context.Context, fn func(redis.Pipeliner) error)
 	return cmds, err
 }
 
-// errString is err's text, "" for nil.
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
-}
-
 func validateAll(urls []string) error {
 	for _, u := range urls {
 		if _, err := backend.Parse(u); err != nil {

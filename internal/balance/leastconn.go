@@ -61,9 +61,9 @@ func (l *LeastConn) Pick(ctx context.Context, _ *http.Request) (Backend, error) 
 	}
 	u := c.urls[entry]
 	if u == nil {
-		// The list changed between the snapshot and the script: Redis
-		// returned one of the candidates it was given, so this cannot
-		// happen; refuse rather than send a client somewhere unchecked.
+		// Redis returns one of the candidates this pick sent, so this
+		// cannot happen; refuse rather than send a client somewhere
+		// unchecked.
 		l.in.Release(entry)
 		return Backend{}, store.ErrNoValidBackend
 	}

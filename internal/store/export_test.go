@@ -22,3 +22,20 @@ func (s *Store) TripInFlight() bool {
 // SetTTL shortens how long f's counts live without a renewal, so that a
 // test sees a dead dispatcher's counts expire without waiting InflightTTL.
 func (f *Inflight) SetTTL(d time.Duration) { f.ttl = d }
+
+// InflightQueued is how many picks wait for f's call in flight.
+func (f *Inflight) InflightQueued() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.queue)
+}
+
+// InflightBusy reports whether f has a call in flight.
+func (f *Inflight) InflightBusy() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.busy
+}
+
+// SetTimeoutForTest sets how long f's calls may take.
+func (f *Inflight) SetTimeoutForTest(d time.Duration) { f.s.stepTimeout = d }

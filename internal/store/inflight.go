@@ -41,11 +41,14 @@ const InflightTTL = 10 * time.Second
 const inflightRenew = 2 * time.Second
 
 // inflightScript: KEYS[1] the counts hash, KEYS[2] the alive set, KEYS[3]
-// the tie-break turn. ARGV: ID, TTL (ms), picks N, own pairs M, then M
-// pairs ENTRY COUNT (this dispatcher's counts), then candidate pairs ENTRY
-// WEIGHT, in rotation order. It returns how many entries it chose, the
-// chosen entries (fewer than N only if there are no candidates), then the
-// other live dispatchers' summed counts as pairs ENTRY COUNT.
+// the tie-break turn. ARGV: ID, TTL (ms), own pairs M, then M pairs ENTRY
+// COUNT (this dispatcher's counts), then groups of picks, each: picks N,
+// candidates C, then C pairs ENTRY WEIGHT, in rotation order. Each group's
+// picks choose among that group's candidates only: picks that share a call
+// may come from different snapshots of the list. It returns how many
+// entries it chose, the chosen entries in order (a group without
+// candidates chooses none), then the other live dispatchers' summed counts
+// as pairs ENTRY COUNT.
 //
 // A pick takes the candidate with the fewest requests in flight per unit of
 // weight, over every live dispatcher. Among equals it takes the first at or
@@ -55,14 +58,14 @@ const inflightRenew = 2 * time.Second
 var inflightScript = redis.NewScript(luaCall + `
 local t = call("TIME")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local id, ttl, npick, nown = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local id, ttl, nown = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local prefix = id .. "|"
 local live = {}
 for _, who in ipairs(call("ZRANGEBYSCORE", KEYS[2], "(" .. now, "+inf")) do live[who] = true end
 call("ZREMRANGEBYSCORE", KEYS[2], "-inf", now)
 call("ZADD", KEYS[2], now + ttl, id)
 local own, others = {}, {}
-local i = 5
+local i = 4
 for _ = 1, nown do
   own[ARGV[i]] = tonumber(ARGV[i + 1])
   i = i + 2
@@ -81,32 +84,37 @@ for j = 1, #all, 2 do
     call("HDEL", KEYS[1], f)
   end
 end
-local cands, weights = {}, {}
-while i <= #ARGV do
-  cands[#cands + 1] = ARGV[i]
-  weights[#weights + 1] = tonumber(ARGV[i + 1])
-  i = i + 2
-end
 local out = {"0"}
-if npick > 0 and #cands > 0 then
-  local turn = tonumber(call("GET", KEYS[3]) or "0") or 0
-  for _ = 1, npick do
-    local best, bestLoad, bestW = nil, 0, 1
-    for k = 0, #cands - 1 do
-      local c = (turn + k) % #cands + 1
-      local e = cands[c]
-      local load = (others[e] or 0) + (own[e] or 0)
-      if best == nil or load * bestW < bestLoad * weights[c] then
-        best, bestLoad, bestW = c, load, weights[c]
-      end
-    end
-    local e = cands[best]
-    own[e] = (own[e] or 0) + 1
-    out[#out + 1] = e
-    turn = best % #cands
+local turn = nil
+while i <= #ARGV do
+  local npick, ncand = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  i = i + 2
+  local cands, weights = {}, {}
+  for _ = 1, ncand do
+    cands[#cands + 1] = ARGV[i]
+    weights[#weights + 1] = tonumber(ARGV[i + 1])
+    i = i + 2
   end
-  call("SET", KEYS[3], turn)
+  if npick > 0 and #cands > 0 then
+    turn = turn or tonumber(call("GET", KEYS[3]) or "0") or 0
+    for _ = 1, npick do
+      local best, bestLoad, bestW = nil, 0, 1
+      for k = 0, #cands - 1 do
+        local c = (turn + k) % #cands + 1
+        local e = cands[c]
+        local load = (others[e] or 0) + (own[e] or 0)
+        if best == nil or load * bestW < bestLoad * weights[c] then
+          best, bestLoad, bestW = c, load, weights[c]
+        end
+      end
+      local e = cands[best]
+      own[e] = (own[e] or 0) + 1
+      out[#out + 1] = e
+      turn = best % #cands
+    end
+  end
 end
+if turn then call("SET", KEYS[3], turn) end
 for e, n in pairs(own) do
   if n > 0 then call("HSET", KEYS[1], prefix .. e, n) else call("HDEL", KEYS[1], prefix .. e) end
 end
@@ -320,11 +328,11 @@ func (f *Inflight) lead(ctx context.Context) {
 		own := maps.Clone(f.own)
 		f.mu.Unlock()
 
-		cands := []Candidate(nil)
-		if len(batch) > 0 {
-			cands = batch[0].cands
+		groups := make([][]Candidate, len(batch))
+		for i, w := range batch {
+			groups[i] = w.cands
 		}
-		picks, others, err := f.call(ctx, own, len(batch), cands)
+		picks, others, err := f.call(ctx, own, groups)
 
 		f.mu.Lock()
 		f.calls++
@@ -369,16 +377,26 @@ func (f *Inflight) lead(ctx context.Context) {
 	}
 }
 
-// call is the round trip.
-func (f *Inflight) call(ctx context.Context, own map[string]int64, n int, cands []Candidate) (picks []string, others map[string]int64, err error) {
+// call is the round trip: one pick for each element of picks, among the
+// candidates it holds (never empty). Consecutive picks with the same
+// candidates, as picks from one snapshot have, travel as one group.
+func (f *Inflight) call(ctx context.Context, own map[string]int64, picks [][]Candidate) (chosen []string, others map[string]int64, err error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.s.stepTimeout)
 	defer cancel()
-	args := []any{f.id, f.ttl.Milliseconds(), n, len(own)}
+	args := []any{f.id, f.ttl.Milliseconds(), len(own)}
 	for _, e := range slices.Sorted(maps.Keys(own)) {
 		args = append(args, e, own[e])
 	}
-	for _, c := range cands {
-		args = append(args, c.Entry, max(c.Weight, 1))
+	for i := 0; i < len(picks); {
+		cands, n := picks[i], 1
+		for i+n < len(picks) && sameCandidates(picks[i+n], cands) {
+			n++
+		}
+		args = append(args, n, len(cands))
+		for _, c := range cands {
+			args = append(args, c.Entry, max(c.Weight, 1))
+		}
+		i += n
 	}
 	keys := []string{sibling(f.s.key, "inflight"), sibling(f.s.key, "alive"), sibling(f.s.key, "turn")}
 	res, err := inflightScript.Run(ctx, f.s.rdb, keys, args...).StringSlice()
@@ -433,4 +451,10 @@ func (s *Store) InFlight(ctx context.Context) (map[string]int64, error) {
 		}
 	}
 	return out, nil
+}
+
+// sameCandidates reports whether a and b are the same candidate list: the
+// same slice, as the picks from one snapshot share.
+func sameCandidates(a, b []Candidate) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }

@@ -158,3 +158,51 @@ func TestInflightPicksShareRoundTrips(t *testing.T) {
 		t.Errorf("%d concurrent picks took %d calls, want fewer: they share round trips", n, f.Calls())
 	}
 }
+
+// Picks that share a call may come from different snapshots of the list
+// (one read before the list changed, one after): each gets one of its own
+// candidates, never one that only the other's snapshot held.
+func TestInflightBatchKeepsEachPicksCandidates(t *testing.T) {
+	s, srv := newStore(t)
+	f := s.NewInflight("d1", true)
+	f.SetTimeoutForTest(time.Minute) // the pause, not a timeout, ends the call
+	unpause := pauseWrites(t, srv)
+
+	first := make(chan string, 1)
+	go func() { first <- pickIn(t, f, cands) }()
+	waitFor(t, "a call in flight", f.InflightBusy)
+
+	onlyA := []store.Candidate{{Entry: three[0], Weight: 1}}
+	onlyB := []store.Candidate{{Entry: three[1], Weight: 1}}
+	type result struct {
+		entry string
+		err   error
+	}
+	gotA, gotB := make(chan result, 1), make(chan result, 1)
+	go func() { e, err := f.Pick(context.Background(), onlyA); gotA <- result{e, err} }()
+	waitFor(t, "one pick queued", func() bool { return f.InflightQueued() == 1 })
+	go func() { e, err := f.Pick(context.Background(), onlyB); gotB <- result{e, err} }()
+	waitFor(t, "two picks queued", func() bool { return f.InflightQueued() == 2 })
+	unpause()
+
+	<-first
+	for _, c := range []struct {
+		got  chan result
+		want string
+	}{{gotA, three[0]}, {gotB, three[1]}} {
+		r := <-c.got
+		if r.err != nil || r.entry != c.want {
+			t.Errorf("a pick among only %q: got %q (err %v), want %q", c.want, r.entry, r.err, c.want)
+		}
+	}
+}
+
+// waitFor waits until cond holds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 10 s for %s", what)
+		}
+	}
+}

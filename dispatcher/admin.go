@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	"github.com/labstack/echo/v4"
 	"github.com/spreadlb/spread/internal/balance"
 	"github.com/spreadlb/spread/internal/pool"
@@ -42,7 +44,7 @@ type storeOrPool struct {
 
 func (s storeOrPool) Len(ctx context.Context) (int64, error) {
 	n, err := s.store.Len(ctx)
-	if err == nil || !errors.Is(err, store.ErrUnavailable) {
+	if err == nil || !errors.Is(err, pick.ErrUnavailable) {
 		return n, err
 	}
 	if pn, ok := s.pool.Len(); ok {
@@ -97,7 +99,7 @@ func newAdmin(list lengther, key string, access func(context.Context) error) *ec
 		// missing permission fails requests, or worse, silently ignores
 		// the health checks.
 		if access != nil {
-			if err := access(ctx); errors.Is(err, store.ErrNoPermission) || errors.Is(err, store.ErrMisconfigured) {
+			if err := access(ctx); errors.Is(err, pick.ErrNoPermission) || errors.Is(err, pick.ErrMisconfigured) {
 				return c.String(http.StatusServiceUnavailable, fmt.Sprintf("not ready: %v\n", err))
 			}
 		}

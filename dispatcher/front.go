@@ -8,9 +8,10 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	"github.com/labstack/echo/v4"
 	"github.com/spreadlb/spread/internal/balance"
-	"github.com/spreadlb/spread/internal/store"
 )
 
 // front is where every request on the main port is received, in both
@@ -106,23 +107,23 @@ func (f *front) noBackend(c echo.Context, err error) error {
 // now, and Retry-After invites the client to try again.
 func explain(err error) (int, string) {
 	switch {
-	case errors.Is(err, store.ErrNoBackends):
+	case errors.Is(err, pick.ErrNoBackends):
 		return http.StatusServiceUnavailable, "no backends: the rotation list is empty or missing (fill it with `seeder seed URL...`; in the compose stack, `docker compose run --rm seeder` restores the tutorial's list)"
-	case errors.Is(err, store.ErrWrongType):
+	case errors.Is(err, pick.ErrWrongType):
 		return http.StatusServiceUnavailable, "misconfigured: the rotation key in Redis is not a list"
-	case errors.Is(err, store.ErrAllDown):
+	case errors.Is(err, pick.ErrAllDown):
 		return http.StatusServiceUnavailable, "all backends are down: every entry of the rotation list fails its health checks"
-	case errors.Is(err, store.ErrNoValidBackend):
+	case errors.Is(err, pick.ErrNoValidBackend):
 		return http.StatusServiceUnavailable, "no valid backend: the rotation list holds only invalid URLs"
-	case errors.Is(err, store.ErrNoPermission):
+	case errors.Is(err, pick.ErrNoPermission):
 		msg := "misconfigured: the Redis user may not run a command the pick needs"
-		if pe := (*store.PermissionError)(nil); errors.As(err, &pe) && pe.Command != "" {
+		if pe := (*pick.PermissionError)(nil); errors.As(err, &pe) && pe.Command != "" {
 			msg += " (" + pe.Command + ")"
 		}
 		return http.StatusServiceUnavailable, msg + "; see docs/security.md"
-	case errors.Is(err, store.ErrMisconfigured):
+	case errors.Is(err, pick.ErrMisconfigured):
 		return http.StatusServiceUnavailable, "misconfigured: Redis refuses the configuration (see /readyz on the admin port)"
-	case errors.Is(err, store.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+	case pick.Unavailable(err):
 		return http.StatusServiceUnavailable, "redis unavailable: cannot choose a backend"
 	default:
 		return http.StatusServiceUnavailable, fmt.Sprintf("cannot choose a backend (%T)", err)

@@ -30,6 +30,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	"github.com/labstack/echo/v4"
 	"github.com/spreadlb/spread/internal/app"
 	"github.com/spreadlb/spread/internal/balance"
@@ -102,17 +104,17 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 	checkCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	n, err := st.Len(checkCtx)
 	switch {
-	case errors.Is(err, store.ErrMisconfigured):
+	case errors.Is(err, pick.ErrMisconfigured):
 		cancel()
 		return fmt.Errorf("%s: %w", store.RedisURL.Name, err)
-	case err != nil && !errors.Is(err, store.ErrNoPermission):
+	case err != nil && !errors.Is(err, pick.ErrNoPermission):
 		log.Warn("redis not ready at start; requests get 503 until the list has been read", "err", err)
 	case err == nil:
 		log.Info("rotation list found", "key", st.Key(), "entries", n)
 	}
 	// Say at once what the Redis user may not do; /readyz says it too.
 	ops := redisOps(cfg)
-	if err := st.CheckAccess(checkCtx, ops...); errors.Is(err, store.ErrNoPermission) {
+	if err := st.CheckAccess(checkCtx, ops...); errors.Is(err, pick.ErrNoPermission) {
 		log.Error("the redis user lacks permissions this dispatcher needs; /readyz answers 503 until they are granted (docs/security.md)", "err", err)
 	}
 	cancel()

@@ -2,11 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/spreadlb/spread/internal/pick"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -14,7 +15,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/spreadlb/spread/internal/balance"
 	"github.com/spreadlb/spread/internal/pool"
-	"github.com/spreadlb/spread/internal/store"
 )
 
 // metrics is what the dispatcher tells Prometheus on GET /metrics (admin
@@ -29,7 +29,7 @@ import (
 //	spread_pick_duration_seconds                histogram: time spent in Picker.Pick,
 //	    every call, whether it chose a backend or failed.
 //	spread_redis_errors_total                   counter: calls to Redis on the request path
-//	    that failed because Redis did not answer: store.ErrUnavailable (refused, reset,
+//	    that failed because Redis did not answer: pick.ErrUnavailable (refused, reset,
 //	    broken connection, its own timeout) or the request's REDIS_TIMEOUT ran out
 //	    (context.DeadlineExceeded), whether or not the snapshot then answered the
 //	    request (the Failover reports each, balance.Config.OnRedisError). Not counted:
@@ -38,7 +38,7 @@ import (
 //	    Redis nothing), and the admin port's own reads (/readyz, the dashboard's LRANGE).
 //	spread_redis_permission_errors_total{command} counter: calls to Redis that Redis
 //	    refused because the user in REDIS_URL may not run the command
-//	    (store.ErrNoPermission), whatever made them: a pick, the health checks, the
+//	    (pick.ErrNoPermission), whatever made them: a pick, the health checks, the
 //	    snapshot's reads (store.OnDenied). command is its name ("SCARD"), "" where
 //	    Redis did not say. The checks of /readyz and of the start are not counted.
 //	spread_degraded                             gauge: 1 while the dispatcher runs degraded
@@ -179,14 +179,14 @@ func (m *metrics) picked(d time.Duration, err error) {
 // because Redis did not answer, in spread_redis_errors_total. Other errors
 // are not counted (refusals are, through denied).
 func (m *metrics) redisError(err error) {
-	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+	if pick.Unavailable(err) {
 		m.redisErrors.Inc()
 	}
 }
 
 // denied counts a command Redis refused, in
 // spread_redis_permission_errors_total (store.OnDenied).
-func (m *metrics) denied(e *store.PermissionError) {
+func (m *metrics) denied(e *pick.PermissionError) {
 	m.redisDenied.WithLabelValues(e.Name()).Inc()
 }
 

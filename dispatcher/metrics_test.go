@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -155,12 +157,12 @@ func TestRedisErrors(t *testing.T) {
 		count bool
 	}{
 		{nil, false},
-		{store.ErrNoBackends, false},
-		{fmt.Errorf("%w: %q", store.ErrWrongType, "servers"), false},
-		{store.ErrNoValidBackend, false},
+		{pick.ErrNoBackends, false},
+		{fmt.Errorf("%w: %q", pick.ErrWrongType, "servers"), false},
+		{pick.ErrNoValidBackend, false},
 		{context.Canceled, false},
-		{fmt.Errorf("%w: dial unix: connection refused", store.ErrUnavailable), true},
-		{fmt.Errorf("%w: %w", store.ErrUnavailable, context.DeadlineExceeded), true},
+		{fmt.Errorf("%w: dial unix: connection refused", pick.ErrUnavailable), true},
+		{fmt.Errorf("%w: %w", pick.ErrUnavailable, context.DeadlineExceeded), true},
 		{context.DeadlineExceeded, true},
 	}
 	for _, tc := range tests {
@@ -179,7 +181,7 @@ func TestRedisErrors(t *testing.T) {
 	m := newMetrics("redirect", "round-robin")
 	p := timedPicker{balance.Shared{Store: store.NewStore(redis.Client, "servers", nil)}, m}
 	redis.Stop()
-	if _, err := p.Pick(context.Background(), nil); !errors.Is(err, store.ErrUnavailable) {
+	if _, err := p.Pick(context.Background(), nil); !errors.Is(err, pick.ErrUnavailable) {
 		t.Fatalf("Pick with Redis stopped: got %v, want ErrUnavailable", err)
 	}
 	srv := httptest.NewServer(m.handler())

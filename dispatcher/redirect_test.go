@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	"github.com/spreadlb/spread/internal/backend"
 	"github.com/spreadlb/spread/internal/balance"
 	"github.com/spreadlb/spread/internal/redistest"
@@ -269,14 +271,14 @@ func TestExplain(t *testing.T) {
 		err  error
 		want string
 	}{
-		{store.ErrNoBackends, "no backends"},
-		{fmt.Errorf("x: %w", store.ErrWrongType), "not a list"},
-		{store.ErrNoValidBackend, "no valid backend"},
-		{store.ErrAllDown, "all backends are down"},
-		{fmt.Errorf("%w: dial", store.ErrUnavailable), "redis unavailable"},
+		{pick.ErrNoBackends, "no backends"},
+		{fmt.Errorf("x: %w", pick.ErrWrongType), "not a list"},
+		{pick.ErrNoValidBackend, "no valid backend"},
+		{pick.ErrAllDown, "all backends are down"},
+		{fmt.Errorf("%w: dial", pick.ErrUnavailable), "redis unavailable"},
 		{context.DeadlineExceeded, "redis unavailable"},
-		{&store.PermissionError{Command: "SCARD {servers}:down", Reply: "NOPERM"}, "may not run a command the pick needs (SCARD {servers}:down)"},
-		{fmt.Errorf("%w: db 99", store.ErrMisconfigured), "Redis refuses the configuration"},
+		{&pick.PermissionError{Command: "SCARD {servers}:down", Reply: "NOPERM"}, "may not run a command the pick needs (SCARD {servers}:down)"},
+		{fmt.Errorf("%w: db 99", pick.ErrMisconfigured), "Redis refuses the configuration"},
 		{errors.New("other"), "cannot choose a backend"},
 	}
 	for _, tc := range tests {

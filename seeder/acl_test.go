@@ -7,8 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	"github.com/spreadlb/spread/internal/redistest"
-	"github.com/spreadlb/spread/internal/store"
 )
 
 // seederUser creates on srv the seeder user that docs/security.md
@@ -56,7 +57,7 @@ func TestMissingPermissionsAreNamed(t *testing.T) {
 	}
 	env := map[string]string{"REDIS_URL": seederUser(t, srv, "-rpush", "-del")}
 	_, err := seeder(t, srv, env, "seed", "http://a:1")
-	if !errors.Is(err, store.ErrNoPermission) || exitCode(err) != 1 {
+	if !errors.Is(err, pick.ErrNoPermission) || exitCode(err) != 1 {
 		t.Fatalf("seed without RPUSH and DEL: got %v (exit %d), want ErrNoPermission (exit 1)", err, exitCode(err))
 	}
 	for _, cmd := range []string{"DEL servers", "DEL {servers}:picks", "RPUSH servers"} {
@@ -78,7 +79,7 @@ func TestMissingPermissionsAreNamed(t *testing.T) {
 func TestDatabaseOutOfRange(t *testing.T) {
 	srv := redistest.Start(t)
 	_, err := seeder(t, srv, map[string]string{"REDIS_URL": srv.URL + "?db=99"}, "list")
-	if !errors.Is(err, store.ErrMisconfigured) || errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "REDIS_URL") {
+	if !errors.Is(err, pick.ErrMisconfigured) || errors.Is(err, pick.ErrUnavailable) || !strings.Contains(err.Error(), "REDIS_URL") {
 		t.Errorf("db=99: got %v, want ErrMisconfigured naming REDIS_URL", err)
 	}
 }

@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	"github.com/spreadlb/spread/internal/app"
 	"github.com/spreadlb/spread/internal/backend"
 	"github.com/spreadlb/spread/internal/health"
@@ -357,7 +359,7 @@ func printList(ctx context.Context, st *store.Store, w io.Writer) error {
 		return err
 	}
 	down, err := st.Down(ctx)
-	if err != nil && !errors.Is(err, store.ErrWrongType) {
+	if err != nil && !errors.Is(err, pick.ErrWrongType) {
 		return err
 	}
 	for _, e := range entries {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	"github.com/spreadlb/spread/internal/app"
 	"github.com/spreadlb/spread/internal/redistest"
 	"github.com/spreadlb/spread/internal/store"
@@ -242,7 +244,7 @@ func TestWatchPrintsEachRotation(t *testing.T) {
 	if _, err := seeder(t, srv, nil, "remove", "http://c:3"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := seeder(t, srv, nil, "watch", "-n", "1"); !errors.Is(err, store.ErrNoBackends) {
+	if _, err := seeder(t, srv, nil, "watch", "-n", "1"); !errors.Is(err, pick.ErrNoBackends) {
 		t.Errorf("watch of an empty list: got %v, want ErrNoBackends", err)
 	}
 }
@@ -252,7 +254,7 @@ func TestRedisDown(t *testing.T) {
 	srv.Stop()
 	for _, args := range [][]string{{"seed"}, {"list"}, {"healthcheck"}} {
 		_, err := seeder(t, srv, nil, args...)
-		if !errors.Is(err, store.ErrUnavailable) || exitCode(err) != 1 {
+		if !errors.Is(err, pick.ErrUnavailable) || exitCode(err) != 1 {
 			t.Errorf("seeder %q with Redis down: got %v (exit %d), want ErrUnavailable (exit 1)", args, err, exitCode(err))
 		}
 	}

@@ -28,9 +28,9 @@ import (
 )
 
 // Picker chooses the backend for one request. It returns only URLs that
-// passed backend.Parse, or an error: the store package's ErrNoBackends,
+// passed backend.Parse, or an error: one of package pick's: ErrNoBackends,
 // ErrWrongType, ErrAllDown, ErrNoValidBackend, ErrUnavailable,
-// ErrNoPermission (a *store.PermissionError naming the command refused) or
+// ErrNoPermission (a *pick.PermissionError naming the command refused) or
 // ErrMisconfigured, or the context's error.
 type Picker interface {
 	Pick(ctx context.Context, r *http.Request) (Backend, error)

@@ -2,13 +2,14 @@ package balance
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/spreadlb/spread/internal/pick"
 
 	"github.com/spreadlb/spread/internal/pool"
 	"github.com/spreadlb/spread/internal/store"
@@ -71,16 +72,16 @@ func NewFailover(primary, secondary Picker, c Config) *Failover {
 }
 
 // Pick asks the primary, or the secondary while degraded. A permission
-// error (store.ErrNoPermission) or a misconfiguration is returned as it is:
+// error (pick.ErrNoPermission) or a misconfiguration is returned as it is:
 // Redis answered, so it is not down, and picking from the snapshot would
 // hide a mistake that only its fix ends.
 func (f *Failover) Pick(ctx context.Context, r *http.Request) (Backend, error) {
 	if !f.degraded.Load() {
 		b, err := f.primary.Pick(ctx, r)
-		if f.onError != nil && (unavailable(err) || refused(err)) {
+		if f.onError != nil && (pick.Unavailable(err) || pick.Refused(err)) {
 			f.onError(err)
 		}
-		if !unavailable(err) {
+		if !pick.Unavailable(err) {
 			return b, err
 		}
 		f.enter(err)
@@ -97,14 +98,14 @@ func (f *Failover) Primary() Picker { return f.primary }
 func (f *Failover) Len(ctx context.Context) (int64, error) {
 	if !f.degraded.Load() {
 		n, err := f.store.Len(ctx)
-		if !unavailable(err) {
+		if !pick.Unavailable(err) {
 			return n, err
 		}
 		f.enter(err)
 	}
 	n, ok := f.pool.Len()
 	if !ok {
-		return 0, fmt.Errorf("%w, and the list was never read", store.ErrUnavailable)
+		return 0, fmt.Errorf("%w, and the list was never read", pick.ErrUnavailable)
 	}
 	return int64(n), nil
 }
@@ -119,18 +120,6 @@ func (f *Failover) Degraded() string {
 	n, _ := f.pool.Len()
 	return fmt.Sprintf("redis unavailable for %s (%v); picking in this process from the last snapshot of the list (%d %s), not shared with other dispatchers",
 		time.Since(f.since).Round(time.Second), f.reason, n, plural(int64(n), "entry", "entries"))
-}
-
-// unavailable reports a failure of Redis itself, as opposed to an answer
-// (an empty list, all down, ...) or a client that went away.
-func unavailable(err error) bool {
-	return errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)
-}
-
-// refused reports Redis answering that the settings are wrong: a command
-// the user may not run, or a database it does not have.
-func refused(err error) bool {
-	return errors.Is(err, store.ErrNoPermission) || errors.Is(err, store.ErrMisconfigured)
 }
 
 // enter begins degraded mode, once.
@@ -178,7 +167,7 @@ func (f *Failover) Run(ctx context.Context) {
 			pctx, cancel := context.WithTimeout(ctx, f.timeout)
 			err := f.store.Ping(pctx)
 			cancel()
-			if err != nil && !refused(err) { // a refusal is an answer
+			if err != nil && !pick.Refused(err) { // a refusal is an answer
 				continue
 			}
 			f.mu.Lock()

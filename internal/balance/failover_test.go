@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	"github.com/spreadlb/spread/internal/balance"
 	"github.com/spreadlb/spread/internal/pool"
 	"github.com/spreadlb/spread/internal/store"
@@ -54,7 +56,7 @@ func TestFailoverReportsEveryFailedRedisCall(t *testing.T) {
 		}
 	}
 	errs, degraded := log.get()
-	if len(errs) != 1 || !errors.Is(errs[0], store.ErrUnavailable) {
+	if len(errs) != 1 || !errors.Is(errs[0], pick.ErrUnavailable) {
 		t.Errorf("got reported errors %v, want one ErrUnavailable (the pick that waited)", errs)
 	}
 	if len(degraded) != 1 || !degraded[0] {
@@ -102,11 +104,11 @@ func TestFailoverDoesNotDegradeOnAPermissionError(t *testing.T) {
 		}
 		return err
 	})
-	var perr *store.PermissionError
-	if !errors.As(err, &perr) || perr.Command != "SCARD {servers}:down" || errors.Is(err, store.ErrUnavailable) {
+	var perr *pick.PermissionError
+	if !errors.As(err, &perr) || perr.Command != "SCARD {servers}:down" || errors.Is(err, pick.ErrUnavailable) {
 		t.Errorf("pick without SCARD: got %v, want a PermissionError naming SCARD {servers}:down", err)
 	}
-	if len(errs) != 3 || !errors.Is(errs[0], store.ErrNoPermission) {
+	if len(errs) != 3 || !errors.Is(errs[0], pick.ErrNoPermission) {
 		t.Errorf("pick without SCARD: got reported errors %v, want 3 permission errors", errs)
 	}
 	if len(degraded) != 0 || why != "" {

@@ -9,6 +9,8 @@ import (
 	"os"
 	"sync/atomic"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	"github.com/spreadlb/spread/internal/pool"
 	"github.com/spreadlb/spread/internal/store"
 )
@@ -65,7 +67,7 @@ func (l *LeastConn) Pick(ctx context.Context, _ *http.Request) (Backend, error) 
 		// cannot happen; refuse rather than send a client somewhere
 		// unchecked.
 		l.in.Release(entry)
-		return Backend{}, store.ErrNoValidBackend
+		return Backend{}, pick.ErrNoValidBackend
 	}
 	return Backend{URL: u, Entry: entry, by: l}, nil
 }

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"sync/atomic"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	"github.com/spreadlb/spread/internal/pool"
 	"github.com/spreadlb/spread/internal/store"
 )
@@ -97,7 +99,7 @@ func (l *Local) current() (*localTurn, error) {
 func (l *Local) Entries(context.Context) ([]string, error) {
 	t, err := l.current()
 	switch {
-	case errors.Is(err, store.ErrNoBackends):
+	case errors.Is(err, pick.ErrNoBackends):
 		return nil, nil
 	case err != nil:
 		return nil, err

@@ -6,9 +6,10 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	"github.com/spreadlb/spread/internal/balance"
 	"github.com/spreadlb/spread/internal/pool"
-	"github.com/spreadlb/spread/internal/store"
 )
 
 // Local picks in the shared rotation's order, from its own snapshot, and
@@ -18,7 +19,7 @@ func TestLocalRotatesOverASnapshot(t *testing.T) {
 	s, srv := newStore(t)
 	p := pool.New(s, 0, nil)
 	l := balance.NewLocal(p)
-	if _, err := l.Pick(ctx, nil); !errors.Is(err, store.ErrUnavailable) {
+	if _, err := l.Pick(ctx, nil); !errors.Is(err, pick.ErrUnavailable) {
 		t.Errorf("before the first read: got %v, want ErrUnavailable", err)
 	}
 	if err := s.Replace(ctx, three); err != nil {
@@ -70,14 +71,14 @@ func TestLocalRotatesOverASnapshot(t *testing.T) {
 	if err := p.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Pick(ctx, nil); !errors.Is(err, store.ErrNoBackends) {
+	if _, err := l.Pick(ctx, nil); !errors.Is(err, pick.ErrNoBackends) {
 		t.Errorf("emptied list: got %v, want ErrNoBackends", err)
 	}
 	srv.Client.Set(ctx, "servers", "x", 0)
 	if err := p.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Pick(ctx, nil); !errors.Is(err, store.ErrWrongType) {
+	if _, err := l.Pick(ctx, nil); !errors.Is(err, pick.ErrWrongType) {
 		t.Errorf("string key: got %v, want ErrWrongType", err)
 	}
 	srv.Client.Del(ctx, "servers")
@@ -85,7 +86,7 @@ func TestLocalRotatesOverASnapshot(t *testing.T) {
 	if err := p.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Pick(ctx, nil); !errors.Is(err, store.ErrNoValidBackend) {
+	if _, err := l.Pick(ctx, nil); !errors.Is(err, pick.ErrNoValidBackend) {
 		t.Errorf("only invalid entries: got %v, want ErrNoValidBackend", err)
 	}
 }
@@ -100,7 +101,7 @@ func TestLocalKeepsItsSnapshotWhenRedisIsGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.Stop()
-	if err := p.Refresh(ctx); !errors.Is(err, store.ErrUnavailable) {
+	if err := p.Refresh(ctx); !errors.Is(err, pick.ErrUnavailable) {
 		t.Errorf("refresh with Redis stopped: got %v, want ErrUnavailable", err)
 	}
 	want := []string{three[2], three[1], three[0]}
@@ -142,7 +143,7 @@ func TestLocalSkipsDownEntries(t *testing.T) {
 	if err := p.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Pick(ctx, nil); !errors.Is(err, store.ErrAllDown) {
+	if _, err := l.Pick(ctx, nil); !errors.Is(err, pick.ErrAllDown) {
 		t.Errorf("all down: got %v, want ErrAllDown", err)
 	}
 	srv.Client.Del(ctx, s.DownKey())

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	"github.com/spreadlb/spread/internal/balance"
 	"github.com/spreadlb/spread/internal/pool"
 	"github.com/spreadlb/spread/internal/redistest"
@@ -371,7 +373,7 @@ func TestStrategiesPickOnlyEligibleEntries(t *testing.T) {
 	}
 	for _, name := range balance.Names() {
 		p := newStrategy(t, name, balance.Config{Store: s, Pool: pl, ID: name})
-		if _, err := p.Pick(ctx, get()); !errors.Is(err, store.ErrAllDown) {
+		if _, err := p.Pick(ctx, get()); !errors.Is(err, pick.ErrAllDown) {
 			t.Errorf("%s with every entry down: got %v, want ErrAllDown", name, err)
 		}
 	}

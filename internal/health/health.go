@@ -40,6 +40,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	"github.com/spreadlb/spread/internal/backend"
 	"github.com/spreadlb/spread/internal/store"
 )
@@ -143,7 +145,7 @@ func (h *Checker) Run(ctx context.Context) {
 		switch {
 		case ctx.Err() != nil:
 		case err != nil && !failing:
-			if errors.Is(err, store.ErrNoPermission) {
+			if errors.Is(err, pick.ErrNoPermission) {
 				h.log.Error("health checks paused: the redis user may not run a command they need; the down set stays as it was", "err", err)
 			} else {
 				h.log.Warn("health checks paused: cannot reach redis; the down set stays as it was", "err", err)

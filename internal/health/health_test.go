@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	"github.com/spreadlb/spread/internal/backend"
 	"github.com/spreadlb/spread/internal/health"
 	"github.com/spreadlb/spread/internal/redistest"
@@ -118,7 +120,7 @@ func TestHealthFallsAndRises(t *testing.T) {
 	// A stopped backend fails too (connection refused).
 	a.Close()
 	rounds(t, h, 2)
-	if _, err := s.Next(ctx); !errors.Is(err, store.ErrAllDown) {
+	if _, err := s.Next(ctx); !errors.Is(err, pick.ErrAllDown) {
 		t.Errorf("both down: got %v, want ErrAllDown", err)
 	}
 }

@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	"github.com/spreadlb/spread/internal/backend"
 	"github.com/spreadlb/spread/internal/store"
 )
@@ -27,8 +29,8 @@ import (
 const DefaultRefresh = time.Second
 
 // ErrNoSnapshot is returned before the list has been read once. It wraps
-// store.ErrUnavailable: until Redis has answered, nothing is known.
-var ErrNoSnapshot = errors.Join(store.ErrUnavailable, errors.New("the list has not been read yet"))
+// pick.ErrUnavailable: until Redis has answered, nothing is known.
+var ErrNoSnapshot = errors.Join(pick.ErrUnavailable, errors.New("the list has not been read yet"))
 
 // Entry is one eligible entry of the list.
 type Entry struct {
@@ -45,8 +47,8 @@ type Snapshot struct {
 	// rotation's pick order (the last entry of the list first), repeated
 	// entries (weights) included.
 	Eligible []Entry
-	// Err says why Eligible is empty: store.ErrNoBackends,
-	// store.ErrWrongType, store.ErrAllDown or store.ErrNoValidBackend.
+	// Err says why Eligible is empty: pick.ErrNoBackends,
+	// pick.ErrWrongType, pick.ErrAllDown or pick.ErrNoValidBackend.
 	Err error
 }
 
@@ -136,7 +138,7 @@ func (p *Pool) Refresh(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, p.store.StepTimeout())
 	defer cancel()
 	entries, down, err := p.store.Read(ctx)
-	if err != nil && !errors.Is(err, store.ErrWrongType) {
+	if err != nil && !errors.Is(err, pick.ErrWrongType) {
 		return err
 	}
 	slices.Sort(down)
@@ -146,7 +148,7 @@ func (p *Pool) Refresh(ctx context.Context) error {
 	}
 	s := &Snapshot{Entries: entries, Down: down, Err: err}
 	if err == nil && len(entries) == 0 {
-		s.Err = store.ErrNoBackends
+		s.Err = pick.ErrNoBackends
 	}
 	valid := 0
 	for i := len(entries) - 1; i >= 0; i-- {
@@ -163,9 +165,9 @@ func (p *Pool) Refresh(ctx context.Context) error {
 	switch {
 	case len(s.Eligible) > 0 || s.Err != nil:
 	case valid == 0:
-		s.Err = store.ErrNoValidBackend
+		s.Err = pick.ErrNoValidBackend
 	default:
-		s.Err = store.ErrAllDown
+		s.Err = pick.ErrAllDown
 	}
 	p.snap.Store(s)
 	if old == nil || !slices.Equal(old.Down, down) || len(old.Entries) != len(entries) {

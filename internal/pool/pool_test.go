@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	"github.com/spreadlb/spread/internal/pool"
 	"github.com/spreadlb/spread/internal/redistest"
 	"github.com/spreadlb/spread/internal/store"
@@ -19,7 +21,7 @@ func TestEligible(t *testing.T) {
 	srv := redistest.Start(t)
 	s := store.NewStore(srv.Client, "servers", nil)
 	p := pool.New(s, 0, nil)
-	if _, err := p.Eligible(); !errors.Is(err, pool.ErrNoSnapshot) || !errors.Is(err, store.ErrUnavailable) {
+	if _, err := p.Eligible(); !errors.Is(err, pool.ErrNoSnapshot) || !errors.Is(err, pick.ErrUnavailable) {
 		t.Errorf("before the first read: got %v, want ErrNoSnapshot", err)
 	}
 	a, b, c := "http://127.0.0.1:5000", "http://127.0.0.1:5001", "http://127.0.0.1:5002"
@@ -54,10 +56,10 @@ func TestEligible(t *testing.T) {
 		setup func()
 		want  error
 	}{
-		{"every valid entry down", func() { srv.Client.SAdd(ctx, s.DownKey(), a, c) }, store.ErrAllDown},
-		{"only invalid entries", func() { srv.Client.Del(ctx, "servers"); srv.Client.RPush(ctx, "servers", "ftp://x") }, store.ErrNoValidBackend},
-		{"empty", func() { srv.Client.Del(ctx, "servers") }, store.ErrNoBackends},
-		{"not a list", func() { srv.Client.Set(ctx, "servers", "x", 0) }, store.ErrWrongType},
+		{"every valid entry down", func() { srv.Client.SAdd(ctx, s.DownKey(), a, c) }, pick.ErrAllDown},
+		{"only invalid entries", func() { srv.Client.Del(ctx, "servers"); srv.Client.RPush(ctx, "servers", "ftp://x") }, pick.ErrNoValidBackend},
+		{"empty", func() { srv.Client.Del(ctx, "servers") }, pick.ErrNoBackends},
+		{"not a list", func() { srv.Client.Set(ctx, "servers", "x", 0) }, pick.ErrWrongType},
 	} {
 		tc.setup()
 		if err := p.Refresh(ctx); err != nil {

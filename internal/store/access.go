@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	"github.com/redis/go-redis/v9"
 )
 
@@ -126,7 +128,7 @@ func (s *Store) checks(op Op) []probe {
 // not run, each with its key ("SCARD {servers}:down"), in the order ops
 // send them; none when the user may run them all. The error is for Redis
 // failing to answer, or for a misconfiguration that stops any command
-// (ErrMisconfigured, or a *PermissionError for a command every connection
+// (pick.ErrMisconfigured, or a *pick.PermissionError for a command every connection
 // sends: MULTI, CLIENT|SETNAME, SELECT).
 //
 // It runs nothing: every command is queued inside MULTI, where Redis checks
@@ -214,11 +216,11 @@ type MissingError struct {
 
 func (e *MissingError) Error() string {
 	return fmt.Sprintf("%v: the user in REDIS_URL may not run %s (grant them in its ACL: docs/security.md)",
-		ErrNoPermission, strings.Join(e.Commands, ", "))
+		pick.ErrNoPermission, strings.Join(e.Commands, ", "))
 }
 
-// Unwrap makes errors.Is(err, ErrNoPermission) true.
-func (e *MissingError) Unwrap() error { return ErrNoPermission }
+// Unwrap makes errors.Is(err, pick.ErrNoPermission) true.
+func (e *MissingError) Unwrap() error { return pick.ErrNoPermission }
 
 // CheckAccess is Missing as an error: a *MissingError naming every missing
 // command, or Missing's own error, or nil.
@@ -248,7 +250,7 @@ func (s *Store) conn(ctx context.Context) (*redis.Conn, func(), error) {
 		}
 		o = node.Options()
 	default:
-		return nil, nil, fmt.Errorf("%w: cannot check permissions through a %T", ErrUnavailable, s.rdb)
+		return nil, nil, fmt.Errorf("%w: cannot check permissions through a %T", pick.ErrUnavailable, s.rdb)
 	}
 	own := *o
 	own.PoolSize, own.MinIdleConns, own.MaxIdleConns = 1, 0, 1

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	"github.com/spreadlb/spread/internal/redistest"
 	"github.com/spreadlb/spread/internal/store"
 )
@@ -176,9 +178,9 @@ func TestMissingPermissionIsNamed(t *testing.T) {
 		srv.SetUser(t, user, append(slices.Clone(rules), tc.deny)...)
 		s := storeAs(t, srv, user, pass)
 		err := tc.run(s)
-		var perr *store.PermissionError
-		if !errors.As(err, &perr) || errors.Is(err, store.ErrUnavailable) || perr.Command != tc.want {
-			t.Errorf("%s: got %v, want a PermissionError naming %q, not ErrUnavailable", tc.deny, err, tc.want)
+		var perr *pick.PermissionError
+		if !errors.As(err, &perr) || errors.Is(err, pick.ErrUnavailable) || perr.Command != tc.want {
+			t.Errorf("%s: got %v, want a pick.PermissionError naming %q, not pick.ErrUnavailable", tc.deny, err, tc.want)
 		}
 		missing, err := s.Missing(ctx, tc.op)
 		if err != nil || !slices.Equal(missing, []string{tc.want}) {
@@ -209,9 +211,9 @@ func TestMissingMULTI(t *testing.T) {
 	}
 	for range 3 {
 		_, _, err = s.Read(ctx)
-		var perr *store.PermissionError
+		var perr *pick.PermissionError
 		if !errors.As(err, &perr) || perr.Command != "MULTI" {
-			t.Errorf("Read: got %v, want a PermissionError naming MULTI", err)
+			t.Errorf("Read: got %v, want a pick.PermissionError naming MULTI", err)
 		}
 	}
 	// Refused once, MULTI is not sent again for a while: the commands

@@ -8,47 +8,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	"github.com/redis/go-redis/v9"
 )
-
-// ErrNoPermission: Redis refused a command because the user in REDIS_URL
-// may not run it, or not on that key (an ACL denial, NOPERM). It is a
-// misconfiguration, not an outage: asking again will not help, and Redis
-// is up. Errors that wrap it are *PermissionError, which names the
-// command.
-var ErrNoPermission = errors.New("the redis user lacks a permission")
-
-// ErrMisconfigured: Redis answered, and refuses what the settings ask of it
-// (a database number it does not have, say). Like ErrNoPermission, it is
-// not an outage.
-var ErrMisconfigured = errors.New("redis refuses the configuration")
-
-// PermissionError is a command that Redis refused to the user in REDIS_URL.
-type PermissionError struct {
-	// Command is the command refused, upper case, with its key where known:
-	// "SCARD {servers}:down", "LLEN servers", "CLIENT|SETNAME". Empty when
-	// Redis did not say which.
-	Command string
-	// Reply is what Redis answered.
-	Reply string
-}
-
-func (e *PermissionError) Error() string {
-	if e.Command == "" {
-		return fmt.Sprintf("%v: %s", ErrNoPermission, e.Reply)
-	}
-	return fmt.Sprintf("%v to run %s: %s", ErrNoPermission, e.Command, e.Reply)
-}
-
-// Unwrap makes errors.Is(err, ErrNoPermission) true.
-func (e *PermissionError) Unwrap() error { return ErrNoPermission }
-
-// Name is the command without its key ("SCARD"), "" when unknown: a metric
-// label that stays bounded.
-func (e *PermissionError) Name() string {
-	name, _, _ := strings.Cut(e.Command, " ")
-	return name
-}
 
 // scriptCallPrefix starts the errors that the scripts raise when a command
 // inside them fails (see luaCall): Redis's error code, then "spread: SCARD
@@ -107,11 +70,11 @@ func (s *Store) classifyOp(err error, op string) error {
 	msg := err.Error()
 	switch {
 	case errors.Is(err, redis.Nil):
-		return ErrNoBackends
+		return pick.ErrNoBackends
 	case strings.HasPrefix(msg, "ALLDOWN"):
-		return ErrAllDown
+		return pick.ErrAllDown
 	case strings.HasPrefix(msg, "NOVALID"):
-		return ErrNoValidBackend
+		return pick.ErrNoValidBackend
 	case isPermission(msg):
 		perr := permissionError(msg, op)
 		s.logDenied(perr)
@@ -121,13 +84,13 @@ func (s *Store) classifyOp(err error, op string) error {
 		return perr
 	case strings.Contains(strings.ToLower(msg), "db index is out of range"),
 		strings.Contains(strings.ToLower(msg), "invalid db index"):
-		return fmt.Errorf("%w: the database number in REDIS_URL does not exist on this server: %s", ErrMisconfigured, msg)
+		return fmt.Errorf("%w: the database number in REDIS_URL does not exist on this server: %s", pick.ErrMisconfigured, msg)
 	case strings.Contains(msg, "WRONGTYPE"):
-		return fmt.Errorf("%w: %q", ErrWrongType, s.key)
+		return fmt.Errorf("%w: %q", pick.ErrWrongType, s.key)
 	case errors.Is(err, context.Canceled):
 		return err
 	default:
-		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		return fmt.Errorf("%w: %w", pick.ErrUnavailable, err)
 	}
 }
 
@@ -167,8 +130,8 @@ func isPermission(msg string) bool {
 
 // permissionError names the command that msg says was refused: the
 // command a script's call named, else the one Redis named, else op.
-func permissionError(msg, op string) *PermissionError {
-	e := &PermissionError{Command: op, Reply: msg}
+func permissionError(msg, op string) *pick.PermissionError {
+	e := &pick.PermissionError{Command: op, Reply: msg}
 	if i := strings.Index(msg, scriptCallPrefix); i >= 0 {
 		rest := msg[i+len(scriptCallPrefix):]
 		// "SCARD {servers}:down: ERR The user ... script: SHA, on @user_script:12."
@@ -196,14 +159,14 @@ func permissionError(msg, op string) *PermissionError {
 // user (the dispatcher counts them in a metric), whatever sent it: a pick,
 // the health checks, the snapshot's reads. Missing's checks are not
 // refusals and are not reported.
-func (s *Store) OnDenied(f func(*PermissionError)) { s.onDenied.Store(&f) }
+func (s *Store) OnDenied(f func(*pick.PermissionError)) { s.onDenied.Store(&f) }
 
 // deniedLogEvery bounds how often one refused command is logged.
 const deniedLogEvery = time.Minute
 
 // logDenied logs a permission error, at most once per deniedLogEvery per
 // command: every pick may meet it.
-func (s *Store) logDenied(e *PermissionError) {
+func (s *Store) logDenied(e *pick.PermissionError) {
 	now := time.Now()
 	if last, ok := s.denied.Load(e.Command); ok && now.Sub(last.(time.Time)) < deniedLogEvery {
 		return

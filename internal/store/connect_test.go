@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	"github.com/redis/go-redis/v9"
 	"github.com/spreadlb/spread/internal/redistest"
 	"github.com/spreadlb/spread/internal/store"
@@ -137,8 +139,8 @@ func TestDatabaseOutOfRangeIsAMisconfiguration(t *testing.T) {
 		func() error { _, err := s.Next(context.Background()); return err },
 		func() error { return s.Ping(context.Background()) },
 	} {
-		if err := call(); !errors.Is(err, store.ErrMisconfigured) || errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "REDIS_URL") {
-			t.Errorf("got %v, want ErrMisconfigured naming REDIS_URL, not ErrUnavailable", err)
+		if err := call(); !errors.Is(err, pick.ErrMisconfigured) || errors.Is(err, pick.ErrUnavailable) || !strings.Contains(err.Error(), "REDIS_URL") {
+			t.Errorf("got %v, want pick.ErrMisconfigured naming REDIS_URL, not pick.ErrUnavailable", err)
 		}
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/spreadlb/spread/internal/store"
+	"github.com/spreadlb/spread/internal/pick"
 )
 
 // Down entries are stepped over inside the rotation step: the healthy
@@ -39,8 +39,8 @@ func TestNextStepsOverDownEntries(t *testing.T) {
 
 	// Every entry down: 503's error, and the list is as it was.
 	srv.Client.SAdd(ctx, s.DownKey(), four[0], four[2])
-	if _, err := s.Next(ctx); !errors.Is(err, store.ErrAllDown) {
-		t.Errorf("all down: got %v, want ErrAllDown", err)
+	if _, err := s.Next(ctx); !errors.Is(err, pick.ErrAllDown) {
+		t.Errorf("all down: got %v, want pick.ErrAllDown", err)
 	}
 	if got, _ := s.Entries(ctx); !slices.Equal(got, four) {
 		t.Errorf("list after an all-down pick: got %q, want %q", got, four)
@@ -100,16 +100,16 @@ func TestInvalidEntriesAreSkippedInTheStep(t *testing.T) {
 		t.Errorf("the list after 100 turns: got %q, want it as it was", got)
 	}
 
-	// Only invalid entries: ErrNoValidBackend, not a loop.
+	// Only invalid entries: pick.ErrNoValidBackend, not a loop.
 	srv.Client.Del(ctx, "servers")
 	srv.Client.RPush(ctx, "servers", list[1], list[7])
-	if _, err := s.Next(ctx); !errors.Is(err, store.ErrNoValidBackend) {
-		t.Errorf("only known-invalid entries: got %v, want ErrNoValidBackend", err)
+	if _, err := s.Next(ctx); !errors.Is(err, pick.ErrNoValidBackend) {
+		t.Errorf("only known-invalid entries: got %v, want pick.ErrNoValidBackend", err)
 	}
 	// Invalid and down entries only: all down.
 	srv.Client.RPush(ctx, "servers", three[0])
 	srv.Client.SAdd(ctx, s.DownKey(), three[0])
-	if _, err := s.Next(ctx); !errors.Is(err, store.ErrAllDown) {
-		t.Errorf("invalid and down entries only: got %v, want ErrAllDown", err)
+	if _, err := s.Next(ctx); !errors.Is(err, pick.ErrAllDown) {
+		t.Errorf("invalid and down entries only: got %v, want pick.ErrAllDown", err)
 	}
 }

@@ -90,7 +90,7 @@ func TestLongEntriesNeverLeaveRedis(t *testing.T) {
 	srv.Client.RPush(ctx, "servers", long)
 	before = netOutput(t, srv.Client)
 	if _, err := s.Next(ctx); err == nil || !strings.Contains(err.Error(), "no valid backend") {
-		t.Errorf("only long entries: got %v, want ErrNoValidBackend", err)
+		t.Errorf("only long entries: got %v, want pick.ErrNoValidBackend", err)
 	}
 	if sent := netOutput(t, srv.Client) - before; sent > 16<<10 {
 		t.Errorf("Redis sent %d bytes for one failed pick, want under 16 KiB", sent)

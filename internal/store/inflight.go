@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	"github.com/redis/go-redis/v9"
 )
 
@@ -190,7 +192,7 @@ func (f *Inflight) Load(entry string) int64 {
 // when the request ends. Concurrent picks share a round trip.
 func (f *Inflight) Pick(ctx context.Context, cands []Candidate) (string, error) {
 	if len(cands) == 0 {
-		return "", ErrNoBackends
+		return "", pick.ErrNoBackends
 	}
 	w := &inflightWaiter{cands: cands, done: make(chan struct{}, 1)}
 	f.mu.Lock()
@@ -354,7 +356,7 @@ func (f *Inflight) lead(ctx context.Context) {
 				w.entry = picks[i]
 				f.own[w.entry]++
 			default:
-				w.err = ErrNoBackends
+				w.err = pick.ErrNoBackends
 			}
 		}
 		f.mu.Unlock()
@@ -408,7 +410,7 @@ func (f *Inflight) call(ctx context.Context, own map[string]int64, picks [][]Can
 		np, _ = strconv.Atoi(res[0])
 	}
 	if len(res) == 0 || np < 0 || 1+np > len(res) || (len(res)-1-np)%2 != 0 {
-		return nil, nil, fmt.Errorf("%w: the in-flight script answered %d values", ErrUnavailable, len(res))
+		return nil, nil, fmt.Errorf("%w: the in-flight script answered %d values", pick.ErrUnavailable, len(res))
 	}
 	others = map[string]int64{}
 	for kv := res[1+np:]; len(kv) >= 2; kv = kv[2:] {

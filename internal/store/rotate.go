@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	"github.com/redis/go-redis/v9"
 	"github.com/spreadlb/spread/internal/backend"
 )
@@ -41,8 +43,8 @@ import (
 // skipped entry goes to the front like any other), and the remaining
 // entries keep an exact round robin among themselves. A pick that has
 // moved LLEN times has seen every entry skipped, so the script fails: with
-// ALLDOWN (ErrAllDown) if one of them was down, else NOVALID
-// (ErrNoValidBackend). Neither the set nor the list can change while the
+// ALLDOWN (pick.ErrAllDown) if one of them was down, else NOVALID
+// (pick.ErrNoValidBackend). Neither the set nor the list can change while the
 // script runs, so then every pick of the batch would fail. With nothing
 // down or invalid, the usual case, a pick is exactly one LMOVE, and the
 // down set costs one SCARD per batch.
@@ -199,7 +201,7 @@ func (s *Store) lead(ctx context.Context, batch []*waiter) {
 		case i < len(entries):
 			w.entry = entries[i]
 		default:
-			w.err = ErrNoBackends
+			w.err = pick.ErrNoBackends
 		}
 		if i > 0 {
 			w.done <- struct{}{}
@@ -246,13 +248,13 @@ func (s *Store) steps(ctx context.Context, n int) ([]string, error) {
 			return nil, s.classify(err)
 		}
 		if len(res) == 0 {
-			return nil, fmt.Errorf("%w: the step script answered nothing", ErrUnavailable)
+			return nil, fmt.Errorf("%w: the step script answered nothing", pick.ErrUnavailable)
 		}
 		if n, _ := strconv.ParseUint(res[0], 10, 64); n > 0 {
 			s.skipped.Add(n)
 		}
 		if len(res) == 1 {
-			return nil, ErrNoBackends
+			return nil, pick.ErrNoBackends
 		}
 		return res[1:], nil
 	}
@@ -293,7 +295,7 @@ func (s *Store) Tally(ctx context.Context) (map[string]int64, error) {
 	for entry, n := range raw {
 		v, err := strconv.ParseInt(n, 10, 64)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %q holds %q for %q, not a count", ErrWrongType, s.tally, n, entry)
+			return nil, fmt.Errorf("%w: %q holds %q for %q, not a count", pick.ErrWrongType, s.tally, n, entry)
 		}
 		tally[entry] = v
 	}

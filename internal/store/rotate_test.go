@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	"github.com/spreadlb/spread/internal/redistest"
 	"github.com/spreadlb/spread/internal/store"
 )
@@ -144,8 +146,8 @@ func TestQueuedPickThatGivesUpTakesNoStep(t *testing.T) {
 	waitInFlight(t, s)
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
-	if _, err := s.Next(short); !errors.Is(err, store.ErrUnavailable) {
-		t.Errorf("queued pick past its deadline: got %v, want ErrUnavailable", err)
+	if _, err := s.Next(short); !errors.Is(err, pick.ErrUnavailable) {
+		t.Errorf("queued pick past its deadline: got %v, want pick.ErrUnavailable", err)
 	}
 	if n := s.Queued(); n != 0 {
 		t.Errorf("got %d picks queued after the only waiter gave up, want 0", n)

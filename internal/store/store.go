@@ -33,24 +33,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	"github.com/redis/go-redis/v9"
 	"github.com/spreadlb/spread/internal/backend"
 )
 
-// Errors a Store returns. Callers choose what each means to a client; the
-// dispatcher answers 503 to all of them, each with its own explanation.
+// Errors of the seeder's writes. What a pick can meet (an empty list,
+// Redis unavailable, a refused command, ...) is named in package pick.
 var (
-	// ErrNoBackends: the list is empty or the key does not exist.
-	ErrNoBackends = errors.New("the rotation list is empty or missing")
-	// ErrWrongType: the key holds something other than a list.
-	ErrWrongType = errors.New("the rotation key holds a value that is not a list")
-	// ErrNoValidBackend: every entry met in one pick failed validation.
-	ErrNoValidBackend = errors.New("no valid backend URL in the rotation list")
-	// ErrAllDown: every entry of the list is marked down by the health
-	// checks (see Health).
-	ErrAllDown = errors.New("all backends are down")
-	// ErrUnavailable: Redis did not answer (connection refused, timeout, ...).
-	ErrUnavailable = errors.New("redis unavailable")
 	// ErrNoURLs: a write was asked to store an empty list.
 	ErrNoURLs = errors.New("no URLs given")
 	// ErrNotInList: Remove was asked for an entry the list does not hold.
@@ -58,7 +49,7 @@ var (
 )
 
 // MaxSkips bounds how many invalid entries one pick steps over before it
-// gives up with ErrNoValidBackend. Each skipped entry costs one more round
+// gives up with pick.ErrNoValidBackend. Each skipped entry costs one more round
 // trip, for the request that meets it only; a healthy list costs exactly one.
 const MaxSkips = 16
 
@@ -68,20 +59,20 @@ type Store struct {
 	key string
 	log *slog.Logger
 
-	tally       string                                 // key of the hash counting steps per entry (tallyKey)
-	down        string                                 // key of the set of entries marked down (DownKey)
-	probes      string                                 // key of the hash of probe addresses (ProbeKey)
-	reports     string                                 // key of the hash of failures reported by proxies (ReportFailure)
-	lease       string                                 // key of the health checks' lease (ClaimLease)
-	skipped     atomic.Uint64                          // invalid entries stepped over (Skipped)
-	invalid     atomic.Pointer[[]any]                  // entries found invalid, at most maxInvalid, for stepScript to skip
-	invalidMu   sync.Mutex                             // serializes additions to invalid
-	stepTimeout time.Duration                          // bound of one round trip (SetStepTimeout)
-	co          coalescer                              // picks waiting for the round trip in flight
-	parsed      atomic.Pointer[map[string]parsedEntry] // backend.Parse's verdicts, by entry
-	denied      sync.Map                               // refused command -> when it was last logged (logDenied)
-	onDenied    atomic.Pointer[func(*PermissionError)] // hears every refused command (OnDenied)
-	noMulti     atomic.Pointer[refusal]                // Redis refused MULTI to this user (txPipelined)
+	tally       string                                      // key of the hash counting steps per entry (tallyKey)
+	down        string                                      // key of the set of entries marked down (DownKey)
+	probes      string                                      // key of the hash of probe addresses (ProbeKey)
+	reports     string                                      // key of the hash of failures reported by proxies (ReportFailure)
+	lease       string                                      // key of the health checks' lease (ClaimLease)
+	skipped     atomic.Uint64                               // invalid entries stepped over (Skipped)
+	invalid     atomic.Pointer[[]any]                       // entries found invalid, at most maxInvalid, for stepScript to skip
+	invalidMu   sync.Mutex                                  // serializes additions to invalid
+	stepTimeout time.Duration                               // bound of one round trip (SetStepTimeout)
+	co          coalescer                                   // picks waiting for the round trip in flight
+	parsed      atomic.Pointer[map[string]parsedEntry]      // backend.Parse's verdicts, by entry
+	denied      sync.Map                                    // refused command -> when it was last logged (logDenied)
+	onDenied    atomic.Pointer[func(*pick.PermissionError)] // hears every refused command (OnDenied)
+	noMulti     atomic.Pointer[refusal]                     // Redis refused MULTI to this user (txPipelined)
 
 	// legacy is set once the server has answered that it has no LMOVE
 	// (Redis < 6.2); from then on a step uses RPOPLPUSH, which is the same
@@ -128,7 +119,7 @@ func (s *Store) Next(ctx context.Context) (*url.URL, error) {
 		}
 		s.skipped.Add(1)
 	}
-	return nil, ErrNoValidBackend
+	return nil, pick.ErrNoValidBackend
 }
 
 // Skipped is how many invalid entries this Store's picks have stepped over.
@@ -190,7 +181,7 @@ func (s *Store) Entries(ctx context.Context) ([]string, error) {
 // Read returns the list as LRANGE shows it and the entries marked down, as
 // one consistent view (MULTI/EXEC: both keys share a hash slot). A down set
 // of the wrong type reads as empty (see stepScript); a list of the wrong
-// type fails with ErrWrongType. Plain reads, not a script, so that they go
+// type fails with pick.ErrWrongType. Plain reads, not a script, so that they go
 // on while Redis holds writes (CLIENT PAUSE WRITE).
 func (s *Store) Read(ctx context.Context) (entries, down []string, err error) {
 	var list *redis.StringSliceCmd

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/spreadlb/spread/internal/pick"
+
 	"github.com/spreadlb/spread/internal/backend"
 	"github.com/spreadlb/spread/internal/redistest"
 	"github.com/spreadlb/spread/internal/store"
@@ -191,12 +193,12 @@ func TestNextErrors(t *testing.T) {
 	ctx := context.Background()
 	s, srv := newStore(t)
 
-	if _, err := s.Next(ctx); !errors.Is(err, store.ErrNoBackends) {
-		t.Errorf("missing key: got %v, want ErrNoBackends", err)
+	if _, err := s.Next(ctx); !errors.Is(err, pick.ErrNoBackends) {
+		t.Errorf("missing key: got %v, want pick.ErrNoBackends", err)
 	}
 	srv.Client.Set(ctx, "servers", "not a list", 0)
-	if _, err := s.Next(ctx); !errors.Is(err, store.ErrWrongType) {
-		t.Errorf("string key: got %v, want ErrWrongType", err)
+	if _, err := s.Next(ctx); !errors.Is(err, pick.ErrWrongType) {
+		t.Errorf("string key: got %v, want pick.ErrWrongType", err)
 	}
 	srv.Client.Del(ctx, "servers")
 	srv.Client.RPush(ctx, "servers", "javascript:alert(1)", "http://ok.example:5000", "//evil.example")
@@ -211,12 +213,12 @@ func TestNextErrors(t *testing.T) {
 	}
 	srv.Client.Del(ctx, "servers")
 	srv.Client.RPush(ctx, "servers", "javascript:alert(1)", "ftp://x")
-	if _, err := s.Next(ctx); !errors.Is(err, store.ErrNoValidBackend) {
-		t.Errorf("all entries invalid: got %v, want ErrNoValidBackend", err)
+	if _, err := s.Next(ctx); !errors.Is(err, pick.ErrNoValidBackend) {
+		t.Errorf("all entries invalid: got %v, want pick.ErrNoValidBackend", err)
 	}
 	srv.Stop()
-	if _, err := s.Next(ctx); !errors.Is(err, store.ErrUnavailable) {
-		t.Errorf("redis stopped: got %v, want ErrUnavailable", err)
+	if _, err := s.Next(ctx); !errors.Is(err, pick.ErrUnavailable) {
+		t.Errorf("redis stopped: got %v, want pick.ErrUnavailable", err)
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spreadlb/spread/internal/redisconn"
+
 	"github.com/spreadlb/spread/internal/app"
 	"github.com/spreadlb/spread/internal/backend"
 	"github.com/spreadlb/spread/internal/balance"
@@ -52,8 +54,8 @@ var (
 	proxyResponseTimeoutSetting = app.Setting{Name: "PROXY_RESPONSE_TIMEOUT", Default: "30s",
 		Usage: "MODE=proxy: how long to wait for a backend's response headers once the request is sent (the body may then stream for as long as it takes)"}
 
-	settings = []app.Setting{portSetting, adminSetting, bindSetting, adminBindSetting, idleSetting, store.RedisURL, store.RedisKey,
-		store.RedisTLSCA, store.RedisTLSCert, store.RedisTLSKey,
+	settings = []app.Setting{portSetting, adminSetting, bindSetting, adminBindSetting, idleSetting, redisconn.RedisURL, store.RedisKey,
+		redisconn.RedisTLSCA, redisconn.RedisTLSCert, redisconn.RedisTLSKey,
 		modeSetting, strategySetting, hashKeySetting, rotationSetting,
 		statusSetting, timeoutSetting, shutdownSetting, logLevelSetting,
 		healthIntervalSetting, healthTimeoutSetting, healthFallsSetting, healthRisesSetting,
@@ -99,13 +101,13 @@ func loadConfig(getenv func(string) string) (config, error) {
 		adminPort:     adminSetting.Get(getenv),
 		bindHost:      bindSetting.Get(getenv),
 		adminBindHost: adminBindSetting.Get(getenv),
-		redisURL:      store.RedisURL.Get(getenv),
+		redisURL:      redisconn.RedisURL.Get(getenv),
 	}
 	var err error
 	if c.key, err = store.LoadKey(getenv); err != nil {
 		return c, err
 	}
-	if c.redisTLS, err = store.LoadTLS(getenv); err != nil {
+	if c.redisTLS, err = redisconn.LoadTLS(getenv); err != nil {
 		return c, err
 	}
 	var ports [2]int

@@ -30,6 +30,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spreadlb/spread/internal/redisconn"
+
 	"github.com/spreadlb/spread/internal/pick"
 
 	"github.com/labstack/echo/v4"
@@ -62,9 +64,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return fmt.Errorf("unknown command %q (want no argument, or healthcheck)", args[0])
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
-	store.LogTo(log)
+	redisconn.LogTo(log)
 
-	rdb, err := store.ConnectTLS(cfg.redisURL, "dispatcher", cfg.redisTLS)
+	rdb, err := redisconn.ConnectTLS(cfg.redisURL, "dispatcher", cfg.redisTLS)
 	if err != nil {
 		return err
 	}
@@ -106,7 +108,7 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 	switch {
 	case errors.Is(err, pick.ErrMisconfigured):
 		cancel()
-		return fmt.Errorf("%s: %w", store.RedisURL.Name, err)
+		return fmt.Errorf("%s: %w", redisconn.RedisURL.Name, err)
 	case err != nil && !errors.Is(err, pick.ErrNoPermission):
 		log.Warn("redis not ready at start; requests get 503 until the list has been read", "err", err)
 	case err == nil:

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spreadlb/spread/internal/redisconn"
+
 	"github.com/spreadlb/spread/internal/app"
 	"github.com/spreadlb/spread/internal/health"
 	"github.com/spreadlb/spread/internal/redistest"
@@ -168,9 +170,9 @@ func startServeOn(t *testing.T, ctx context.Context, srv *redistest.Server, url 
 	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
-	// A client made as run makes it (store.Connect: context deadlines
+	// A client made as run makes it (redisconn.Connect: context deadlines
 	// bound every command, no retries), not the test server's own.
-	rdb, err := store.Connect(url, "dispatcher")
+	rdb, err := redisconn.Connect(url, "dispatcher")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spreadlb/spread/internal/redisconn"
+
 	"github.com/spreadlb/spread/internal/pick"
 
 	"github.com/spreadlb/spread/internal/app"
@@ -33,7 +35,7 @@ import (
 var (
 	serversSetting = app.Setting{Name: "SERVERS", Default: "",
 		Usage: "comma-separated URLs for a bare `seeder seed`; empty means the tutorial's three"}
-	settings = []app.Setting{store.RedisURL, store.RedisKey, store.RedisTLSCA, store.RedisTLSCert, store.RedisTLSKey, serversSetting}
+	settings = []app.Setting{redisconn.RedisURL, store.RedisKey, redisconn.RedisTLSCA, redisconn.RedisTLSCert, redisconn.RedisTLSKey, serversSetting}
 )
 
 // tutorialServers is what `seeder seed` writes when given no URL and no SERVERS.
@@ -150,16 +152,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 	// The error returned says what went wrong; go-redis's own retry
 	// messages would only repeat it.
-	store.LogTo(slog.New(slog.DiscardHandler))
+	redisconn.LogTo(slog.New(slog.DiscardHandler))
 	key, err := store.LoadKey(getenv)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	tc, err := store.LoadTLS(getenv)
+	tc, err := redisconn.LoadTLS(getenv)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	rdb, err := store.ConnectTLS(store.RedisURL.Get(getenv), "seeder", tc)
+	rdb, err := redisconn.ConnectTLS(redisconn.RedisURL.Get(getenv), "seeder", tc)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spreadlb/spread/internal/redisconn"
+
 	"github.com/spreadlb/spread/internal/pick"
 
 	"github.com/spreadlb/spread/internal/balance"
@@ -37,7 +39,7 @@ func TestFailoverReportsEveryFailedRedisCall(t *testing.T) {
 	_, srv := seededStore(t)
 	// A client made as the dispatcher makes it: the step's deadline bounds
 	// the wait.
-	rdb, err := store.Connect(srv.URL, "test")
+	rdb, err := redisconn.Connect(srv.URL, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +81,7 @@ func TestFailoverDoesNotDegradeOnAPermissionError(t *testing.T) {
 		}
 	}
 	run := func(user string, call func(*balance.Failover) error) (error, []error, []bool, string) {
-		rdb, err := store.Connect(srv.UserURL(user, "pw"), "test")
+		rdb, err := redisconn.Connect(srv.UserURL(user, "pw"), "test")
 		if err != nil {
 			t.Fatal(err)
 		}

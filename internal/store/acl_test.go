@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spreadlb/spread/internal/redisconn"
+
 	"github.com/spreadlb/spread/internal/pick"
 
 	"github.com/spreadlb/spread/internal/redistest"
@@ -19,7 +21,7 @@ const securityDoc = "../../docs/security.md"
 // storeAs is a Store on srv's "servers" list, connected as user.
 func storeAs(t *testing.T, srv *redistest.Server, user, pass string) *store.Store {
 	t.Helper()
-	rdb, err := store.Connect(srv.UserURL(user, pass), "test")
+	rdb, err := redisconn.Connect(srv.UserURL(user, pass), "test")
 	if err != nil {
 		t.Fatal(err)
 	}

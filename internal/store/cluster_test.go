@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spreadlb/spread/internal/redisconn"
+
 	"github.com/spreadlb/spread/internal/redistest"
 	"github.com/spreadlb/spread/internal/store"
 )
@@ -41,7 +43,7 @@ func startCluster(t *testing.T) string {
 
 func TestRotationOnACluster(t *testing.T) {
 	url := startCluster(t)
-	rdb, err := store.Connect(url, "test")
+	rdb, err := redisconn.Connect(url, "test")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package store_test
+package redisconn_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"github.com/spreadlb/spread/internal/pick"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/spreadlb/spread/internal/redisconn"
 	"github.com/spreadlb/spread/internal/redistest"
 	"github.com/spreadlb/spread/internal/store"
 )
@@ -25,7 +26,7 @@ func TestConnectChoosesTheTopologyFromTheScheme(t *testing.T) {
 		{"redis+sentinel://s1:26379/0?master_name=mymaster&addr=s2:26379&addr=s3:26379", "sentinel", nil},
 		{"redis+cluster://n1:7000?addr=n2:7001", "cluster", []string{"n1:7000", "n2:7001"}},
 	} {
-		rdb, err := store.Connect(tc.url, "test")
+		rdb, err := redisconn.Connect(tc.url, "test")
 		if err != nil {
 			t.Errorf("%s: %v", tc.url, err)
 			continue
@@ -64,7 +65,7 @@ func TestConnectRefusesBadURLsWithoutShowingThem(t *testing.T) {
 		"redis://:hunter2@localhost:6379/notadb",
 		"redis+cluster://:hunter2@n1:7000?bogus=1",
 	} {
-		_, err := store.Connect(raw, "test")
+		_, err := redisconn.Connect(raw, "test")
 		if err == nil {
 			t.Errorf("%s: got no error", raw)
 			continue
@@ -77,50 +78,17 @@ func TestConnectRefusesBadURLsWithoutShowingThem(t *testing.T) {
 
 func TestConnectToOneServer(t *testing.T) {
 	srv := redistest.Start(t)
-	rdb, err := store.Connect(srv.URL, "test")
+	if err := rotateOver(srv.URL, nil); err != nil {
+		t.Fatal(err)
+	}
+	rdb, err := redisconn.Connect(srv.URL, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rdb.Close()
-	s := store.NewStore(rdb, "servers", nil)
-	if err := s.Replace(context.Background(), three); err != nil {
-		t.Fatal(err)
-	}
-	expectPicks(t, s, []string{three[2], three[1]})
 	name, err := rdb.Do(context.Background(), "CLIENT", "GETNAME").Text()
 	if err != nil || name != "test" {
 		t.Errorf("CLIENT GETNAME: got (%q, %v), want test", name, err)
-	}
-}
-
-// REDIS_KEY must be a key one can type and see.
-func TestLoadKey(t *testing.T) {
-	for _, tc := range []struct {
-		v, want string // want "" for refused
-	}{
-		{"", "servers"},
-		{"servers", "servers"},
-		{"{lb}servers", "{lb}servers"},
-		{"app:rotation", "app:rotation"},
-		{" ", ""},
-		{"\t", ""},
-		{"my servers", ""},
-		{"servers\n", ""},
-		{"serv\x00ers", ""},
-		{"servers\u00a0", ""},
-	} {
-		got, err := store.LoadKey(func(k string) string {
-			if k == "REDIS_KEY" {
-				return tc.v
-			}
-			return ""
-		})
-		switch {
-		case tc.want == "" && (err == nil || !strings.HasPrefix(err.Error(), "REDIS_KEY=")):
-			t.Errorf("REDIS_KEY=%q: got (%q, %v), want an error naming REDIS_KEY", tc.v, got, err)
-		case tc.want != "" && (err != nil || got != tc.want):
-			t.Errorf("REDIS_KEY=%q: got (%q, %v), want %q", tc.v, got, err, tc.want)
-		}
 	}
 }
 
@@ -128,7 +96,7 @@ func TestLoadKey(t *testing.T) {
 // Redis being unavailable.
 func TestDatabaseOutOfRangeIsAMisconfiguration(t *testing.T) {
 	srv := redistest.Start(t)
-	rdb, err := store.Connect(srv.URL+"?db=99", "test")
+	rdb, err := redisconn.Connect(srv.URL+"?db=99", "test")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package store_test
+package redisconn_test
 
 import (
 	"context"
@@ -11,9 +11,12 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/spreadlb/spread/internal/redisconn"
 	"github.com/spreadlb/spread/internal/redistest"
 	"github.com/spreadlb/spread/internal/store"
 )
+
+var three = []string{"http://127.0.0.1:5000", "http://127.0.0.1:5001", "http://127.0.0.1:5002"}
 
 // env is a getenv over m.
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -21,7 +24,7 @@ func env(m map[string]string) func(string) string { return func(k string) string
 // rotateOver connects to url with tc and takes two rotation steps of a
 // freshly seeded list.
 func rotateOver(url string, tc *tls.Config) error {
-	rdb, err := store.ConnectTLS(url, "test", tc)
+	rdb, err := redisconn.ConnectTLS(url, "test", tc)
 	if err != nil {
 		return err
 	}
@@ -48,7 +51,7 @@ func rotateOver(url string, tc *tls.Config) error {
 // trusted; without it, the connection is refused (unknown authority).
 func TestTLSWithAPrivateCA(t *testing.T) {
 	srv := redistest.StartTLS(t, false)
-	tc, err := store.LoadTLS(env(map[string]string{"REDIS_TLS_CA": srv.CA}))
+	tc, err := redisconn.LoadTLS(env(map[string]string{"REDIS_TLS_CA": srv.CA}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,14 +67,14 @@ func TestTLSWithAPrivateCA(t *testing.T) {
 // REDIS_TLS_CERT and REDIS_TLS_KEY, and refuses a client without one.
 func TestMutualTLS(t *testing.T) {
 	srv := redistest.StartTLS(t, true)
-	tc, err := store.LoadTLS(env(map[string]string{"REDIS_TLS_CA": srv.CA, "REDIS_TLS_CERT": srv.Cert, "REDIS_TLS_KEY": srv.Key}))
+	tc, err := redisconn.LoadTLS(env(map[string]string{"REDIS_TLS_CA": srv.CA, "REDIS_TLS_CERT": srv.Cert, "REDIS_TLS_KEY": srv.Key}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := rotateOver(srv.TLSURL, tc); err != nil {
 		t.Errorf("with a client certificate: %v", err)
 	}
-	caOnly, err := store.LoadTLS(env(map[string]string{"REDIS_TLS_CA": srv.CA}))
+	caOnly, err := redisconn.LoadTLS(env(map[string]string{"REDIS_TLS_CA": srv.CA}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +100,7 @@ func TestMutualTLSToACluster(t *testing.T) {
 			t.Fatalf("cluster not ok: %v\n%s", err, info)
 		}
 	}
-	tc, err := store.LoadTLS(env(map[string]string{"REDIS_TLS_CA": srv.CA, "REDIS_TLS_CERT": srv.Cert, "REDIS_TLS_KEY": srv.Key}))
+	tc, err := redisconn.LoadTLS(env(map[string]string{"REDIS_TLS_CA": srv.CA, "REDIS_TLS_CERT": srv.Cert, "REDIS_TLS_KEY": srv.Key}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +110,7 @@ func TestMutualTLSToACluster(t *testing.T) {
 	}
 	// The permission check reaches the node that holds the list, over the
 	// same TLS.
-	rdb, err := store.ConnectTLS(url, "test", tc)
+	rdb, err := redisconn.ConnectTLS(url, "test", tc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,11 +124,11 @@ func TestMutualTLSToACluster(t *testing.T) {
 // (go-redis uses one TLS configuration for both).
 func TestTLSFilesReachSentinelClients(t *testing.T) {
 	pki := redistest.NewPKI(t, t.TempDir())
-	tc, err := store.LoadTLS(env(map[string]string{"REDIS_TLS_CA": pki.CA, "REDIS_TLS_CERT": pki.ClientCert, "REDIS_TLS_KEY": pki.ClientKey}))
+	tc, err := redisconn.LoadTLS(env(map[string]string{"REDIS_TLS_CA": pki.CA, "REDIS_TLS_CERT": pki.ClientCert, "REDIS_TLS_KEY": pki.ClientKey}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rdb, err := store.ConnectTLS("rediss+sentinel://s1:26379/0?master_name=mymaster", "test", tc)
+	rdb, err := redisconn.ConnectTLS("rediss+sentinel://s1:26379/0?master_name=mymaster", "test", tc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,17 +162,17 @@ func TestBadTLSSettingsAreRefused(t *testing.T) {
 		{map[string]string{"REDIS_TLS_CERT": pki.ClientCert, "REDIS_TLS_KEY": pki.ServerKey}, "REDIS_TLS_CERT and REDIS_TLS_KEY"},
 		{map[string]string{"REDIS_TLS_CERT": junk, "REDIS_TLS_KEY": junk}, "REDIS_TLS_CERT and REDIS_TLS_KEY"},
 	} {
-		_, err := store.LoadTLS(env(tc.env))
+		_, err := redisconn.LoadTLS(env(tc.env))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: got %v, want an error naming %s", tc.env, err, tc.want)
 		}
 	}
-	tc, err := store.LoadTLS(env(map[string]string{"REDIS_TLS_CA": pki.CA}))
+	tc, err := redisconn.LoadTLS(env(map[string]string{"REDIS_TLS_CA": pki.CA}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, url := range []string{"redis://localhost:6379/0", "unix:///run/redis.sock", "redis+cluster://n1:7000"} {
-		if _, err := store.ConnectTLS(url, "test", tc); err == nil || !strings.Contains(err.Error(), "REDIS_TLS_CA") || !strings.Contains(err.Error(), "rediss://") {
+		if _, err := redisconn.ConnectTLS(url, "test", tc); err == nil || !strings.Contains(err.Error(), "REDIS_TLS_CA") || !strings.Contains(err.Error(), "rediss://") {
 			t.Errorf("%s with REDIS_TLS_CA: got %v, want an error asking for rediss://", url, err)
 		}
 	}

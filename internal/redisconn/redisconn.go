@@ -1,4 +1,8 @@
-package store
+// Package redisconn connects the programs to Redis: REDIS_URL (one
+// server, Sentinel or Cluster, through go-redis's URL parsers) and the TLS
+// files REDIS_TLS_CA, REDIS_TLS_CERT and REDIS_TLS_KEY. Package store does
+// the rest with the client it returns.
+package redisconn
 
 import (
 	"cmp"
@@ -11,37 +15,22 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"unicode"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/spreadlb/spread/internal/app"
 )
 
-// The settings shared by the seeder and the dispatcher.
+// The connection settings shared by the seeder and the dispatcher.
 var (
 	RedisURL = app.Setting{Name: "REDIS_URL", Default: "redis://localhost:6379/0",
 		Usage: "where the list lives: redis://[:password@]host:port/db (rediss:// for TLS, unix:///path.sock), redis+sentinel://sentinel:26379/db?master_name=NAME&addr=sentinel2:26379 for a Sentinel-managed master, redis+cluster://node:6379?addr=node2:6379 for a Cluster"}
-	RedisKey = app.Setting{Name: "REDIS_KEY", Default: "servers",
-		Usage: "the Redis list that holds the backend URLs; its other keys are {KEY}:* (docs/security.md)"}
 	RedisTLSCA = app.Setting{Name: "REDIS_TLS_CA", Default: "",
 		Usage: "rediss:// only: a PEM file of the CA certificates that Redis's certificate must chain to, instead of the system's (docs/security.md)"}
 	RedisTLSCert = app.Setting{Name: "REDIS_TLS_CERT", Default: "",
 		Usage: "rediss:// only: a PEM file of this client's certificate, for a Redis with tls-auth-clients yes (mutual TLS); needs REDIS_TLS_KEY"}
 	RedisTLSKey = app.Setting{Name: "REDIS_TLS_KEY", Default: "",
 		Usage: "rediss:// only: a PEM file of the private key of REDIS_TLS_CERT"}
-	// Settings lists the settings above, for a program's table.
-	Settings = []app.Setting{RedisURL, RedisKey, RedisTLSCA, RedisTLSCert, RedisTLSKey}
 )
-
-// LoadKey reads REDIS_KEY and refuses a key that no one could type or see:
-// blank, or holding a space or a control character.
-func LoadKey(getenv func(string) string) (string, error) {
-	key := RedisKey.Get(getenv)
-	if strings.TrimSpace(key) == "" || strings.ContainsFunc(key, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
-		return "", fmt.Errorf("%s=%q: want a Redis key name without spaces or control characters, such as %s", RedisKey.Name, key, RedisKey.Default)
-	}
-	return key, nil
-}
 
 // LoadTLS reads REDIS_TLS_CA, REDIS_TLS_CERT and REDIS_TLS_KEY, and returns
 // what they give to a TLS client, or nil when none is set. A file that
@@ -96,8 +85,8 @@ func LoadTLS(getenv func(string) string) (*tls.Config, error) {
 //	                                         a Redis Cluster seeded from these nodes
 //	                                         (redis.ParseClusterURL); rediss+cluster:// for TLS
 //
-// Every key this package uses for one list shares the list's hash slot, so
-// the rotation works the same on a Cluster. Context deadlines apply to
+// Every key package store uses for one list shares the list's hash slot,
+// so the rotation works the same on a Cluster. Context deadlines apply to
 // every command, so a caller bounds how long it waits on Redis. name shows
 // in CLIENT LIST.
 //

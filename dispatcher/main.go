@@ -142,6 +142,11 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 	if h, ok := picker.(interface{ Fallbacks() uint64 }); ok {
 		m.countFallbacks(h.Fallbacks)
 	}
+	if f, ok := picker.(*balance.Failover); ok {
+		if s, ok := f.Primary().(balance.Shared); ok {
+			m.countSteps(func() (uint64, uint64) { cs := s.Rotation.Coalescing(); return cs.Steps, cs.RoundTrips })
+		}
+	}
 	if r, ok := picker.(balance.Runner); ok {
 		background.Go(func() { r.Run(ctx) })
 	}
@@ -195,10 +200,12 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 	err = <-errc
 	stop() // one listener failed or ctx is done: stop the other too
 	err = errors.Join(err, <-errc)
-	if cfg.strategy == "round-robin" && cfg.rotation == "redis" {
-		cs := st.Coalescing()
-		log.Info("rotation steps taken", "steps", cs.Steps, "round_trips", cs.RoundTrips, "largest_batch", cs.MaxBatch,
-			"invalid_entries_skipped", st.Skipped())
+	if f, ok := picker.(*balance.Failover); ok {
+		if s, ok := f.Primary().(balance.Shared); ok {
+			cs := s.Rotation.Coalescing()
+			log.Info("rotation steps taken", "steps", cs.Steps, "round_trips", cs.RoundTrips, "largest_batch", cs.MaxBatch,
+				"invalid_entries_skipped", s.Rotation.Skipped())
+		}
 	}
 	log.Info("dispatcher stopped", "err", err)
 	return err

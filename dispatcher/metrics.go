@@ -52,6 +52,11 @@ import (
 //	    dispatcher runs.
 //	spread_hash_fallbacks_total                 counter (STRATEGY=hash): requests without the
 //	    HASH_KEY key, which took a round-robin step instead.
+//	spread_rotation_steps_total                 counter (STRATEGY=round-robin, ROTATION=redis):
+//	    rotation steps this dispatcher's picks asked Redis for, one per pick sent (a pick
+//	    answered from the snapshot while degraded asks none).
+//	spread_rotation_round_trips_total           counter (the same): the scripts that took
+//	    them; concurrent picks share one (docs/performance.md).
 //
 // Go runtime (go_*) and process (process_*) metrics come with them.
 type metrics struct {
@@ -137,6 +142,18 @@ func (m *metrics) countFallbacks(n func() uint64) {
 		Name: "spread_hash_fallbacks_total",
 		Help: "Requests without the HASH_KEY key, which took a round-robin step instead (STRATEGY=hash).",
 	}, func() float64 { return float64(n()) }))
+}
+
+// countSteps adds spread_rotation_steps_total and
+// spread_rotation_round_trips_total, read from stats.
+func (m *metrics) countSteps(stats func() (steps, trips uint64)) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "spread_rotation_steps_total",
+		Help: "Rotation steps this dispatcher's picks asked Redis for, one per pick sent (STRATEGY=round-robin, ROTATION=redis).",
+	}, func() float64 { n, _ := stats(); return float64(n) }), prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "spread_rotation_round_trips_total",
+		Help: "Scripts that took those rotation steps; concurrent picks share one.",
+	}, func() float64 { _, n := stats(); return float64(n) }))
 }
 
 // handler serves the registry in Prometheus's exposition format.

@@ -179,7 +179,7 @@ func TestRedisErrors(t *testing.T) {
 	// The same through a real Redis that has gone away.
 	redis := redistest.Start(t)
 	m := newMetrics("redirect", "round-robin")
-	p := timedPicker{balance.Shared{Store: store.NewStore(redis.Client, "servers", nil)}, m}
+	p := timedPicker{balance.Shared{Rotation: store.NewRotation(store.NewStore(redis.Client, "servers", nil))}, m}
 	redis.Stop()
 	if _, err := p.Pick(context.Background(), nil); !errors.Is(err, pick.ErrUnavailable) {
 		t.Fatalf("Pick with Redis stopped: got %v, want ErrUnavailable", err)
@@ -232,7 +232,7 @@ func TestRequestLog(t *testing.T) {
 	var buf bytes.Buffer
 	m := newMetrics("redirect", "round-robin")
 	log := slog.New(slog.NewJSONHandler(&buf, nil))
-	h := newFront(&front{picker: balance.Shared{Store: s.store}, timeout: time.Second, log: slog.New(slog.DiscardHandler), deliver: redirector{status: http.StatusFound}})
+	h := newFront(&front{picker: balance.Shared{Rotation: store.NewRotation(s.store)}, timeout: time.Second, log: slog.New(slog.DiscardHandler), deliver: redirector{status: http.StatusFound}})
 	h.Use(observeRequests(m, log))
 
 	type line struct {
@@ -268,7 +268,7 @@ func TestRequestLog(t *testing.T) {
 
 	// At LOG_LEVEL=warn, requests are not logged.
 	buf.Reset()
-	quiet := newFront(&front{picker: balance.Shared{Store: s.store}, timeout: time.Second, log: slog.New(slog.DiscardHandler), deliver: redirector{status: http.StatusFound}})
+	quiet := newFront(&front{picker: balance.Shared{Rotation: store.NewRotation(s.store)}, timeout: time.Second, log: slog.New(slog.DiscardHandler), deliver: redirector{status: http.StatusFound}})
 	quiet.Use(observeRequests(m, slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	quiet.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
 	if buf.Len() != 0 {

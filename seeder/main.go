@@ -424,6 +424,7 @@ func (p *probeFlags) Set(v string) error {
 // and the tally of steps per entry that Redis keeps for every dispatcher,
 // pause, again. Each step is a real step of the shared rotation.
 func watch(ctx context.Context, st *store.Store, n int, every time.Duration, w io.Writer) error {
+	rot := store.NewRotation(st)
 	for i := 0; n == 0 || i < n; i++ {
 		if i > 0 && every > 0 {
 			select {
@@ -436,7 +437,7 @@ func watch(ctx context.Context, st *store.Store, n int, every time.Duration, w i
 			return nil
 		}
 		stepCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		u, err := st.Next(stepCtx)
+		u, err := rot.Next(stepCtx)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {

@@ -48,10 +48,10 @@ func TestSeedWeights(t *testing.T) {
 			if got := strings.Contains(out, "must come twice in a row"); got != tc.note {
 				t.Errorf("output %q: got a note on repeats %v, want %v", out, got, tc.note)
 			}
-			store := store.NewStore(srv.Client, "servers", nil)
+			rot := store.NewRotation(store.NewStore(srv.Client, "servers", nil))
 			var served []string
 			for range len(tc.serve) {
-				u, err := store.Next(context.Background())
+				u, err := rot.Next(context.Background())
 				if err != nil {
 					t.Fatal(err)
 				}

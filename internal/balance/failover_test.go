@@ -48,7 +48,7 @@ func TestFailoverReportsEveryFailedRedisCall(t *testing.T) {
 	s.SetStepTimeout(100 * time.Millisecond)
 	p := readPool(t, s)
 	var log errorLog
-	f := balance.NewFailover(balance.Shared{Store: s}, balance.NewLocal(p),
+	f := balance.NewFailover(balance.Shared{Rotation: store.NewRotation(s)}, balance.NewLocal(p),
 		balance.Config{Store: s, Pool: p, OnRedisError: log.onError, OnDegraded: log.onDegraded})
 	srv.Pause()
 	defer srv.Resume()
@@ -92,7 +92,7 @@ func TestFailoverDoesNotDegradeOnAPermissionError(t *testing.T) {
 			t.Fatal(err)
 		}
 		var log errorLog
-		f := balance.NewFailover(balance.Shared{Store: s}, balance.NewLocal(p),
+		f := balance.NewFailover(balance.Shared{Rotation: store.NewRotation(s)}, balance.NewLocal(p),
 			balance.Config{Store: s, Pool: p, OnRedisError: log.onError, OnDegraded: log.onDegraded})
 		err = call(f)
 		errs, degraded := log.get()

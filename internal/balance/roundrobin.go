@@ -28,17 +28,17 @@ func init() {
 			if c.Rotation == "local" {
 				return local, nil
 			}
-			return NewFailover(Shared{c.Store}, local, c), nil
+			return NewFailover(Shared{store.NewRotation(c.Store)}, local, c), nil
 		},
 	})
 }
 
 // Shared takes one step of the shared rotation in Redis per pick.
-type Shared struct{ Store *store.Store }
+type Shared struct{ Rotation *store.Rotation }
 
 // Pick takes the rotation step.
 func (s Shared) Pick(ctx context.Context, _ *http.Request) (Backend, error) {
-	u, err := s.Store.Next(ctx)
+	u, err := s.Rotation.Next(ctx)
 	if err != nil {
 		return Backend{}, err
 	}

@@ -111,8 +111,9 @@ func TestHealthFallsAndRises(t *testing.T) {
 	// And the rotation follows.
 	b.healthy.Store(false)
 	rounds(t, h, 2)
+	rot := store.NewRotation(s)
 	for i := range 4 {
-		u, err := s.Next(ctx)
+		u, err := rot.Next(ctx)
 		if err != nil || u.String() != a.URL {
 			t.Errorf("pick %d with b down: got (%v, %v), want %s", i, u, err, a.URL)
 		}
@@ -120,7 +121,7 @@ func TestHealthFallsAndRises(t *testing.T) {
 	// A stopped backend fails too (connection refused).
 	a.Close()
 	rounds(t, h, 2)
-	if _, err := s.Next(ctx); !errors.Is(err, pick.ErrAllDown) {
+	if _, err := rot.Next(ctx); !errors.Is(err, pick.ErrAllDown) {
 		t.Errorf("both down: got %v, want ErrAllDown", err)
 	}
 }

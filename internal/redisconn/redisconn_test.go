@@ -104,7 +104,7 @@ func TestDatabaseOutOfRangeIsAMisconfiguration(t *testing.T) {
 	s := store.NewStore(rdb, "servers", nil)
 	for _, call := range []func() error{
 		func() error { _, err := s.Len(context.Background()); return err },
-		func() error { _, err := s.Next(context.Background()); return err },
+		func() error { _, err := store.NewRotation(s).Next(context.Background()); return err },
 		func() error { return s.Ping(context.Background()) },
 	} {
 		if err := call(); !errors.Is(err, pick.ErrMisconfigured) || errors.Is(err, pick.ErrUnavailable) || !strings.Contains(err.Error(), "REDIS_URL") {

@@ -35,8 +35,9 @@ func rotateOver(url string, tc *tls.Config) error {
 	if err := s.Replace(ctx, three); err != nil {
 		return err
 	}
+	rot := store.NewRotation(s)
 	for _, want := range []string{three[2], three[1]} {
-		u, err := s.Next(ctx)
+		u, err := rot.Next(ctx)
 		if err != nil {
 			return err
 		}

@@ -73,9 +73,9 @@ func (p probe) name() string {
 
 // checks lists the commands op sends, as the Store sends them.
 func (s *Store) checks(op Op) []probe {
-	key, down, tally := s.key, s.down, s.tally
-	lease, probes, reports := s.lease, s.probes, s.reports
-	inflight, alive, turn := sibling(s.key, "inflight"), sibling(s.key, "alive"), sibling(s.key, "turn")
+	key, down, tally := s.key, s.keys.down, s.keys.tally
+	lease, probes, reports := s.keys.lease, s.keys.probes, s.keys.reports
+	inflight, alive, turn := s.keys.inflight, s.keys.alive, s.keys.turn
 	p := func(args ...any) probe { return probe{args: args} }
 	script := func(sc *redis.Script, keys ...string) []probe {
 		sha := append([]any{"EVALSHA", sc.Hash(), len(keys)}, toArgs(keys)...)

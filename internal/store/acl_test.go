@@ -85,7 +85,7 @@ func TestDocumentedACLUsersCanDoTheirJobs(t *testing.T) {
 	_, err = seeder.Probes(ctx)
 	must("probe list", err)
 	must("probe remove", seeder.RemoveProbe(ctx, "http://127.0.0.1:5001"))
-	_, err = seeder.Next(ctx)
+	_, err = rot(seeder).Next(ctx)
 	must("watch (step)", err)
 	_, err = seeder.Tally(ctx)
 	must("watch (tally)", err)
@@ -108,7 +108,7 @@ func TestDocumentedACLUsersCanDoTheirJobs(t *testing.T) {
 	_, err = disp.TakeReports(ctx)
 	must("take the reports", err)
 	for range 3 {
-		u, err := disp.Next(ctx)
+		u, err := rot(disp).Next(ctx)
 		must("rotation step", err)
 		if err == nil && u.String() == three[2] {
 			t.Errorf("a step landed on %s, which is down", u)
@@ -157,7 +157,7 @@ func TestMissingPermissionIsNamed(t *testing.T) {
 		_, err := s.NewInflight("d1", true).Pick(ctx, []store.Candidate{{Entry: three[0], Weight: 1}})
 		return err
 	}
-	next := func(s *store.Store) error { _, err := s.Next(ctx); return err }
+	next := func(s *store.Store) error { _, err := rot(s).Next(ctx); return err }
 	tests := []struct {
 		deny string // the rule taken away
 		want string // the command named

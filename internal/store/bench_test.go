@@ -29,7 +29,7 @@ func BenchmarkNext(b *testing.B) {
 	s := startBench(b)
 	ctx := context.Background()
 	for b.Loop() {
-		if _, err := s.Next(ctx); err != nil {
+		if _, err := rot(s).Next(ctx); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -41,13 +41,13 @@ func BenchmarkNextParallel(b *testing.B) {
 	b.SetParallelism(32) // requests in flight per GOMAXPROCS, as under load
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, err := s.Next(ctx); err != nil {
+			if _, err := rot(s).Next(ctx); err != nil {
 				b.Error(err)
 				return
 			}
 		}
 	})
-	st := s.Coalescing()
+	st := rot(s).Coalescing()
 	b.ReportMetric(float64(st.Steps)/float64(max(st.RoundTrips, 1)), "picks/roundtrip")
 }
 

@@ -67,6 +67,9 @@ func (s *Store) classifyOp(err error, op string) error {
 	if err == nil {
 		return nil
 	}
+	if classified(err) {
+		return err
+	}
 	msg := err.Error()
 	switch {
 	case errors.Is(err, redis.Nil):
@@ -92,6 +95,18 @@ func (s *Store) classifyOp(err error, op string) error {
 	default:
 		return fmt.Errorf("%w: %w", pick.ErrUnavailable, err)
 	}
+}
+
+// classified reports an error that classify has made already: one of
+// package pick's.
+func classified(err error) bool {
+	for _, k := range []error{pick.ErrNoBackends, pick.ErrWrongType, pick.ErrNoValidBackend, pick.ErrAllDown,
+		pick.ErrUnavailable, pick.ErrNoPermission, pick.ErrMisconfigured} {
+		if errors.Is(err, k) {
+			return true
+		}
+	}
+	return false
 }
 
 // classifyTx is classify for a MULTI/EXEC: a command refused while queued

@@ -51,10 +51,6 @@ if try("GET", KEYS[1]) == ARGV[1] then return call("DEL", KEYS[1]) end
 return 0
 `)
 
-// LeaseKey returns the Redis key of the health checks' lease, in the list's
-// hash slot: "{servers}:lease" for "servers".
-func (s *Store) LeaseKey() string { return s.lease }
-
 // LeaseView is what the lease holder reads at the start of a round, in the
 // same script that renews its lease: the list, the down set and the probe
 // hash (origin -> probe origin).
@@ -68,7 +64,7 @@ type LeaseView struct {
 // as SET NX PX would for a newcomer. held is false, and the view empty, when
 // another checker holds it.
 func (s *Store) ClaimLease(ctx context.Context, id string, ttl time.Duration) (held bool, v LeaseView, err error) {
-	res, err := claimScript.Run(ctx, s.rdb, []string{s.lease, s.key, s.down, s.probes}, id, ttl.Milliseconds()).Slice()
+	res, err := claimScript.Run(ctx, s.rdb, []string{s.keys.lease, s.key, s.keys.down, s.keys.probes}, id, ttl.Milliseconds()).Slice()
 	if err != nil {
 		return false, v, s.classify(err)
 	}
@@ -86,7 +82,7 @@ func (s *Store) ClaimLease(ctx context.Context, id string, ttl time.Duration) (h
 // if id still holds it; held is false, and nothing is written, if not.
 func (s *Store) PublishDown(ctx context.Context, id string, ttl time.Duration, down []string) (held bool, err error) {
 	args := append([]any{id, ttl.Milliseconds()}, toArgs(down)...)
-	n, err := publishScript.Run(ctx, s.rdb, []string{s.lease, s.down}, args...).Int()
+	n, err := publishScript.Run(ctx, s.rdb, []string{s.keys.lease, s.keys.down}, args...).Int()
 	if err != nil {
 		return false, s.classify(err)
 	}
@@ -95,7 +91,7 @@ func (s *Store) PublishDown(ctx context.Context, id string, ttl time.Duration, d
 
 // ReleaseLease gives the lease up if id holds it.
 func (s *Store) ReleaseLease(ctx context.Context, id string) error {
-	return s.classify(releaseScript.Run(ctx, s.rdb, []string{s.lease}, id).Err())
+	return s.classify(releaseScript.Run(ctx, s.rdb, []string{s.keys.lease}, id).Err())
 }
 
 // TakeReports reads and clears the failures reported since the last call
@@ -103,8 +99,8 @@ func (s *Store) ReleaseLease(ctx context.Context, id string) error {
 func (s *Store) TakeReports(ctx context.Context) (map[string]string, error) {
 	var all *redis.MapStringStringCmd
 	cmds, err := s.txPipelined(ctx, func(p redis.Pipeliner) error {
-		all = p.HGetAll(ctx, s.reports)
-		p.Del(ctx, s.reports)
+		all = p.HGetAll(ctx, s.keys.reports)
+		p.Del(ctx, s.keys.reports)
 		return nil
 	})
 	if err != nil {
@@ -117,18 +113,18 @@ func (s *Store) TakeReports(ctx context.Context) (map[string]string, error) {
 // failed (a proxying dispatcher calls it): the lease holder counts it as one
 // failed check in its next round. An entry that does not parse is ignored.
 func (s *Store) ReportFailure(ctx context.Context, entry string) error {
-	u, err := s.parse(entry)
+	u, err := backend.Parse(entry)
 	if err != nil {
 		return nil
 	}
-	return s.classifyOp(s.rdb.HIncrBy(ctx, s.reports, backend.Origin(u), 1).Err(), "HINCRBY "+s.reports)
+	return s.classifyOp(s.rdb.HIncrBy(ctx, s.keys.reports, backend.Origin(u), 1).Err(), "HINCRBY "+s.keys.reports)
 }
 
 // Down returns the entries marked down, sorted.
 func (s *Store) Down(ctx context.Context) ([]string, error) {
-	down, err := s.rdb.SMembers(ctx, s.down).Result()
+	down, err := s.rdb.SMembers(ctx, s.keys.down).Result()
 	if err != nil {
-		return nil, s.classifyOp(err, "SMEMBERS "+s.down)
+		return nil, s.classifyOp(err, "SMEMBERS "+s.keys.down)
 	}
 	slices.Sort(down)
 	return down, nil
@@ -136,8 +132,8 @@ func (s *Store) Down(ctx context.Context) ([]string, error) {
 
 // Probes returns the probe hash: origin -> the origin probed instead.
 func (s *Store) Probes(ctx context.Context) (map[string]string, error) {
-	m, err := s.rdb.HGetAll(ctx, s.probes).Result()
-	return m, s.classifyOp(err, "HGETALL "+s.probes)
+	m, err := s.rdb.HGetAll(ctx, s.keys.probes).Result()
+	return m, s.classifyOp(err, "HGETALL "+s.keys.probes)
 }
 
 // SetProbe makes the health checks probe probe instead of origin (both
@@ -147,7 +143,7 @@ func (s *Store) SetProbe(ctx context.Context, origin, probe string) error {
 	if err != nil {
 		return err
 	}
-	return s.classifyOp(s.rdb.HSet(ctx, s.probes, o, p).Err(), "HSET "+s.probes)
+	return s.classifyOp(s.rdb.HSet(ctx, s.keys.probes, o, p).Err(), "HSET "+s.keys.probes)
 }
 
 // RemoveProbe removes origin's probe address: it is probed at its own
@@ -157,12 +153,12 @@ func (s *Store) RemoveProbe(ctx context.Context, origin string) error {
 	if err != nil {
 		o = origin // let a hand-made, invalid field be removed too
 	}
-	n, err := s.rdb.HDel(ctx, s.probes, o).Result()
+	n, err := s.rdb.HDel(ctx, s.keys.probes, o).Result()
 	if err != nil {
-		return s.classifyOp(err, "HDEL "+s.probes)
+		return s.classifyOp(err, "HDEL "+s.keys.probes)
 	}
 	if n == 0 {
-		return fmt.Errorf("%q: %w %q", origin, ErrNotInList, s.probes)
+		return fmt.Errorf("%q: %w %q", origin, ErrNotInList, s.keys.probes)
 	}
 	return nil
 }
@@ -199,12 +195,12 @@ func (s *Store) ReplaceWithProbes(ctx context.Context, urls []string, probes map
 		hash = append(hash, o, p)
 	}
 	cmds, err := s.txPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, s.key, s.tally)
+		p.Del(ctx, s.key, s.keys.tally)
 		p.RPush(ctx, s.key, toArgs(urls)...)
 		if probes != nil {
-			p.Del(ctx, s.probes)
+			p.Del(ctx, s.keys.probes)
 			if len(hash) > 0 {
-				p.HSet(ctx, s.probes, hash...)
+				p.HSet(ctx, s.keys.probes, hash...)
 			}
 		}
 		return nil

@@ -23,7 +23,7 @@ func TestNextStepsOverDownEntries(t *testing.T) {
 	}
 	srv.Client.SAdd(ctx, s.DownKey(), four[1], four[3])
 
-	counts := concurrentPicks(t, s, 20, 10)
+	counts := concurrentPicks(t, rot(s), 20, 10)
 	want := map[string]int{four[0]: 100, four[2]: 100}
 	if !maps.Equal(counts, want) {
 		t.Errorf("picks with two of four entries down: got %v, want %v", counts, want)
@@ -39,7 +39,7 @@ func TestNextStepsOverDownEntries(t *testing.T) {
 
 	// Every entry down: 503's error, and the list is as it was.
 	srv.Client.SAdd(ctx, s.DownKey(), four[0], four[2])
-	if _, err := s.Next(ctx); !errors.Is(err, pick.ErrAllDown) {
+	if _, err := rot(s).Next(ctx); !errors.Is(err, pick.ErrAllDown) {
 		t.Errorf("all down: got %v, want pick.ErrAllDown", err)
 	}
 	if got, _ := s.Entries(ctx); !slices.Equal(got, four) {
@@ -85,7 +85,7 @@ func TestInvalidEntriesAreSkippedInTheStep(t *testing.T) {
 	if err := srv.Client.RPush(ctx, "servers", list).Err(); err != nil {
 		t.Fatal(err)
 	}
-	counts := concurrentPicks(t, s, 30, 10)
+	counts := concurrentPicks(t, rot(s), 30, 10)
 	if want := map[string]int{three[0]: 100, three[1]: 100, three[2]: 100}; !maps.Equal(counts, want) {
 		t.Errorf("300 picks: got %v, want %v", counts, want)
 	}
@@ -93,7 +93,7 @@ func TestInvalidEntriesAreSkippedInTheStep(t *testing.T) {
 	if n := lmoveCalls(t, srv); n != 1300 {
 		t.Errorf("got %d LMOVE calls, want 1300 (100 turns of 13 entries)", n)
 	}
-	if n := s.Skipped(); n != 1000 {
+	if n := rot(s).Skipped(); n != 1000 {
 		t.Errorf("Skipped: got %d, want 1000 (10 invalid entries, 100 turns)", n)
 	}
 	if got, _ := s.Entries(ctx); !slices.Equal(got, list) {
@@ -103,13 +103,13 @@ func TestInvalidEntriesAreSkippedInTheStep(t *testing.T) {
 	// Only invalid entries: pick.ErrNoValidBackend, not a loop.
 	srv.Client.Del(ctx, "servers")
 	srv.Client.RPush(ctx, "servers", list[1], list[7])
-	if _, err := s.Next(ctx); !errors.Is(err, pick.ErrNoValidBackend) {
+	if _, err := rot(s).Next(ctx); !errors.Is(err, pick.ErrNoValidBackend) {
 		t.Errorf("only known-invalid entries: got %v, want pick.ErrNoValidBackend", err)
 	}
 	// Invalid and down entries only: all down.
 	srv.Client.RPush(ctx, "servers", three[0])
 	srv.Client.SAdd(ctx, s.DownKey(), three[0])
-	if _, err := s.Next(ctx); !errors.Is(err, pick.ErrAllDown) {
+	if _, err := rot(s).Next(ctx); !errors.Is(err, pick.ErrAllDown) {
 		t.Errorf("invalid and down entries only: got %v, want pick.ErrAllDown", err)
 	}
 }

@@ -57,13 +57,13 @@ func TestLongEntriesNeverLeaveRedis(t *testing.T) {
 	}
 
 	before := netOutput(t, srv.Client)
-	counts := concurrentPicks(t, s, 10, 30)
+	counts := concurrentPicks(t, rot(s), 10, 30)
 	sent := netOutput(t, srv.Client) - before
 
 	if want := map[string]int{three[0]: 100, three[1]: 100, three[2]: 100}; !maps.Equal(counts, want) {
 		t.Errorf("300 picks: got %v, want %v", counts, want)
 	}
-	if n := s.Skipped(); n != 300 {
+	if n := rot(s).Skipped(); n != 300 {
 		t.Errorf("Skipped: got %d, want 300 (3 long entries, 100 turns)", n)
 	}
 	// 300 picks of a 21-byte entry each, in batches, plus one INFO reply.
@@ -89,7 +89,7 @@ func TestLongEntriesNeverLeaveRedis(t *testing.T) {
 	srv.Client.Del(ctx, "servers")
 	srv.Client.RPush(ctx, "servers", long)
 	before = netOutput(t, srv.Client)
-	if _, err := s.Next(ctx); err == nil || !strings.Contains(err.Error(), "no valid backend") {
+	if _, err := rot(s).Next(ctx); err == nil || !strings.Contains(err.Error(), "no valid backend") {
 		t.Errorf("only long entries: got %v, want pick.ErrNoValidBackend", err)
 	}
 	if sent := netOutput(t, srv.Client) - before; sent > 16<<10 {

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spreadlb/spread/internal/batch"
 	"github.com/spreadlb/spread/internal/pick"
 
 	"github.com/redis/go-redis/v9"
@@ -141,24 +142,14 @@ type Candidate struct {
 type Inflight struct {
 	s     *Store
 	id    string
-	eager bool          // Release starts a call at once (least-connections)
-	ttl   time.Duration // how long its counts live without a renewal: InflightTTL
+	eager bool                               // Release starts a call at once (least-connections)
+	ttl   time.Duration                      // how long its counts live without a renewal: InflightTTL
+	calls batch.Batcher[[]Candidate, string] // picks (and syncs, nil) waiting for the call in flight
 
 	mu      sync.Mutex
-	busy    bool              // a call is in flight
-	dirty   bool              // counts changed since the last call (a release)
-	queue   []*inflightWaiter // picks waiting for the next call
-	own     map[string]int64  // this dispatcher's requests in flight, by entry
-	others  map[string]int64  // the other live dispatchers' counts, as last read
-	calls   uint64
+	own     map[string]int64 // this dispatcher's requests in flight, by entry
+	others  map[string]int64 // the other live dispatchers' counts, as last read
 	lastErr error
-}
-
-type inflightWaiter struct {
-	cands []Candidate
-	done  chan struct{}
-	entry string
-	err   error
 }
 
 // NewInflight returns this dispatcher's counts, under id (unique among the
@@ -167,7 +158,14 @@ type inflightWaiter struct {
 // picks and releases around it); without, counts reach Redis with the next
 // Sync.
 func (s *Store) NewInflight(id string, eager bool) *Inflight {
-	return &Inflight{s: s, id: id, eager: eager, ttl: InflightTTL, own: map[string]int64{}, others: map[string]int64{}}
+	f := &Inflight{s: s, id: id, eager: eager, ttl: InflightTTL, own: map[string]int64{}, others: map[string]int64{}}
+	f.calls = batch.Batcher[[]Candidate, string]{Trip: f.call, Timeout: s.stepTimeout, Short: pick.ErrNoBackends,
+		Abandoned: func(_ []Candidate, entry string) {
+			if entry != "" {
+				f.Release(entry) // counted for a pick whose caller gave up: give it back
+			}
+		}}
+	return f
 }
 
 // Add counts one more request to entry, in this process only: the count
@@ -175,7 +173,6 @@ func (s *Store) NewInflight(id string, eager bool) *Inflight {
 func (f *Inflight) Add(entry string) {
 	f.mu.Lock()
 	f.own[entry]++
-	f.dirty = true
 	f.mu.Unlock()
 }
 
@@ -194,39 +191,16 @@ func (f *Inflight) Pick(ctx context.Context, cands []Candidate) (string, error) 
 	if len(cands) == 0 {
 		return "", pick.ErrNoBackends
 	}
-	w := &inflightWaiter{cands: cands, done: make(chan struct{}, 1)}
-	f.mu.Lock()
-	f.queue = append(f.queue, w)
-	lead := !f.busy
-	f.busy = true
-	f.mu.Unlock()
-	if lead {
-		f.lead(ctx)
+	entry, err := f.calls.Do(ctx, cands)
+	if err != nil {
+		return "", f.s.classify(err)
 	}
-	select {
-	case <-w.done:
-		return w.entry, w.err
-	case <-ctx.Done():
-	}
-	f.mu.Lock()
-	if i := slices.Index(f.queue, w); i >= 0 {
-		// Still queued: leave, and nothing is counted.
-		f.queue = slices.Delete(f.queue, i, i+1)
-		f.mu.Unlock()
-		return "", f.s.classify(ctx.Err())
-	}
-	f.mu.Unlock()
-	// Taken into a call: its pick is counted; give it back.
-	<-w.done
-	if w.err == nil {
-		f.Release(w.entry)
-	}
-	return "", f.s.classify(ctx.Err())
+	return entry, nil
 }
 
 // Release counts one request to entry as over. It does not wait: the new
-// count reaches Redis with the next call, which it starts if none is in
-// flight.
+// count reaches Redis with the next call, which an eager Inflight starts
+// at once if none is in flight.
 func (f *Inflight) Release(entry string) {
 	f.mu.Lock()
 	if f.own[entry] > 0 {
@@ -235,31 +209,22 @@ func (f *Inflight) Release(entry string) {
 			delete(f.own, entry)
 		}
 	}
-	f.dirty = true
-	lead := f.eager && !f.busy
-	if lead {
-		f.busy = true
-	}
 	f.mu.Unlock()
-	if lead {
-		go f.lead(context.Background())
+	if f.eager {
+		f.calls.Kick()
 	}
 }
 
 // Sync sends this dispatcher's counts and reads the others', without a
 // pick, and returns the others' counts.
 func (f *Inflight) Sync(ctx context.Context) (map[string]int64, error) {
-	f.mu.Lock()
-	f.dirty = true
-	lead := !f.busy
-	f.busy = true
-	f.mu.Unlock()
-	if lead {
-		f.lead(ctx)
-	}
+	_, err := f.calls.Do(ctx, nil)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return maps.Clone(f.others), f.lastErr
+	if err == nil {
+		err = f.lastErr
+	}
+	return maps.Clone(f.others), err
 }
 
 // Keepalive renews this dispatcher's counts every inflightRenew until ctx
@@ -284,7 +249,7 @@ func (f *Inflight) Keepalive(ctx context.Context) {
 func (f *Inflight) Withdraw() {
 	ctx, cancel := context.WithTimeout(context.Background(), f.s.stepTimeout)
 	defer cancel()
-	f.s.rdb.ZRem(ctx, sibling(f.s.key, "alive"), f.id)
+	f.s.rdb.ZRem(ctx, f.s.keys.alive, f.id)
 }
 
 // Own returns this dispatcher's requests in flight, by entry.
@@ -308,116 +273,72 @@ func (f *Inflight) Shared() map[string]int64 {
 }
 
 // Calls is how many scripts this Inflight has sent.
-func (f *Inflight) Calls() uint64 {
+func (f *Inflight) Calls() uint64 { return f.calls.Stats().RoundTrips }
+
+// call is the round trip for a batch: this dispatcher's counts as they are
+// now, and one pick for each element of batch that holds candidates, among
+// its own (a nil element is a Sync, and gets ""). Consecutive picks with
+// the same candidates, as picks from one snapshot have, travel as one
+// group. The picks are counted before call returns.
+func (f *Inflight) call(ctx context.Context, batch [][]Candidate) ([]string, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.calls
-}
-
-// lead makes calls until nothing is queued or changed, then marks the
-// Inflight idle. The caller set busy.
-func (f *Inflight) lead(ctx context.Context) {
-	for {
-		f.mu.Lock()
-		batch := f.queue
-		f.queue = nil
-		if len(batch) == 0 && !f.dirty {
-			f.busy = false
-			f.mu.Unlock()
-			return
-		}
-		f.dirty = false
-		own := maps.Clone(f.own)
-		f.mu.Unlock()
-
-		groups := make([][]Candidate, len(batch))
-		for i, w := range batch {
-			groups[i] = w.cands
-		}
-		picks, others, err := f.call(ctx, own, groups)
-
-		f.mu.Lock()
-		f.calls++
-		f.lastErr = err
-		switch {
-		case err == nil:
-			f.others = others
-		case len(batch) > 0:
-			// Send the counts again with the next call. A failed call
-			// without picks (a renewal) is left to Keepalive, unless a
-			// release came meanwhile.
-			f.dirty = true
-		}
-		for i, w := range batch {
-			switch {
-			case err != nil:
-				w.err = err
-			case i < len(picks):
-				w.entry = picks[i]
-				f.own[w.entry]++
-			default:
-				w.err = pick.ErrNoBackends
-			}
-		}
-		f.mu.Unlock()
-		for _, w := range batch {
-			w.done <- struct{}{}
-		}
-		if len(batch) > 0 {
-			// This goroutine's own pick is answered: let another carry on.
-			f.mu.Lock()
-			more := len(f.queue) > 0 || f.dirty
-			if !more {
-				f.busy = false
-			}
-			f.mu.Unlock()
-			if more {
-				go f.lead(context.WithoutCancel(ctx))
-			}
-			return
-		}
-	}
-}
-
-// call is the round trip: one pick for each element of picks, among the
-// candidates it holds (never empty). Consecutive picks with the same
-// candidates, as picks from one snapshot have, travel as one group.
-func (f *Inflight) call(ctx context.Context, own map[string]int64, picks [][]Candidate) (chosen []string, others map[string]int64, err error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.s.stepTimeout)
-	defer cancel()
+	own := maps.Clone(f.own)
+	f.mu.Unlock()
 	args := []any{f.id, f.ttl.Milliseconds(), len(own)}
 	for _, e := range slices.Sorted(maps.Keys(own)) {
 		args = append(args, e, own[e])
 	}
-	for i := 0; i < len(picks); {
-		cands, n := picks[i], 1
-		for i+n < len(picks) && sameCandidates(picks[i+n], cands) {
+	npicks := 0
+	for i := 0; i < len(batch); {
+		cands, n := batch[i], 1
+		for i+n < len(batch) && sameCandidates(batch[i+n], cands) {
 			n++
 		}
-		args = append(args, n, len(cands))
-		for _, c := range cands {
-			args = append(args, c.Entry, max(c.Weight, 1))
+		if len(cands) > 0 {
+			args = append(args, n, len(cands))
+			for _, c := range cands {
+				args = append(args, c.Entry, max(c.Weight, 1))
+			}
+			npicks += n
 		}
 		i += n
 	}
-	keys := []string{sibling(f.s.key, "inflight"), sibling(f.s.key, "alive"), sibling(f.s.key, "turn")}
+	keys := []string{f.s.keys.inflight, f.s.keys.alive, f.s.keys.turn}
 	res, err := inflightScript.Run(ctx, f.s.rdb, keys, args...).StringSlice()
-	if err != nil {
-		return nil, nil, f.s.classify(err)
-	}
 	var np int
-	if len(res) > 0 {
+	if err == nil && len(res) > 0 {
 		np, _ = strconv.Atoi(res[0])
 	}
-	if len(res) == 0 || np < 0 || 1+np > len(res) || (len(res)-1-np)%2 != 0 {
-		return nil, nil, fmt.Errorf("%w: the in-flight script answered %d values", pick.ErrUnavailable, len(res))
+	if err == nil && (len(res) == 0 || np != npicks || (len(res)-1-np)%2 != 0) {
+		err = fmt.Errorf("%w: the in-flight script answered %d values for %d picks", pick.ErrUnavailable, len(res), npicks)
 	}
-	others = map[string]int64{}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err != nil {
+		f.lastErr = f.s.classify(err)
+		return nil, f.lastErr
+	}
+	f.lastErr = nil
+	f.others = map[string]int64{}
 	for kv := res[1+np:]; len(kv) >= 2; kv = kv[2:] {
 		v, _ := strconv.ParseInt(kv[1], 10, 64)
-		others[kv[0]] = v
+		f.others[kv[0]] = v
 	}
-	return res[1 : 1+np], others, nil
+	out := make([]string, len(batch))
+	picks := res[1 : 1+np]
+	for i, cands := range batch {
+		if len(cands) > 0 {
+			out[i], picks = picks[0], picks[1:]
+			f.own[out[i]]++
+		}
+	}
+	return out, nil
+}
+
+// sameCandidates reports whether a and b are the same candidate list: the
+// same slice, as the picks from one snapshot share.
+func sameCandidates(a, b []Candidate) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // InFlight reads the requests in flight by entry, every live dispatcher's
@@ -428,8 +349,8 @@ func (s *Store) InFlight(ctx context.Context) (map[string]int64, error) {
 	var now *redis.TimeCmd
 	cmds, err := s.txPipelined(ctx, func(p redis.Pipeliner) error {
 		now = p.Time(ctx)
-		alive = p.ZRangeWithScores(ctx, sibling(s.key, "alive"), 0, -1)
-		all = p.HGetAll(ctx, sibling(s.key, "inflight"))
+		alive = p.ZRangeWithScores(ctx, s.keys.alive, 0, -1)
+		all = p.HGetAll(ctx, s.keys.inflight)
 		return nil
 	})
 	if err != nil {
@@ -453,10 +374,4 @@ func (s *Store) InFlight(ctx context.Context) (map[string]int64, error) {
 		}
 	}
 	return out, nil
-}
-
-// sameCandidates reports whether a and b are the same candidate list: the
-// same slice, as the picks from one snapshot share.
-func sameCandidates(a, b []Candidate) bool {
-	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }

@@ -22,3 +22,52 @@ func LoadKey(getenv func(string) string) (string, error) {
 	}
 	return key, nil
 }
+
+// keys are the Redis keys beside one list, each in the list's hash slot
+// (sibling), so that one script may touch any of them with the list on a
+// Redis Cluster.
+type keys struct {
+	tally    string // the steps taken per entry (rotate.go): "{servers}:picks"
+	down     string // the entries the health checks mark down (health.go)
+	probes   string // origin -> the origin probed instead (health.go)
+	reports  string // failed connections proxies report (health.go)
+	lease    string // who runs the health checks (health.go)
+	inflight string // requests in flight per dispatcher and entry (inflight.go)
+	alive    string // the dispatchers whose counts count (inflight.go)
+	turn     string // least-conn's tie-break position (inflight.go)
+}
+
+func keysOf(key string) keys {
+	return keys{tally: tallyKey(key), down: sibling(key, "down"), probes: sibling(key, "probe"),
+		reports: sibling(key, "reports"), lease: sibling(key, "lease"),
+		inflight: sibling(key, "inflight"), alive: sibling(key, "alive"), turn: sibling(key, "turn")}
+}
+
+// LeaseKey returns the Redis key of the health checks' lease, in the list's
+// hash slot: "{servers}:lease" for "servers".
+func (s *Store) LeaseKey() string { return s.keys.lease }
+
+// DownKey returns the Redis key of the set of entries marked down, in the
+// list's hash slot: "{servers}:down" for "servers".
+func (s *Store) DownKey() string { return s.keys.down }
+
+// ProbeKey returns the Redis key of the hash of probe addresses, in the
+// list's hash slot: "{servers}:probe" for "servers".
+func (s *Store) ProbeKey() string { return s.keys.probes }
+
+// tallyKey puts the tally in the list's hash slot, so that one script may
+// touch both in a Redis Cluster: "servers" gives "{servers}:picks", whose
+// slot is that of "servers"; a key that has a hash tag already, such as
+// "{lb}servers", gives "{lb}servers:picks".
+func tallyKey(key string) string { return sibling(key, "picks") }
+
+// sibling is the key named key + ":" + suffix in key's hash slot (see
+// tallyKey). Every key the rotation uses beside the list is one.
+func sibling(key, suffix string) string {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			return key + ":" + suffix
+		}
+	}
+	return "{" + key + "}:" + suffix
+}

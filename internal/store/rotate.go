@@ -3,29 +3,129 @@ package store
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"maps"
+	"net/url"
+	"slices"
 	"strconv"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
-
-	"github.com/spreadlb/spread/internal/pick"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/spreadlb/spread/internal/backend"
+	"github.com/spreadlb/spread/internal/batch"
+	"github.com/spreadlb/spread/internal/pick"
 )
 
-// Coalescing: every pick is its own rotation step, but picks that arrive
-// while a round trip to Redis is in flight share the next round trip.
-//
-// A pick that finds no round trip in flight makes one at once, for itself
-// alone: an idle dispatcher adds no wait. Picks that arrive meanwhile queue
-// up. When the round trip ends, the whole queue becomes the next batch, and
-// the first pick in it is woken to lead it: it sends one script that takes
-// one LMOVE step per pick, in queue order, and hands each pick its own
-// entry. So under load there is one round trip per batch instead of one per
-// request, while Redis still makes exactly one LMOVE per pick and the counts
-// per backend stay exact. Each goroutine leads at most one batch, so no
-// request is held back serving others'.
+// Rotation takes the shared rotation's steps of one Store's list: every
+// pick is its own step, but picks that arrive while a round trip to Redis
+// is in flight share the next one (package batch). The leader of a batch
+// sends one script that takes one LMOVE step per pick, in queue order, and
+// hands each pick its own entry. So under load there is one round trip per
+// batch instead of one per request, while Redis still makes exactly one
+// LMOVE per pick and the counts per backend stay exact.
+type Rotation struct {
+	s     *Store
+	log   *slog.Logger
+	steps batch.Batcher[struct{}, string] // picks waiting for the round trip in flight
+
+	skipped   atomic.Uint64                          // invalid entries stepped over (Skipped)
+	invalid   atomic.Pointer[[]any]                  // entries found invalid, at most maxInvalid, for stepScript to skip
+	invalidMu sync.Mutex                             // serializes additions to invalid
+	parsed    atomic.Pointer[map[string]parsedEntry] // backend.Parse's verdicts, by entry
+
+	// legacy is set once the server has answered that it has no LMOVE
+	// (Redis < 6.2); from then on a step uses RPOPLPUSH, which is the same
+	// operation under its old name.
+	legacy atomic.Bool
+}
+
+// NewRotation returns the rotation of s's list. A round trip may take
+// s.StepTimeout(), as it is now.
+func NewRotation(s *Store) *Rotation {
+	r := &Rotation{s: s, log: s.log}
+	r.steps = batch.Batcher[struct{}, string]{Trip: r.trip, Timeout: s.stepTimeout, Short: pick.ErrNoBackends}
+	r.invalid.Store(&[]any{})
+	r.parsed.Store(&map[string]parsedEntry{})
+	return r
+}
+
+// MaxSkips bounds how many invalid entries one pick steps over before it
+// gives up with pick.ErrNoValidBackend. Each skipped entry costs one more round
+// trip, for the request that meets it only; a healthy list costs exactly one.
+const MaxSkips = 16
+
+// Next takes one rotation step and returns the backend it lands on, which
+// the caller must not modify (it is shared by the picks of that entry).
+// Entries marked down are stepped over in Redis, in the same step (see
+// stepScript). An entry that fails backend.Parse is counted (Skipped),
+// logged the first time this Store meets it, skipped (it stays in the list)
+// and the next step is taken, at most MaxSkips times.
+func (r *Rotation) Next(ctx context.Context) (*url.URL, error) {
+	for range MaxSkips + 1 {
+		entry, err := r.steps.Do(ctx, struct{}{})
+		if err != nil {
+			return nil, r.s.classify(err)
+		}
+		u, err := r.parse(entry)
+		if err == nil {
+			return u, nil
+		}
+		r.skipped.Add(1)
+	}
+	return nil, pick.ErrNoValidBackend
+}
+
+// Skipped is how many invalid entries this rotation's picks have stepped
+// over.
+func (r *Rotation) Skipped() uint64 { return r.skipped.Load() }
+
+// parsedEntry is backend.Parse's verdict on one entry.
+type parsedEntry struct {
+	u   *url.URL
+	err error
+}
+
+// maxParsed bounds the verdicts a Store remembers: a list holds a few
+// backends, but nothing stops a hostile one from holding millions.
+const maxParsed = 1024
+
+// maxInvalid and maxInvalidLen bound the invalid entries a Store asks
+// stepScript to skip, as they travel with every round trip: at most 64, of
+// at most 2 KiB each. Others cost a round trip each time a pick meets them;
+// longer ones never reach a Store, as stepScript skips them by length.
+const (
+	maxInvalid    = 64
+	maxInvalidLen = 2048
+)
+
+// parse is backend.Parse, remembered per entry: a list repeats the same few
+// entries, and validating each pick anew was a measurable part of its cost.
+func (r *Rotation) parse(entry string) (*url.URL, error) {
+	m := r.parsed.Load()
+	if p, ok := (*m)[entry]; ok {
+		return p.u, p.err
+	}
+	u, err := backend.Parse(entry)
+	if err != nil {
+		r.log.Warn("skipping invalid rotation entry", "key", r.s.key, "err", err)
+		r.invalidMu.Lock()
+		if old := *r.invalid.Load(); len(old) < maxInvalid && len(entry) <= maxInvalidLen && !slices.Contains(old, any(entry)) {
+			next := append(slices.Clip(old), entry)
+			r.invalid.Store(&next)
+		}
+		r.invalidMu.Unlock()
+	}
+	if len(*m) < maxParsed {
+		// Copy on write: readers never lock. Two picks racing here may
+		// each add the entry; both verdicts are the same.
+		next := maps.Clone(*m)
+		next[entry] = parsedEntry{u, err}
+		r.parsed.Store(&next)
+	}
+	return u, err
+}
 
 // stepScript takes ARGV[1] rotation steps of the list KEYS[1] and returns the
 // number of invalid entries it stepped over (as a string), then the entries
@@ -110,162 +210,39 @@ picks[1] = tostring(skipped)
 return picks
 `)
 
-// maxInFlight is how many round trips one Store has in flight at once. One
-// makes the largest batches, so the fewest round trips and script calls;
-// two was measured no faster (make bench).
-const maxInFlight = 1
-
 // DefaultStepTimeout is how long a round trip may take unless
 // SetStepTimeout says otherwise.
 const DefaultStepTimeout = time.Second
 
-// waiter is one queued pick. Waiters are reused (waiters pool), so done
-// is signalled by a send, not closed.
-type waiter struct {
-	done  chan struct{} // receives once entry/err are set, or to make this pick lead
-	entry string
-	err   error
-	batch []*waiter // set when this pick is woken to lead the batch
-}
-
-// coalescer is the queue of picks waiting for the round trip in flight.
-type coalescer struct {
-	mu       sync.Mutex
-	inflight int       // round trips in flight
-	queue    []*waiter // picks that arrived meanwhile, in order
-	trips    uint64    // round trips made, for tests and benchmarks
-	steps    uint64    // steps asked for
-	maxLen   int       // largest batch seen
-}
-
-// step takes one rotation step for one pick and returns the entry it lands
-// on, sharing a round trip with the picks around it.
-func (s *Store) step(ctx context.Context) (string, error) {
-	c := &s.co
-	c.mu.Lock()
-	if c.inflight < maxInFlight {
-		// Room for one more round trip: go now, alone.
-		c.inflight++
-		c.mu.Unlock()
-		me := &waiter{}
-		s.lead(ctx, []*waiter{me})
-		return me.entry, me.err
-	}
-	me := waiters.Get().(*waiter)
-	c.queue = append(c.queue, me)
-	c.mu.Unlock()
-	defer me.release()
-
-	select {
-	case <-me.done:
-	case <-ctx.Done():
-		c.mu.Lock()
-		if i := indexOf(c.queue, me); i >= 0 {
-			// Still queued: leave, and no step is taken for this pick.
-			c.queue = append(c.queue[:i], c.queue[i+1:]...)
-			c.mu.Unlock()
-			return "", s.classify(ctx.Err())
-		}
-		c.mu.Unlock()
-		// Already in a batch (perhaps as its leader): that round trip has
-		// its own deadline, so wait for it; the caller sees ctx's error.
-		<-me.done
-		if me.batch != nil {
-			s.lead(ctx, me.batch)
-		}
-		return "", s.classify(ctx.Err())
-	}
-	if me.batch != nil {
-		s.lead(ctx, me.batch)
-	}
-	return me.entry, me.err
-}
-
-var waiters = sync.Pool{New: func() any { return &waiter{done: make(chan struct{}, 1)} }}
-
-// release returns w to the pool once nothing refers to it any more.
-func (w *waiter) release() {
-	w.entry, w.err, w.batch = "", nil, nil
-	waiters.Put(w)
-}
-
-// lead makes one round trip for batch (whose first element is the caller),
-// hands out the results, then passes the queue that built up meanwhile to
-// its first pick, or marks the coalescer idle.
-func (s *Store) lead(ctx context.Context, batch []*waiter) {
-	entries, err := s.steps(ctx, len(batch))
-	for i, w := range batch {
-		switch {
-		case err != nil:
-			w.err = err
-		case i < len(entries):
-			w.entry = entries[i]
-		default:
-			w.err = pick.ErrNoBackends
-		}
-		if i > 0 {
-			w.done <- struct{}{}
-		}
-	}
-
-	c := &s.co
-	c.mu.Lock()
-	c.trips++
-	c.steps += uint64(len(batch))
-	c.maxLen = max(c.maxLen, len(batch))
-	next := c.queue
-	c.queue = nil
-	if len(next) == 0 {
-		c.inflight--
-	}
-	c.mu.Unlock()
-	if len(next) > 0 {
-		next[0].batch = next
-		next[0].done <- struct{}{}
-	}
-}
-
-// steps is the round trip: n rotation steps in one script call. It has a
-// deadline of its own (SetStepTimeout) and ignores the leader's
-// cancellation, because the other picks in the batch wait on it whatever
-// happens to the leader's request.
-func (s *Store) steps(ctx context.Context, n int) ([]string, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.stepTimeout)
-	defer cancel()
+// trip is the round trip: one rotation step per pick of the batch, in one
+// script call. Its context ends by the batch's deadline (package batch),
+// whatever happens to the leader's request.
+func (r *Rotation) trip(ctx context.Context, picks []struct{}) ([]string, error) {
 	for {
 		legacy := "0"
-		if s.legacy.Load() {
+		if r.legacy.Load() {
 			legacy = "1"
 		}
-		args := append([]any{n, legacy}, *s.invalid.Load()...)
-		res, err := stepScript.Run(ctx, s.rdb, []string{s.key, s.tally, s.down}, args...).StringSlice()
-		if isUnknownCommand(err) && !s.legacy.Load() {
-			s.legacy.Store(true)
-			s.log.Info("redis has no LMOVE (older than 6.2); rotating with RPOPLPUSH")
+		args := append([]any{len(picks), legacy}, *r.invalid.Load()...)
+		res, err := stepScript.Run(ctx, r.s.rdb, []string{r.s.key, r.s.keys.tally, r.s.keys.down}, args...).StringSlice()
+		if isUnknownCommand(err) && !r.legacy.Load() {
+			r.legacy.Store(true)
+			r.log.Info("redis has no LMOVE (older than 6.2); rotating with RPOPLPUSH")
 			continue
 		}
 		if err != nil {
-			return nil, s.classify(err)
+			return nil, r.s.classify(err)
 		}
 		if len(res) == 0 {
 			return nil, fmt.Errorf("%w: the step script answered nothing", pick.ErrUnavailable)
 		}
 		if n, _ := strconv.ParseUint(res[0], 10, 64); n > 0 {
-			s.skipped.Add(n)
+			r.skipped.Add(n)
 		}
 		if len(res) == 1 {
 			return nil, pick.ErrNoBackends
 		}
 		return res[1:], nil
-	}
-}
-
-// SetStepTimeout sets how long one round trip may take (default
-// DefaultStepTimeout). A pick waits at most that long once its step is in
-// flight, and before that as long as its own context allows.
-func (s *Store) SetStepTimeout(d time.Duration) {
-	if d > 0 {
-		s.stepTimeout = d
 	}
 }
 
@@ -277,64 +254,30 @@ type CoalesceStats struct {
 }
 
 // Coalescing reports how many round trips the picks so far took.
-func (s *Store) Coalescing() CoalesceStats {
-	s.co.mu.Lock()
-	defer s.co.mu.Unlock()
-	return CoalesceStats{RoundTrips: s.co.trips, Steps: s.co.steps, MaxBatch: s.co.maxLen}
+func (r *Rotation) Coalescing() CoalesceStats {
+	st := r.steps.Stats()
+	return CoalesceStats{RoundTrips: st.RoundTrips, Steps: st.Requests, MaxBatch: st.MaxBatch}
 }
+
+// Entries returns the list as LRANGE key 0 -1 shows it: the rotation in
+// order, the next pick last.
+func (r *Rotation) Entries(ctx context.Context) ([]string, error) { return r.s.Entries(ctx) }
 
 // Tally returns how many rotation steps landed on each entry since the list
 // was last replaced, counted by Redis in the same script as the steps, so
 // it adds up the picks of every dispatcher sharing the list.
 func (s *Store) Tally(ctx context.Context) (map[string]int64, error) {
-	raw, err := s.rdb.HGetAll(ctx, s.tally).Result()
+	raw, err := s.rdb.HGetAll(ctx, s.keys.tally).Result()
 	if err != nil {
-		return nil, s.classifyOp(err, "HGETALL "+s.tally)
+		return nil, s.classifyOp(err, "HGETALL "+s.keys.tally)
 	}
 	tally := make(map[string]int64, len(raw))
 	for entry, n := range raw {
 		v, err := strconv.ParseInt(n, 10, 64)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %q holds %q for %q, not a count", pick.ErrWrongType, s.tally, n, entry)
+			return nil, fmt.Errorf("%w: %q holds %q for %q, not a count", pick.ErrWrongType, s.keys.tally, n, entry)
 		}
 		tally[entry] = v
 	}
 	return tally, nil
-}
-
-// TallyKey returns the Redis key of the tally hash.
-func (s *Store) TallyKey() string { return s.tally }
-
-// DownKey returns the Redis key of the set of entries marked down, in the
-// list's hash slot: "{servers}:down" for "servers".
-func (s *Store) DownKey() string { return s.down }
-
-// ProbeKey returns the Redis key of the hash of probe addresses, in the
-// list's hash slot: "{servers}:probe" for "servers".
-func (s *Store) ProbeKey() string { return s.probes }
-
-// tallyKey puts the tally in the list's hash slot, so that one script may
-// touch both in a Redis Cluster: "servers" gives "{servers}:picks", whose
-// slot is that of "servers"; a key that has a hash tag already, such as
-// "{lb}servers", gives "{lb}servers:picks".
-func tallyKey(key string) string { return sibling(key, "picks") }
-
-// sibling is the key named key + ":" + suffix in key's hash slot (see
-// tallyKey). Every key the rotation uses beside the list is one.
-func sibling(key, suffix string) string {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			return key + ":" + suffix
-		}
-	}
-	return "{" + key + "}:" + suffix
-}
-
-func indexOf(ws []*waiter, w *waiter) int {
-	for i, x := range ws {
-		if x == w {
-			return i
-		}
-	}
-	return -1
 }

@@ -34,7 +34,7 @@ func pauseWrites(t *testing.T, srv *redistest.Server) (unpause func()) {
 // waitInFlight waits until a round trip is in flight.
 func waitInFlight(t *testing.T, s *store.Store) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !s.TripInFlight(); {
+	for deadline := time.Now().Add(10 * time.Second); !rot(s).TripInFlight(); {
 		if time.Now().After(deadline) {
 			t.Fatal("no round trip started")
 		}
@@ -45,9 +45,9 @@ func waitInFlight(t *testing.T, s *store.Store) {
 // waitQueued waits until n picks are queued behind the round trip in flight.
 func waitQueued(t *testing.T, s *store.Store, n int) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); s.Queued() != n; {
+	for deadline := time.Now().Add(10 * time.Second); rot(s).Queued() != n; {
 		if time.Now().After(deadline) {
-			t.Fatalf("got %d picks queued, want %d", s.Queued(), n)
+			t.Fatalf("got %d picks queued, want %d", rot(s).Queued(), n)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -80,7 +80,7 @@ func TestQueuedPicksShareOneRoundTrip(t *testing.T) {
 	counts := map[string]int{}
 	var wg sync.WaitGroup
 	pick := func() {
-		u, err := s.Next(ctx)
+		u, err := rot(s).Next(ctx)
 		if err != nil {
 			t.Error(err)
 			return
@@ -104,7 +104,7 @@ func TestQueuedPicksShareOneRoundTrip(t *testing.T) {
 			t.Errorf("%s: got %d picks, want 10 (all: %v)", b, counts[b], counts)
 		}
 	}
-	st := s.Coalescing()
+	st := rot(s).Coalescing()
 	if st.RoundTrips != 2 || st.Steps != 30 || st.MaxBatch != 29 {
 		t.Errorf("got %+v, want 2 round trips, 30 steps, largest batch 29", st)
 	}
@@ -121,7 +121,7 @@ func TestQueuedPicksShareOneRoundTrip(t *testing.T) {
 func TestLonePicksGoAlone(t *testing.T) {
 	s, _ := seededStore(t)
 	expectPicks(t, s, []string{three[2], three[1], three[0], three[2]})
-	if st := s.Coalescing(); st.RoundTrips != 4 || st.MaxBatch != 1 {
+	if st := rot(s).Coalescing(); st.RoundTrips != 4 || st.MaxBatch != 1 {
 		t.Errorf("got %+v, want 4 round trips of 1 step", st)
 	}
 }
@@ -135,7 +135,7 @@ func TestQueuedPickThatGivesUpTakesNoStep(t *testing.T) {
 	unpause := pauseWrites(t, srv)
 	first := make(chan string, 1)
 	go func() {
-		u, err := s.Next(ctx)
+		u, err := rot(s).Next(ctx)
 		if err != nil {
 			t.Error(err)
 			first <- ""
@@ -146,10 +146,10 @@ func TestQueuedPickThatGivesUpTakesNoStep(t *testing.T) {
 	waitInFlight(t, s)
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
-	if _, err := s.Next(short); !errors.Is(err, pick.ErrUnavailable) {
+	if _, err := rot(s).Next(short); !errors.Is(err, pick.ErrUnavailable) {
 		t.Errorf("queued pick past its deadline: got %v, want pick.ErrUnavailable", err)
 	}
-	if n := s.Queued(); n != 0 {
+	if n := rot(s).Queued(); n != 0 {
 		t.Errorf("got %d picks queued after the only waiter gave up, want 0", n)
 	}
 	unpause()
@@ -181,7 +181,7 @@ func TestTallyCountsEveryDispatchersSteps(t *testing.T) {
 		}
 		wg.Go(func() {
 			for range 10 {
-				if _, err := s.Next(ctx); err != nil {
+				if _, err := rot(s).Next(ctx); err != nil {
 					t.Error(err)
 				}
 			}

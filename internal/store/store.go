@@ -1,8 +1,18 @@
 // Package store is the one place where Redis is touched. The seeder writes
-// the rotation list through a Store; the dispatcher takes its rotation steps,
-// reads the list and its down set, counts requests in flight and keeps the
-// health checks' lease through the same Store. The list stays a plain Redis
-// list of URLs, so `redis-cli LRANGE servers 0 -1` always shows the truth.
+// the rotation list through a Store; the dispatcher reads the list and its
+// down set, and keeps the health checks' lease, through the same Store. The
+// list stays a plain Redis list of URLs, so `redis-cli LRANGE servers 0 -1`
+// always shows the truth.
+//
+// The jobs that keep state of their own have their own types over a Store:
+//
+//	Rotation  rotate.go    the shared round robin's steps (LMOVE), shared round trips
+//	Inflight  inflight.go  one dispatcher's side of the in-flight counts
+//
+// and the rest are files of Store's: the list (store.go), the health
+// checks' keys and lease (health.go), the permission checks (access.go),
+// what Redis's errors mean (classify.go), and the keys beside the list
+// (keys.go).
 //
 // A rotation step is the tutorial's RPOPLPUSH, spelled LMOVE today:
 //
@@ -15,9 +25,9 @@
 //
 // The dispatcher sends these steps in a small script that takes one LMOVE
 // per waiting request, so that concurrent requests share a round trip
-// (rotate.go), and counts each step in a tally hash that `seeder watch`
+// (package batch), and counts each step in a tally hash that `seeder watch`
 // shows. Every other key the package uses sits beside the list, in its hash
-// slot (sibling), so that it all works the same on a Redis Cluster.
+// slot (keys.go), so that it all works the same on a Redis Cluster.
 package store
 
 import (
@@ -25,9 +35,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
-	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,51 +55,28 @@ var (
 	ErrNotInList = errors.New("not in the rotation list")
 )
 
-// MaxSkips bounds how many invalid entries one pick steps over before it
-// gives up with pick.ErrNoValidBackend. Each skipped entry costs one more round
-// trip, for the request that meets it only; a healthy list costs exactly one.
-const MaxSkips = 16
-
-// Store is the rotation list at one Redis key.
+// Store is the rotation list at one Redis key, and the keys beside it.
+// What needs state of its own has its own type over a Store: the rotation
+// steps (Rotation) and the in-flight counts (Inflight).
 type Store struct {
-	rdb redis.UniversalClient
-	key string
-	log *slog.Logger
+	rdb  redis.UniversalClient
+	key  string
+	keys keys // the keys beside the list (keys.go)
+	log  *slog.Logger
 
-	tally       string                                      // key of the hash counting steps per entry (tallyKey)
-	down        string                                      // key of the set of entries marked down (DownKey)
-	probes      string                                      // key of the hash of probe addresses (ProbeKey)
-	reports     string                                      // key of the hash of failures reported by proxies (ReportFailure)
-	lease       string                                      // key of the health checks' lease (ClaimLease)
-	skipped     atomic.Uint64                               // invalid entries stepped over (Skipped)
-	invalid     atomic.Pointer[[]any]                       // entries found invalid, at most maxInvalid, for stepScript to skip
-	invalidMu   sync.Mutex                                  // serializes additions to invalid
 	stepTimeout time.Duration                               // bound of one round trip (SetStepTimeout)
-	co          coalescer                                   // picks waiting for the round trip in flight
-	parsed      atomic.Pointer[map[string]parsedEntry]      // backend.Parse's verdicts, by entry
 	denied      sync.Map                                    // refused command -> when it was last logged (logDenied)
 	onDenied    atomic.Pointer[func(*pick.PermissionError)] // hears every refused command (OnDenied)
 	noMulti     atomic.Pointer[refusal]                     // Redis refused MULTI to this user (txPipelined)
-
-	// legacy is set once the server has answered that it has no LMOVE
-	// (Redis < 6.2); from then on a step uses RPOPLPUSH, which is the same
-	// operation under its old name.
-	legacy atomic.Bool
 }
 
-// NewStore returns a Store for the list at key. A nil log discards the
-// messages about skipped entries.
+// NewStore returns a Store for the list at key. A nil log discards its
+// messages.
 func NewStore(rdb redis.UniversalClient, key string, log *slog.Logger) *Store {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Store{rdb: rdb, key: key, log: log, tally: tallyKey(key),
-		down: sibling(key, "down"), probes: sibling(key, "probe"), reports: sibling(key, "reports"),
-		lease:       sibling(key, "lease"),
-		stepTimeout: DefaultStepTimeout}
-	s.invalid.Store(&[]any{})
-	s.parsed.Store(&map[string]parsedEntry{})
-	return s
+	return &Store{rdb: rdb, key: key, keys: keysOf(key), log: log, stepTimeout: DefaultStepTimeout}
 }
 
 // Key returns the Redis key of the list.
@@ -101,74 +85,13 @@ func (s *Store) Key() string { return s.key }
 // StepTimeout is how long one round trip may take (SetStepTimeout).
 func (s *Store) StepTimeout() time.Duration { return s.stepTimeout }
 
-// Next takes one rotation step and returns the backend it lands on, which
-// the caller must not modify (it is shared by the picks of that entry).
-// Entries marked down are stepped over in Redis, in the same step (see
-// stepScript). An entry that fails backend.Parse is counted (Skipped),
-// logged the first time this Store meets it, skipped (it stays in the list)
-// and the next step is taken, at most MaxSkips times.
-func (s *Store) Next(ctx context.Context) (*url.URL, error) {
-	for range MaxSkips + 1 {
-		entry, err := s.step(ctx)
-		if err != nil {
-			return nil, err
-		}
-		u, err := s.parse(entry)
-		if err == nil {
-			return u, nil
-		}
-		s.skipped.Add(1)
+// SetStepTimeout sets how long one round trip may take (default
+// DefaultStepTimeout). Set it before making a Rotation or an Inflight,
+// which take it as they are made.
+func (s *Store) SetStepTimeout(d time.Duration) {
+	if d > 0 {
+		s.stepTimeout = d
 	}
-	return nil, pick.ErrNoValidBackend
-}
-
-// Skipped is how many invalid entries this Store's picks have stepped over.
-func (s *Store) Skipped() uint64 { return s.skipped.Load() }
-
-// parsedEntry is backend.Parse's verdict on one entry.
-type parsedEntry struct {
-	u   *url.URL
-	err error
-}
-
-// maxParsed bounds the verdicts a Store remembers: a list holds a few
-// backends, but nothing stops a hostile one from holding millions.
-const maxParsed = 1024
-
-// maxInvalid and maxInvalidLen bound the invalid entries a Store asks
-// stepScript to skip, as they travel with every round trip: at most 64, of
-// at most 2 KiB each. Others cost a round trip each time a pick meets them;
-// longer ones never reach a Store, as stepScript skips them by length.
-const (
-	maxInvalid    = 64
-	maxInvalidLen = 2048
-)
-
-// parse is backend.Parse, remembered per entry: a list repeats the same few
-// entries, and validating each pick anew was a measurable part of its cost.
-func (s *Store) parse(entry string) (*url.URL, error) {
-	m := s.parsed.Load()
-	if p, ok := (*m)[entry]; ok {
-		return p.u, p.err
-	}
-	u, err := backend.Parse(entry)
-	if err != nil {
-		s.log.Warn("skipping invalid rotation entry", "key", s.key, "err", err)
-		s.invalidMu.Lock()
-		if old := *s.invalid.Load(); len(old) < maxInvalid && len(entry) <= maxInvalidLen && !slices.Contains(old, any(entry)) {
-			next := append(slices.Clip(old), entry)
-			s.invalid.Store(&next)
-		}
-		s.invalidMu.Unlock()
-	}
-	if len(*m) < maxParsed {
-		// Copy on write: readers never lock. Two picks racing here may
-		// each add the entry; both verdicts are the same.
-		next := maps.Clone(*m)
-		next[entry] = parsedEntry{u, err}
-		s.parsed.Store(&next)
-	}
-	return u, err
 }
 
 // Entries returns the list as LRANGE key 0 -1 shows it. The next pick is the
@@ -188,7 +111,7 @@ func (s *Store) Read(ctx context.Context) (entries, down []string, err error) {
 	var set *redis.StringSliceCmd
 	cmds, err := s.txPipelined(ctx, func(p redis.Pipeliner) error {
 		list = p.LRange(ctx, s.key, 0, -1)
-		set = p.SMembers(ctx, s.down)
+		set = p.SMembers(ctx, s.keys.down)
 		return nil
 	})
 	if perr := s.deniedIn(cmds); perr != nil {

@@ -25,6 +25,16 @@ func newStore(t *testing.T) (*store.Store, *redistest.Server) {
 	return store.NewStore(srv.Client, "servers", nil), srv
 }
 
+// rotations holds each test Store's Rotation, made on first use (after
+// any SetStepTimeout), so that its counts add up across a test.
+var rotations sync.Map
+
+// rot is s's Rotation.
+func rot(s *store.Store) *store.Rotation {
+	r, _ := rotations.LoadOrStore(s, store.NewRotation(s))
+	return r.(*store.Rotation)
+}
+
 // seededStore is newStore with the list seeded with three.
 func seededStore(t *testing.T) (*store.Store, *redistest.Server) {
 	t.Helper()
@@ -66,7 +76,7 @@ func concurrentPicks(t *testing.T, p interface {
 func expectPicks(t *testing.T, s *store.Store, want []string) {
 	t.Helper()
 	for i, w := range want {
-		u, err := s.Next(context.Background())
+		u, err := rot(s).Next(context.Background())
 		if err != nil {
 			t.Fatalf("pick %d: %v", i, err)
 		}
@@ -172,7 +182,7 @@ func TestAddRemove(t *testing.T) {
 		t.Errorf("Add of a scheme-relative URL: got %v, want ErrInvalidURL", err)
 	}
 	// The added entry is the next pick.
-	u, err := s.Next(ctx)
+	u, err := rot(s).Next(ctx)
 	if err != nil || u.String() != three[2] {
 		t.Errorf("Next after Add: got (%v, %v), want %q", u, err, three[2])
 	}
@@ -193,17 +203,17 @@ func TestNextErrors(t *testing.T) {
 	ctx := context.Background()
 	s, srv := newStore(t)
 
-	if _, err := s.Next(ctx); !errors.Is(err, pick.ErrNoBackends) {
+	if _, err := rot(s).Next(ctx); !errors.Is(err, pick.ErrNoBackends) {
 		t.Errorf("missing key: got %v, want pick.ErrNoBackends", err)
 	}
 	srv.Client.Set(ctx, "servers", "not a list", 0)
-	if _, err := s.Next(ctx); !errors.Is(err, pick.ErrWrongType) {
+	if _, err := rot(s).Next(ctx); !errors.Is(err, pick.ErrWrongType) {
 		t.Errorf("string key: got %v, want pick.ErrWrongType", err)
 	}
 	srv.Client.Del(ctx, "servers")
 	srv.Client.RPush(ctx, "servers", "javascript:alert(1)", "http://ok.example:5000", "//evil.example")
 	for i := range 4 {
-		u, err := s.Next(ctx)
+		u, err := rot(s).Next(ctx)
 		if err != nil || u.String() != "http://ok.example:5000" {
 			t.Errorf("poisoned list, pick %d: got (%v, %v), want only the valid entry", i, u, err)
 		}
@@ -213,11 +223,11 @@ func TestNextErrors(t *testing.T) {
 	}
 	srv.Client.Del(ctx, "servers")
 	srv.Client.RPush(ctx, "servers", "javascript:alert(1)", "ftp://x")
-	if _, err := s.Next(ctx); !errors.Is(err, pick.ErrNoValidBackend) {
+	if _, err := rot(s).Next(ctx); !errors.Is(err, pick.ErrNoValidBackend) {
 		t.Errorf("all entries invalid: got %v, want pick.ErrNoValidBackend", err)
 	}
 	srv.Stop()
-	if _, err := s.Next(ctx); !errors.Is(err, pick.ErrUnavailable) {
+	if _, err := rot(s).Next(ctx); !errors.Is(err, pick.ErrUnavailable) {
 		t.Errorf("redis stopped: got %v, want pick.ErrUnavailable", err)
 	}
 }
@@ -226,7 +236,7 @@ func TestNextErrors(t *testing.T) {
 // share one exact round robin.
 func TestConcurrentPicksAreExact(t *testing.T) {
 	s, _ := seededStore(t)
-	counts := concurrentPicks(t, s, 30, 10)
+	counts := concurrentPicks(t, rot(s), 30, 10)
 	for _, b := range three {
 		if counts[b] != 100 {
 			t.Errorf("%s: got %d picks, want 100 (all: %v)", b, counts[b], counts)

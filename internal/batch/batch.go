@@ -35,7 +35,7 @@ import (
 // before the first call; its zero value is not usable without Trip.
 type Batcher[Q, R any] struct {
 	// Trip makes one round trip for a batch of requests and returns their
-	// answers in order. An error fails every request of the batch; fewer
+	// answers in order. It must not keep batch, which is reused. An error fails every request of the batch; fewer
 	// answers than requests fail the rest with Short.
 	Trip func(ctx context.Context, batch []Q) ([]R, error)
 	// Abandoned, if set, hears an answer whose caller gave up waiting
@@ -51,9 +51,12 @@ type Batcher[Q, R any] struct {
 	busy     bool // a round trip is in flight, or about to be
 	again    bool // Kick came while busy: make one more round trip
 	queue    []*waiter[Q, R]
-	trips    uint64 // round trips made
-	requests uint64 // requests sent
-	maxBatch int    // most requests in one round trip
+	solo     [1]*waiter[Q, R] // the batch of a caller that goes alone
+	waiters  sync.Pool        // waiters to reuse
+	qs       []Q              // the requests of the round trip in flight, reused
+	trips    uint64           // round trips made
+	requests uint64           // requests sent
+	maxBatch int              // most requests in one round trip
 }
 
 // DefaultTimeout bounds a round trip when Batcher.Timeout is 0.
@@ -69,8 +72,8 @@ const (
 	abandoned       // the caller left; the answer goes to Abandoned
 )
 
-// waiter is one queued request. Waiters are not reused: a caller that
-// gave up may leave one behind in a batch in flight.
+// waiter is one request, waiting. Waiters are reused (Batcher.done), so
+// done is signalled by a send, not closed.
 type waiter[Q, R any] struct {
 	q        Q
 	deadline time.Time // the caller's deadline, zero if none
@@ -84,15 +87,21 @@ type waiter[Q, R any] struct {
 // Do sends q in the next round trip, sharing it with the requests around
 // it, and returns q's answer, or ctx's error if ctx is done first.
 func (b *Batcher[Q, R]) Do(ctx context.Context, q Q) (R, error) {
-	me := &waiter[Q, R]{q: q, done: make(chan struct{}, 1)}
+	me, _ := b.waiters.Get().(*waiter[Q, R])
+	if me == nil {
+		me = &waiter[Q, R]{done: make(chan struct{}, 1)}
+	}
+	me.q = q
 	me.deadline, _ = ctx.Deadline()
 	b.mu.Lock()
 	if !b.busy {
-		// Nothing in flight: go now, alone.
+		// Nothing in flight: go now, alone. One round trip is in flight
+		// at a time, so its batch can be the Batcher's own.
 		b.busy = true
+		b.solo[0] = me
 		b.mu.Unlock()
-		b.lead(ctx, []*waiter[Q, R]{me})
-		return me.r, me.err
+		b.lead(ctx, b.solo[:])
+		return b.done(me)
 	}
 	b.queue = append(b.queue, me)
 	b.mu.Unlock()
@@ -131,7 +140,21 @@ func (b *Batcher[Q, R]) Do(ctx context.Context, q Q) (R, error) {
 	if me.batch != nil {
 		b.lead(ctx, me.batch)
 	}
-	return me.r, me.err
+	return b.done(me)
+}
+
+// done returns w's answer and puts w back for another call: nothing else
+// refers to a waiter that was answered, or that led its batch, once its
+// caller has it. (One whose caller gave up is left to the garbage
+// collector: its batch still holds it.)
+func (b *Batcher[Q, R]) done(w *waiter[Q, R]) (R, error) {
+	r, err := w.r, w.err
+	var zeroQ Q
+	var zeroR R
+	w.q, w.r, w.err, w.batch, w.deadline = zeroQ, zeroR, nil, nil, time.Time{}
+	w.state.Store(waiting)
+	b.waiters.Put(w)
+	return r, err
 }
 
 // Kick asks for a round trip soon, with whatever is queued by then, even
@@ -206,12 +229,14 @@ func (b *Batcher[Q, R]) trip(ctx context.Context, batch []*waiter[Q, R]) {
 		}
 	}
 	tctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
-	qs := make([]Q, len(batch))
-	for i, w := range batch {
-		qs[i] = w.q
+	qs := b.qs[:0]
+	for _, w := range batch {
+		qs = append(qs, w.q)
 	}
 	rs, err := b.Trip(tctx, qs)
 	cancel()
+	clear(qs) // let the requests go
+	b.qs = qs[:0]
 
 	b.mu.Lock()
 	b.trips++

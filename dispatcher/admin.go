@@ -21,19 +21,6 @@ type lengther interface {
 	Len(ctx context.Context) (int64, error)
 }
 
-// newAdmin returns the admin listener's routes. They live on their own port
-// so that the main port can pass every path, /healthz included, to the
-// backends.
-//
-//	GET /healthz  200 while the process serves
-//	GET /readyz   200 when Redis answers, the list is not empty and the
-//	              Redis user may run every command this dispatcher needs, else
-//	              503 saying why (naming the commands missing);
-//	              200 "degraded: ..." while Redis is down and the dispatcher
-//	              rotates over its snapshot of the list (fallback.go)
-//
-// serve adds GET /metrics (metrics.go) and the dashboard, GET / and GET
-// /events (dashboard.go).
 // storeOrPool is readiness for strategies without a Failover: the list's
 // length from Redis, or from the pool's snapshot while Redis does not
 // answer (such strategies pick from the snapshot anyway).
@@ -54,26 +41,44 @@ func (s storeOrPool) Len(ctx context.Context) (int64, error) {
 }
 
 // redisOps lists what this dispatcher does with Redis, for the check of
-// the user's permissions (store.Missing): what its settings need.
-func redisOps(cfg config) []store.Op {
+// the user's permissions (store.Missing): what its settings, and the
+// strategy's needs, ask of it.
+func redisOps(cfg config, needs []balance.Need) []store.Op {
 	ops := []store.Op{store.OpRead}
-	if cfg.strategy == "round-robin" && cfg.rotation == "redis" {
-		ops = append(ops, store.OpRotate)
-	}
 	if cfg.health.Interval > 0 {
 		ops = append(ops, store.OpHealth)
 	}
 	if cfg.mode == balance.Proxy {
 		ops = append(ops, store.OpReport)
 	}
-	if cfg.strategy == "least-conn" || cfg.strategy == "p2c" {
-		ops = append(ops, store.OpInflight)
+	for _, n := range needs {
+		switch n {
+		case balance.NeedRotation:
+			ops = append(ops, store.OpRotate)
+		case balance.NeedInflight:
+			ops = append(ops, store.OpInflight)
+		}
 	}
 	return ops
 }
 
-// newAdmin returns the admin routes over list; access, if not nil, checks
-// the Redis user's permissions (store.CheckAccess) on every /readyz.
+// newAdmin returns the admin listener's routes. They live on their own port
+// so that the main port can pass every path, /healthz included, to the
+// backends.
+//
+//	GET /healthz  200 while the process serves
+//	GET /readyz   200 when Redis answers, the list is not empty and the
+//	              Redis user may run every command this dispatcher needs, else
+//	              503 saying why (naming the commands missing);
+//	              200 "degraded: ..." while Redis is down and the dispatcher
+//	              rotates over its snapshot of the list (balance.Failover)
+//
+// serve adds GET /metrics (metrics.go) and the dashboard, GET / and GET
+// /events (dashboard.go).
+//
+// list is the rotation's length (and whether it is degraded); access, if not
+// nil, checks the Redis user's permissions (store.CheckAccess) on every
+// /readyz.
 func newAdmin(list lengther, key string, access func(context.Context) error) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true

@@ -34,7 +34,7 @@ func BenchmarkRedirect(b *testing.B) {
 		name   string
 		picker balance.Picker
 	}{
-		{"redis", balance.Shared{Rotation: store.NewRotation(st)}},
+		{"redis", balance.NewShared(store.NewRotation(st))},
 		{"local", balance.NewLocal(pl)},
 		{"random", balance.NewRandom(pl)},
 	} {

@@ -2,9 +2,11 @@ package main
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -30,9 +32,7 @@ var (
 	idleSetting = app.Setting{Name: "IDLE_TIMEOUT", Default: "60s",
 		Usage: "how long a keep-alive connection, on either port, may wait for its next request before the dispatcher closes it"}
 	modeSetting     = app.Setting{Name: "MODE", Default: string(balance.Redirect), Usage: "redirect: answer each request with a redirect to the chosen backend; proxy: forward it there and relay the answer"}
-	strategySetting = app.Setting{Name: "STRATEGY", Default: balance.Default, Usage: "how the backend is chosen: " + strings.Join(balance.Names(), ", ") + " (docs/strategies.md); least-conn and p2c need MODE=proxy"}
-	hashKeySetting  = app.Setting{Name: "HASH_KEY", Default: "ip", Usage: "STRATEGY=hash: what to hash: ip (the client address of the connection), header:NAME, cookie:NAME or query:NAME"}
-	rotationSetting = app.Setting{Name: "ROTATION", Default: "redis", Usage: "STRATEGY=round-robin: redis: one shared, exact rotation step in Redis per request; local: round robin in this process over a snapshot of the list, read every second"}
+	strategySetting = app.Setting{Name: "STRATEGY", Default: balance.Default, Usage: "how the backend is chosen: " + strings.Join(balance.Names(), ", ") + " (docs/strategies.md); " + strings.Join(proxyOnly(), ", ") + " need MODE=proxy"}
 	statusSetting   = app.Setting{Name: "REDIRECT_STATUS", Default: "302", Usage: "301, 302, 303, 307 or 308; 307 and 308 keep the method and body"}
 	timeoutSetting  = app.Setting{Name: "REDIS_TIMEOUT", Default: "1s", Usage: "how long a request waits on Redis before the dispatcher turns degraded and answers from its snapshot of the list"}
 	shutdownSetting = app.Setting{Name: "SHUTDOWN_TIMEOUT", Default: "10s", Usage: "how long requests in flight may finish after SIGTERM"}
@@ -54,13 +54,26 @@ var (
 	proxyResponseTimeoutSetting = app.Setting{Name: "PROXY_RESPONSE_TIMEOUT", Default: "30s",
 		Usage: "MODE=proxy: how long to wait for a backend's response headers once the request is sent (the body may then stream for as long as it takes)"}
 
-	settings = []app.Setting{portSetting, adminSetting, bindSetting, adminBindSetting, idleSetting, redisconn.RedisURL, store.RedisKey,
+	// settings is the table: the dispatcher's own, then each strategy's,
+	// as its file in internal/balance declares them.
+	settings = slices.Concat([]app.Setting{portSetting, adminSetting, bindSetting, adminBindSetting, idleSetting, redisconn.RedisURL, store.RedisKey,
 		redisconn.RedisTLSCA, redisconn.RedisTLSCert, redisconn.RedisTLSKey,
-		modeSetting, strategySetting, hashKeySetting, rotationSetting,
+		modeSetting, strategySetting,
 		statusSetting, timeoutSetting, shutdownSetting, logLevelSetting,
 		healthIntervalSetting, healthTimeoutSetting, healthFallsSetting, healthRisesSetting,
-		proxyRetriesSetting, proxyDialTimeoutSetting, proxyResponseTimeoutSetting}
+		proxyRetriesSetting, proxyDialTimeoutSetting, proxyResponseTimeoutSetting}, balance.Settings())
 )
+
+// proxyOnly lists the strategies that need MODE=proxy.
+func proxyOnly() []string {
+	var out []string
+	for _, n := range balance.Names() {
+		if !slices.Contains(balance.NamesFor(balance.Redirect), n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
 
 // maxProxyRetries bounds PROXY_RETRIES.
 const maxProxyRetries = 10
@@ -74,9 +87,9 @@ type config struct {
 	redisURL, key   string
 	redisTLS        *tls.Config // REDIS_TLS_*: nil when none is set
 	mode            balance.Mode
-	strategy        string // a registered strategy that supports mode
-	hashKey         string // HASH_KEY, parsed once to check it
-	rotation        string // "redis" or "local"
+	strategy        string              // STRATEGY: a registered strategy that supports mode
+	plan            balance.Plan        // the strategy, configured from the environment
+	getenv          func(string) string // the environment: each strategy's settings, at start and at a switch
 	status          int
 	redisTimeout    time.Duration
 	shutdownTimeout time.Duration
@@ -138,23 +151,17 @@ func loadConfig(getenv func(string) string) (config, error) {
 	default:
 		return c, fmt.Errorf("%s=%q: want redirect or proxy", modeSetting.Name, c.mode)
 	}
-	c.strategy = strategySetting.Get(getenv)
-	s, err := balance.Lookup(c.strategy)
-	if err != nil {
-		return c, fmt.Errorf("%s=%q: want one of %s", strategySetting.Name, c.strategy, strings.Join(balance.Names(), ", "))
+	c.strategy, c.getenv = strategySetting.Get(getenv), getenv
+	if _, c.plan, err = balance.Configure(c.strategy, getenv, c.mode); err != nil {
+		if errors.Is(err, balance.ErrUnknownStrategy) || errors.Is(err, balance.ErrUnsupportedMode) {
+			return c, fmt.Errorf("%s=%s: %w", strategySetting.Name, c.strategy, err)
+		}
+		return c, err
 	}
-	if !s.Supports(c.mode) {
-		return c, fmt.Errorf("%s=%s needs MODE=proxy (MODE is %q): it counts requests in flight, and a redirecting dispatcher never sees a request end; use MODE=proxy, or one of %s",
-			strategySetting.Name, c.strategy, c.mode, strings.Join(strategiesFor(c.mode), ", "))
-	}
-	c.hashKey = hashKeySetting.Get(getenv)
-	if _, err := balance.ParseHashKey(c.hashKey); err != nil {
-		return c, fmt.Errorf("%s: %w", hashKeySetting.Name, err)
-	}
-	switch c.rotation = rotationSetting.Get(getenv); c.rotation {
-	case "redis", "local":
-	default:
-		return c, fmt.Errorf("%s=%q: want redis or local", rotationSetting.Name, c.rotation)
+	// Every strategy's settings, so that a bad one is refused now rather
+	// than when a switch meets it.
+	if err := balance.CheckSettings(getenv, c.mode); err != nil {
+		return c, err
 	}
 
 	v := statusSetting.Get(getenv)
@@ -193,17 +200,6 @@ func loadConfig(getenv func(string) string) (config, error) {
 // backend URLs need.
 func validBindHost(h string) bool {
 	return backend.ValidHost(h) && !strings.Contains(h, "_")
-}
-
-// strategiesFor lists the strategies that work in mode m.
-func strategiesFor(m balance.Mode) []string {
-	var out []string
-	for _, name := range balance.Names() {
-		if s, _ := balance.Lookup(name); s.Supports(m) {
-			out = append(out, name)
-		}
-	}
-	return out
 }
 
 // loadHealth reads the health check settings. An Interval of 0 means this

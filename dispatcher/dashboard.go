@@ -23,10 +23,10 @@ import (
 //go:embed web/index.html
 var dashboardPage []byte
 
-// rotationLister is what the dashboard needs of the rotation: its entries in
-// order, the next pick last. *store.Store gives LRANGE key 0 -1,
-// *balance.Local its own rotation in the same terms.
-type rotationLister interface {
+// lister is what the dashboard needs of the list when the strategy shows
+// no rotation of its own: its entries in order. *store.Store gives LRANGE
+// key 0 -1.
+type lister interface {
 	Entries(ctx context.Context) ([]string, error)
 }
 
@@ -37,9 +37,9 @@ type rotationLister interface {
 //	             `every`, until the client leaves or done is closed
 type dashboard struct {
 	m      *metrics       // requests per backend, mode, degraded, health
-	list   rotationLister // the rotation as it stands
-	picker balance.Picker // the strategy: its shared in-flight counts, where it keeps them
-	source string         // what the rotation is, for the page: `Redis list "servers"`
+	list   lister         // the list as Redis holds it
+	picker balance.Picker // the strategy: its rotation or its shared in-flight counts, where it shows them
+	key    string         // REDIS_KEY, for the page
 	every  time.Duration  // how often /events sends a snapshot
 	// done is closed when the server shuts down. http.Server.Shutdown waits
 	// for handlers to return and does not cancel their requests, so a
@@ -95,7 +95,7 @@ type snapshot struct {
 	Mode     string `json:"mode"`
 	Strategy string `json:"strategy"`
 	// NextPick says whether the rotation's last entry is the next pick:
-	// true for round-robin only.
+	// true for a strategy that shows its rotation (balance.Rotator).
 	NextPick bool `json:"nextPick"`
 	// InFlight says whether the bars carry requests in flight (MODE=proxy).
 	InFlight bool   `json:"inflight"`
@@ -116,7 +116,7 @@ type bar struct {
 	Requests int64  `json:"requests"`
 	Up       *bool  `json:"up"` // nil until a health check has run: the page shows nothing
 	// InFlight is the requests in flight to the backend now: every
-	// dispatcher's for least-conn and p2c (as last read from Redis), this
+	// dispatcher's for strategies that count across dispatchers (as last read from Redis), this
 	// dispatcher's for the other strategies; 0 in redirect mode.
 	InFlight int64 `json:"inflight"`
 }
@@ -136,9 +136,10 @@ func (d *dashboard) snapshot(ctx context.Context) snapshot {
 		}
 		return nil
 	}
-	s := snapshot{Mode: d.m.mode, Strategy: d.m.strategy, NextPick: d.m.strategy == balance.Default,
-		InFlight: d.m.mode == string(balance.Proxy), Degraded: counts.degraded, Source: d.source,
-		Unserved: counts.unserved, Rotation: []entry{}, Backends: []bar{}}
+	rot, nextPick := balance.As[balance.Rotator](d.picker)
+	s := snapshot{Mode: d.m.mode, Strategy: d.m.strategy, NextPick: nextPick,
+		InFlight: d.m.mode == string(balance.Proxy), Degraded: counts.degraded,
+		Source: fmt.Sprintf("Redis list %q", d.key), Unserved: counts.unserved, Rotation: []entry{}, Backends: []bar{}}
 	inflight := d.m.InFlight()
 	if shared := sharedInFlight(d.picker); shared != nil {
 		inflight = shared
@@ -146,7 +147,18 @@ func (d *dashboard) snapshot(ctx context.Context) snapshot {
 
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	entries, err := d.list.Entries(ctx)
+	var entries []string
+	var err error
+	if nextPick {
+		var r balance.Rotation
+		r, err = rot.Rotation(ctx)
+		entries = r.Entries
+		if r.Local {
+			s.Source = fmt.Sprintf("this process's copy of Redis list %q (not shared with other dispatchers)", d.key)
+		}
+	} else {
+		entries, err = d.list.Entries(ctx)
+	}
 	if err != nil {
 		s.RotationError = err.Error()
 		d.log.Debug("dashboard: cannot read the rotation", "err", err)
@@ -174,12 +186,9 @@ func (d *dashboard) snapshot(ctx context.Context) snapshot {
 }
 
 // sharedInFlight returns the requests in flight by backend URL that a
-// strategy counts across every dispatcher (least-conn, p2c), or nil.
+// strategy counts across every dispatcher (balance.InFlightCounter), or nil.
 func sharedInFlight(p balance.Picker) map[string]int64 {
-	if f, ok := p.(interface{ Primary() balance.Picker }); ok {
-		p = f.Primary()
-	}
-	c, ok := p.(interface{ InFlight() map[string]int64 })
+	c, ok := balance.As[balance.InFlightCounter](p)
 	if !ok {
 		return nil
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/spreadlb/spread/internal/balance"
 	"github.com/spreadlb/spread/internal/redistest"
 	"github.com/spreadlb/spread/internal/store"
 )
@@ -73,7 +74,8 @@ func TestDashboardEvents(t *testing.T) {
 	m.SetBackendUp(three[1], true)
 
 	done := make(chan struct{})
-	d := &dashboard{m: m, list: store.NewStore(redis.Client, "servers", nil), source: `Redis list "servers"`,
+	st := store.NewStore(redis.Client, "servers", nil)
+	d := &dashboard{m: m, list: st, picker: balance.NewShared(store.NewRotation(st)), key: "servers",
 		every: time.Millisecond, done: done, log: slog.New(slog.DiscardHandler)}
 	e := echo.New()
 	d.mount(e)
@@ -137,7 +139,8 @@ func TestDashboardWithoutRedis(t *testing.T) {
 	redis := redistest.Start(t)
 	m := newMetrics("redirect", "round-robin")
 	m.request(three[0], 302)
-	d := &dashboard{m: m, list: store.NewStore(redis.Client, "servers", nil), every: time.Second,
+	st := store.NewStore(redis.Client, "servers", nil)
+	d := &dashboard{m: m, list: st, picker: balance.NewShared(store.NewRotation(st)), key: "servers", every: time.Second,
 		done: make(chan struct{}), log: slog.New(slog.DiscardHandler)}
 	redis.Stop()
 	got := d.snapshot(context.Background())

@@ -99,7 +99,7 @@ func listen(cfg config) (ln, admin net.Listener, err error) {
 func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Listener, log *slog.Logger) error {
 	st.SetStepTimeout(cfg.redisTimeout)
 	log.Info("dispatcher listening", "addr", ln.Addr().String(), "admin", admin.Addr().String(),
-		"idle_timeout", cfg.idleTimeout, "key", st.Key(), "mode", cfg.mode, "strategy", cfg.strategy, "rotation", cfg.rotation, "redirect_status", cfg.status)
+		"idle_timeout", cfg.idleTimeout, "key", st.Key(), "mode", cfg.mode, "strategy", cfg.strategy, "redirect_status", cfg.status)
 	m := newMetrics(string(cfg.mode), cfg.strategy)
 	st.OnDenied(m.denied) // from the first command on
 	// Say at once whether Redis answers; not fatal, since it may come up later.
@@ -115,7 +115,7 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 		log.Info("rotation list found", "key", st.Key(), "entries", n)
 	}
 	// Say at once what the Redis user may not do; /readyz says it too.
-	ops := redisOps(cfg)
+	ops := redisOps(cfg, cfg.plan.Needs)
 	if err := st.CheckAccess(checkCtx, ops...); errors.Is(err, pick.ErrNoPermission) {
 		log.Error("the redis user lacks permissions this dispatcher needs; /readyz answers 503 until they are granted (docs/security.md)", "err", err)
 	}
@@ -133,19 +133,10 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 		log.Warn("cannot read the rotation list yet; requests get 503 until it is read", "err", err)
 	}
 	background.Go(func() { pl.Run(ctx) })
-	strategy, _ := balance.Lookup(cfg.strategy) // loadConfig checked the name
-	picker, err := strategy.New(balance.Config{Store: st, Pool: pl, Rotation: cfg.rotation, HashKey: cfg.hashKey,
-		Timeout: cfg.redisTimeout, OnDegraded: m.SetDegraded, OnRedisError: m.redisError, Log: log})
+	w := newWiring(ctx, st, pl, cfg, m, log, &background)
+	picker, err := cfg.plan.New(w.env)
 	if err != nil {
 		return err
-	}
-	if h, ok := picker.(interface{ Fallbacks() uint64 }); ok {
-		m.countFallbacks(h.Fallbacks)
-	}
-	if f, ok := picker.(*balance.Failover); ok {
-		if s, ok := f.Primary().(balance.Shared); ok {
-			m.countSteps(func() (uint64, uint64) { cs := s.Rotation.Coalescing(); return cs.Steps, cs.RoundTrips })
-		}
 	}
 	if r, ok := picker.(balance.Runner); ok {
 		background.Go(func() { r.Run(ctx) })
@@ -179,17 +170,13 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 
 	// The admin port: readiness, metrics, the dashboard.
 	var ready lengther = storeOrPool{st, pl}
-	if l, ok := picker.(lengther); ok { // a Failover knows when it is degraded
-		ready = l
+	if r, ok := balance.As[balance.Readiness](picker); ok { // a Failover knows when it is degraded
+		ready = r
 	}
 	back := newAdmin(ready, st.Key(), func(ctx context.Context) error { return st.CheckAccess(ctx, ops...) })
 	back.GET("/metrics", echo.WrapHandler(m.handler()))
-	d := &dashboard{m: m, list: st, picker: picker, source: fmt.Sprintf("Redis list %q", st.Key()),
+	d := &dashboard{m: m, list: st, picker: picker, key: st.Key(),
 		every: 250 * time.Millisecond, done: ctx.Done(), log: log}
-	if l, ok := picker.(*balance.Local); ok {
-		d.list = l
-		d.source = fmt.Sprintf("this process's copy of Redis list %q (ROTATION=local)", st.Key())
-	}
 	d.mount(back)
 	errc := make(chan error, 2)
 	// Both ports close idle keep-alive connections after IDLE_TIMEOUT and
@@ -200,12 +187,8 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 	err = <-errc
 	stop() // one listener failed or ctx is done: stop the other too
 	err = errors.Join(err, <-errc)
-	if f, ok := picker.(*balance.Failover); ok {
-		if s, ok := f.Primary().(balance.Shared); ok {
-			cs := s.Rotation.Coalescing()
-			log.Info("rotation steps taken", "steps", cs.Steps, "round_trips", cs.RoundTrips, "largest_batch", cs.MaxBatch,
-				"invalid_entries_skipped", s.Rotation.Skipped())
-		}
+	if st := w.env.Rotation.Stats(); st.Requests > 0 {
+		log.Info("rotation steps taken", "steps", st.Requests, "round_trips", st.RoundTrips, "largest_batch", st.MaxBatch)
 	}
 	log.Info("dispatcher stopped", "err", err)
 	return err

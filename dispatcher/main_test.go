@@ -9,11 +9,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/spreadlb/spread/internal/balance"
 	"github.com/spreadlb/spread/internal/redisconn"
 
 	"github.com/spreadlb/spread/internal/app"
@@ -28,10 +31,14 @@ func TestLoadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := config{port: "80", adminPort: "8080", idleTimeout: 60 * time.Second, redisURL: "redis://localhost:6379/0", key: "servers",
-		strategy: "round-robin", hashKey: "ip", status: 302, redisTimeout: time.Second, shutdownTimeout: 10 * time.Second, rotation: "redis",
+		strategy: "round-robin", status: 302, redisTimeout: time.Second, shutdownTimeout: 10 * time.Second,
 		health: health.Config{Interval: 2 * time.Second, Timeout: time.Second, Falls: 2, Rises: 2},
 		mode:   "redirect", proxy: proxyConfig{retries: 2, dialTimeout: 2 * time.Second, responseTimeout: 30 * time.Second}}
-	if cfg != want {
+	if !slices.Equal(cfg.plan.Needs, []balance.Need{balance.NeedRotation}) || cfg.plan.New == nil {
+		t.Errorf("defaults: got the strategy's plan %+v, want the shared rotation's", cfg.plan)
+	}
+	cfg.plan, cfg.getenv = balance.Plan{}, nil
+	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("defaults: got %+v, want %+v", cfg, want)
 	}
 

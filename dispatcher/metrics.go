@@ -68,6 +68,7 @@ type metrics struct {
 	pick        prometheus.Histogram
 	redisErrors prometheus.Counter
 	redisDenied *prometheus.CounterVec
+	fallbacks   prometheus.Counter
 	degraded    prometheus.Gauge
 	backendUp   *prometheus.GaugeVec
 	inflight    *prometheus.GaugeVec
@@ -110,6 +111,10 @@ func newMetrics(mode, strategy string) *metrics {
 			Name: "spread_redis_permission_errors_total",
 			Help: "Calls to Redis that Redis refused because the user in REDIS_URL may not run the command (an ACL misconfiguration), by command.",
 		}, []string{"command"}),
+		fallbacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "spread_hash_fallbacks_total",
+			Help: "Requests without the HASH_KEY key, which took a round-robin step instead (STRATEGY=hash).",
+		}),
 		degraded: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "spread_degraded",
 			Help: "1 while the dispatcher runs degraded, else 0.",
@@ -131,29 +136,22 @@ func newMetrics(mode, strategy string) *metrics {
 		Help: "Always 1: the STRATEGY and MODE this dispatcher runs.",
 	}, []string{"strategy", "mode"})
 	info.WithLabelValues(strategy, mode).Set(1)
-	m.reg.MustRegister(m.requests, m.pick, m.redisErrors, m.redisDenied, m.degraded, m.backendUp, m.inflight, info,
+	m.reg.MustRegister(m.requests, m.pick, m.redisErrors, m.redisDenied, m.fallbacks, m.degraded, m.backendUp, m.inflight, info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
-// countFallbacks adds spread_hash_fallbacks_total, read from n.
-func (m *metrics) countFallbacks(n func() uint64) {
-	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "spread_hash_fallbacks_total",
-		Help: "Requests without the HASH_KEY key, which took a round-robin step instead (STRATEGY=hash).",
-	}, func() float64 { return float64(n()) }))
-}
-
-// countSteps adds spread_rotation_steps_total and
-// spread_rotation_round_trips_total, read from stats.
-func (m *metrics) countSteps(stats func() (steps, trips uint64)) {
+// countRotation adds spread_rotation_steps_total and
+// spread_rotation_round_trips_total, read from r: the dispatcher's one
+// shared rotation, whichever strategy takes its steps.
+func (m *metrics) countRotation(r balance.RedisRotation) {
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "spread_rotation_steps_total",
 		Help: "Rotation steps this dispatcher's picks asked Redis for, one per pick sent (STRATEGY=round-robin, ROTATION=redis).",
-	}, func() float64 { n, _ := stats(); return float64(n) }), prometheus.NewCounterFunc(prometheus.CounterOpts{
+	}, func() float64 { return float64(r.Stats().Requests) }), prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "spread_rotation_round_trips_total",
 		Help: "Scripts that took those rotation steps; concurrent picks share one.",
-	}, func() float64 { _, n := stats(); return float64(n) }))
+	}, func() float64 { return float64(r.Stats().RoundTrips) }))
 }
 
 // handler serves the registry in Prometheus's exposition format.
@@ -184,12 +182,6 @@ func (m *metrics) request(backend string, status int) {
 	}
 	m.mu.Unlock()
 	c.Inc()
-}
-
-// picked records one call of Picker.Pick that took d and returned err.
-func (m *metrics) picked(d time.Duration, err error) {
-	m.pick.Observe(d.Seconds())
-	m.redisError(err)
 }
 
 // redisError counts a call to Redis on the request path that failed
@@ -308,12 +300,11 @@ type timedPicker struct {
 func (p timedPicker) Pick(ctx context.Context, r *http.Request) (balance.Backend, error) {
 	start := time.Now()
 	b, err := p.Picker.Pick(ctx, r)
-	if _, ok := p.Picker.(*balance.Failover); ok {
-		// A Failover reports each failed call to Redis itself, including
-		// those its fallback then answered (OnRedisError).
-		p.m.pick.Observe(time.Since(start).Seconds())
-	} else {
-		p.m.picked(time.Since(start), err)
-	}
+	// Failed calls to Redis are reported by the strategies that make them
+	// (Env.OnRedisError), including those their fallback then answered.
+	p.m.pick.Observe(time.Since(start).Seconds())
 	return b, err
 }
+
+// Unwrap returns the strategy, for balance.As.
+func (p timedPicker) Unwrap() balance.Picker { return p.Picker }

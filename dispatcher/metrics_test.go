@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spreadlb/spread/internal/pick"
+	"github.com/spreadlb/spread/internal/pool"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -167,7 +168,7 @@ func TestRedisErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		m := newMetrics("redirect", "round-robin")
-		m.picked(time.Millisecond, tc.err)
+		m.redisError(tc.err)
 		srv := httptest.NewServer(m.handler())
 		got, _ := sample(scrape(t, srv.URL), "spread_redis_errors_total", nil)
 		srv.Close()
@@ -176,10 +177,14 @@ func TestRedisErrors(t *testing.T) {
 		}
 	}
 
-	// The same through a real Redis that has gone away.
+	// The same through a real Redis that has gone away: the shared
+	// rotation's Failover reports it.
 	redis := redistest.Start(t)
 	m := newMetrics("redirect", "round-robin")
-	p := timedPicker{balance.Shared{Rotation: store.NewRotation(store.NewStore(redis.Client, "servers", nil))}, m}
+	st := store.NewStore(redis.Client, "servers", nil)
+	pl := pool.New(st, 0, nil)
+	p := timedPicker{balance.NewFailover(balance.NewShared(store.NewRotation(st)), balance.NewLocal(pl),
+		balance.Env{Pool: pl, Redis: st, OnRedisError: m.redisError}), m}
 	redis.Stop()
 	if _, err := p.Pick(context.Background(), nil); !errors.Is(err, pick.ErrUnavailable) {
 		t.Fatalf("Pick with Redis stopped: got %v, want ErrUnavailable", err)
@@ -232,7 +237,7 @@ func TestRequestLog(t *testing.T) {
 	var buf bytes.Buffer
 	m := newMetrics("redirect", "round-robin")
 	log := slog.New(slog.NewJSONHandler(&buf, nil))
-	h := newFront(&front{picker: balance.Shared{Rotation: store.NewRotation(s.store)}, timeout: time.Second, log: slog.New(slog.DiscardHandler), deliver: redirector{status: http.StatusFound}})
+	h := newFront(&front{picker: balance.NewShared(store.NewRotation(s.store)), timeout: time.Second, log: slog.New(slog.DiscardHandler), deliver: redirector{status: http.StatusFound}})
 	h.Use(observeRequests(m, log))
 
 	type line struct {
@@ -268,7 +273,7 @@ func TestRequestLog(t *testing.T) {
 
 	// At LOG_LEVEL=warn, requests are not logged.
 	buf.Reset()
-	quiet := newFront(&front{picker: balance.Shared{Rotation: store.NewRotation(s.store)}, timeout: time.Second, log: slog.New(slog.DiscardHandler), deliver: redirector{status: http.StatusFound}})
+	quiet := newFront(&front{picker: balance.NewShared(store.NewRotation(s.store)), timeout: time.Second, log: slog.New(slog.DiscardHandler), deliver: redirector{status: http.StatusFound}})
 	quiet.Use(observeRequests(m, slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	quiet.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
 	if buf.Len() != 0 {

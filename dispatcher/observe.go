@@ -8,7 +8,7 @@ import (
 	"github.com/labstack/echo/v4"
 )
 
-// backendKey is where redirector.handle leaves, on the echo.Context, the
+// backendKey is where front.handle leaves, on the echo.Context, the
 // backend it chose, for observeRequests to log and count.
 const backendKey = "spread.backend"
 

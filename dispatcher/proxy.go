@@ -23,7 +23,7 @@ import (
 // dropped, and the backend's own headers (X-Backend) reach the client.
 //
 // Where a request goes: scheme and host come only from the picked entry,
-// which rotation.ParseBackend has validated (ProxyRequest.SetURL); the
+// which backend.Parse has validated (ProxyRequest.SetURL); the
 // request supplies the path, which is cleaned of dot segments and joined to
 // the entry's exactly as a redirect's is (joinPath), and the query.
 // The request's Host header, an absolute request URI or X-Forwarded-*
@@ -69,10 +69,12 @@ type proxier struct {
 // ErrorHandler, which only see the request, read and fill it.
 type attempt struct {
 	backend  *url.URL
-	mayRetry bool  // a failed dial may move on to the next backend
-	retry    bool  // set by the ErrorHandler: nothing was written, try the next one
-	status   int   // the backend's status code, once it answered
-	err      error // set by the ErrorHandler: why delivering failed
+	start    time.Time     // when delivering began
+	latency  time.Duration // from start to the response headers, or to the failure
+	mayRetry bool          // a failed dial may move on to the next backend
+	retry    bool          // set by the ErrorHandler: nothing was written, try the next one
+	status   int           // the backend's status code, once it answered
+	err      error         // set by the ErrorHandler: why delivering failed
 }
 
 type attemptKey struct{}
@@ -106,7 +108,7 @@ func newProxier(cfg proxyConfig, log *slog.Logger, connectFailed func(backend st
 		Transport: newTransport(cfg),
 		ModifyResponse: func(res *http.Response) error {
 			if a := attemptOf(res.Request); a != nil {
-				a.status = res.StatusCode
+				a.status, a.latency = res.StatusCode, time.Since(a.start)
 			}
 			return nil
 		},
@@ -162,7 +164,7 @@ func newTransport(cfg proxyConfig) *http.Transport {
 
 func (p *proxier) deliver(c echo.Context, b balance.Backend, try int) (retry bool) {
 	req := c.Request()
-	a := &attempt{backend: b.URL, mayRetry: try < p.retries && replayable(req)}
+	a := &attempt{backend: b.URL, start: time.Now(), mayRetry: try < p.retries && replayable(req)}
 	if p.inflight != nil {
 		name, _ := c.Get(backendKey).(string) // b.URL as front.handle noted it (chose)
 		g := p.inflight(name)
@@ -170,7 +172,7 @@ func (p *proxier) deliver(c echo.Context, b balance.Backend, try int) (retry boo
 		defer g.Dec()
 	}
 	p.rp.ServeHTTP(c.Response(), req.WithContext(context.WithValue(req.Context(), attemptKey{}, a)))
-	b.Done(a.err)
+	b.Done(balance.Result{Latency: a.latency, Duration: time.Since(a.start), Status: a.status, Err: a.err})
 	if a.retry {
 		p.retried()
 		return true
@@ -192,7 +194,7 @@ func (p *proxier) failed(w http.ResponseWriter, r *http.Request, err error) {
 	backend := ""
 	if a != nil {
 		backend = a.backend.String()
-		a.err = err
+		a.err, a.latency = err, time.Since(a.start)
 	}
 	gone := r.Context().Err() != nil
 	connect := isConnectError(err) && !gone

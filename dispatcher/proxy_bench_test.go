@@ -49,7 +49,7 @@ func BenchmarkProxy(b *testing.B) {
 		name   string
 		picker balance.Picker
 	}{
-		{"redis", balance.Shared{Rotation: store.NewRotation(st)}},
+		{"redis", balance.NewShared(store.NewRotation(st))},
 		{"local", balance.NewLocal(pl)},
 	} {
 		b.Run(bc.name, func(b *testing.B) {

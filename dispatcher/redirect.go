@@ -19,7 +19,7 @@ func (r redirector) deliver(c echo.Context, b balance.Backend, _ int) bool {
 	// The pick is the point: no cache may replay this redirect.
 	c.Response().Header().Set("Cache-Control", "no-store")
 	_ = c.Redirect(r.status, target(b.URL, c.Request().URL).String())
-	b.Done(nil)
+	b.Done(balance.Result{})
 	return false
 }
 

@@ -36,7 +36,7 @@ func newStack(t *testing.T, status int) *stack {
 	srv := redistest.Start(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	st := store.NewStore(srv.Client, "servers", log)
-	f := &front{picker: balance.Shared{Rotation: store.NewRotation(st)}, timeout: time.Second, log: log, deliver: redirector{status: status}}
+	f := &front{picker: balance.NewShared(store.NewRotation(st)), timeout: time.Second, log: log, deliver: redirector{status: status}}
 	return &stack{redis: srv, store: st, h: newFront(f)}
 }
 

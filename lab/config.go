@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spreadlb/spread/internal/balance"
 )
 
 // setting is one of the lab's settings: an environment variable, its
@@ -25,7 +27,7 @@ var (
 	durationSetting     = setting{"LAB_DURATION", "20s", "load per strategy"}
 	rateSetting         = setting{"LAB_RATE", "", "requests per second, a whole number; empty means 75% of the pool's capacity"}
 	outSetting          = setting{"LAB_OUT", "docs/lab", "directory that receives report.json, latency.svg and share.svg"}
-	strategiesSetting   = setting{"LAB_STRATEGIES", strings.Join(allStrategies, ","), "comma-separated strategies to run, in this order"}
+	strategiesSetting   = setting{"LAB_STRATEGIES", strings.Join(strategyLabels(), ","), "comma-separated strategies (or variants, such as hash-bounded) to run, in this order"}
 	arrivalsSetting     = setting{"LAB_ARRIVALS", "poisson", "poisson (random gaps, as independent clients make) or constant (evenly spaced)"}
 	timeoutSetting      = setting{"LAB_TIMEOUT", "5s", "how long a request may take before it counts as an error"}
 	usersSetting        = setting{"LAB_USERS", "1000", "distinct X-User header values in the load; STRATEGY=hash hashes on them"}
@@ -42,9 +44,48 @@ var (
 		slowLatencySetting, slowCapacitySetting, jitterSetting, seedSetting}
 )
 
-// allStrategies are the dispatcher's STRATEGY values, in the order the lab
-// runs them by default.
-var allStrategies = []string{"round-robin", "random", "least-conn", "p2c", "hash"}
+// labStrategy is one column of the lab: a strategy of the dispatcher's, as
+// its STRATEGY names it, or one of the variants its file declares (hash
+// with a balance factor, say), with the settings that make it.
+type labStrategy struct {
+	label    string            // the column's name: the strategy's, or the variant's
+	strategy string            // STRATEGY
+	settings map[string]string // the variant's settings, nil for the strategy's defaults
+}
+
+// allStrategies are the strategies that work in MODE=proxy, each followed
+// by its variants, in the registry's order: the lab asks the registry
+// rather than naming any.
+func allStrategies() []labStrategy {
+	var out []labStrategy
+	for _, name := range balance.NamesFor(balance.Proxy) {
+		out = append(out, labStrategy{label: name, strategy: name})
+		s, _ := balance.Lookup(name)
+		for _, v := range s.Variants {
+			out = append(out, labStrategy{label: v.Name, strategy: name, settings: v.Settings})
+		}
+	}
+	return out
+}
+
+// strategyLabels are allStrategies' labels.
+func strategyLabels() []string {
+	var out []string
+	for _, s := range allStrategies() {
+		out = append(out, s.label)
+	}
+	return out
+}
+
+// lookupStrategy returns the lab strategy labelled label.
+func lookupStrategy(label string) (labStrategy, bool) {
+	for _, s := range allStrategies() {
+		if s.label == label {
+			return s, true
+		}
+	}
+	return labStrategy{}, false
+}
 
 // hashKey is the dispatcher's HASH_KEY for STRATEGY=hash: every request of
 // the load carries one of LAB_USERS user names in this header.
@@ -125,9 +166,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 	v := strategiesSetting.get(getenv)
 	for s := range strings.SplitSeq(v, ",") {
 		s = strings.TrimSpace(s)
-		if !slices.Contains(allStrategies, s) || slices.Contains(c.strategies, s) {
+		if _, ok := lookupStrategy(s); !ok || slices.Contains(c.strategies, s) {
 			return c, fmt.Errorf("%s=%q: want a comma-separated list of distinct strategies from %s",
-				strategiesSetting.name, v, strings.Join(allStrategies, ", "))
+				strategiesSetting.name, v, strings.Join(strategyLabels(), ", "))
 		}
 		c.strategies = append(c.strategies, s)
 	}

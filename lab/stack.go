@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -130,9 +131,14 @@ type dispatcher struct {
 	admin string // the admin port: /readyz, /metrics
 }
 
-// startDispatcher starts a proxying dispatcher with STRATEGY=strategy and
+// startDispatcher starts a proxying dispatcher with the lab strategy
+// labelled label (its STRATEGY and settings), and
 // waits until it is ready.
-func (s *stack) startDispatcher(ctx context.Context, strategy string) (*dispatcher, error) {
+func (s *stack) startDispatcher(ctx context.Context, label string) (*dispatcher, error) {
+	ls, ok := lookupStrategy(label)
+	if !ok {
+		return nil, fmt.Errorf("no strategy or variant %q", label)
+	}
 	port, err := localrun.FreePort()
 	if err != nil {
 		return nil, err
@@ -142,23 +148,25 @@ func (s *stack) startDispatcher(ctx context.Context, strategy string) (*dispatch
 		return nil, err
 	}
 	env := []string{"PORT=" + strconv.Itoa(port), "ADMIN_PORT=" + strconv.Itoa(adminPort),
-		"REDIS_URL=" + s.redisURL, "MODE=proxy", "STRATEGY=" + strategy,
+		"REDIS_URL=" + s.redisURL, "MODE=proxy", "STRATEGY=" + ls.strategy,
+		// Every request carries its user; STRATEGY=hash hashes on it.
+		"HASH_KEY=" + hashKey,
 		// The backends stay up; the lab is about choosing among healthy ones.
 		"HEALTH_INTERVAL=0",
 		// No log line per request: writing them would cost CPU that the
 		// load needs, alike for every strategy.
 		"LOG_LEVEL=warn"}
-	if strategy == "hash" {
-		env = append(env, "HASH_KEY="+hashKey)
+	for _, k := range slices.Sorted(maps.Keys(ls.settings)) {
+		env = append(env, k+"="+ls.settings[k])
 	}
-	name := "dispatcher-" + strategy
+	name := "dispatcher-" + label
 	p, err := s.procs.Start(ctx, name, env, s.bins.dispatcher)
 	if err != nil {
 		return nil, err
 	}
 	d := &dispatcher{proc: p, url: fmt.Sprintf("http://127.0.0.1:%d/", port), admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort)}
 	if err := localrun.WaitFor(ctx, 2*time.Second, localrun.HTTPOK(d.admin+"/readyz")); err != nil {
-		return d, fmt.Errorf("STRATEGY=%s: dispatcher not ready: %w (log: %s)", strategy, err, s.procs.LogTail(name))
+		return d, fmt.Errorf("%s: dispatcher not ready: %w (log: %s)", label, err, s.procs.LogTail(name))
 	}
 	return d, nil
 }

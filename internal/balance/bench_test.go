@@ -16,11 +16,7 @@ func BenchmarkPick(b *testing.B) {
 	pl := readPool(b, s)
 	for _, name := range balance.Names() {
 		b.Run(name, func(b *testing.B) {
-			st, _ := balance.Lookup(name)
-			p, err := st.New(balance.Config{Store: s, Pool: pl, HashKey: "header:X-User", ID: "bench-" + name})
-			if err != nil {
-				b.Fatal(err)
-			}
+			p := newStrategy(b, name, map[string]string{"HASH_KEY": "header:X-User"}, env(s, pl, "bench-"+name))
 			b.ReportAllocs()
 			b.SetParallelism(32)
 			b.RunParallel(func(pb *testing.PB) {
@@ -34,7 +30,7 @@ func BenchmarkPick(b *testing.B) {
 						b.Error(err)
 						return
 					}
-					bk.Done(nil)
+					bk.Done(balance.Result{})
 				}
 			})
 		})

@@ -12,7 +12,6 @@ import (
 	"github.com/spreadlb/spread/internal/pick"
 
 	"github.com/spreadlb/spread/internal/pool"
-	"github.com/spreadlb/spread/internal/store"
 )
 
 // Failover keeps a strategy that needs Redis on the request path serving
@@ -34,7 +33,7 @@ import (
 // was read, and each dispatcher counts for itself until Redis is back.
 type Failover struct {
 	primary, secondary Picker
-	store              *store.Store
+	redis              Redis
 	pool               *pool.Pool
 	recheck            time.Duration // how often to ping Redis while degraded
 	timeout            time.Duration // how long one ping may take
@@ -48,10 +47,10 @@ type Failover struct {
 	picks    atomic.Uint64
 
 	// onChange, if set, is called with true when degraded mode begins and
-	// false when it ends (Config.OnDegraded).
+	// false when it ends (Env.OnDegraded).
 	onChange func(degraded bool)
 	// onError, if set, hears every failed call to Redis of a pick
-	// (Config.OnRedisError).
+	// (Env.OnRedisError).
 	onError func(error)
 }
 
@@ -61,14 +60,14 @@ const defaultRecheck = 500 * time.Millisecond
 
 // NewFailover returns primary, with secondary standing in while Redis
 // fails. Its Run pings Redis while degraded.
-func NewFailover(primary, secondary Picker, c Config) *Failover {
-	timeout := c.Timeout
+func NewFailover(primary, secondary Picker, e Env) *Failover {
+	timeout := e.Timeout
 	if timeout <= 0 {
 		timeout = time.Second
 	}
-	return &Failover{primary: primary, secondary: secondary, store: c.Store, pool: c.Pool,
-		recheck: defaultRecheck, timeout: timeout, log: c.log(), onChange: c.OnDegraded,
-		onError: c.OnRedisError, wake: make(chan struct{}, 1)}
+	return &Failover{primary: primary, secondary: secondary, redis: e.Redis, pool: e.Pool,
+		recheck: defaultRecheck, timeout: timeout, log: e.log(), onChange: e.OnDegraded,
+		onError: e.OnRedisError, wake: make(chan struct{}, 1)}
 }
 
 // Pick asks the primary, or the secondary while degraded. A permission
@@ -90,14 +89,14 @@ func (f *Failover) Pick(ctx context.Context, r *http.Request) (Backend, error) {
 	return f.secondary.Pick(ctx, r)
 }
 
-// Primary returns the Picker used while Redis answers.
-func (f *Failover) Primary() Picker { return f.primary }
+// Unwrap returns the Picker used while Redis answers.
+func (f *Failover) Unwrap() Picker { return f.primary }
 
 // Len is what /readyz asks: the list's length from Redis, or the
 // snapshot's while degraded.
 func (f *Failover) Len(ctx context.Context) (int64, error) {
 	if !f.degraded.Load() {
-		n, err := f.store.Len(ctx)
+		n, err := f.redis.Len(ctx)
 		if !pick.Unavailable(err) {
 			return n, err
 		}
@@ -165,7 +164,7 @@ func (f *Failover) Run(ctx context.Context) {
 			case <-time.After(f.recheck):
 			}
 			pctx, cancel := context.WithTimeout(ctx, f.timeout)
-			err := f.store.Ping(pctx)
+			err := f.redis.Ping(pctx)
 			cancel()
 			if err != nil && !pick.Refused(err) { // a refusal is an answer
 				continue

@@ -48,8 +48,8 @@ func TestFailoverReportsEveryFailedRedisCall(t *testing.T) {
 	s.SetStepTimeout(100 * time.Millisecond)
 	p := readPool(t, s)
 	var log errorLog
-	f := balance.NewFailover(balance.Shared{Rotation: store.NewRotation(s)}, balance.NewLocal(p),
-		balance.Config{Store: s, Pool: p, OnRedisError: log.onError, OnDegraded: log.onDegraded})
+	f := balance.NewFailover(balance.NewShared(store.NewRotation(s)), balance.NewLocal(p),
+		balance.Env{Redis: s, Pool: p, OnRedisError: log.onError, OnDegraded: log.onDegraded})
 	srv.Pause()
 	defer srv.Resume()
 	for i := range 4 {
@@ -92,8 +92,8 @@ func TestFailoverDoesNotDegradeOnAPermissionError(t *testing.T) {
 			t.Fatal(err)
 		}
 		var log errorLog
-		f := balance.NewFailover(balance.Shared{Rotation: store.NewRotation(s)}, balance.NewLocal(p),
-			balance.Config{Store: s, Pool: p, OnRedisError: log.onError, OnDegraded: log.onDegraded})
+		f := balance.NewFailover(balance.NewShared(store.NewRotation(s)), balance.NewLocal(p),
+			balance.Env{Redis: s, Pool: p, OnRedisError: log.onError, OnDegraded: log.onDegraded})
 		err = call(f)
 		errs, degraded := log.get()
 		return err, errs, degraded, f.Degraded()

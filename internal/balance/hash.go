@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/spreadlb/spread/internal/app"
 	"github.com/spreadlb/spread/internal/pool"
 )
 
@@ -25,17 +26,27 @@ import (
 //
 // A request without the key (no such header, say) takes a step of this
 // process's round robin instead, counted in Fallbacks.
+
+// HashKeySetting is HASH_KEY.
+var HashKeySetting = app.Setting{Name: "HASH_KEY", Default: "ip",
+	Usage: "STRATEGY=hash: what to hash: ip (the client address of the connection), header:NAME, cookie:NAME or query:NAME"}
+
 func init() {
 	Register(Strategy{
-		Name:  "hash",
-		Usage: "rendezvous hashing on HASH_KEY: the same key goes to the same backend; no Redis per request",
-		Modes: []Mode{Redirect, Proxy},
-		New: func(c Config) (Picker, error) {
-			key, err := ParseHashKey(c.HashKey)
+		Name:     "hash",
+		Usage:    "rendezvous hashing on HASH_KEY: the same key goes to the same backend; no Redis per request",
+		Modes:    []Mode{Redirect, Proxy},
+		Settings: []app.Setting{HashKeySetting},
+		Configure: func(getenv func(string) string, _ Mode) (Plan, error) {
+			key, err := ParseHashKey(HashKeySetting.Get(getenv))
 			if err != nil {
-				return nil, err
+				return Plan{}, fmt.Errorf("%s: %w", HashKeySetting.Name, err)
 			}
-			return NewHash(c.Pool, key), nil
+			return Plan{New: func(e Env) (Picker, error) {
+				h := NewHash(e.Pool, key)
+				h.onFallback = e.OnFallback
+				return h, nil
+			}}, nil
 		},
 	})
 }
@@ -106,17 +117,13 @@ func isTokenRune(r rune) bool {
 
 // Hash picks by rendezvous hashing on a request key.
 type Hash struct {
-	pool      *pool.Pool
 	key       HashKey
 	rr        *Local
-	nodes     atomic.Pointer[hashNodes]
+	nodes     *pool.View[[]hashNode]
 	fallbacks atomic.Uint64
-}
-
-// hashNodes are the distinct backends of one snapshot.
-type hashNodes struct {
-	snap  *pool.Snapshot
-	nodes []hashNode
+	// onFallback, if set, hears each request without the key
+	// (Env.OnFallback).
+	onFallback func()
 }
 
 type hashNode struct {
@@ -127,7 +134,7 @@ type hashNode struct {
 
 // NewHash returns a hash pick over p on key.
 func NewHash(p *pool.Pool, key HashKey) *Hash {
-	return &Hash{pool: p, key: key, rr: NewLocal(p)}
+	return &Hash{key: key, rr: NewLocal(p), nodes: pool.NewView(p, hashNodes)}
 }
 
 // Pick returns the backend with the highest score for the request's key, or
@@ -139,41 +146,37 @@ func (h *Hash) Pick(ctx context.Context, r *http.Request) (Backend, error) {
 	}
 	if !ok {
 		h.fallbacks.Add(1)
+		if h.onFallback != nil {
+			h.onFallback()
+		}
 		return h.rr.Pick(ctx, r)
 	}
-	nodes, err := h.current()
+	nodes, err := h.nodes.Get()
 	if err != nil {
 		return Backend{}, err
 	}
-	n := nodes.nodes[rendezvous(key, nodes.nodes)]
+	n := nodes[rendezvous(key, nodes)]
 	return Backend{URL: n.e.URL, Entry: n.e.Raw}, nil
 }
 
 // Fallbacks is how many requests had no key and took a round-robin step.
 func (h *Hash) Fallbacks() uint64 { return h.fallbacks.Load() }
 
-// current returns the distinct backends of the pool's snapshot as it is now.
-func (h *Hash) current() (*hashNodes, error) {
-	s, err := h.pool.Current()
-	if err != nil {
-		return nil, err
-	}
-	if n := h.nodes.Load(); n != nil && n.snap == s {
-		return n, nil
-	}
-	n := &hashNodes{snap: s}
+// hashNodes are the distinct backends of a snapshot, each weighted by how
+// many entries the list holds for it.
+func hashNodes(s *pool.Snapshot) []hashNode {
+	var nodes []hashNode
 	index := map[string]int{}
 	for _, e := range s.Eligible {
 		u := e.URL.String()
 		if i, ok := index[u]; ok {
-			n.nodes[i].weight++
+			nodes[i].weight++
 			continue
 		}
-		index[u] = len(n.nodes)
-		n.nodes = append(n.nodes, hashNode{e: e, seed: fnv64(u), weight: 1})
+		index[u] = len(nodes)
+		nodes = append(nodes, hashNode{e: e, seed: fnv64(u), weight: 1})
 	}
-	h.nodes.Store(n)
-	return n, nil
+	return nodes
 }
 
 // rendezvous returns the index of the node that key goes to: the highest of

@@ -92,3 +92,34 @@ func lmoveCalls(t *testing.T, srv *redistest.Server) int {
 	}
 	return int(n)
 }
+
+// env is the balance.Env a dispatcher with id builds over s and pl: the
+// shared rotation, and in-flight counts made on first use.
+func env(s *store.Store, pl *pool.Pool, id string) balance.Env {
+	var once sync.Once
+	var in *store.Inflight
+	return balance.Env{Pool: pl, Rotation: store.NewRotation(s), Redis: s, Inflight: func() balance.Counts {
+		once.Do(func() { in = s.NewInflight(id, false) })
+		return in
+	}}
+}
+
+// settings is a getenv over m.
+func settings(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+// newStrategy configures the strategy name in proxy mode with set, and
+// builds its Picker in e.
+func newStrategy(t testing.TB, name string, set map[string]string, e balance.Env) balance.Picker {
+	t.Helper()
+	_, plan, err := balance.Configure(name, settings(set), balance.Proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := plan.New(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

@@ -7,17 +7,15 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"sync/atomic"
 
+	"github.com/spreadlb/spread/internal/backend"
 	"github.com/spreadlb/spread/internal/pick"
-
 	"github.com/spreadlb/spread/internal/pool"
-	"github.com/spreadlb/spread/internal/store"
 )
 
 // least-conn: each request goes to the eligible backend with the fewest
 // requests in flight, counted across every dispatcher on the list, in Redis
-// (store.Inflight). The pick and its count are one script, so two
+// (Env.Inflight). The pick and its count are one script, so two
 // dispatchers never both take the last idle backend; ties go in rotation
 // order, so an idle pool still rotates. A backend of weight N counts as N
 // backends (its load is divided by N). Proxy mode only: a redirecting
@@ -31,29 +29,26 @@ func init() {
 		Name:  "least-conn",
 		Usage: "MODE=proxy: the backend with the fewest requests in flight, counted in Redis across every dispatcher",
 		Modes: []Mode{Proxy},
-		New: func(c Config) (Picker, error) {
-			in := c.Store.NewInflight(dispatcherID(c.ID), true)
-			lc := &LeastConn{pool: c.Pool, in: in}
-			return NewFailover(lc, &P2C{pool: c.Pool, in: in}, c), nil
+		Configure: func(func(string) string, Mode) (Plan, error) {
+			return Plan{Needs: []Need{NeedInflight}, New: func(e Env) (Picker, error) {
+				in := e.Inflight()
+				in.SetEager(true)
+				c := pool.NewView(e.Pool, candidatesOf)
+				return NewFailover(&LeastConn{cands: c, in: in}, &P2C{cands: c, in: in}, e), nil
+			}}, nil
 		},
 	})
 }
 
 // LeastConn picks the backend with the fewest requests in flight.
 type LeastConn struct {
-	pool  *pool.Pool
-	in    *store.Inflight
-	cands atomic.Pointer[candidates]
-}
-
-// NewLeastConn returns a least-connections pick over p, counting in in.
-func NewLeastConn(p *pool.Pool, in *store.Inflight) *LeastConn {
-	return &LeastConn{pool: p, in: in}
+	cands *pool.View[*candidates]
+	in    Counts
 }
 
 // Pick takes the least loaded backend and counts the request to it.
 func (l *LeastConn) Pick(ctx context.Context, _ *http.Request) (Backend, error) {
-	c, err := current(l.pool, &l.cands)
+	c, err := l.cands.Get()
 	if err != nil {
 		return Backend{}, err
 	}
@@ -73,33 +68,23 @@ func (l *LeastConn) Pick(ctx context.Context, _ *http.Request) (Backend, error) 
 }
 
 // Done releases the request's count.
-func (l *LeastConn) Done(b Backend, _ error) { l.in.Release(b.Entry) }
-
-// Run renews this dispatcher's counts in Redis until ctx is done.
-func (l *LeastConn) Run(ctx context.Context) { l.in.Keepalive(ctx) }
+func (l *LeastConn) Done(b Backend, _ Result) { l.in.Release(b.Entry) }
 
 // InFlight returns the requests in flight by entry, every dispatcher's, as
 // last read.
 func (l *LeastConn) InFlight() map[string]int64 { return l.in.Shared() }
 
 // candidates are the distinct eligible entries of one snapshot, in pick
-// order, each with its weight (how often the list holds it).
+// order, each with its weight (how often the list holds it): what the
+// strategies that weigh backends by their load choose among.
 type candidates struct {
-	snap *pool.Snapshot
-	list []store.Candidate
+	list []backend.Weighted  // URL: the entry as the list holds it
 	urls map[string]*url.URL // entry -> its URL
 }
 
-// current returns the candidates of p's snapshot as it is now, cached in c.
-func current(p *pool.Pool, c *atomic.Pointer[candidates]) (*candidates, error) {
-	s, err := p.Current()
-	if err != nil {
-		return nil, err
-	}
-	if cs := c.Load(); cs != nil && cs.snap == s {
-		return cs, nil
-	}
-	cs := &candidates{snap: s, urls: map[string]*url.URL{}}
+// candidatesOf derives a snapshot's candidates (a pool.View's derive).
+func candidatesOf(s *pool.Snapshot) *candidates {
+	cs := &candidates{urls: map[string]*url.URL{}}
 	index := map[string]int{}
 	for _, e := range s.Eligible {
 		if i, ok := index[e.Raw]; ok {
@@ -107,15 +92,15 @@ func current(p *pool.Pool, c *atomic.Pointer[candidates]) (*candidates, error) {
 			continue
 		}
 		index[e.Raw] = len(cs.list)
-		cs.list = append(cs.list, store.Candidate{Entry: e.Raw, Weight: 1})
+		cs.list = append(cs.list, backend.Weighted{URL: e.Raw, Weight: 1})
 		cs.urls[e.Raw] = e.URL
 	}
-	c.Store(cs)
-	return cs, nil
+	return cs
 }
 
-// dispatcherID is id, or the host name and a random suffix.
-func dispatcherID(id string) string {
+// DispatcherID is id, or the host name and a random suffix: a dispatcher's
+// name among those sharing a list.
+func DispatcherID(id string) string {
 	if id != "" {
 		return id
 	}

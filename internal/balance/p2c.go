@@ -4,11 +4,9 @@ import (
 	"context"
 	"math/rand/v2"
 	"net/http"
-	"sync/atomic"
 	"time"
 
 	"github.com/spreadlb/spread/internal/pool"
-	"github.com/spreadlb/spread/internal/store"
 )
 
 // p2c: the power of two choices, as Envoy's least-request balancer does it.
@@ -24,8 +22,10 @@ func init() {
 		Name:  "p2c",
 		Usage: "MODE=proxy: the less loaded of two random backends, by requests in flight; no Redis per request",
 		Modes: []Mode{Proxy},
-		New: func(c Config) (Picker, error) {
-			return NewP2C(c.Pool, c.Store.NewInflight(dispatcherID(c.ID), false)), nil
+		Configure: func(func(string) string, Mode) (Plan, error) {
+			return Plan{Needs: []Need{NeedInflight}, New: func(e Env) (Picker, error) {
+				return NewP2C(e.Pool, e.Inflight()), nil
+			}}, nil
 		},
 	})
 }
@@ -36,55 +36,65 @@ const P2CRefresh = 100 * time.Millisecond
 
 // P2C picks the less loaded of two random backends.
 type P2C struct {
-	pool  *pool.Pool
-	in    *store.Inflight
-	cands atomic.Pointer[candidates]
+	cands *pool.View[*candidates]
+	in    Counts
 }
 
 // NewP2C returns a power-of-two-choices pick over p, counting in in.
-func NewP2C(p *pool.Pool, in *store.Inflight) *P2C { return &P2C{pool: p, in: in} }
+func NewP2C(p *pool.Pool, in Counts) *P2C {
+	in.SetEager(false)
+	return &P2C{cands: pool.NewView(p, candidatesOf), in: in}
+}
 
 // Pick compares two random backends and counts the request to the less
 // loaded one.
 func (p *P2C) Pick(context.Context, *http.Request) (Backend, error) {
-	c, err := current(p.pool, &p.cands)
+	c, err := p.cands.Get()
 	if err != nil {
 		return Backend{}, err
 	}
 	best := c.list[0]
 	if n := len(c.list); n > 1 {
-		i := rand.IntN(n)
-		j := rand.IntN(n - 1)
-		if j >= i {
-			j++
-		}
+		i, j := twoOf(n)
 		a, b := c.list[i], c.list[j]
 		// a's load per weight is below b's: la/wa < lb/wb.
-		if p.in.Load(b.Entry)*int64(a.Weight) < p.in.Load(a.Entry)*int64(b.Weight) {
+		if p.in.Load(b.URL)*int64(a.Weight) < p.in.Load(a.URL)*int64(b.Weight) {
 			a = b
 		}
 		best = a
 	}
-	p.in.Add(best.Entry)
-	return Backend{URL: c.urls[best.Entry], Entry: best.Entry, by: p}, nil
+	p.in.Add(best.URL)
+	return Backend{URL: c.urls[best.URL], Entry: best.URL, by: p}, nil
+}
+
+// twoOf returns two different random indexes below n (n > 1).
+func twoOf(n int) (int, int) {
+	i := rand.IntN(n)
+	j := rand.IntN(n - 1)
+	if j >= i {
+		j++
+	}
+	return i, j
 }
 
 // Done releases the request's count.
-func (p *P2C) Done(b Backend, _ error) { p.in.Release(b.Entry) }
+func (p *P2C) Done(b Backend, _ Result) { p.in.Release(b.Entry) }
 
 // Run sends this dispatcher's counts and reads the others' every
 // P2CRefresh until ctx is done.
-func (p *P2C) Run(ctx context.Context) {
-	t := time.NewTicker(P2CRefresh)
+func (p *P2C) Run(ctx context.Context) { syncEvery(ctx, p.in, P2CRefresh) }
+
+// syncEvery syncs in every d until ctx is done.
+func syncEvery(ctx context.Context, in Counts, d time.Duration) {
+	t := time.NewTicker(d)
 	defer t.Stop()
-	defer p.in.Withdraw()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		p.in.Sync(ctx)
+		in.Sync(ctx)
 	}
 }
 

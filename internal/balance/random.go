@@ -18,7 +18,9 @@ func init() {
 		Name:  "random",
 		Usage: "a uniform pick from the list's eligible entries; no Redis per request",
 		Modes: []Mode{Redirect, Proxy},
-		New:   func(c Config) (Picker, error) { return NewRandom(c.Pool), nil },
+		Configure: func(func(string) string, Mode) (Plan, error) {
+			return Plan{New: func(e Env) (Picker, error) { return NewRandom(e.Pool), nil }}, nil
+		},
 	})
 }
 

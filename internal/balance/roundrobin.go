@@ -3,46 +3,66 @@ package balance
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync/atomic"
 
+	"github.com/spreadlb/spread/internal/app"
 	"github.com/spreadlb/spread/internal/pick"
-
 	"github.com/spreadlb/spread/internal/pool"
-	"github.com/spreadlb/spread/internal/store"
 )
 
 // round-robin: the tutorial's strategy. Every request takes one atomic step
 // of the shared rotation in Redis (LMOVE servers servers RIGHT LEFT), so
 // every dispatcher on the list serves one exact round robin; concurrent
-// requests share a round trip (store's coalescing). Weights are repeated
+// requests share a round trip (package batch). Weights are repeated
 // entries. ROTATION=local round-robins in this process over the pool
 // instead: no Redis per request, each dispatcher counting for itself.
+
+// RotationSetting is ROTATION.
+var RotationSetting = app.Setting{Name: "ROTATION", Default: "redis",
+	Usage: "STRATEGY=round-robin: redis: one shared, exact rotation step in Redis per request; local: round robin in this process over a snapshot of the list, read every second"}
+
 func init() {
 	Register(Strategy{
-		Name:  "round-robin",
-		Usage: "one shared, exact rotation step in Redis per request (ROTATION=local: in this process)",
-		Modes: []Mode{Redirect, Proxy},
-		New: func(c Config) (Picker, error) {
-			local := NewLocal(c.Pool)
-			if c.Rotation == "local" {
-				return local, nil
+		Name:     "round-robin",
+		Usage:    "one shared, exact rotation step in Redis per request (ROTATION=local: in this process)",
+		Modes:    []Mode{Redirect, Proxy},
+		Settings: []app.Setting{RotationSetting},
+		Configure: func(getenv func(string) string, _ Mode) (Plan, error) {
+			switch v := RotationSetting.Get(getenv); v {
+			case "local":
+				return Plan{New: func(e Env) (Picker, error) { return NewLocal(e.Pool), nil }}, nil
+			case "redis":
+				return Plan{Needs: []Need{NeedRotation}, New: func(e Env) (Picker, error) {
+					return NewFailover(NewShared(e.Rotation), NewLocal(e.Pool), e), nil
+				}}, nil
+			default:
+				return Plan{}, fmt.Errorf("%s=%q: want redis or local", RotationSetting.Name, v)
 			}
-			return NewFailover(Shared{store.NewRotation(c.Store)}, local, c), nil
 		},
 	})
 }
 
 // Shared takes one step of the shared rotation in Redis per pick.
-type Shared struct{ Rotation *store.Rotation }
+type Shared struct{ steps RedisRotation }
+
+// NewShared returns picks that are steps of r.
+func NewShared(r RedisRotation) Shared { return Shared{r} }
 
 // Pick takes the rotation step.
 func (s Shared) Pick(ctx context.Context, _ *http.Request) (Backend, error) {
-	u, err := s.Rotation.Next(ctx)
+	u, err := s.steps.Next(ctx)
 	if err != nil {
 		return Backend{}, err
 	}
 	return Backend{URL: u}, nil
+}
+
+// Rotation is the list as Redis holds it: the next pick is its last entry.
+func (s Shared) Rotation(ctx context.Context) (Rotation, error) {
+	e, err := s.steps.Entries(ctx)
+	return Rotation{Entries: e}, err
 }
 
 // Local is a round robin in this process over the pool's eligible entries:
@@ -51,65 +71,47 @@ func (s Shared) Pick(ctx context.Context, _ *http.Request) (Backend, error) {
 // the shared rotation does (for a list seeded A B C: C, B, A, C, ...) and
 // starts again from the top when the list or its down set changes.
 type Local struct {
-	pool *pool.Pool
-	turn atomic.Pointer[localTurn]
+	turns *pool.View[*localTurn]
 }
 
-// localTurn is the position in one snapshot.
+// localTurn is the position in one snapshot's eligible entries.
 type localTurn struct {
-	snap *pool.Snapshot
-	n    atomic.Uint64 // picks so far
+	e []pool.Entry
+	n atomic.Uint64 // picks so far
 }
 
 // NewLocal returns a round robin over p.
-func NewLocal(p *pool.Pool) *Local { return &Local{pool: p} }
+func NewLocal(p *pool.Pool) *Local {
+	return &Local{turns: pool.NewView(p, func(s *pool.Snapshot) *localTurn { return &localTurn{e: s.Eligible} })}
+}
 
 // Pick returns the next eligible entry.
 func (l *Local) Pick(context.Context, *http.Request) (Backend, error) {
-	t, err := l.current()
+	t, err := l.turns.Get()
 	if err != nil {
 		return Backend{}, err
 	}
-	e := t.snap.Eligible
-	i := (t.n.Add(1) - 1) % uint64(len(e))
-	return Backend{URL: e[i].URL, Entry: e[i].Raw}, nil
+	i := (t.n.Add(1) - 1) % uint64(len(t.e))
+	return Backend{URL: t.e[i].URL, Entry: t.e[i].Raw}, nil
 }
 
-// current returns the turn over the pool's snapshot as it is now.
-func (l *Local) current() (*localTurn, error) {
-	s, err := l.pool.Current()
-	if err != nil {
-		return nil, err
-	}
-	for {
-		t := l.turn.Load()
-		if t != nil && t.snap == s {
-			return t, nil
-		}
-		if l.turn.CompareAndSwap(t, &localTurn{snap: s}) {
-			return l.turn.Load(), nil
-		}
-	}
-}
-
-// Entries returns this process's rotation as it stands, in the shared
+// Rotation returns this process's rotation as it stands, in the shared
 // rotation's terms: the eligible entries in list order, turned so that the
 // last one is the next pick (where LRANGE shows the next pick of the shared
 // rotation). An empty list gives no entries and no error.
-func (l *Local) Entries(context.Context) ([]string, error) {
-	t, err := l.current()
+func (l *Local) Rotation(context.Context) (Rotation, error) {
+	t, err := l.turns.Get()
 	switch {
 	case errors.Is(err, pick.ErrNoBackends):
-		return nil, nil
+		return Rotation{Local: true}, nil
 	case err != nil:
-		return nil, err
+		return Rotation{Local: true}, err
 	}
-	e := t.snap.Eligible
-	n := uint64(len(e))
-	next := t.n.Load() % n // e is in pick order: this one goes next
+	n := uint64(len(t.e))
+	next := t.n.Load() % n // t.e is in pick order: this one goes next
 	out := make([]string, n)
 	for i := range n {
-		out[n-1-i] = e[(next+i)%n].Raw
+		out[n-1-i] = t.e[(next+i)%n].Raw
 	}
-	return out, nil
+	return Rotation{Entries: out, Local: true}, nil
 }

@@ -59,8 +59,8 @@ func TestLocalRotatesOverASnapshot(t *testing.T) {
 	// Five picks so far over four valid entries: the next is three[2], and
 	// Entries shows it last, as LRANGE shows the shared rotation's next.
 	want = []string{"http://127.0.0.1:5003", three[0], three[1], three[2]}
-	if got, err := l.Entries(ctx); err != nil || !slices.Equal(got, want) {
-		t.Errorf("Entries: got (%q, %v), want %q", got, err, want)
+	if got, err := l.Rotation(ctx); err != nil || !slices.Equal(got.Entries, want) || !got.Local {
+		t.Errorf("Rotation: got (%+v, %v), want %q, local", got, err, want)
 	}
 	if got := picks(t, l, 1); got[0] != three[2] {
 		t.Errorf("pick after Entries: got %q, want %q", got[0], three[2])

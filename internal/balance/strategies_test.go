@@ -9,12 +9,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spreadlb/spread/internal/backend"
 	"github.com/spreadlb/spread/internal/pick"
 
 	"github.com/spreadlb/spread/internal/balance"
 	"github.com/spreadlb/spread/internal/pool"
 	"github.com/spreadlb/spread/internal/redistest"
-	"github.com/spreadlb/spread/internal/store"
 )
 
 // commands is how many commands the server has processed so far.
@@ -28,19 +28,6 @@ func commands(t *testing.T, srv *redistest.Server) int64 {
 		}
 	}
 	return n
-}
-
-func newStrategy(t *testing.T, name string, c balance.Config) balance.Picker {
-	t.Helper()
-	s, err := balance.Lookup(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := s.New(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
 }
 
 func TestRegistry(t *testing.T) {
@@ -65,7 +52,7 @@ func TestRandomIsUniformAndLocal(t *testing.T) {
 	if err := s.Replace(context.Background(), list); err != nil {
 		t.Fatal(err)
 	}
-	p := newStrategy(t, "random", balance.Config{Store: s, Pool: readPool(t, s)})
+	p := newStrategy(t, "random", nil, env(s, readPool(t, s), "d1"))
 	before := commands(t, srv)
 	const n = 8000
 	counts := concurrentPicks(t, p, 8, n/8)
@@ -113,7 +100,7 @@ func TestHashIsStickyEvenAndConsistent(t *testing.T) {
 	ctx := context.Background()
 	s, srv := seededStore(t)
 	pl := readPool(t, s)
-	p := newStrategy(t, "hash", balance.Config{Store: s, Pool: pl, HashKey: "header:X-User"})
+	p := newStrategy(t, "hash", map[string]string{"HASH_KEY": "header:X-User"}, env(s, pl, "d1"))
 	before := commands(t, srv)
 	first := hashPicks(t, p, 3000)
 	if again := hashPicks(t, p, 3000); !equalMaps(first, again) {
@@ -262,7 +249,7 @@ func TestParseHashKey(t *testing.T) {
 func TestLeastConnPicksTheLeastLoaded(t *testing.T) {
 	s, _ := seededStore(t)
 	pl := readPool(t, s)
-	p := newStrategy(t, "least-conn", balance.Config{Store: s, Pool: pl, ID: "d1"})
+	p := newStrategy(t, "least-conn", nil, env(s, pl, "d1"))
 	var order []string
 	for range 6 {
 		b, err := p.Pick(context.Background(), get())
@@ -270,7 +257,7 @@ func TestLeastConnPicksTheLeastLoaded(t *testing.T) {
 			t.Fatal(err)
 		}
 		order = append(order, b.URL.String())
-		b.Done(nil)
+		b.Done(balance.Result{})
 	}
 	if want := []string{three[2], three[1], three[0], three[2], three[1], three[0]}; !slices.Equal(order, want) {
 		t.Errorf("idle picks: got %q, want the rotation order %q", order, want)
@@ -281,7 +268,7 @@ func TestLeastConnPicksTheLeastLoaded(t *testing.T) {
 	if a.URL == b.URL || b.URL == c.URL || a.URL == c.URL {
 		t.Errorf("three held picks: got %s %s %s, want three backends", a.URL, b.URL, c.URL)
 	}
-	b.Done(nil)
+	b.Done(balance.Result{})
 	if d, _ := p.Pick(context.Background(), get()); d.URL != b.URL {
 		t.Errorf("after one release: got %s, want the released %s", d.URL, b.URL)
 	}
@@ -295,7 +282,7 @@ func TestP2CAvoidsTheBusyBackend(t *testing.T) {
 	pl := readPool(t, s)
 	busy := s.NewInflight("busy", true)
 	for range 10 {
-		if _, err := busy.Pick(ctx, []store.Candidate{{Entry: three[0], Weight: 1}}); err != nil {
+		if _, err := busy.Pick(ctx, []backend.Weighted{{URL: three[0], Weight: 1}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -312,7 +299,7 @@ func TestP2CAvoidsTheBusyBackend(t *testing.T) {
 			t.Fatal(err)
 		}
 		counts[b.URL.String()]++
-		b.Done(nil)
+		b.Done(balance.Result{})
 	}
 	if counts[three[0]] != 0 || counts[three[1]]+counts[three[2]] != 300 {
 		t.Errorf("picks with %s 10 deep elsewhere: got %v, want none there", three[0], counts)
@@ -333,7 +320,7 @@ func TestP2CAvoidsTheBusyBackend(t *testing.T) {
 	for range 300 {
 		b, _ := p.Pick(ctx, get())
 		counts[b.URL.String()]++
-		b.Done(nil)
+		b.Done(balance.Result{})
 	}
 	if counts[three[0]] != 0 || counts[idle] <= counts[held.URL.String()] {
 		t.Errorf("picks with %s busy and one request held on %s: got %v, want most on %s and none on %s",
@@ -353,7 +340,7 @@ func TestStrategiesPickOnlyEligibleEntries(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range balance.Names() {
-		p := newStrategy(t, name, balance.Config{Store: s, Pool: pl, ID: name})
+		p := newStrategy(t, name, nil, env(s, pl, name))
 		for i := range 30 {
 			r := get()
 			r.Header.Set("X-User", fmt.Sprint(i))
@@ -364,7 +351,7 @@ func TestStrategiesPickOnlyEligibleEntries(t *testing.T) {
 			if u := b.URL.String(); u != three[0] && u != three[2] {
 				t.Errorf("%s picked %q, want only %q or %q", name, u, three[0], three[2])
 			}
-			b.Done(nil)
+			b.Done(balance.Result{})
 		}
 	}
 	srv.Client.SAdd(ctx, s.DownKey(), three[0], three[2])
@@ -372,7 +359,7 @@ func TestStrategiesPickOnlyEligibleEntries(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range balance.Names() {
-		p := newStrategy(t, name, balance.Config{Store: s, Pool: pl, ID: name})
+		p := newStrategy(t, name, nil, env(s, pl, name))
 		if _, err := p.Pick(ctx, get()); !errors.Is(err, pick.ErrAllDown) {
 			t.Errorf("%s with every entry down: got %v, want ErrAllDown", name, err)
 		}

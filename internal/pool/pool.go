@@ -1,6 +1,7 @@
 // Package pool is this process's view of the backends: a snapshot of the
 // rotation list and its down set, read from Redis every second, and the one
-// place that decides which entries a strategy may pick.
+// place that decides which entries a strategy may pick. It reads through a
+// Source (package store), and never touches Redis itself.
 //
 // An entry is eligible when backend.Parse accepts it and the shared health
 // checks have not put it in the down set. Every strategy that picks from
@@ -22,7 +23,6 @@ import (
 	"github.com/spreadlb/spread/internal/pick"
 
 	"github.com/spreadlb/spread/internal/backend"
-	"github.com/spreadlb/spread/internal/store"
 )
 
 // DefaultRefresh is how often a Pool reads the list again.
@@ -58,9 +58,20 @@ func (s *Snapshot) IsDown(entry string) bool {
 	return down
 }
 
-// Pool keeps the snapshot of one Store's list.
+// Source is where a Pool reads the list: a *store.Store.
+type Source interface {
+	// Read returns the list as LRANGE shows it and the entries marked
+	// down, as one consistent view.
+	Read(ctx context.Context) (entries, down []string, err error)
+	// Key names the list, for the log.
+	Key() string
+	// StepTimeout bounds one read.
+	StepTimeout() time.Duration
+}
+
+// Pool keeps the snapshot of one Source's list.
 type Pool struct {
-	store   *store.Store
+	src     Source
 	refresh time.Duration
 	log     *slog.Logger
 	snap    atomic.Pointer[Snapshot]
@@ -69,14 +80,14 @@ type Pool struct {
 // New returns a Pool over st's list, read every refresh (a non-positive
 // refresh means DefaultRefresh). It holds no snapshot until Refresh or Run
 // has read one. A nil log discards its messages.
-func New(st *store.Store, refresh time.Duration, log *slog.Logger) *Pool {
+func New(st Source, refresh time.Duration, log *slog.Logger) *Pool {
 	if refresh <= 0 {
 		refresh = DefaultRefresh
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Pool{store: st, refresh: refresh, log: log}
+	return &Pool{src: st, refresh: refresh, log: log}
 }
 
 // Current returns the snapshot as last read if it has an eligible entry,
@@ -135,9 +146,9 @@ func (p *Pool) Health() (up map[string]bool, ok bool) {
 // read. A list that is empty, missing or not a list replaces the snapshot:
 // that is what Redis says the rotation is now.
 func (p *Pool) Refresh(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, p.store.StepTimeout())
+	ctx, cancel := context.WithTimeout(ctx, p.src.StepTimeout())
 	defer cancel()
-	entries, down, err := p.store.Read(ctx)
+	entries, down, err := p.src.Read(ctx)
 	if err != nil && !errors.Is(err, pick.ErrWrongType) {
 		return err
 	}
@@ -172,7 +183,7 @@ func (p *Pool) Refresh(ctx context.Context) error {
 	p.snap.Store(s)
 	if old == nil || !slices.Equal(old.Down, down) || len(old.Entries) != len(entries) {
 		// The order changes with every shared step; say only what matters.
-		p.log.Info("rotation snapshot read", "key", p.store.Key(), "entries", len(entries), "valid", valid, "down", len(down))
+		p.log.Info("rotation snapshot read", "key", p.src.Key(), "entries", len(entries), "valid", valid, "down", len(down))
 	}
 	return nil
 }
@@ -197,5 +208,48 @@ func (p *Pool) Run(ctx context.Context) {
 			p.log.Info("rotation list readable again")
 		}
 		failing = err != nil
+	}
+}
+
+// View is a value derived from the pool's snapshot, such as a strategy's
+// table of candidates: made once per snapshot, on first use, and kept
+// until the pool reads a different one. The value and the snapshot it came
+// from are one atomic pair, so a view never pairs one snapshot's key with
+// another's entries.
+type View[T any] struct {
+	pool   *Pool
+	derive func(*Snapshot) T
+	cur    atomic.Pointer[derived[T]]
+}
+
+type derived[T any] struct {
+	snap *Snapshot
+	v    T
+}
+
+// NewView returns a view of p's snapshots through derive, which gets a
+// snapshot with at least one eligible entry.
+func NewView[T any](p *Pool, derive func(*Snapshot) T) *View[T] {
+	return &View[T]{pool: p, derive: derive}
+}
+
+// Get returns the value derived from the pool's current snapshot, or why
+// there is none (Pool.Current's error). Concurrent calls on a new snapshot
+// agree on one value.
+func (v *View[T]) Get() (T, error) {
+	s, err := v.pool.Current()
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	for {
+		d := v.cur.Load()
+		if d != nil && d.snap == s {
+			return d.v, nil
+		}
+		next := &derived[T]{snap: s, v: v.derive(s)}
+		if v.cur.CompareAndSwap(d, next) {
+			return next.v, nil
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spreadlb/spread/internal/backend"
 	"github.com/spreadlb/spread/internal/redisconn"
 
 	"github.com/spreadlb/spread/internal/pick"
@@ -122,7 +123,7 @@ func TestDocumentedACLUsersCanDoTheirJobs(t *testing.T) {
 	must("dashboard (LRANGE)", err)
 	must("ping", disp.Ping(ctx))
 	in := disp.NewInflight("d1", true)
-	e, err := in.Pick(ctx, []store.Candidate{{Entry: three[0], Weight: 1}, {Entry: three[1], Weight: 1}})
+	e, err := in.Pick(ctx, []backend.Weighted{{URL: three[0], Weight: 1}, {URL: three[1], Weight: 1}})
 	must("least-conn pick", err)
 	in.Release(e)
 	_, err = in.Sync(ctx)
@@ -154,7 +155,7 @@ func TestMissingPermissionIsNamed(t *testing.T) {
 		t.Fatal(err)
 	}
 	inflight := func(s *store.Store) error {
-		_, err := s.NewInflight("d1", true).Pick(ctx, []store.Candidate{{Entry: three[0], Weight: 1}})
+		_, err := s.NewInflight("d1", true).Pick(ctx, []backend.Weighted{{URL: three[0], Weight: 1}})
 		return err
 	}
 	next := func(s *store.Store) error { _, err := rot(s).Next(ctx); return err }

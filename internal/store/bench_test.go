@@ -47,8 +47,8 @@ func BenchmarkNextParallel(b *testing.B) {
 			}
 		}
 	})
-	st := rot(s).Coalescing()
-	b.ReportMetric(float64(st.Steps)/float64(max(st.RoundTrips, 1)), "picks/roundtrip")
+	st := rot(s).Stats()
+	b.ReportMetric(float64(st.Requests)/float64(max(st.RoundTrips, 1)), "picks/roundtrip")
 }
 
 func BenchmarkPlainLMOVEParallel(b *testing.B) {

@@ -8,8 +8,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/spreadlb/spread/internal/backend"
 	"github.com/spreadlb/spread/internal/batch"
 	"github.com/spreadlb/spread/internal/pick"
 
@@ -131,20 +133,13 @@ end
 return out
 `)
 
-// Candidate is an entry a least-connections pick may take, with its weight
-// (how many times the list holds it).
-type Candidate struct {
-	Entry  string
-	Weight int
-}
-
 // Inflight is one dispatcher's side of the shared in-flight counts.
 type Inflight struct {
 	s     *Store
 	id    string
-	eager bool                               // Release starts a call at once (least-connections)
-	ttl   time.Duration                      // how long its counts live without a renewal: InflightTTL
-	calls batch.Batcher[[]Candidate, string] // picks (and syncs, nil) waiting for the call in flight
+	eager atomic.Bool                               // Release starts a call at once (least-connections)
+	ttl   time.Duration                             // how long its counts live without a renewal: InflightTTL
+	calls batch.Batcher[[]backend.Weighted, string] // picks (and syncs, nil) waiting for the call in flight
 
 	mu      sync.Mutex
 	own     map[string]int64 // this dispatcher's requests in flight, by entry
@@ -158,9 +153,10 @@ type Inflight struct {
 // picks and releases around it); without, counts reach Redis with the next
 // Sync.
 func (s *Store) NewInflight(id string, eager bool) *Inflight {
-	f := &Inflight{s: s, id: id, eager: eager, ttl: InflightTTL, own: map[string]int64{}, others: map[string]int64{}}
-	f.calls = batch.Batcher[[]Candidate, string]{Trip: f.call, Timeout: s.stepTimeout, Short: pick.ErrNoBackends,
-		Abandoned: func(_ []Candidate, entry string) {
+	f := &Inflight{s: s, id: id, ttl: InflightTTL, own: map[string]int64{}, others: map[string]int64{}}
+	f.eager.Store(eager)
+	f.calls = batch.Batcher[[]backend.Weighted, string]{Trip: f.call, Timeout: s.stepTimeout, Short: pick.ErrNoBackends,
+		Abandoned: func(_ []backend.Weighted, entry string) {
 			if entry != "" {
 				f.Release(entry) // counted for a pick whose caller gave up: give it back
 			}
@@ -185,9 +181,10 @@ func (f *Inflight) Load(entry string) int64 {
 }
 
 // Pick takes the candidate with the fewest requests in flight across every
-// live dispatcher and counts one more request to it. Release must follow
+// live dispatcher, per unit of weight, and counts one more request to it.
+// A candidate's URL is the entry as the list holds it. Release must follow
 // when the request ends. Concurrent picks share a round trip.
-func (f *Inflight) Pick(ctx context.Context, cands []Candidate) (string, error) {
+func (f *Inflight) Pick(ctx context.Context, cands []backend.Weighted) (string, error) {
 	if len(cands) == 0 {
 		return "", pick.ErrNoBackends
 	}
@@ -210,10 +207,15 @@ func (f *Inflight) Release(entry string) {
 		}
 	}
 	f.mu.Unlock()
-	if f.eager {
+	if f.eager.Load() {
 		f.calls.Kick()
 	}
 }
+
+// SetEager makes every Release send the new count at once (sharing the
+// call with the picks and releases around it), as least-connections needs,
+// or leaves it for the next call.
+func (f *Inflight) SetEager(eager bool) { f.eager.Store(eager) }
 
 // Sync sends this dispatcher's counts and reads the others', without a
 // pick, and returns the others' counts.
@@ -280,7 +282,7 @@ func (f *Inflight) Calls() uint64 { return f.calls.Stats().RoundTrips }
 // its own (a nil element is a Sync, and gets ""). Consecutive picks with
 // the same candidates, as picks from one snapshot have, travel as one
 // group. The picks are counted before call returns.
-func (f *Inflight) call(ctx context.Context, batch [][]Candidate) ([]string, error) {
+func (f *Inflight) call(ctx context.Context, batch [][]backend.Weighted) ([]string, error) {
 	f.mu.Lock()
 	own := maps.Clone(f.own)
 	f.mu.Unlock()
@@ -297,7 +299,7 @@ func (f *Inflight) call(ctx context.Context, batch [][]Candidate) ([]string, err
 		if len(cands) > 0 {
 			args = append(args, n, len(cands))
 			for _, c := range cands {
-				args = append(args, c.Entry, max(c.Weight, 1))
+				args = append(args, c.URL, max(c.Weight, 1))
 			}
 			npicks += n
 		}
@@ -337,7 +339,7 @@ func (f *Inflight) call(ctx context.Context, batch [][]Candidate) ([]string, err
 
 // sameCandidates reports whether a and b are the same candidate list: the
 // same slice, as the picks from one snapshot share.
-func sameCandidates(a, b []Candidate) bool {
+func sameCandidates(a, b []backend.Weighted) bool {
 	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 

@@ -7,12 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spreadlb/spread/internal/backend"
 	"github.com/spreadlb/spread/internal/store"
 )
 
-var cands = []store.Candidate{{Entry: three[2], Weight: 1}, {Entry: three[1], Weight: 1}, {Entry: three[0], Weight: 1}}
+var cands = []backend.Weighted{{URL: three[2], Weight: 1}, {URL: three[1], Weight: 1}, {URL: three[0], Weight: 1}}
 
-func pickIn(t *testing.T, f *store.Inflight, cs []store.Candidate) string {
+func pickIn(t *testing.T, f *store.Inflight, cs []backend.Weighted) string {
 	t.Helper()
 	e, err := f.Pick(context.Background(), cs)
 	if err != nil {
@@ -92,7 +93,7 @@ func TestInflightCountsAreShared(t *testing.T) {
 	}
 
 	// A backend of weight 3 takes three requests before the others' one.
-	weighted := []store.Candidate{{Entry: three[0], Weight: 3}, {Entry: three[1], Weight: 1}}
+	weighted := []backend.Weighted{{URL: three[0], Weight: 3}, {URL: three[1], Weight: 1}}
 	d3 := s.NewInflight("d3", true)
 	n := map[string]int{}
 	for range 8 {
@@ -149,8 +150,8 @@ func TestInflightPicksShareRoundTrips(t *testing.T) {
 		t.Errorf("own counts: got %v, want the picks %v", f.Own(), count)
 	}
 	for _, c := range cands {
-		if count[c.Entry] != n/3 {
-			t.Errorf("%s: got %d of %d held picks, want %d: least-connections keeps them level", c.Entry, count[c.Entry], n, n/3)
+		if count[c.URL] != n/3 {
+			t.Errorf("%s: got %d of %d held picks, want %d: least-connections keeps them level", c.URL, count[c.URL], n, n/3)
 		}
 	}
 	t.Logf("%d picks took %d script calls", n, f.Calls())
@@ -172,8 +173,8 @@ func TestInflightBatchKeepsEachPicksCandidates(t *testing.T) {
 	go func() { first <- pickIn(t, f, cands) }()
 	waitFor(t, "a call in flight", f.InflightBusy)
 
-	onlyA := []store.Candidate{{Entry: three[0], Weight: 1}}
-	onlyB := []store.Candidate{{Entry: three[1], Weight: 1}}
+	onlyA := []backend.Weighted{{URL: three[0], Weight: 1}}
+	onlyB := []backend.Weighted{{URL: three[1], Weight: 1}}
 	type result struct {
 		entry string
 		err   error

@@ -246,18 +246,9 @@ func (r *Rotation) trip(ctx context.Context, picks []struct{}) ([]string, error)
 	}
 }
 
-// CoalesceStats says how picks were grouped into round trips so far.
-type CoalesceStats struct {
-	RoundTrips uint64 // scripts sent
-	Steps      uint64 // rotation steps asked for (one per pick, skips included)
-	MaxBatch   int    // most steps in one round trip
-}
-
-// Coalescing reports how many round trips the picks so far took.
-func (r *Rotation) Coalescing() CoalesceStats {
-	st := r.steps.Stats()
-	return CoalesceStats{RoundTrips: st.RoundTrips, Steps: st.Requests, MaxBatch: st.MaxBatch}
-}
+// Stats says how the picks so far were grouped into round trips: one
+// request is one rotation step asked for (skips included).
+func (r *Rotation) Stats() batch.Stats { return r.steps.Stats() }
 
 // Entries returns the list as LRANGE key 0 -1 shows it: the rotation in
 // order, the next pick last.

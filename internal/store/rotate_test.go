@@ -104,8 +104,8 @@ func TestQueuedPicksShareOneRoundTrip(t *testing.T) {
 			t.Errorf("%s: got %d picks, want 10 (all: %v)", b, counts[b], counts)
 		}
 	}
-	st := rot(s).Coalescing()
-	if st.RoundTrips != 2 || st.Steps != 30 || st.MaxBatch != 29 {
+	st := rot(s).Stats()
+	if st.RoundTrips != 2 || st.Requests != 30 || st.MaxBatch != 29 {
 		t.Errorf("got %+v, want 2 round trips, 30 steps, largest batch 29", st)
 	}
 	if n := lmoveCalls(t, srv); n != 30 {
@@ -121,7 +121,7 @@ func TestQueuedPicksShareOneRoundTrip(t *testing.T) {
 func TestLonePicksGoAlone(t *testing.T) {
 	s, _ := seededStore(t)
 	expectPicks(t, s, []string{three[2], three[1], three[0], three[2]})
-	if st := rot(s).Coalescing(); st.RoundTrips != 4 || st.MaxBatch != 1 {
+	if st := rot(s).Stats(); st.RoundTrips != 4 || st.MaxBatch != 1 {
 		t.Errorf("got %+v, want 4 round trips of 1 step", st)
 	}
 }

@@ -388,3 +388,15 @@ func TestFailRate(t *testing.T) {
 		t.Errorf("got served %d, failed %d; want 20 and 20", s.Served, s.Failed)
 	}
 }
+
+// TestShutdownWhileDown: a backend stopped while PORT is down shuts down
+// cleanly (startBackend's cleanup checks that serve returns nil).
+func TestShutdownWhileDown(t *testing.T) {
+	_, traffic, control := startBackend(t, knobs{})
+	if status, _, _ := postControl(t, control, `{"down":true}`); status != http.StatusOK {
+		t.Fatalf("down: got %d, want 200", status)
+	}
+	if !dialRefused(t, traffic) {
+		t.Errorf("dial %s while down: connected, want refused", traffic)
+	}
+}

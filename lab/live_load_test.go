@@ -227,6 +227,12 @@ func TestLiveLoad(t *testing.T) {
 	if byBackend["a"] != ha || byBackend["b"] != hb || len(byBackend) != 2 {
 		t.Errorf("answers by X-Backend: got %v, want a %d, b %d", byBackend, ha, hb)
 	}
+	// The whole run, as one window: the shares of the answers that named a
+	// backend (the timeouts name none).
+	w := l.window(liveHistory)
+	if wantA := round(float64(ha)/float64(ha+hb), 4); w.AnswersNamed != ha+hb || w.Share["a"] != wantA || len(w.Share) != 2 {
+		t.Errorf("window: got %d answers naming a backend, shares %v; want %d, a %v", w.AnswersNamed, w.Share, ha+hb, wantA)
+	}
 	for _, d := range []*fakeDispatcher{a, b, hang} {
 		d.mu.Lock()
 		for u := range d.users {

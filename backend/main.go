@@ -2,15 +2,22 @@
 // "Hello, World!" and names itself in an X-Backend header on every response,
 // so a client sees which backend the dispatcher chose.
 //
-// A backend can be made slow and small, to watch how the dispatcher's
-// strategies cope: LATENCY (plus up to LATENCY_JITTER) is each GET /'s
-// service time, and CAPACITY bounds how many are in service at once while
-// the rest wait in a FIFO queue. GET /stats shows the live counts. /healthz,
-// /whoami and /stats answer at once, so health checks never queue behind load.
+// A backend can be made slow, small and unreliable, to watch how the
+// dispatcher's strategies cope: LATENCY (plus up to LATENCY_JITTER) is each
+// GET /'s service time, CAPACITY bounds how many are in service at once while
+// the rest wait in a FIFO queue, and FAIL_RATE answers that fraction of them
+// 500. GET /stats shows the live counts. /healthz, /whoami and /stats answer
+// at once, so health checks never queue behind load.
+//
+// With CONTROL=1 a second port, CONTROL_PORT, takes POST /control, which
+// changes those knobs while the backend runs, and takes PORT down (dials
+// refused, as for a stopped process) and up again. PORT never serves
+// /control: a dispatcher in MODE=proxy forwards every path to its backends,
+// and no client of the pool may turn the knobs.
 //
 // Usage:
 //
-//	backend              serve on PORT
+//	backend              serve on PORT (and CONTROL_PORT)
 //	backend healthcheck  exit 0 if the backend on PORT answers GET /healthz
 package main
 
@@ -29,6 +36,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/spreadlb/spread/internal/app"
+	"github.com/spreadlb/spread/internal/backend"
 )
 
 // The backend's settings; the README's configuration table lists the same.
@@ -42,7 +50,16 @@ var (
 		Usage: "a uniform random 0..LATENCY_JITTER added to each GET /'s service time"}
 	capacitySetting = app.Setting{Name: "CAPACITY", Default: "0",
 		Usage: "how many GET / are in service at once, the rest wait in a FIFO queue; 0 means no limit"}
-	settings = []app.Setting{portSetting, nameSetting, latencySetting, jitterSetting, capacitySetting}
+	failRateSetting = app.Setting{Name: "FAIL_RATE", Default: "0",
+		Usage: "the fraction of GET / answered 500 at once, 0 to 1"}
+	controlSetting = app.Setting{Name: "CONTROL", Default: "0",
+		Usage: "1: serve POST /control on CONTROL_PORT, to change the knobs and take PORT down while running; 0: no control"}
+	controlPortSetting = app.Setting{Name: "CONTROL_PORT", Default: "9000",
+		Usage: "CONTROL=1: port of POST /control and GET /stats"}
+	controlBindSetting = app.Setting{Name: "CONTROL_BIND_HOST", Default: "127.0.0.1",
+		Usage: "CONTROL=1: address CONTROL_PORT listens on, an IP address or a host name (0.0.0.0: every interface)"}
+	settings = []app.Setting{portSetting, nameSetting, latencySetting, jitterSetting, capacitySetting,
+		failRateSetting, controlSetting, controlPortSetting, controlBindSetting}
 )
 
 func main() {
@@ -57,9 +74,12 @@ func main() {
 
 // config is the backend's settings, read and checked.
 type config struct {
-	port, name      string // name: sent in X-Backend
-	latency, jitter time.Duration
-	capacity        int // 0: no limit
+	port, name string // name: sent in X-Backend
+	knobs      knobs  // the starting knobs; POST /control changes them
+	// control: CONTROL=1; controlHost and controlPort are CONTROL_BIND_HOST
+	// and CONTROL_PORT, set only then.
+	control                  bool
+	controlHost, controlPort string
 }
 
 // loadConfig reads the settings; an error names the first bad one and the
@@ -70,28 +90,40 @@ func loadConfig(getenv func(string) string) (config, error) {
 		host, _ := os.Hostname()
 		c.name = net.JoinHostPort(host, c.port)
 	}
-	var err error
-	if c.latency, err = duration(latencySetting, getenv); err != nil {
-		return c, err
-	}
-	if c.jitter, err = duration(jitterSetting, getenv); err != nil {
-		return c, err
+	var ok bool
+	for _, d := range []struct {
+		s   app.Setting
+		dst *time.Duration
+	}{{latencySetting, &c.knobs.latency}, {jitterSetting, &c.knobs.jitter}} {
+		v := d.s.Get(getenv)
+		if *d.dst, ok = parseDuration(v); !ok {
+			return c, fmt.Errorf("%s=%q: want %s", d.s.Name, v, acceptsDuration)
+		}
 	}
 	v := capacitySetting.Get(getenv)
-	if c.capacity, err = strconv.Atoi(v); err != nil || c.capacity < 0 {
-		return c, fmt.Errorf("%s=%q: want a whole number, 0 or more (0 means no limit)", capacitySetting.Name, v)
+	if c.knobs.capacity, ok = parseCapacity(v); !ok {
+		return c, fmt.Errorf("%s=%q: want %s", capacitySetting.Name, v, acceptsCapacity)
+	}
+	v = failRateSetting.Get(getenv)
+	if c.knobs.failRate, ok = parseFailRate(v); !ok {
+		return c, fmt.Errorf("%s=%q: want %s", failRateSetting.Name, v, acceptsFailRate)
+	}
+	switch v = controlSetting.Get(getenv); v {
+	case "0":
+	case "1":
+		c.control = true
+		c.controlHost, c.controlPort = controlBindSetting.Get(getenv), controlPortSetting.Get(getenv)
+		if !backend.ValidBindHost(c.controlHost) {
+			return c, fmt.Errorf("%s=%q: want an IP address (127.0.0.1, 0.0.0.0, ::1) or a host name",
+				controlBindSetting.Name, c.controlHost)
+		}
+		if n, err := strconv.Atoi(c.controlPort); err != nil || n < 0 || n > 65535 {
+			return c, fmt.Errorf("%s=%q: want a port number, 0 to 65535", controlPortSetting.Name, c.controlPort)
+		}
+	default:
+		return c, fmt.Errorf("%s=%q: want 1 (serve POST /control on %s) or 0", controlSetting.Name, v, controlPortSetting.Name)
 	}
 	return c, nil
-}
-
-// duration reads s as a Go duration of 0 or more.
-func duration(s app.Setting, getenv func(string) string) (time.Duration, error) {
-	v := s.Get(getenv)
-	d, err := time.ParseDuration(v)
-	if err != nil || d < 0 {
-		return 0, fmt.Errorf("%s=%q: want a duration of 0 or more, such as 0, 250ms or 2s", s.Name, v)
-	}
-	return d, nil
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
@@ -105,47 +137,111 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 		return fmt.Errorf("unknown command %q (want no argument, or healthcheck)", args[0])
 	}
-
 	// Listen first, so that "address in use" fails at start.
-	ln, err := net.Listen("tcp", ":"+c.port)
+	b, err := listen(c, "")
 	if err != nil {
 		return err
 	}
-	slog.New(slog.NewTextHandler(stderr, nil)).Info("backend listening", "addr", ln.Addr().String(), "name", c.name,
-		"latency", c.latency, "latency_jitter", c.jitter, "capacity", c.capacity)
-	return app.Serve(ctx, ln, newServer(c.name, newService(c.latency, c.jitter, c.capacity)), 10*time.Second)
+	attrs := []any{"addr", b.port.Addr().String(), "name", c.name, "latency", c.knobs.latency,
+		"latency_jitter", c.knobs.jitter, "capacity", c.knobs.capacity, "fail_rate", c.knobs.failRate}
+	if b.controlLn != nil {
+		attrs = append(attrs, "control", b.controlLn.Addr().String())
+	}
+	slog.New(slog.NewTextHandler(stderr, nil)).Info("backend listening", attrs...)
+	return b.serve(ctx)
+}
+
+// server is a backend listening: PORT, and CONTROL_PORT with CONTROL=1.
+type server struct {
+	svc       *service
+	port      *trafficPort
+	controlLn net.Listener // nil without CONTROL=1
+	control   *echo.Echo
+}
+
+// listen opens c's ports: PORT on host ("" is every interface) and, with
+// CONTROL=1, CONTROL_PORT on CONTROL_BIND_HOST.
+func listen(c config, host string) (*server, error) {
+	b := &server{svc: newService(c.knobs)}
+	srv := app.NewServer(newServer(c.name, b.svc), app.Limits{})
+	var err error
+	if b.port, err = listenTraffic(host, c.port, srv); err != nil {
+		return nil, fmt.Errorf("%s=%s: %w", portSetting.Name, c.port, err)
+	}
+	if c.control {
+		if b.controlLn, err = net.Listen("tcp", net.JoinHostPort(c.controlHost, c.controlPort)); err != nil {
+			b.port.Close()
+			return nil, fmt.Errorf("%s=%s %s=%s: %w", controlBindSetting.Name, c.controlHost, controlPortSetting.Name, c.controlPort, err)
+		}
+		b.control = newControlServer(c.name, &controller{svc: b.svc, port: b.port})
+	}
+	return b, nil
+}
+
+// grace is how long requests in flight may finish after SIGTERM.
+const grace = 10 * time.Second
+
+// serve serves both ports until ctx is done or one of them fails, which
+// stops the other.
+func (b *server) serve(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
+	go func() { errc <- app.ServeServer(ctx, b.port, b.port.srv, grace) }()
+	n := 1
+	if b.controlLn != nil {
+		n++
+		go func() { errc <- app.Serve(ctx, b.controlLn, b.control, grace) }()
+	}
+	var first error
+	for range n {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+		}
+		cancel()
+	}
+	return first
 }
 
 // statusClientClosed is nginx's code for a request whose client left before
 // the answer; nobody receives it, but a log in between may record it.
 const statusClientClosed = 499
 
-// newServer returns the backend's routes:
+// newServer returns the routes of PORT:
 //
-//	GET /         200 "Hello, World!", after a slot and a service time of svc
+//	GET /         200 "Hello, World!", after a slot and a service time of svc;
+//	              500 at once for a failure drawn by FAIL_RATE
 //	GET /healthz  200 "ok"
 //	ANY /whoami   200, JSON: this backend's name and the method, path, query
 //	              and body it received (to see what a redirect kept)
-//	GET /stats    200, JSON: GET /'s counts in service, queued and served,
-//	              and the settings of svc
+//	GET /stats    200, JSON: GET /'s counts in service, queued, served and
+//	              failed, and the knobs of svc
 //
 // Only GET / goes through svc; the others answer at once, so that health
-// checks do not queue behind load. Every response, errors included, carries
-// X-Backend: name.
+// checks do not queue behind load. While the backend is down (POST /control
+// on CONTROL_PORT), every request that still reaches PORT, on a connection
+// opened before, is answered 503 "down". Every response, errors included,
+// carries X-Backend: name.
 func newServer(name string, svc *service) *echo.Echo {
-	e := echo.New()
-	e.HideBanner, e.HidePort = true, true
+	e := newEcho(name)
 	e.Use(func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			c.Response().Header().Set("X-Backend", name)
+			if c.Path() != "/" && svc.isDown() { // GET / says so itself, counted
+				return c.String(http.StatusServiceUnavailable, "down")
+			}
 			return next(c)
 		}
 	})
 	e.GET("/", func(c echo.Context) error {
-		if err := svc.do(c.Request().Context()); err != nil {
-			return c.NoContent(statusClientClosed)
+		switch err := svc.do(c.Request().Context()); err {
+		case nil:
+			return c.String(http.StatusOK, "Hello, World!")
+		case errFailed:
+			return c.String(http.StatusInternalServerError, "failed on purpose (FAIL_RATE)")
+		case errDown:
+			return c.String(http.StatusServiceUnavailable, "down")
 		}
-		return c.String(http.StatusOK, "Hello, World!")
+		return c.NoContent(statusClientClosed)
 	})
 	e.GET("/stats", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, svc.stats(name))
@@ -165,6 +261,20 @@ func newServer(name string, svc *service) *echo.Echo {
 			Query:   c.Request().URL.RawQuery,
 			Body:    string(body),
 		})
+	})
+	return e
+}
+
+// newEcho is an Echo without its banner whose every response, errors
+// included, carries X-Backend: name.
+func newEcho(name string) *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.Use(func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			c.Response().Header().Set("X-Backend", name)
+			return next(c)
+		}
 	})
 	return e
 }

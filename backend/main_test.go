@@ -16,7 +16,7 @@ import (
 )
 
 func TestRoutes(t *testing.T) {
-	e := newServer("backend7", newService(0, 0, 0))
+	e := newServer("backend7", newService(knobs{}))
 	tests := []struct {
 		method, target, body string
 		wantStatus           int
@@ -46,7 +46,7 @@ func TestRoutes(t *testing.T) {
 
 func TestWhoami(t *testing.T) {
 	rec := httptest.NewRecorder()
-	e := newServer("b1", newService(0, 0, 0))
+	e := newServer("b1", newService(knobs{}))
 	e.ServeHTTP(rec, httptest.NewRequest("PUT", "/whoami?a=1&b=2", strings.NewReader("hello")))
 	var got whoami
 	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
@@ -67,10 +67,17 @@ func TestLoadConfig(t *testing.T) {
 		{nil, config{port: "5000", name: host + ":5000"}},
 		{map[string]string{"PORT": "5001"}, config{port: "5001", name: host + ":5001"}},
 		{map[string]string{"PORT": "5002", "BACKEND_NAME": "backend3"}, config{port: "5002", name: "backend3"}},
-		{map[string]string{"BACKEND_NAME": "b", "LATENCY": "250ms", "LATENCY_JITTER": "1s", "CAPACITY": "3"},
-			config{port: "5000", name: "b", latency: 250 * time.Millisecond, jitter: time.Second, capacity: 3}},
-		{map[string]string{"BACKEND_NAME": "b", "LATENCY": "0s", "LATENCY_JITTER": "0", "CAPACITY": "0"},
+		{map[string]string{"BACKEND_NAME": "b", "LATENCY": "250ms", "LATENCY_JITTER": "1s", "CAPACITY": "3", "FAIL_RATE": "0.25"},
+			config{port: "5000", name: "b", knobs: knobs{latency: 250 * time.Millisecond, jitter: time.Second, capacity: 3, failRate: 0.25}}},
+		{map[string]string{"BACKEND_NAME": "b", "LATENCY": "0s", "LATENCY_JITTER": "0", "CAPACITY": "0", "FAIL_RATE": "1"},
+			config{port: "5000", name: "b", knobs: knobs{failRate: 1}}},
+		// Without CONTROL=1 the control settings are not read.
+		{map[string]string{"BACKEND_NAME": "b", "CONTROL": "0", "CONTROL_PORT": "x", "CONTROL_BIND_HOST": "a b"},
 			config{port: "5000", name: "b"}},
+		{map[string]string{"BACKEND_NAME": "b", "CONTROL": "1"},
+			config{port: "5000", name: "b", control: true, controlHost: "127.0.0.1", controlPort: "9000"}},
+		{map[string]string{"BACKEND_NAME": "b", "CONTROL": "1", "CONTROL_PORT": "6001", "CONTROL_BIND_HOST": "0.0.0.0"},
+			config{port: "5000", name: "b", control: true, controlHost: "0.0.0.0", controlPort: "6001"}},
 	}
 	for _, tc := range tests {
 		got, err := loadConfig(func(k string) string { return tc.env[k] })
@@ -86,19 +93,32 @@ func TestLoadConfig(t *testing.T) {
 func TestBadSettingsRefused(t *testing.T) {
 	tests := []struct {
 		name, value, accepts string
+		with                 map[string]string // other settings
 	}{
-		{"LATENCY", "-1s", "a duration of 0 or more"},
-		{"LATENCY", "slow", "a duration of 0 or more"},
-		{"LATENCY", "5", "a duration of 0 or more"}, // a duration needs a unit
-		{"LATENCY_JITTER", "-5ms", "a duration of 0 or more"},
-		{"CAPACITY", "many", "a whole number, 0 or more"},
-		{"CAPACITY", "-1", "a whole number, 0 or more"},
-		{"CAPACITY", "1.5", "a whole number, 0 or more"},
+		{"LATENCY", "-1s", "a duration of 0 or more", nil},
+		{"LATENCY", "slow", "a duration of 0 or more", nil},
+		{"LATENCY", "5", "a duration of 0 or more", nil}, // a duration needs a unit
+		{"LATENCY_JITTER", "-5ms", "a duration of 0 or more", nil},
+		{"CAPACITY", "many", "a whole number, 0 or more", nil},
+		{"CAPACITY", "-1", "a whole number, 0 or more", nil},
+		{"CAPACITY", "1.5", "a whole number, 0 or more", nil},
+		{"FAIL_RATE", "1.5", "a number from 0 to 1", nil},
+		{"FAIL_RATE", "-0.1", "a number from 0 to 1", nil},
+		{"FAIL_RATE", "NaN", "a number from 0 to 1", nil},
+		{"FAIL_RATE", "20%", "a number from 0 to 1", nil},
+		{"CONTROL", "yes", "1 (serve POST /control on CONTROL_PORT) or 0", nil},
+		{"CONTROL_PORT", "http", "a port number, 0 to 65535", map[string]string{"CONTROL": "1"}},
+		{"CONTROL_PORT", "65536", "a port number, 0 to 65535", map[string]string{"CONTROL": "1"}},
+		{"CONTROL_BIND_HOST", "127.0.0.1:9000", "an IP address", map[string]string{"CONTROL": "1"}},
+		{"CONTROL_BIND_HOST", "backend_1", "an IP address", map[string]string{"CONTROL": "1"}},
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	for _, tc := range tests {
 		env := map[string]string{"PORT": "0", tc.name: tc.value}
+		for k, v := range tc.with {
+			env[k] = v
+		}
 		err := run(ctx, nil, func(k string) string { return env[k] }, io.Discard)
 		want := fmt.Sprintf("%s=%q: want %s", tc.name, tc.value, tc.accepts)
 		if err == nil || !strings.Contains(err.Error(), want) {

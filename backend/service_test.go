@@ -103,9 +103,9 @@ func gate(svc *service) chan<- struct{} {
 
 func TestStatsBody(t *testing.T) {
 	rec := httptest.NewRecorder()
-	newServer("b1", newService(1500*time.Millisecond, 250*time.Millisecond, 3)).
+	newServer("b1", newService(knobs{latency: 1500 * time.Millisecond, jitter: 250 * time.Millisecond, capacity: 3, failRate: 0.5})).
 		ServeHTTP(rec, httptest.NewRequest("GET", "/stats", nil))
-	want := `{"backend":"b1","in_service":0,"queued":0,"served":0,"capacity":3,"latency_ms":1500,"latency_jitter_ms":250}`
+	want := `{"backend":"b1","in_service":0,"queued":0,"served":0,"failed":0,"capacity":3,"latency_ms":1500,"latency_jitter_ms":250,"fail_rate":0.5,"down":false}`
 	if got := strings.TrimSpace(rec.Body.String()); rec.Code != http.StatusOK || got != want {
 		t.Errorf("got %d %s, want 200 %s", rec.Code, got, want)
 	}
@@ -114,7 +114,7 @@ func TestStatsBody(t *testing.T) {
 // TestCapacityQueues sends 3 GET / at once to a backend of CAPACITY=1: one
 // is in service and two wait; each service time the test ends answers one.
 func TestCapacityQueues(t *testing.T) {
-	svc := newService(forever, 0, 1)
+	svc := newService(knobs{latency: forever, capacity: 1})
 	release := gate(svc)
 	url := serve(t, svc)
 
@@ -141,7 +141,7 @@ func TestCapacityQueues(t *testing.T) {
 // test ends one service time, exactly one request is answered, and they
 // are answered in the order they came.
 func TestQueueIsFIFO(t *testing.T) {
-	svc := newService(forever, 0, 1)
+	svc := newService(knobs{latency: forever, capacity: 1})
 	release := gate(svc)
 	url := serve(t, svc)
 
@@ -165,7 +165,7 @@ func TestQueueIsFIFO(t *testing.T) {
 // the queue frees its place, and one that leaves in service frees its slot
 // for the next in line.
 func TestClientLeaves(t *testing.T) {
-	url := serve(t, newService(forever, 0, 1))
+	url := serve(t, newService(knobs{latency: forever, capacity: 1}))
 
 	ctxA, cancelA := context.WithCancel(t.Context())
 	a := getAsync(ctxA, url+"/")
@@ -194,7 +194,7 @@ func TestClientLeaves(t *testing.T) {
 // LATENCY no test waits out, /healthz, /whoami and /stats answer.
 func TestOnlyRootWaits(t *testing.T) {
 	for _, capacity := range []int{0, 1} {
-		url := serve(t, newService(forever, 0, capacity))
+		url := serve(t, newService(knobs{latency: forever, capacity: capacity}))
 		a := getAsync(t.Context(), url+"/")
 		waitStats(t, url, 1, 0, 0)
 		if capacity == 1 {
@@ -220,7 +220,7 @@ func TestOnlyRootWaits(t *testing.T) {
 // TestLatencyServes: with a real (short) LATENCY and jitter, every GET /
 // is answered and counted.
 func TestLatencyServes(t *testing.T) {
-	url := serve(t, newService(time.Millisecond, time.Millisecond, 2))
+	url := serve(t, newService(knobs{latency: time.Millisecond, jitter: time.Millisecond, capacity: 2}))
 	var answers []<-chan answer
 	for range 5 {
 		answers = append(answers, getAsync(t.Context(), url+"/"))
@@ -245,7 +245,7 @@ func TestServiceTime(t *testing.T) {
 		{0, time.Second},
 	}
 	for _, tc := range tests {
-		s := newService(tc.latency, tc.jitter, 0)
+		s := newService(knobs{latency: tc.latency, jitter: tc.jitter})
 		seen := map[time.Duration]bool{}
 		for range 1000 {
 			d := s.serviceTime()

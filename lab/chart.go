@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/font"
@@ -26,7 +25,7 @@ import (
 const (
 	chartWidth   = 600 * vg.Inch / 72
 	chartHeight  = 330 * vg.Inch / 72
-	legendWidth  = 95 * vg.Inch / 72 // right of the plot
+	legendWidth  = 125 * vg.Inch / 72 // right of the plot
 	chartTextPts = 11
 )
 
@@ -45,16 +44,27 @@ var (
 	slowColor  = color.RGBA{0xd7, 0x30, 0x27, 0xff}
 	textColor  = color.Gray{0x20}
 	guideColor = color.Gray{0x60}
+	// backgroundColor fills the whole chart, legend included, so that its
+	// dark text reads on a dark page too.
+	backgroundColor = color.White
 )
 
-// writeCharts writes latency.svg, share.svg, redis.svg and sticky.svg into dir and returns their
-// paths.
+// charts are the charts the lab writes into LAB_OUT, in this order; lab
+// help lists them.
+var charts = []struct {
+	file, what string
+	make       func(report) (*plot.Plot, *plot.Legend, error)
+}{
+	{"latency.svg", "p50, p90 and p99 latency per strategy", latencyChart},
+	{"share.svg", "the share of the requests sent to each backend", shareChart},
+	{"redis.svg", "Redis round trips per request", redisChart},
+	{"sticky.svg", "the users whose answers all came from one backend", stickyChart},
+}
+
+// writeCharts writes the charts into dir and returns their paths.
 func writeCharts(dir string, r report) ([]string, error) {
 	var paths []string
-	for _, c := range []struct {
-		file string
-		make func(report) (*plot.Plot, *plot.Legend, error)
-	}{{"latency.svg", latencyChart}, {"share.svg", shareChart}, {"redis.svg", redisChart}, {"sticky.svg", stickyChart}} {
+	for _, c := range charts {
 		p, l, err := c.make(r)
 		if err != nil {
 			return paths, fmt.Errorf("%s: %w", c.file, err)
@@ -68,11 +78,14 @@ func writeCharts(dir string, r report) ([]string, error) {
 	return paths, nil
 }
 
-// newPlot is a plot with the lab's fonts and a nominal X axis of strategies.
-func newPlot(title, ylabel string, strategies []string) *plot.Plot {
+// newPlot is a plot with the lab's fonts and a nominal X axis of strategies,
+// titled with what it shows and, on a second line, the scenario it was
+// measured in: what differs between the lab's runs, so that two charts of
+// the same kind say how they differ.
+func newPlot(title string, sc scenario, ylabel string, strategies []string) *plot.Plot {
 	plot.DefaultFont = font.Font{Typeface: "Liberation", Variant: "Sans"}
 	p := plot.New()
-	p.Title.Text = title
+	p.Title.Text = title + "\n" + scenarioLine(sc)
 	p.Title.TextStyle.Font.Size = 13
 	p.Title.Padding = 6
 	p.Y.Label.Text = ylabel
@@ -84,8 +97,28 @@ func newPlot(title, ylabel string, strategies []string) *plot.Plot {
 	p.NominalX(strategies...)
 	p.X.Min, p.X.Max = -0.5, float64(len(strategies))-0.5
 	p.X.Padding = 0
-	p.BackgroundColor = color.White
+	p.BackgroundColor = nil // saveSVG paints the whole chart's
 	return p
+}
+
+// scenarioLine says what a run measured: "315 req/s (75% of the pool's
+// capacity), 1000 users, 20 s per strategy".
+func scenarioLine(sc scenario) string {
+	return fmt.Sprintf("%d req/s (%.0f%% of the pool's capacity), %d users, %s per strategy",
+		sc.RateRPS, 100*sc.Load, sc.Users, fmtSeconds(sc.DurationS))
+}
+
+// fmtSeconds writes a duration given in seconds: "20 s", "1.5 s".
+func fmtSeconds(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) + " s" }
+
+// backendLegend names a backend and says what its LATENCY and CAPACITY
+// are: "slow: 200 ms each,\n4 in service at once".
+func backendLegend(b backendSpec) string {
+	each := fmtMS(b.LatencyMS)
+	if b.JitterMS > 0 {
+		each += " + 0.." + fmtMS(b.JitterMS)
+	}
+	return fmt.Sprintf("%s: %s each,\n%d in service at once", b.Name, each, b.Capacity)
 }
 
 func newLegend() *plot.Legend {
@@ -114,8 +147,7 @@ func latencyChart(r report) (*plot.Plot, *plot.Legend, error) {
 	if len(strategies) == 0 {
 		return nil, nil, errNoResults
 	}
-	p := newPlot(fmt.Sprintf("Latency per strategy, %d req/s (%.0f%% of the pool's capacity)", r.Scenario.RateRPS, 100*r.Scenario.Load),
-		"latency (log scale)", strategies)
+	p := newPlot("Latency per strategy", r.Scenario, "latency (log scale)", strategies)
 	p.Y.Scale = plot.LogScale{}
 	p.Y.Tick.Marker = msTicks{}
 	p.Y.Min = math.Pow(10, math.Floor(math.Log10(lo)))
@@ -150,7 +182,7 @@ func shareChart(r report) (*plot.Plot, *plot.Legend, error) {
 	if len(strategies) == 0 {
 		return nil, nil, errNoResults
 	}
-	p := newPlot("Share of the requests sent to each backend", "share of requests", strategies)
+	p := newPlot("Share of the requests sent to each backend", r.Scenario, "share of requests", strategies)
 	p.Y.Min, p.Y.Max = 0, 100
 	p.Y.Tick.Marker = percentTicks{}
 
@@ -195,7 +227,7 @@ func shareChart(r report) (*plot.Plot, *plot.Legend, error) {
 	// The legend lists them top to bottom, as they are stacked.
 	for i := len(order) - 1; i >= 0; i-- {
 		b := order[i]
-		l.Add(fmt.Sprintf("%s %s×%d", b.Name, compactDuration(b.LatencyMS), b.Capacity), bars[i])
+		l.Add(backendLegend(b), bars[i])
 	}
 	p.Add(&segmentLabels{bars: bars, emphasize: 0})
 	fair := 100 * slow.CapacityRPS / r.Scenario.CapacityRPS
@@ -239,7 +271,7 @@ func simpleBars(r report, title, ylabel, legend string, value map[string]float64
 	if len(strategies) == 0 {
 		return nil, nil, errNoResults
 	}
-	p := newPlot(title, ylabel, strategies)
+	p := newPlot(title, r.Scenario, ylabel, strategies)
 	p.Y.Min = 0
 	p.Y.Max = max(least, slices.Max(vals)) * 1.15
 	grid := plotter.NewGrid()
@@ -272,10 +304,12 @@ func (b *barLabels) Plot(c draw.Canvas, p *plot.Plot) {
 	}
 }
 
-// saveSVG draws p with the legend l to its right and writes it to path.
+// saveSVG draws p with the legend l to its right on a background that
+// covers them both, and writes it to path.
 func saveSVG(path string, p *plot.Plot, l *plot.Legend) error {
 	c := vgsvg.New(chartWidth, chartHeight)
 	dc := draw.New(c)
+	dc.FillPolygon(backgroundColor, []vg.Point{{X: 0, Y: 0}, {X: chartWidth, Y: 0}, {X: chartWidth, Y: chartHeight}, {X: 0, Y: chartHeight}})
 	p.Draw(draw.Crop(dc, 0, -legendWidth, 0, 0))
 	// Level with the top of the plot area, below the title.
 	top := p.Title.TextStyle.Rectangle(p.Title.Text).Size().Y + p.Title.Padding + 8
@@ -438,12 +472,6 @@ func fmtMS(v float64) string {
 		return strconv.FormatFloat(v/1000, 'f', -1, 64) + " s"
 	}
 	return strconv.FormatFloat(v, 'f', -1, 64) + " ms"
-}
-
-// compactDuration writes a duration given in milliseconds as Go does,
-// shortest: "20ms", "1.5s".
-func compactDuration(v float64) string {
-	return time.Duration(v * float64(time.Millisecond)).String()
 }
 
 // compactMS writes a bar's value in milliseconds with about three digits:

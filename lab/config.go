@@ -26,7 +26,7 @@ func (s setting) get(getenv func(string) string) string {
 var (
 	durationSetting     = setting{"LAB_DURATION", "20s", "load per strategy"}
 	rateSetting         = setting{"LAB_RATE", "", "requests per second, a whole number; empty means 75% of the pool's capacity"}
-	outSetting          = setting{"LAB_OUT", "docs/lab", "directory that receives report.json, latency.svg and share.svg"}
+	outSetting          = setting{"LAB_OUT", "docs/lab", "directory that receives report.json and the charts"}
 	strategiesSetting   = setting{"LAB_STRATEGIES", strings.Join(strategyLabels(), ","), "comma-separated strategies (or variants, such as hash-bounded) to run, in this order"}
 	arrivalsSetting     = setting{"LAB_ARRIVALS", "poisson", "poisson (random gaps, as independent clients make) or constant (evenly spaced)"}
 	timeoutSetting      = setting{"LAB_TIMEOUT", "5s", "how long a request may take before it counts as an error"}

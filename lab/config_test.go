@@ -111,6 +111,20 @@ func TestArguments(t *testing.T) {
 			t.Errorf("lab help does not list %s:\n%s", s.name, out.String())
 		}
 	}
+	// Every file the lab writes, each chart included.
+	cfg, err := loadConfig(envOf(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := writeCharts(t.TempDir(), report{Scenario: newScenario(cfg), Results: []result{{Strategy: "p2c"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range append(files, "report.json") {
+		if name := filepath.Base(f); !strings.Contains(out.String(), "  "+name+" ") {
+			t.Errorf("lab help does not list %s, which the lab writes:\n%s", name, out.String())
+		}
+	}
 	if err := run(t.Context(), []string{"-duration", "5s"}, envOf(nil), &out); err == nil || !strings.Contains(err.Error(), "environment") {
 		t.Errorf("lab -duration 5s: got error %v, want one saying settings come from the environment", err)
 	}

@@ -63,18 +63,24 @@ func pacer(cfg config) vegeta.Pacer {
 	return newPoissonPacer(float64(cfg.rate), cfg.seed)
 }
 
-// userTargeter sends GET url, each request as one of users users, picked at
-// random (seeded): the X-User header that STRATEGY=hash hashes on. The user
-// is in the query string too (the backend ignores it), because vegeta's
-// results keep the URL and not the request headers: that is how the lab
-// tells which user each answer was for.
-func userTargeter(url string, users int, seed uint64) vegeta.Targeter {
+// userTargeter sends GET to each of urls in turn, each request as one of
+// users users, picked at random (seeded): the X-User header that
+// STRATEGY=hash hashes on. The user is in the query string too (the backend
+// ignores it), because vegeta's results keep the URL and not the request
+// headers: that is how the lab tells which user each answer was for. sent,
+// if not nil, is called as each request goes out.
+func userTargeter(urls []string, users int, seed uint64, sent func()) vegeta.Targeter {
 	var mu sync.Mutex
 	rng := rand.New(rand.NewPCG(seed, 0x5bd1e995))
+	next := 0
 	return func(t *vegeta.Target) error {
 		mu.Lock()
-		u := rng.IntN(users)
+		u, url := rng.IntN(users), urls[next]
+		next = (next + 1) % len(urls)
 		mu.Unlock()
+		if sent != nil {
+			sent()
+		}
 		name := "user-" + strconv.Itoa(u)
 		t.Method, t.URL = http.MethodGet, url+"?"+userQuery+"="+name
 		t.Header = http.Header{userHeader: {name}}
@@ -114,7 +120,7 @@ func attack(ctx context.Context, cfg config, url, name string) outcome {
 	o := newOutcome()
 	stop := context.AfterFunc(ctx, func() { a.Stop() })
 	defer stop()
-	for res := range a.Attack(userTargeter(url, cfg.users, cfg.seed), pacer(cfg), cfg.duration, name) {
+	for res := range a.Attack(userTargeter([]string{url}, cfg.users, cfg.seed, nil), pacer(cfg), cfg.duration, name) {
 		o.add(res)
 	}
 	return o

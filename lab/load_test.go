@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"math"
 	"net/http"
 	"strings"
@@ -42,12 +43,13 @@ func TestPoissonPacer(t *testing.T) {
 	}
 }
 
-// Every request names one of the users in X-User, and the load uses many
-// of them.
+// Every request names one of the users in X-User, the load uses many of
+// them, and the URLs take turns.
 func TestUserTargeter(t *testing.T) {
-	tr := userTargeter("http://127.0.0.1:1/", 50, 1)
+	sent := 0
+	tr := userTargeter([]string{"http://127.0.0.1:1/", "http://127.0.0.1:2/"}, 50, 1, func() { sent++ })
 	seen := map[string]int{}
-	for range 1000 {
+	for i := range 1000 {
 		var tgt vegeta.Target
 		if err := tr(&tgt); err != nil {
 			t.Fatal(err)
@@ -56,13 +58,16 @@ func TestUserTargeter(t *testing.T) {
 		if !strings.HasPrefix(u, "user-") {
 			t.Fatalf("got %s %q, want user-N", userHeader, u)
 		}
-		if want := "http://127.0.0.1:1/?user=" + u; tgt.Method != http.MethodGet || tgt.URL != want {
+		if want := fmt.Sprintf("http://127.0.0.1:%d/?user=%s", 1+i%2, u); tgt.Method != http.MethodGet || tgt.URL != want {
 			t.Fatalf("got %s %s, want GET %s (the user in the query too)", tgt.Method, tgt.URL, want)
 		}
 		seen[u]++
 	}
 	if len(seen) != 50 {
 		t.Errorf("got %d distinct users in 1000 requests, want all 50", len(seen))
+	}
+	if sent != 1000 {
+		t.Errorf("sent was called %d times for 1000 requests", sent)
 	}
 }
 

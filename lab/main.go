@@ -16,7 +16,7 @@
 //	            per request), sticky.svg (users who stayed on one backend)
 //	lab charts  draw the charts again from LAB_OUT/report.json, without
 //	            running anything
-//	lab help    list the settings
+//	lab help    list the commands, the files each writes, and the settings
 //
 // Settings are environment variables (see settings, and docs/lab.md).
 // Between strategies, the lab waits until no backend has a request queued
@@ -53,7 +53,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if len(args) > 0 {
 		switch args[0] {
 		case "help", "-h", "-help", "--help":
-			printSettings(stdout)
+			printHelp(stdout)
 			return nil
 		case "charts":
 			return redrawCharts(getenv, stdout)
@@ -285,8 +285,20 @@ func loadAverage() (float64, bool) {
 	return v, err == nil
 }
 
-func printSettings(w io.Writer) {
-	fmt.Fprintln(w, "lab: every setting is an environment variable (make lab passes them on):")
+// printHelp lists the commands, the files the lab writes and its settings.
+func printHelp(w io.Writer) {
+	fmt.Fprint(w, `usage:
+  lab         run every strategy, print a table, write report.json and the charts into LAB_OUT
+  lab charts  draw the charts again from LAB_OUT/report.json, without running anything
+  lab help    print this
+
+lab writes into LAB_OUT:
+  report.json     the scenario, and each strategy's requests, errors, percentiles and shares
+`)
+	for _, c := range charts {
+		fmt.Fprintf(w, "  %-15s %s\n", c.file, c.what)
+	}
+	fmt.Fprintln(w, "\nsettings, each an environment variable (make lab passes them on):")
 	for _, s := range settings {
 		def := s.def
 		if def == "" {

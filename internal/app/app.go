@@ -72,11 +72,25 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, grace time.Dura
 // shutdown is not an error. Connections are bounded by ReadHeaderTimeout,
 // MaxHeaderBytes and lim.IdleTimeout.
 func ServeWith(ctx context.Context, ln net.Listener, h http.Handler, grace time.Duration, lim Limits) error {
+	return ServeServer(ctx, ln, NewServer(h, lim), grace)
+}
+
+// NewServer is the http.Server that ServeWith runs: h, bounded by
+// ReadHeaderTimeout, MaxHeaderBytes and lim.IdleTimeout. A program that
+// must act on the server while it runs (the backend closes its idle
+// connections when it is taken down) makes it here and serves it with
+// ServeServer.
+func NewServer(h http.Handler, lim Limits) *http.Server {
 	idle := lim.IdleTimeout
 	if idle <= 0 {
 		idle = DefaultIdleTimeout
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: ReadHeaderTimeout, IdleTimeout: idle, MaxHeaderBytes: MaxHeaderBytes}
+	return &http.Server{Handler: h, ReadHeaderTimeout: ReadHeaderTimeout, IdleTimeout: idle, MaxHeaderBytes: MaxHeaderBytes}
+}
+
+// ServeServer serves srv on ln until ctx is done, then shuts it down as
+// ServeWith does.
+func ServeServer(ctx context.Context, ln net.Listener, srv *http.Server, grace time.Duration) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

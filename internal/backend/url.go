@@ -134,6 +134,15 @@ func ValidHost(h string) bool {
 	return true
 }
 
+// ValidBindHost accepts what a program may listen on (the dispatcher's
+// BIND_HOST, the backend's CONTROL_BIND_HOST): an IP address, or a host
+// name (dot-separated labels of ASCII letters, digits and '-', not at either
+// end of a label), which net.Listen resolves at start. It is ValidHost
+// without the '_' that only Docker service names in backend URLs need.
+func ValidBindHost(h string) bool {
+	return ValidHost(h) && !strings.Contains(h, "_")
+}
+
 // Origin is u's scheme, host and port, as health probes and the probe hash
 // name them: "http://localhost:5000".
 func Origin(u *url.URL) string {

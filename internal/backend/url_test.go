@@ -182,3 +182,26 @@ func TestParseOrigin(t *testing.T) {
 		}
 	}
 }
+
+func TestValidBindHost(t *testing.T) {
+	tests := []struct {
+		in   string
+		want bool
+	}{
+		{"127.0.0.1", true},
+		{"::1", true},
+		{"0.0.0.0", true},
+		{"localhost", true},
+		{"lab-backend.internal", true},
+		{"backend_1", false}, // a Docker service name: a URL may hold one, a bind address not
+		{"127.0.0.1:9000", false},
+		{"http://localhost", false},
+		{"-bad", false},
+		{"a b", false},
+	}
+	for _, tc := range tests {
+		if got := ValidBindHost(tc.in); got != tc.want {
+			t.Errorf("ValidBindHost(%q): got %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}

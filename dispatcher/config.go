@@ -141,7 +141,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		s app.Setting
 		v string
 	}{{bindSetting, c.bindHost}, {adminBindSetting, c.adminBindHost}} {
-		if h.v != "" && !validBindHost(h.v) {
+		if h.v != "" && !backend.ValidBindHost(h.v) {
 			return c, fmt.Errorf("%s=%q: want an IP address (such as 127.0.0.1 or ::1, without brackets) or a host name, and no port; or empty for every interface", h.s.Name, h.v)
 		}
 	}
@@ -191,15 +191,6 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return c, err
 	}
 	return c, nil
-}
-
-// validBindHost accepts what BIND_HOST and ADMIN_BIND_HOST may hold: an IP
-// address, or a host name (dot-separated labels of ASCII letters, digits and
-// '-', not at either end of a label), which net.Listen resolves at start.
-// It is backend.ValidHost without the '_' that only Docker service names in
-// backend URLs need.
-func validBindHost(h string) bool {
-	return backend.ValidHost(h) && !strings.Contains(h, "_")
 }
 
 // loadHealth reads the health check settings. An Interval of 0 means this

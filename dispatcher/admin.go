@@ -21,6 +21,29 @@ type lengther interface {
 	Len(ctx context.Context) (int64, error)
 }
 
+// readiness is /readyz's view of the strategy running now: a strategy that
+// knows when it is degraded (balance.Readiness, a Failover) answers for
+// itself; for the others, the list's length from Redis or the snapshot.
+type readiness struct {
+	picker   balance.Picker // the Switch: asked anew on every call
+	fallback lengther
+}
+
+func (r readiness) Len(ctx context.Context) (int64, error) {
+	if rd, ok := balance.As[balance.Readiness](r.picker); ok {
+		return rd.Len(ctx)
+	}
+	return r.fallback.Len(ctx)
+}
+
+// Degraded says why the strategy serves without Redis, or "".
+func (r readiness) Degraded() string {
+	if rd, ok := balance.As[balance.Readiness](r.picker); ok {
+		return rd.Degraded()
+	}
+	return ""
+}
+
 // storeOrPool is readiness for strategies without a Failover: the list's
 // length from Redis, or from the pool's snapshot while Redis does not
 // answer (such strategies pick from the snapshot anyway).
@@ -44,7 +67,10 @@ func (s storeOrPool) Len(ctx context.Context) (int64, error) {
 // the user's permissions (store.Missing): what its settings, and the
 // strategy's needs, ask of it.
 func redisOps(cfg config, needs []balance.Need) []store.Op {
-	ops := []store.Op{store.OpRead}
+	ops := []store.Op{store.OpRead, store.OpStrategy}
+	if cfg.adminWrite {
+		ops = append(ops, store.OpSetStrategy)
+	}
 	if cfg.health.Interval > 0 {
 		ops = append(ops, store.OpHealth)
 	}
@@ -78,8 +104,10 @@ func redisOps(cfg config, needs []balance.Need) []store.Op {
 //
 // list is the rotation's length (and whether it is degraded); access, if not
 // nil, checks the Redis user's permissions (store.CheckAccess) on every
-// /readyz.
-func newAdmin(list lengther, key string, access func(context.Context) error) *echo.Echo {
+// /readyz; refusal, if not nil, says why a stored strategy does not run
+// here, which /readyz reports without failing: the dispatcher serves with
+// the strategy it has.
+func newAdmin(list lengther, key string, access func(context.Context) error, refusal func() string) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.GET("/healthz", func(c echo.Context) error {
@@ -108,7 +136,13 @@ func newAdmin(list lengther, key string, access func(context.Context) error) *ec
 				return c.String(http.StatusServiceUnavailable, fmt.Sprintf("not ready: %v\n", err))
 			}
 		}
-		return c.String(http.StatusOK, fmt.Sprintf("ready: %q holds %d %s\n", key, n, plural(n, "entry", "entries")))
+		msg := fmt.Sprintf("ready: %q holds %d %s\n", key, n, plural(n, "entry", "entries"))
+		if refusal != nil {
+			if why := refusal(); why != "" {
+				msg += why + "\n"
+			}
+		}
+		return c.String(http.StatusOK, msg)
 	})
 	return e
 }

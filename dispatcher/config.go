@@ -31,12 +31,14 @@ var (
 		Usage: "address the admin port listens on, an IP address or a host name; empty means every interface. The admin port has no authentication: bind it to 127.0.0.1 or a private network in production"}
 	idleSetting = app.Setting{Name: "IDLE_TIMEOUT", Default: "60s",
 		Usage: "how long a keep-alive connection, on either port, may wait for its next request before the dispatcher closes it"}
-	modeSetting     = app.Setting{Name: "MODE", Default: string(balance.Redirect), Usage: "redirect: answer each request with a redirect to the chosen backend; proxy: forward it there and relay the answer"}
-	strategySetting = app.Setting{Name: "STRATEGY", Default: balance.Default, Usage: "how the backend is chosen: " + strings.Join(balance.Names(), ", ") + " (docs/strategies.md); " + strings.Join(proxyOnly(), ", ") + " need MODE=proxy"}
-	statusSetting   = app.Setting{Name: "REDIRECT_STATUS", Default: "302", Usage: "301, 302, 303, 307 or 308; 307 and 308 keep the method and body"}
-	timeoutSetting  = app.Setting{Name: "REDIS_TIMEOUT", Default: "1s", Usage: "how long a request waits on Redis before the dispatcher turns degraded and answers from its snapshot of the list"}
-	shutdownSetting = app.Setting{Name: "SHUTDOWN_TIMEOUT", Default: "10s", Usage: "how long requests in flight may finish after SIGTERM"}
-	logLevelSetting = app.Setting{Name: "LOG_LEVEL", Default: "info", Usage: "debug, info, warn or error; info logs one line per request"}
+	modeSetting       = app.Setting{Name: "MODE", Default: string(balance.Redirect), Usage: "redirect: answer each request with a redirect to the chosen backend; proxy: forward it there and relay the answer"}
+	strategySetting   = app.Setting{Name: "STRATEGY", Default: balance.Default, Usage: "how the backend is chosen: " + strings.Join(balance.Names(), ", ") + " (docs/strategies.md); " + strings.Join(proxyOnly(), ", ") + " need MODE=proxy"}
+	statusSetting     = app.Setting{Name: "REDIRECT_STATUS", Default: "302", Usage: "301, 302, 303, 307 or 308; 307 and 308 keep the method and body"}
+	timeoutSetting    = app.Setting{Name: "REDIS_TIMEOUT", Default: "1s", Usage: "how long a request waits on Redis before the dispatcher turns degraded and answers from its snapshot of the list"}
+	shutdownSetting   = app.Setting{Name: "SHUTDOWN_TIMEOUT", Default: "10s", Usage: "how long requests in flight may finish after SIGTERM"}
+	logLevelSetting   = app.Setting{Name: "LOG_LEVEL", Default: "info", Usage: "debug, info, warn or error; info logs one line per request"}
+	adminWriteSetting = app.Setting{Name: "ADMIN_WRITE", Default: "0",
+		Usage: "1: the admin port takes POST and DELETE /strategy, which change the strategy of every dispatcher on the list; 0: it only reads. The admin port has no authentication (docs/security.md)"}
 
 	healthIntervalSetting = app.Setting{Name: "HEALTH_INTERVAL", Default: health.DefaultInterval.String(),
 		Usage: "how often each backend origin is probed (GET /healthz), by one dispatcher at a time; 0 turns this dispatcher's probes off"}
@@ -59,7 +61,7 @@ var (
 	settings = slices.Concat([]app.Setting{portSetting, adminSetting, bindSetting, adminBindSetting, idleSetting, redisconn.RedisURL, store.RedisKey,
 		redisconn.RedisTLSCA, redisconn.RedisTLSCert, redisconn.RedisTLSKey,
 		modeSetting, strategySetting,
-		statusSetting, timeoutSetting, shutdownSetting, logLevelSetting,
+		statusSetting, timeoutSetting, shutdownSetting, logLevelSetting, adminWriteSetting,
 		healthIntervalSetting, healthTimeoutSetting, healthFallsSetting, healthRisesSetting,
 		proxyRetriesSetting, proxyDialTimeoutSetting, proxyResponseTimeoutSetting}, balance.Settings())
 )
@@ -94,6 +96,7 @@ type config struct {
 	redisTimeout    time.Duration
 	shutdownTimeout time.Duration
 	logLevel        slog.Level
+	adminWrite      bool          // ADMIN_WRITE=1
 	health          health.Config // Interval 0: no probes from this dispatcher
 	proxy           proxyConfig   // MODE=proxy's settings
 }
@@ -183,6 +186,12 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	if c.logLevel, err = logLevel(getenv); err != nil {
 		return c, err
+	}
+	switch v := adminWriteSetting.Get(getenv); v {
+	case "0", "1":
+		c.adminWrite = v == "1"
+	default:
+		return c, fmt.Errorf("%s=%q: want 0 or 1", adminWriteSetting.Name, v)
 	}
 	if c.health, err = loadHealth(getenv); err != nil {
 		return c, err

@@ -40,7 +40,9 @@ type dashboard struct {
 	list   lister         // the list as Redis holds it
 	picker balance.Picker // the strategy: its rotation or its shared in-flight counts, where it shows them
 	key    string         // REDIS_KEY, for the page
-	every  time.Duration  // how often /events sends a snapshot
+	// refusal says why the stored strategy is refused, or "" (nil: never).
+	refusal func() string
+	every   time.Duration // how often /events sends a snapshot
 	// done is closed when the server shuts down. http.Server.Shutdown waits
 	// for handlers to return and does not cancel their requests, so a
 	// stream that did not watch done would hold shutdown up for the whole
@@ -94,6 +96,11 @@ func (d *dashboard) events(c echo.Context) error {
 type snapshot struct {
 	Mode     string `json:"mode"`
 	Strategy string `json:"strategy"`
+	// StrategyNote says why a stored strategy does not run here, if so.
+	StrategyNote string `json:"strategyNote,omitempty"`
+	// SharedInFlight says whether the in-flight counts are every
+	// dispatcher's (balance.InFlightCounter), not this one's alone.
+	SharedInFlight bool `json:"sharedInflight"`
 	// NextPick says whether the rotation's last entry is the next pick:
 	// true for a strategy that shows its rotation (balance.Rotator).
 	NextPick bool `json:"nextPick"`
@@ -137,12 +144,15 @@ func (d *dashboard) snapshot(ctx context.Context) snapshot {
 		return nil
 	}
 	rot, nextPick := balance.As[balance.Rotator](d.picker)
-	s := snapshot{Mode: d.m.mode, Strategy: d.m.strategy, NextPick: nextPick,
+	s := snapshot{Mode: d.m.mode, Strategy: counts.strategy, NextPick: nextPick,
 		InFlight: d.m.mode == string(balance.Proxy), Degraded: counts.degraded,
 		Source: fmt.Sprintf("Redis list %q", d.key), Unserved: counts.unserved, Rotation: []entry{}, Backends: []bar{}}
+	if d.refusal != nil {
+		s.StrategyNote = d.refusal()
+	}
 	inflight := d.m.InFlight()
 	if shared := sharedInFlight(d.picker); shared != nil {
-		inflight = shared
+		inflight, s.SharedInFlight = shared, true
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, time.Second)

@@ -134,13 +134,16 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 	}
 	background.Go(func() { pl.Run(ctx) })
 	w := newWiring(ctx, st, pl, cfg, m, log, &background)
-	picker, err := cfg.plan.New(w.env)
+	strats, err := newStrategies(w, cfg, m, log)
 	if err != nil {
 		return err
 	}
-	if r, ok := picker.(balance.Runner); ok {
-		background.Go(func() { r.Run(ctx) })
-	}
+	// A strategy stored beside the list wins over STRATEGY from the
+	// first request on; then every change is followed.
+	strats.check(ctx)
+	background.Go(func() { strats.sw.Run(ctx) })
+	background.Go(func() { strats.Run(ctx) })
+	var picker balance.Picker = strats.sw
 	if cfg.health.Interval > 0 {
 		hc := cfg.health
 		hc.Log = log
@@ -168,14 +171,12 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 	frontend := newFront(f)
 	frontend.Use(observeRequests(m, log))
 
-	// The admin port: readiness, metrics, the dashboard.
-	var ready lengther = storeOrPool{st, pl}
-	if r, ok := balance.As[balance.Readiness](picker); ok { // a Failover knows when it is degraded
-		ready = r
-	}
-	back := newAdmin(ready, st.Key(), func(ctx context.Context) error { return st.CheckAccess(ctx, ops...) })
+	// The admin port: readiness, metrics, the dashboard, the strategy.
+	back := newAdmin(readiness{picker, storeOrPool{st, pl}}, st.Key(),
+		func(ctx context.Context) error { return st.CheckAccess(ctx, strats.ops()...) }, strats.Refusal)
 	back.GET("/metrics", echo.WrapHandler(m.handler()))
-	d := &dashboard{m: m, list: st, picker: picker, key: st.Key(),
+	(&strategyAPI{strats: strats, write: cfg.adminWrite, log: log}).mount(back)
+	d := &dashboard{m: m, list: st, picker: picker, key: st.Key(), refusal: strats.Refusal,
 		every: 250 * time.Millisecond, done: ctx.Done(), log: log}
 	d.mount(back)
 	errc := make(chan error, 2)

@@ -48,8 +48,8 @@ import (
 //	    only backends of the list, never a made-up one.
 //	spread_inflight{backend}                    gauge (MODE=proxy): requests this dispatcher
 //	    is forwarding to the backend now (proxy.go).
-//	spread_strategy_info{strategy,mode}         gauge, always 1: the STRATEGY and MODE this
-//	    dispatcher runs.
+//	spread_strategy_info{strategy,mode}         gauge, always 1: the strategy this dispatcher
+//	    runs now (its STRATEGY, or the stored one: docs/strategies.md) and its MODE.
 //	spread_hash_fallbacks_total                 counter (STRATEGY=hash): requests without the
 //	    HASH_KEY key, which took a round-robin step instead.
 //	spread_rotation_steps_total                 counter (STRATEGY=round-robin, ROTATION=redis):
@@ -60,8 +60,8 @@ import (
 //
 // Go runtime (go_*) and process (process_*) metrics come with them.
 type metrics struct {
-	mode     string // the mode label: "redirect" or "proxy" (MODE)
-	strategy string // STRATEGY
+	mode string               // the mode label: "redirect" or "proxy" (MODE)
+	info *prometheus.GaugeVec // spread_strategy_info
 
 	reg         *prometheus.Registry
 	requests    *prometheus.CounterVec
@@ -83,6 +83,7 @@ type metrics struct {
 	// The same facts for the dashboard, kept beside the Prometheus series
 	// and updated by the same calls, so that bars and /metrics agree.
 	mu         sync.Mutex
+	strategy   string           // the strategy running now (setStrategy)
 	served     map[string]int64 // backend URL -> requests sent there
 	unserved   int64            // requests answered without a backend
 	up         map[string]bool  // backend URL -> last health, as SetHealth set it
@@ -91,8 +92,8 @@ type metrics struct {
 
 func newMetrics(mode, strategy string) *metrics {
 	m := &metrics{
-		mode: mode, strategy: strategy,
-		reg: prometheus.NewRegistry(),
+		mode: mode,
+		reg:  prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spread_requests_total",
 			Help: "Requests answered on the main port, by the backend chosen (\"\" for none), mode and status code.",
@@ -131,14 +132,24 @@ func newMetrics(mode, strategy string) *metrics {
 		served:   map[string]int64{},
 		up:       map[string]bool{},
 	}
-	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	m.info = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "spread_strategy_info",
-		Help: "Always 1: the STRATEGY and MODE this dispatcher runs.",
+		Help: "Always 1: the strategy this dispatcher runs now, and its MODE.",
 	}, []string{"strategy", "mode"})
-	info.WithLabelValues(strategy, mode).Set(1)
-	m.reg.MustRegister(m.requests, m.pick, m.redisErrors, m.redisDenied, m.fallbacks, m.degraded, m.backendUp, m.inflight, info,
+	m.setStrategy(strategy)
+	m.reg.MustRegister(m.requests, m.pick, m.redisErrors, m.redisDenied, m.fallbacks, m.degraded, m.backendUp, m.inflight, m.info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// setStrategy says that the dispatcher runs strategy now, in
+// spread_strategy_info and on the dashboard.
+func (m *metrics) setStrategy(strategy string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.strategy = strategy
+	m.info.Reset()
+	m.info.WithLabelValues(strategy, m.mode).Set(1)
 }
 
 // countRotation adds spread_rotation_steps_total and
@@ -271,6 +282,7 @@ func watchHealth(ctx context.Context, pl *pool.Pool, m *metrics) {
 
 // tally is a copy of what the dashboard draws from the metrics.
 type tally struct {
+	strategy string
 	served   map[string]int64
 	unserved int64
 	up       map[string]bool
@@ -280,7 +292,7 @@ type tally struct {
 func (m *metrics) tally() tally {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	c := tally{served: make(map[string]int64, len(m.served)), unserved: m.unserved,
+	c := tally{strategy: m.strategy, served: make(map[string]int64, len(m.served)), unserved: m.unserved,
 		up: make(map[string]bool, len(m.up)), degraded: m.isDegraded}
 	for b, n := range m.served {
 		c.served[b] = n

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spreadlb/spread/internal/balance"
 	"github.com/spreadlb/spread/internal/redisconn"
 
 	"github.com/spreadlb/spread/internal/pick"
@@ -114,6 +115,12 @@ seeder remove URL           remove every occurrence of URL`},
 	{name: "watch", parse: parseWatch, long: true, ops: []store.Op{store.OpWatch}, usage: `
 seeder watch [-n N] [-i D]  rotate N times (default: until interrupted), one every D (default 1s),
                             printing each address and the tally of steps per entry, from every dispatcher`},
+	{name: "strategy", parse: parseStrategy, usage: `
+seeder strategy             print the strategy stored for every dispatcher on the list, if any
+seeder strategy NAME [KEY=VALUE...]
+                            make every dispatcher on the list run NAME, with these of its settings
+                            (the others: each dispatcher's environment); within a second
+seeder strategy --clear     remove it: each dispatcher runs its own STRATEGY again`},
 	{name: "healthcheck", parse: noArgs("healthcheck", ping), ops: []store.Op{store.OpPing}, usage: `
 seeder healthcheck          exit 0 if Redis answers`},
 }
@@ -466,4 +473,99 @@ func formatTally(tally map[string]int64) string {
 		fmt.Fprintf(&b, " %s=%d", e, tally[e])
 	}
 	return b.String()
+}
+
+// parseStrategy reads `strategy`, `strategy --clear` or `strategy NAME
+// [KEY=VALUE...]`. A strategy is checked as a proxying dispatcher would
+// (the most any mode runs): its name, and each setting, which must be its
+// own and must parse. A dispatcher in MODE=redirect refuses one that needs
+// MODE=proxy, and says so in /readyz.
+func parseStrategy(args []string, getenv func(string) string) (action, error) {
+	switch {
+	case len(args) == 0:
+		return func(ctx context.Context, st *store.Store, w io.Writer) error {
+			if err := st.CheckAccess(ctx, store.OpStrategy); err != nil {
+				return err
+			}
+			return printStrategy(ctx, st, w)
+		}, nil
+	case args[0] == "--clear" || args[0] == "-clear":
+		if len(args) > 1 {
+			return nil, fmt.Errorf("%w: seeder strategy --clear takes no other argument", errUsage)
+		}
+		return func(ctx context.Context, st *store.Store, w io.Writer) error {
+			if err := st.CheckAccess(ctx, store.OpSetStrategy); err != nil {
+				return err
+			}
+			had, err := st.ClearStrategy(ctx)
+			if err != nil {
+				return err
+			}
+			if !had {
+				fmt.Fprintln(w, "no strategy was stored; each dispatcher runs its own STRATEGY")
+				return nil
+			}
+			fmt.Fprintln(w, "cleared: each dispatcher runs its own STRATEGY again, within a second")
+			return nil
+		}, nil
+	}
+	name, settings := args[0], map[string]string{}
+	for _, kv := range args[1:] {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%w: %q: want KEY=VALUE, a setting of %s (seeder strategy NAME [KEY=VALUE...])", errUsage, kv, name)
+		}
+		settings[k] = v
+	}
+	s, _, err := balance.ConfigureWith(name, settings, func(string) string { return "" }, balance.Proxy)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	stored := store.StoredStrategy{Name: name, By: "seeder", At: time.Now().UTC()}
+	if len(settings) > 0 {
+		stored.Settings = settings
+	}
+	return func(ctx context.Context, st *store.Store, w io.Writer) error {
+		if err := st.CheckAccess(ctx, store.OpSetStrategy); err != nil {
+			return err
+		}
+		if err := st.SetStrategy(ctx, stored); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "stored: every dispatcher on %q runs %s within a second", st.Key(), describe(stored))
+		if !s.Supports(balance.Redirect) {
+			fmt.Fprint(w, " (dispatchers in MODE=redirect refuse it, and say so in /readyz)")
+		}
+		fmt.Fprintln(w)
+		return nil
+	}, nil
+}
+
+// printStrategy prints the stored strategy: NAME [KEY=VALUE...], then who
+// stored it and when; or that none is stored.
+func printStrategy(ctx context.Context, st *store.Store, w io.Writer) error {
+	stored, raw, ok, err := st.Strategy(ctx)
+	switch {
+	case errors.Is(err, store.ErrBadStoredStrategy):
+		fmt.Fprintf(w, "%q holds something that is not a strategy (%.80q); dispatchers refuse it: seeder strategy --clear removes it\n", st.StrategyKey(), raw)
+		return nil
+	case err != nil:
+		return err
+	case !ok:
+		fmt.Fprintln(w, "none stored: each dispatcher runs its own STRATEGY")
+		return nil
+	}
+	fmt.Fprintln(w, describe(stored))
+	fmt.Fprintf(w, "stored by %s at %s\n", stored.By, stored.At.Format(time.RFC3339))
+	return nil
+}
+
+// describe writes a stored strategy as the command line that stores it:
+// NAME [KEY=VALUE...].
+func describe(s store.StoredStrategy) string {
+	out := s.Name
+	for _, k := range slices.Sorted(maps.Keys(s.Settings)) {
+		out += " " + k + "=" + s.Settings[k]
+	}
+	return out
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"slices"
 	"sort"
@@ -235,6 +236,46 @@ func Configure(name string, getenv func(string) string, m Mode) (Strategy, Plan,
 	}
 	p, err := s.Configure(getenv, m)
 	return s, p, err
+}
+
+// ErrUnknownSetting is returned (wrapped, naming it and the strategy's
+// settings) for a setting given with a strategy that does not read it.
+var ErrUnknownSetting = errors.New("not a setting of the strategy")
+
+// ConfigureWith is Configure with settings given with the strategy (a
+// stored strategy's), which must be name's own; the settings not given take
+// getenv's values (the dispatcher's environment), then their defaults.
+func ConfigureWith(name string, settings map[string]string, getenv func(string) string, m Mode) (Strategy, Plan, error) {
+	s, err := Lookup(name)
+	if err != nil {
+		return s, Plan{}, err
+	}
+	for _, k := range slices.Sorted(maps.Keys(settings)) {
+		if !slices.ContainsFunc(s.Settings, func(st app.Setting) bool { return st.Name == k }) {
+			return s, Plan{}, fmt.Errorf("%s: %w %s, which reads %s", k, ErrUnknownSetting, name, settingNames(s))
+		}
+	}
+	return Configure(name, func(k string) string {
+		if v, ok := settings[k]; ok {
+			return v
+		}
+		if getenv == nil {
+			return ""
+		}
+		return getenv(k)
+	}, m)
+}
+
+// settingNames lists s's settings for a message.
+func settingNames(s Strategy) string {
+	if len(s.Settings) == 0 {
+		return "none"
+	}
+	var names []string
+	for _, st := range s.Settings {
+		names = append(names, st.Name)
+	}
+	return strings.Join(names, ", ")
 }
 
 // CheckSettings configures every strategy for mode m from getenv, so that

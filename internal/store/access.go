@@ -54,6 +54,10 @@ const (
 	OpWatch
 	// OpPing: PING (`seeder healthcheck`).
 	OpPing
+	// OpStrategy: a dispatcher reading the stored strategy: GET.
+	OpStrategy
+	// OpSetStrategy: `seeder strategy` and POST /strategy: GET, SET, DEL.
+	OpSetStrategy
 )
 
 // probe is one command whose permission is checked, with arguments that
@@ -120,6 +124,10 @@ func (s *Store) checks(op Op) []probe {
 		return append(rotate, p("HGETALL", tally))
 	case OpPing:
 		return []probe{p("PING")}
+	case OpStrategy:
+		return []probe{p("GET", s.keys.strategy)}
+	case OpSetStrategy:
+		return []probe{p("GET", s.keys.strategy), p("SET", s.keys.strategy, "x"), p("DEL", s.keys.strategy)}
 	}
 	return nil
 }

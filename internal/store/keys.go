@@ -35,12 +35,14 @@ type keys struct {
 	inflight string // requests in flight per dispatcher and entry (inflight.go)
 	alive    string // the dispatchers whose counts count (inflight.go)
 	turn     string // least-conn's tie-break position (inflight.go)
+	strategy string // the strategy every dispatcher runs, if stored (strategy.go)
 }
 
 func keysOf(key string) keys {
 	return keys{tally: tallyKey(key), down: sibling(key, "down"), probes: sibling(key, "probe"),
 		reports: sibling(key, "reports"), lease: sibling(key, "lease"),
-		inflight: sibling(key, "inflight"), alive: sibling(key, "alive"), turn: sibling(key, "turn")}
+		inflight: sibling(key, "inflight"), alive: sibling(key, "alive"), turn: sibling(key, "turn"),
+		strategy: sibling(key, "strategy")}
 }
 
 // LeaseKey returns the Redis key of the health checks' lease, in the list's

@@ -1,7 +1,8 @@
 # Starts this pod's Redis server. If a Sentinel names a master, it replicates
 # that one (or is it); when none answers, as at the first start of the set,
 # redis-0 is the master and the others replicate it. Each announces its DNS
-# name, which the Sentinels hand to the clients.
+# name, which the Sentinels hand to the clients. Protected mode is off, as
+# in the official image: the NetworkPolicy says who may connect.
 set -eu
 me="$(hostname).redis"
 master=""
@@ -13,7 +14,7 @@ for s in redis-0.redis redis-1.redis redis-2.redis; do
   fi
 done
 [ -n "$master" ] || master=redis-0.redis
-set -- redis-server --appendonly yes --replica-announce-ip "$me"
+set -- redis-server --appendonly yes --protected-mode no --replica-announce-ip "$me"
 if [ "$master" != "$me" ]; then
   set -- "$@" --replicaof "$master" 6379
 fi

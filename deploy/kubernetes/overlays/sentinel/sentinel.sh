@@ -16,6 +16,7 @@ done
 [ -n "$master" ] || master=redis-0.redis
 cat >/sentinel/sentinel.conf <<CONF
 port 26379
+protected-mode no
 sentinel resolve-hostnames yes
 sentinel announce-hostnames yes
 sentinel announce-ip $me

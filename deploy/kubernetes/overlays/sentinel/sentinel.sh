@@ -1,19 +1,11 @@
 # Writes this pod's Sentinel configuration, which Sentinel rewrites as it
 # learns (so it lives on an emptyDir), and starts the Sentinel. It monitors
-# the master that another Sentinel names, else redis-0; two of the three
-# Sentinels must agree that the master is down before they fail over.
+# the master that another Sentinel names, else redis-0 (master.sh); two of
+# the three Sentinels must agree that the master is down before they fail
+# over.
 set -eu
 me="$(hostname).redis"
-master=""
-for s in redis-0.redis redis-1.redis redis-2.redis; do
-  [ "$s" != "$me" ] || continue
-  m=$(timeout 2 redis-cli -h "$s" -p 26379 --raw sentinel get-master-addr-by-name mymaster 2>/dev/null | head -n 1) || true
-  if [ -n "$m" ]; then
-    master=$m
-    break
-  fi
-done
-[ -n "$master" ] || master=redis-0.redis
+. "$(dirname "$0")/master.sh"
 cat >/sentinel/sentinel.conf <<CONF
 port 26379
 protected-mode no

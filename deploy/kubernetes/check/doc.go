@@ -10,7 +10,8 @@
 //   - every environment variable set on a container of spread-dispatcher,
 //     spread-backend or spread-seeder is one that program reads, and the
 //     program accepts its value: the program's own `check` command judges
-//     them, so the validation is the code's, not a copy;
+//     them, so the validation is the code's, not a copy; and no Service
+//     adds a variable (Kubernetes' service links) that a program reads;
 //   - every probe, container port and Service port of such a container is a
 //     port the program listens on (PORT, and the dispatcher's ADMIN_PORT,
 //     as set or by default, as its `check` prints them); on other containers

@@ -150,7 +150,8 @@ func TestCheck(t *testing.T) {
 			t.Errorf("check: got %v, want no error", err)
 		}
 	})
-	want := "PORT=5001\nBACKEND_NAME=\nLATENCY=40ms\nLATENCY_JITTER=0\nCAPACITY=0\n"
+	want := "PORT=5001\nBACKEND_NAME=\nLATENCY=40ms\nLATENCY_JITTER=0\nCAPACITY=0\nFAIL_RATE=0\n" +
+		"CONTROL=0\nCONTROL_PORT=9000\nCONTROL_BIND_HOST=127.0.0.1\n"
 	if out != want {
 		t.Errorf("check printed\n%s\nwant\n%s", out, want)
 	}

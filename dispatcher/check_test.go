@@ -37,7 +37,7 @@ func TestCheck(t *testing.T) {
 		want string
 	}{
 		{map[string]string{"ADMIN_PORT": "80"}, "PORT and ADMIN_PORT are both 80"},
-		{map[string]string{"STRATEGY": "least-conn"}, "STRATEGY=least-conn needs MODE=proxy"},
+		{map[string]string{"STRATEGY": "least-conn"}, "least-conn needs MODE=proxy"},
 		{map[string]string{"HEALTH_INTERVAL": "often"}, `HEALTH_INTERVAL="often"`},
 		{map[string]string{"REDIS_URL": "redis+sentinel://redis:26379/0"}, "REDIS_URL: a redis+sentinel:// URL needs ?master_name=NAME"},
 		{map[string]string{"REDIS_URL": "http://redis:6379"}, "REDIS_URL: redis: invalid URL scheme: http"},

@@ -200,7 +200,7 @@ func noArgs(name string, act action) func([]string, func(string) string) (action
 func ping(ctx context.Context, st *store.Store, _ io.Writer) error { return st.Ping(ctx) }
 
 // parseCheck reads `check`. run then loads REDIS_KEY, REDIS_TLS_* and
-// REDIS_URL as for every command (store.ConnectTLS parses the URL without
+// REDIS_URL as for every command (redisconn.ConnectTLS parses the URL without
 // connecting); SERVERS, which only a bare seed reads, is checked here as seed
 // would check it: weights, then each URL. The action prints the settings
 // (app.PrintSettings) and sends nothing.

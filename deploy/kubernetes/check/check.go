@@ -136,12 +136,16 @@ type pod struct {
 type container struct {
 	name    string
 	program string // "" for an image that is not one of Programs
-	// listens maps each port the container listens on to where that comes
-	// from: the program's setting (PORT), or "declared" for another image,
-	// whose ports are those it declares. nil when unknown: the program
-	// refused its settings, which is a problem already.
+	// listens maps each port the container listens on, where probes and
+	// Services reach it, to where that comes from: the program's setting
+	// (PORT), or "declared" for another image, whose ports are those it
+	// declares. nil when unknown: the program refused its settings, which
+	// is a problem already.
 	listens map[int32]string
-	named   map[string]int32 // its containerPorts' names
+	// loopback holds a program's ports bound to a loopback address, which
+	// nothing outside the pod reaches, with their settings, for messages.
+	loopback []string
+	named    map[string]int32 // its containerPorts' names
 }
 
 // describe says what c listens on, for a message.
@@ -158,7 +162,11 @@ func (c container) describe() string {
 		ports = []string{"no port"}
 	}
 	if c.program != "" {
-		return fmt.Sprintf("the %s listens on %s", c.program, strings.Join(ports, ", "))
+		d := fmt.Sprintf("the %s listens on %s", c.program, strings.Join(ports, ", "))
+		if len(c.loopback) > 0 {
+			d += fmt.Sprintf(" where the pod is reached, and on %s only inside the pod", strings.Join(c.loopback, ", "))
+		}
+		return d
 	}
 	return fmt.Sprintf("container %s declares %s", c.name, strings.Join(ports, ", "))
 }
@@ -210,9 +218,12 @@ func (c *checker) container(o, field string, ctr corev1.Container) container {
 	if prog := c.progs[k.program]; prog != nil {
 		if settings, ok := c.env(o, field, ctr, prog); ok {
 			k.listens = map[int32]string{}
-			for v, from := range settings.Ports() {
-				n, _ := strconv.Atoi(v) // the program accepted it as a port
-				k.listens[int32(n)] = from
+			for _, l := range settings.Listeners() {
+				if l.Loopback != "" {
+					k.loopback = append(k.loopback, fmt.Sprintf("%d (%s, bound to %s)", l.Port, l.Setting, l.Loopback))
+				} else {
+					k.listens[l.Port] = l.Setting
+				}
 			}
 			c.report.Checked = append(c.report.Checked, Checked{Object: o, Container: ctr.Name, Program: k.program, Settings: settings})
 			for i, p := range ctr.Ports {

@@ -211,7 +211,8 @@ func checkSentinel(t *testing.T, objs []Object) {
 
 // TestBrokenManifests renders small overlays of the base from testdata,
 // each broken in one way, and checks that the check finds exactly that,
-// naming the object and the field.
+// naming the object and the field; and what is right in a way the check
+// must accept (control-port, and POD_NAME in helper-variable).
 func TestBrokenManifests(t *testing.T) {
 	tests := []struct {
 		dir  string
@@ -224,7 +225,7 @@ func TestBrokenManifests(t *testing.T) {
 			`Deployment/backend: spec.template.spec.containers[0].env[0]: the backend refuses it: backend: CAPACITY="lots": want a whole number, 0 or more`,
 		}},
 		{"refused-combination", []string{
-			"Deployment/dispatcher: spec.template.spec.containers[0].env[0]: the dispatcher refuses it: dispatcher: STRATEGY=least-conn needs MODE=proxy",
+			"Deployment/dispatcher: spec.template.spec.containers[0].env[0]: the dispatcher refuses it: dispatcher: STRATEGY=least-conn",
 		}},
 		{"wrong-probe-port", []string{
 			"Deployment/backend: spec.template.spec.containers[0].readinessProbe.httpGet.port: 5001: the backend listens on 5000 (PORT)",
@@ -238,6 +239,13 @@ func TestBrokenManifests(t *testing.T) {
 			"Deployment/dispatcher: spec.template.spec.containers[0].livenessProbe.httpGet.port: admin: the dispatcher listens on 8000 (PORT), 9090 (ADMIN_PORT)",
 			"Service/dispatcher-admin: spec.ports[0].targetPort: admin: no container of Deployment/dispatcher listens there (the dispatcher listens on 8000 (PORT), 9090 (ADMIN_PORT))",
 		}},
+		{"admin-on-loopback", []string{
+			"Deployment/dispatcher: spec.template.spec.containers[0].ports[1].containerPort: 8080: the dispatcher listens on 8000 (PORT) where the pod is reached, and on 8080 (ADMIN_PORT, bound to 127.0.0.1) only inside the pod",
+			"Deployment/dispatcher: spec.template.spec.containers[0].readinessProbe.httpGet.port: admin: the dispatcher listens on 8000 (PORT) where the pod is reached",
+			"Deployment/dispatcher: spec.template.spec.containers[0].livenessProbe.httpGet.port: admin: the dispatcher listens on 8000 (PORT) where the pod is reached",
+			"Service/dispatcher-admin: spec.ports[0].targetPort: admin: no container of Deployment/dispatcher listens there",
+		}},
+		{"control-port", nil},
 		{"unknown-field", []string{
 			"Deployment/backend: spec.template.spec.containers[0].imagePulPolicy: unknown field",
 		}},

@@ -13,9 +13,9 @@
 //     them, so the validation is the code's, not a copy; and no Service
 //     adds a variable (Kubernetes' service links) that a program reads;
 //   - every probe, container port and Service port of such a container is a
-//     port the program listens on (PORT, and the dispatcher's ADMIN_PORT,
-//     as set or by default, as its `check` prints them); on other containers
-//     (Redis) they must be ports the container declares;
+//     port the program listens on, and not only on loopback (the settings
+//     of listenSettings, as set or by default, as its `check` prints them);
+//     on other containers (Redis) they must be ports the container declares;
 //   - every selector (Service, PodDisruptionBudget, NetworkPolicy, a
 //     workload's own) matches a pod template, a Service's target ports and
 //     a NetworkPolicy's ports exist on the pods it selects, and a

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -51,21 +53,52 @@ func (s Settings) Names() []string {
 	return names
 }
 
-// portSettings are the settings whose values are ports the programs listen
-// on: a backend's PORT, a dispatcher's PORT and ADMIN_PORT. The seeder has
-// neither and listens on nothing.
-var portSettings = []string{"PORT", "ADMIN_PORT"}
+// listenSettings are the settings that say where a program listens: a
+// port, the address it binds that port to, and when it listens there at
+// all: the dispatcher's PORT and ADMIN_PORT, the backend's PORT, and, with
+// CONTROL=1, its CONTROL_PORT. A program lacking a setting of the table
+// does not listen there (the seeder listens nowhere) or binds every
+// interface (the backend's PORT has no bind setting).
+var listenSettings = []struct{ port, host, when string }{
+	{"PORT", "BIND_HOST", ""},
+	{"ADMIN_PORT", "ADMIN_BIND_HOST", ""},
+	{"CONTROL_PORT", "CONTROL_BIND_HOST", "CONTROL=1"},
+}
 
-// Ports returns the ports a program with these settings listens on, each
-// with the setting it comes from.
-func (s Settings) Ports() map[string]string {
-	ports := map[string]string{}
-	for _, name := range portSettings {
-		if v, ok := s.Get(name); ok {
-			ports[v] = name
+// A Listener is a port a program listens on, as its settings say.
+type Listener struct {
+	Port    int32
+	Setting string // PORT, ADMIN_PORT, ...
+	// Loopback is the address when it is a loopback one (127.0.0.1, ::1,
+	// localhost): then neither the kubelet's probes nor a Service reach it.
+	Loopback string
+}
+
+// Listeners returns the ports a program with these settings listens on.
+func (s Settings) Listeners() []Listener {
+	var ls []Listener
+	for _, l := range listenSettings {
+		port, ok := s.Get(l.port)
+		if !ok {
+			continue
 		}
+		if name, want, _ := strings.Cut(l.when, "="); l.when != "" {
+			if v, _ := s.Get(name); v != want {
+				continue
+			}
+		}
+		n, err := strconv.Atoi(port)
+		if err != nil {
+			continue // the program accepted it, so this is not one of its ports
+		}
+		host, _ := s.Get(l.host)
+		ln := Listener{Port: int32(n), Setting: l.port}
+		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() || host == "localhost" {
+			ln.Loopback = host
+		}
+		ls = append(ls, ln)
 	}
-	return ports
+	return ls
 }
 
 // Build compiles each of Programs from the checkout at root (each module on

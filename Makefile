@@ -1,6 +1,10 @@
 # Every module also builds and tests alone (GOWORK=off), so targets loop over
 # the modules; go.work ties them together for editors and `make build`.
-MODULES      := internal backend seeder dispatcher bench lab e2e
+# The check of the Kubernetes manifests is a module of its own, so that its
+# Kubernetes and Kustomize dependencies stay out of the programs' modules;
+# make k8s-check runs its tests (so make unit need not).
+K8S_CHECK    := deploy/kubernetes/check
+MODULES      := internal backend seeder dispatcher bench lab e2e $(K8S_CHECK)
 UNIT_MODULES := internal backend seeder dispatcher bench lab
 PROGRAMS     := backend seeder dispatcher
 # `docker compose` (v2 plugin) where installed, else docker-compose (v1).
@@ -24,7 +28,7 @@ RUN          ?=
 # The link checker: a module of its own, outside the workspace.
 LINKCHECK    := .ci/linkcheck
 
-.PHONY: all help build up logs run down standins test unit e2e lint links fuzz bench lab gobench tidy clean
+.PHONY: all help build up logs run down standins test unit k8s-check e2e lint links fuzz bench lab gobench tidy clean
 
 ## all: lint, build, then every test (make test)
 all: lint build test
@@ -64,14 +68,22 @@ down:
 standins:
 	bash .ci/standins.sh --env .env
 
-## test: lint, the unit tests of every module (real redis-server), each fuzz
-## target for FUZZTIME, then the e2e tests
-test: lint unit fuzz e2e
+## test: lint, the unit tests of every module (real redis-server), the
+## check of the Kubernetes manifests, each fuzz target for FUZZTIME, then the
+## e2e tests
+test: lint unit k8s-check fuzz e2e
 
 ## unit: each module's tests on its own (RUN=name: only those); needs
 ## redis-server on PATH
 unit:
 	@for m in $(UNIT_MODULES); do echo "==> unit tests: $$m"; (cd $$m && GOWORK=off go test -count=1 $(if $(RUN),-run '$(RUN)') ./...) || exit 1; done
+
+## k8s-check: render the Kubernetes manifests (deploy/kubernetes: the base and
+## every overlay), decode them strictly, and check their variables, ports and
+## selectors against the programs' own settings, offline (docs/kubernetes.md)
+k8s-check:
+	@echo "==> k8s-check: deploy/kubernetes"
+	cd $(K8S_CHECK) && GOWORK=off go test -count=1 ./...
 
 ## e2e: build the real images and drive the whole stack from outside
 ## (RUN=name: only those; saved files go to out/e2e); needs Docker

@@ -19,6 +19,8 @@
 //
 //	backend              serve on PORT (and CONTROL_PORT)
 //	backend healthcheck  exit 0 if the backend on PORT answers GET /healthz
+//	backend check        read the settings as a start does and print them as
+//	                     NAME=value; a bad one is an error naming it
 package main
 
 import (
@@ -132,10 +134,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	if len(args) > 0 {
-		if args[0] == "healthcheck" {
+		switch args[0] {
+		case "healthcheck":
 			return app.Healthcheck(ctx, app.LocalURL(c.port, "/healthz"))
+		case "check": // loadConfig accepted every setting
+			return app.PrintSettings(os.Stdout, settings, getenv)
 		}
-		return fmt.Errorf("unknown command %q (want no argument, or healthcheck)", args[0])
+		return fmt.Errorf("unknown command %q (want no argument, healthcheck or check)", args[0])
 	}
 	// Listen first, so that "address in use" fails at start.
 	b, err := listen(c, "")

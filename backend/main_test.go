@@ -139,3 +139,50 @@ func TestREADMEListsSettings(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestCheck runs `backend check`: an accepted environment prints every
+// setting with the value the backend would use, and exits 0; a refused one
+// is an error naming the variable.
+func TestCheck(t *testing.T) {
+	env := map[string]string{"PORT": "5001", "LATENCY": "40ms"}
+	out := stdoutOf(t, func() {
+		if err := run(t.Context(), []string{"check"}, func(k string) string { return env[k] }, io.Discard); err != nil {
+			t.Errorf("check: got %v, want no error", err)
+		}
+	})
+	want := "PORT=5001\nBACKEND_NAME=\nLATENCY=40ms\nLATENCY_JITTER=0\nCAPACITY=0\nFAIL_RATE=0\n" +
+		"CONTROL=0\nCONTROL_PORT=9000\nCONTROL_BIND_HOST=127.0.0.1\n"
+	if out != want {
+		t.Errorf("check printed\n%s\nwant\n%s", out, want)
+	}
+	env = map[string]string{"CAPACITY": "lots"}
+	out = stdoutOf(t, func() {
+		err := run(t.Context(), []string{"check"}, func(k string) string { return env[k] }, io.Discard)
+		if want := `CAPACITY="lots"`; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("check with CAPACITY=lots: got %v, want an error containing %q", err, want)
+		}
+	})
+	if out != "" {
+		t.Errorf("check with a refused setting printed %q, want nothing", out)
+	}
+}
+
+// stdoutOf returns what f writes to os.Stdout, where `backend check` prints.
+func stdoutOf(t *testing.T, f func()) string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := os.Stdout
+	os.Stdout = w
+	defer func() { os.Stdout = saved }()
+	done := make(chan string)
+	go func() {
+		b, _ := io.ReadAll(r)
+		done <- string(b)
+	}()
+	f()
+	w.Close()
+	return <-done
+}

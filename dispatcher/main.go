@@ -8,6 +8,7 @@
 //
 //	dispatcher              serve on PORT; on ADMIN_PORT /healthz, /readyz, /metrics and the dashboard
 //	dispatcher healthcheck  exit 0 if the dispatcher on ADMIN_PORT answers /healthz
+//	dispatcher check        read the settings as a start does, print them as NAME=value (check.go)
 //
 // With MODE=proxy it forwards the request to that backend instead and relays
 // the answer (proxy.go). STRATEGY chooses the backend some other way:
@@ -61,7 +62,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		if args[0] == "healthcheck" {
 			return app.Healthcheck(ctx, app.LocalURL(cfg.adminPort, "/healthz"))
 		}
-		return fmt.Errorf("unknown command %q (want no argument, or healthcheck)", args[0])
+		if args[0] == "check" {
+			return checkConfig(cfg, getenv, os.Stdout)
+		}
+		return fmt.Errorf("unknown command %q (want no argument, healthcheck or check)", args[0])
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
 	redisconn.LogTo(log)

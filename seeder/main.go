@@ -123,6 +123,9 @@ seeder strategy NAME [KEY=VALUE...]
 seeder strategy --clear     remove it: each dispatcher runs its own STRATEGY again`},
 	{name: "healthcheck", parse: noArgs("healthcheck", ping), ops: []store.Op{store.OpPing}, usage: `
 seeder healthcheck          exit 0 if Redis answers`},
+	{name: "check", parse: parseCheck, usage: `
+seeder check                read the settings as every command does and print them as NAME=value;
+                            a bad one is an error naming it. Sends nothing to Redis`},
 }
 
 // usage is the text of `seeder help`, made from the command table.
@@ -202,6 +205,29 @@ func noArgs(name string, act action) func([]string, func(string) string) (action
 }
 
 func ping(ctx context.Context, st *store.Store, _ io.Writer) error { return st.Ping(ctx) }
+
+// parseCheck reads `check`. run then loads REDIS_KEY, REDIS_TLS_* and
+// REDIS_URL as for every command (redisconn.ConnectTLS parses the URL without
+// connecting); SERVERS, which only a bare seed reads, is checked here as seed
+// would check it: weights, then each URL. The action prints the settings
+// (app.PrintSettings) and sends nothing.
+func parseCheck(args []string, getenv func(string) string) (action, error) {
+	if len(args) > 0 {
+		return nil, fmt.Errorf("%w: seeder check takes no arguments", errUsage)
+	}
+	for _, item := range splitServers(serversSetting.Get(getenv)) {
+		w, err := backend.ParseWeighted(item)
+		if err == nil {
+			_, err = backend.Parse(w.URL)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", serversSetting.Name, err)
+		}
+	}
+	return func(_ context.Context, _ *store.Store, stdout io.Writer) error {
+		return app.PrintSettings(stdout, settings, getenv)
+	}, nil
+}
 
 // parseSeed reads `seed [-probe ORIGIN=PROBE_ORIGIN]... [URL...]`; without
 // URLs, SERVERS, else the tutorial's three. The URLs themselves are

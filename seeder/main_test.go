@@ -316,3 +316,40 @@ func TestDocsShowTheUsage(t *testing.T) {
 		t.Errorf("docs/seeder.md lacks the output of seeder help, as a code block:\n%s", block)
 	}
 }
+
+// TestCheck runs `seeder check`: it prints every setting with the value the
+// seeder would use, without connecting (nothing listens at REDIS_URL here),
+// and refuses a bad setting, naming it, with exit status 2.
+func TestCheck(t *testing.T) {
+	env := map[string]string{"REDIS_URL": "redis://127.0.0.1:1/0", "SERVERS": "http://backend:5000*2, http://backend2:5001"}
+	getenv := func(k string) string { return env[k] }
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"check"}, getenv, &out); err != nil {
+		t.Fatalf("check: got %v, want no error", err)
+	}
+	want := "REDIS_URL=redis://127.0.0.1:1/0\nREDIS_KEY=servers\nREDIS_TLS_CA=\nREDIS_TLS_CERT=\nREDIS_TLS_KEY=\n" +
+		"SERVERS=http://backend:5000*2, http://backend2:5001\n"
+	if out.String() != want {
+		t.Errorf("check printed\n%s\nwant\n%s", out.String(), want)
+	}
+
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"REDIS_KEY": "two words"}, `REDIS_KEY="two words"`},
+		{map[string]string{"REDIS_URL": "redis://redis:6379/zero"}, "REDIS_URL: redis: invalid database number"},
+		{map[string]string{"REDIS_TLS_CERT": "/nonexistent.pem"}, "REDIS_TLS_CERT is set and REDIS_TLS_KEY is not"},
+		{map[string]string{"SERVERS": "http://ok:5000,ftp://nope:21"}, "SERVERS: "},
+		{map[string]string{"SERVERS": "http://ok:5000*0"}, "SERVERS: invalid weight"},
+	} {
+		out.Reset()
+		err := run(context.Background(), []string{"check"}, func(k string) string { return tc.env[k] }, &out)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || exitCode(err) != exitUsage {
+			t.Errorf("check with %v: got error %v (exit status %d), want one containing %q, exit status %d", tc.env, err, exitCode(err), tc.want, exitUsage)
+		}
+		if out.Len() > 0 {
+			t.Errorf("check with %v printed %q, want nothing", tc.env, out.String())
+		}
+	}
+}

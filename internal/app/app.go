@@ -8,8 +8,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -32,6 +34,43 @@ func (s Setting) Get(getenv func(string) string) string {
 		return v
 	}
 	return s.Default
+}
+
+// PrintSettings writes each of settings as NAME=value, one a line in the
+// table's order, with the value the program uses: the variable's, or the
+// default where it is unset or empty. It is what a program's `check` command
+// prints once it has read and accepted its settings, so that a person, or
+// deploy/kubernetes's check of the manifests, sees the effective
+// configuration and which variables the program reads. A password in a
+// URL's user info or in its password= query parameter prints as xxxxx.
+func PrintSettings(w io.Writer, settings []Setting, getenv func(string) string) error {
+	for _, s := range settings {
+		if _, err := fmt.Fprintf(w, "%s=%s\n", s.Name, redactURL(s.Get(getenv))); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// redactURL returns v with the password of a URL replaced by xxxxx, and
+// any other value as it is.
+func redactURL(v string) string {
+	u, err := url.Parse(v)
+	if err != nil || u.Scheme == "" || u.Opaque != "" {
+		return v
+	}
+	_, inUser := u.User.Password()
+	q := u.Query()
+	if !inUser && !q.Has("password") {
+		return v
+	}
+	if q.Has("password") {
+		for i := range q["password"] {
+			q["password"][i] = "xxxxx"
+		}
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
 }
 
 // The limits every server of the project puts on a client's connection.

@@ -182,3 +182,38 @@ func TestHealthcheckStatus(t *testing.T) {
 		t.Error("503: got nil, want an error")
 	}
 }
+
+func TestPrintSettings(t *testing.T) {
+	settings := []Setting{
+		{Name: "PORT", Default: "80"},
+		{Name: "NAME"},
+		{Name: "REDIS_URL", Default: "redis://localhost:6379/0"},
+		{Name: "HASH_KEY", Default: "ip"},
+	}
+	tests := []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{}, "PORT=80\nNAME=\nREDIS_URL=redis://localhost:6379/0\nHASH_KEY=ip\n"},
+		{map[string]string{"PORT": "8000", "NAME": "b1", "HASH_KEY": "header:X-User"},
+			"PORT=8000\nNAME=b1\nREDIS_URL=redis://localhost:6379/0\nHASH_KEY=header:X-User\n"},
+		{map[string]string{"REDIS_URL": "redis://app:s3cret@redis:6379/0"},
+			"PORT=80\nNAME=\nREDIS_URL=redis://app:xxxxx@redis:6379/0\nHASH_KEY=ip\n"},
+		{map[string]string{"REDIS_URL": "redis+sentinel://s1:26379/0?master_name=m&password=s3cret&addr=s2:26379"},
+			"PORT=80\nNAME=\nREDIS_URL=redis+sentinel://s1:26379/0?addr=s2%3A26379&master_name=m&password=xxxxx\nHASH_KEY=ip\n"},
+		{map[string]string{"REDIS_URL": "unix:///run/redis.sock"},
+			"PORT=80\nNAME=\nREDIS_URL=unix:///run/redis.sock\nHASH_KEY=ip\n"},
+	}
+	for _, tc := range tests {
+		var b strings.Builder
+		if err := PrintSettings(&b, settings, func(k string) string { return tc.env[k] }); err != nil {
+			t.Fatal(err)
+		}
+		if b.String() != tc.want {
+			t.Errorf("env %v: got\n%s\nwant\n%s", tc.env, b.String(), tc.want)
+		}
+		if strings.Contains(b.String(), "s3cret") {
+			t.Errorf("env %v: the password is printed: %s", tc.env, b.String())
+		}
+	}
+}

@@ -1,0 +1,318 @@
+package check
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+)
+
+// progs are the programs built from this checkout, once for every test.
+var progs map[string]*Program
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "k8s-check-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	progs, err = Build(context.Background(), "../../..", dir)
+	code := 1
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	} else {
+		code = m.Run()
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// kustomizations are the base and every overlay.
+func kustomizations(t *testing.T) []string {
+	t.Helper()
+	overlays, err := filepath.Glob("../overlays/*/kustomization.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs := []string{"../base"}
+	for _, k := range overlays {
+		dirs = append(dirs, filepath.Dir(k))
+	}
+	return dirs
+}
+
+// render renders dir and checks it, failing the test if it does not build.
+func render(t *testing.T, dir string) ([]Object, Report) {
+	t.Helper()
+	objs, problems, err := Render(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := Check(t.Context(), objs, progs)
+	r.Problems = append(problems, r.Problems...)
+	return objs, r
+}
+
+// TestManifests renders the base and every overlay, and holds each against
+// the programs: no problem, and each overlay does what it says.
+func TestManifests(t *testing.T) {
+	dirs := kustomizations(t)
+	if want := []string{"../base", "../overlays/proxy", "../overlays/sentinel"}; !slices.Equal(dirs, want) {
+		t.Errorf("kustomizations: got %q, want %q", dirs, want)
+	}
+	for _, dir := range dirs {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			objs, r := render(t, dir)
+			for _, p := range r.Problems {
+				t.Errorf("%s: %s", dir, p)
+			}
+			// Every program runs, and its check accepted its settings.
+			var ran []string
+			for _, c := range r.Checked {
+				ran = append(ran, c.Program)
+			}
+			slices.Sort(ran)
+			if want := []string{"backend", "dispatcher", "seeder"}; !slices.Equal(ran, want) {
+				t.Errorf("containers checked: got %q, want %q", ran, want)
+			}
+			checkStack(t, objs)
+			checkHardened(t, objs)
+
+			want := map[string]string{"dispatcher MODE": "redirect", "dispatcher STRATEGY": "round-robin",
+				"dispatcher PORT": "8000", "dispatcher ADMIN_PORT": "8080", "backend PORT": "5000",
+				"dispatcher REDIS_URL": "redis://redis:6379/0", "seeder REDIS_URL": "redis://redis:6379/0"}
+			switch filepath.Base(dir) {
+			case "proxy":
+				want["dispatcher MODE"], want["dispatcher STRATEGY"] = "proxy", "least-conn"
+			case "sentinel":
+				sentinel := "redis+sentinel://redis-0.redis:26379/0?master_name=mymaster&addr=redis-1.redis:26379&addr=redis-2.redis:26379"
+				want["dispatcher REDIS_URL"], want["seeder REDIS_URL"] = sentinel, sentinel
+				checkSentinel(t, objs)
+			}
+			for key, v := range want {
+				prog, name, _ := strings.Cut(key, " ")
+				for _, c := range r.Checked {
+					if got, _ := c.Settings.Get(name); c.Program == prog && got != v {
+						t.Errorf("%s %s: the %s uses %s=%q, want %q", c.Object, c.Container, prog, name, got, v)
+					}
+				}
+			}
+		})
+	}
+}
+
+// checkStack checks what every rendering holds: the objects the base
+// defines, with their replicas.
+func checkStack(t *testing.T, objs []Object) {
+	t.Helper()
+	var got []string
+	for _, o := range objs {
+		got = append(got, o.String())
+		switch obj := o.Obj.(type) {
+		case *appsv1.Deployment:
+			if want := map[string]int32{"backend": 3, "dispatcher": 2}[o.Name]; obj.Spec.Replicas == nil || *obj.Spec.Replicas != want {
+				t.Errorf("%s: replicas %v, want %d", o, obj.Spec.Replicas, want)
+			}
+		case *autoscalingv2.HorizontalPodAutoscaler:
+			if obj.Spec.MinReplicas == nil || *obj.Spec.MinReplicas != 2 {
+				t.Errorf("%s: minReplicas %v, want 2", o, obj.Spec.MinReplicas)
+			}
+		}
+	}
+	for _, want := range []string{"StatefulSet/redis", "Service/redis", "Deployment/backend", "Service/backend",
+		"Deployment/dispatcher", "Service/dispatcher", "Service/dispatcher-admin", "PodDisruptionBudget/dispatcher",
+		"HorizontalPodAutoscaler/dispatcher", "Job/seed", "NetworkPolicy/redis"} {
+		if !slices.Contains(got, want) {
+			t.Errorf("rendered %q, want %s among them", got, want)
+		}
+	}
+	for _, o := range objs {
+		if svc, ok := o.Obj.(*corev1.Service); ok && o.Name == "dispatcher" && svc.Spec.Ports[0].Port != 80 {
+			t.Errorf("%s: port %d, want 80", o, svc.Spec.Ports[0].Port)
+		}
+		if pdb, ok := o.Obj.(*policyv1.PodDisruptionBudget); ok && pdb.Spec.MinAvailable.IntValue() != 1 {
+			t.Errorf("%s: minAvailable %v, want 1", o, pdb.Spec.MinAvailable)
+		}
+	}
+}
+
+// checkHardened checks that every container runs as a user other than
+// root, with a read-only root filesystem, no capability, and requests and
+// limits of CPU and memory.
+func checkHardened(t *testing.T, objs []Object) {
+	t.Helper()
+	for _, pt := range podTemplates(objs) {
+		pod := pt.spec.SecurityContext
+		for _, c := range append(pt.spec.InitContainers, pt.spec.Containers...) {
+			sc := c.SecurityContext
+			nonRoot := sc != nil && sc.RunAsNonRoot != nil && *sc.RunAsNonRoot ||
+				pod != nil && pod.RunAsNonRoot != nil && *pod.RunAsNonRoot && (sc == nil || sc.RunAsNonRoot == nil)
+			switch {
+			case !nonRoot:
+				t.Errorf("%s container %s: not runAsNonRoot", pt.obj, c.Name)
+			case sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem:
+				t.Errorf("%s container %s: root filesystem not read-only", pt.obj, c.Name)
+			case sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation:
+				t.Errorf("%s container %s: allowPrivilegeEscalation not false", pt.obj, c.Name)
+			case sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) > 0:
+				t.Errorf("%s container %s: capabilities %v, want drop ALL and add none", pt.obj, c.Name, sc.Capabilities)
+			}
+			for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+				if _, ok := c.Resources.Requests[r]; !ok {
+					t.Errorf("%s container %s: no %s request", pt.obj, c.Name, r)
+				}
+				if _, ok := c.Resources.Limits[r]; !ok {
+					t.Errorf("%s container %s: no %s limit", pt.obj, c.Name, r)
+				}
+			}
+		}
+	}
+}
+
+// checkSentinel checks the sentinel overlay's Redis: three pods, each with
+// a Sentinel, reachable by the clients.
+func checkSentinel(t *testing.T, objs []Object) {
+	t.Helper()
+	for _, o := range objs {
+		switch obj := o.Obj.(type) {
+		case *appsv1.StatefulSet:
+			var names []string
+			for _, c := range obj.Spec.Template.Spec.Containers {
+				names = append(names, c.Name)
+			}
+			if *obj.Spec.Replicas != 3 || !slices.Equal(names, []string{"redis", "sentinel"}) {
+				t.Errorf("%s: %d replicas of %q, want 3 of redis and sentinel", o, *obj.Spec.Replicas, names)
+				continue
+			}
+			cs := obj.Spec.Template.Spec.Containers
+			if cs[0].Image != "redis:7-alpine" || cs[1].Image != cs[0].Image {
+				t.Errorf("%s: images %s and %s, want redis:7-alpine for both", o, cs[0].Image, cs[1].Image)
+			}
+		case *networkingv1.NetworkPolicy:
+			var ports []string
+			for _, p := range obj.Spec.Ingress[0].Ports {
+				ports = append(ports, p.Port.String())
+			}
+			if !slices.Equal(ports, []string{"redis", "sentinel"}) {
+				t.Errorf("%s: ports %q, want redis and sentinel", o, ports)
+			}
+		}
+	}
+}
+
+// TestBrokenManifests renders small overlays of the base from testdata,
+// each broken in one way, and checks that the check finds exactly that,
+// naming the object and the field; and what is right in a way the check
+// must accept (control-port, and POD_NAME in helper-variable).
+func TestBrokenManifests(t *testing.T) {
+	tests := []struct {
+		dir  string
+		want []string
+	}{
+		{"unknown-env", []string{
+			"Deployment/backend: spec.template.spec.containers[0].env[0].name: BACKEND_COLOR is not a setting of the backend, which reads PORT, BACKEND_NAME, LATENCY, LATENCY_JITTER, CAPACITY",
+		}},
+		{"refused-value", []string{
+			`Deployment/backend: spec.template.spec.containers[0].env[0]: the backend refuses it: backend: CAPACITY="lots": want a whole number, 0 or more`,
+		}},
+		{"refused-combination", []string{
+			"Deployment/dispatcher: spec.template.spec.containers[0].env[0]: the dispatcher refuses it: dispatcher: STRATEGY=least-conn",
+		}},
+		{"wrong-probe-port", []string{
+			"Deployment/backend: spec.template.spec.containers[0].readinessProbe.httpGet.port: 5001: the backend listens on 5000 (PORT)",
+		}},
+		{"wrong-service-port", []string{
+			"Service/dispatcher-admin: spec.ports[0].targetPort: 9090: no container of Deployment/dispatcher listens there (the dispatcher listens on 8000 (PORT), 8080 (ADMIN_PORT))",
+		}},
+		{"moved-admin-port", []string{
+			"Deployment/dispatcher: spec.template.spec.containers[0].ports[1].containerPort: 8080: the dispatcher listens on 8000 (PORT), 9090 (ADMIN_PORT)",
+			"Deployment/dispatcher: spec.template.spec.containers[0].readinessProbe.httpGet.port: admin: the dispatcher listens on 8000 (PORT), 9090 (ADMIN_PORT)",
+			"Deployment/dispatcher: spec.template.spec.containers[0].livenessProbe.httpGet.port: admin: the dispatcher listens on 8000 (PORT), 9090 (ADMIN_PORT)",
+			"Service/dispatcher-admin: spec.ports[0].targetPort: admin: no container of Deployment/dispatcher listens there (the dispatcher listens on 8000 (PORT), 9090 (ADMIN_PORT))",
+		}},
+		{"admin-on-loopback", []string{
+			"Deployment/dispatcher: spec.template.spec.containers[0].ports[1].containerPort: 8080: the dispatcher listens on 8000 (PORT) where the pod is reached, and on 8080 (ADMIN_PORT, bound to 127.0.0.1) only inside the pod",
+			"Deployment/dispatcher: spec.template.spec.containers[0].readinessProbe.httpGet.port: admin: the dispatcher listens on 8000 (PORT) where the pod is reached",
+			"Deployment/dispatcher: spec.template.spec.containers[0].livenessProbe.httpGet.port: admin: the dispatcher listens on 8000 (PORT) where the pod is reached",
+			"Service/dispatcher-admin: spec.ports[0].targetPort: admin: no container of Deployment/dispatcher listens there",
+		}},
+		{"control-port", nil},
+		{"unknown-field", []string{
+			"Deployment/backend: spec.template.spec.containers[0].imagePulPolicy: unknown field",
+		}},
+		{"selector-matches-nothing", []string{
+			"Service/backend: spec.selector: app.kubernetes.io/name=backends matches no pod template",
+		}},
+		{"service-link", []string{
+			"Deployment/dispatcher: spec.template.spec.enableServiceLinks: Service/admin makes Kubernetes set ADMIN_PORT in the pod, and the dispatcher reads it as its setting",
+		}},
+		{"helper-variable", []string{
+			"Deployment/backend: spec.template.spec.containers[0].env[2].name: STRAY_POD_IP is not a setting of the backend",
+		}},
+	}
+	entries, err := os.ReadDir("testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != len(tests) {
+		t.Errorf("testdata holds %d overlays, the table %d", len(entries), len(tests))
+	}
+	for _, tc := range tests {
+		t.Run(tc.dir, func(t *testing.T) {
+			_, r := render(t, filepath.Join("testdata", tc.dir))
+			var got []string
+			for _, p := range r.Problems {
+				got = append(got, p.String())
+			}
+			for _, want := range tc.want {
+				if !slices.ContainsFunc(got, func(g string) bool { return strings.HasPrefix(g, want) }) {
+					t.Errorf("problems:\n%s\nwant one starting %q", strings.Join(got, "\n"), want)
+				}
+			}
+			if len(got) != len(tc.want) {
+				t.Errorf("got %d problems, want %d:\n%s", len(got), len(tc.want), strings.Join(got, "\n"))
+			}
+		})
+	}
+}
+
+// TestHelperVariable checks what the backend makes of a value built from
+// the pod's own fields: BACKEND_NAME=backend $(POD_NAME) reaches its check
+// as the name of a pod.
+func TestHelperVariable(t *testing.T) {
+	_, r := render(t, "testdata/helper-variable")
+	for _, c := range r.Checked {
+		if c.Program == "backend" {
+			if got, _ := c.Settings.Get("BACKEND_NAME"); got != "backend pod-0" {
+				t.Errorf("BACKEND_NAME: got %q, want %q", got, "backend pod-0")
+			}
+			return
+		}
+	}
+	t.Error("the backend's settings were not checked")
+}
+
+func TestProgramOf(t *testing.T) {
+	for image, want := range map[string]string{
+		"spread-dispatcher":                                  "dispatcher",
+		"spread-backend:latest":                              "backend",
+		"registry.example.com:5000/team/spread-seeder:v1.2":  "seeder",
+		"registry.example.com/spread-backend@sha256:0123abc": "backend",
+		"redis:7-alpine":                                     "",
+		"spread-lab":                                         "",
+		"example.com/spread-dispatcher-old":                  "",
+	} {
+		if got := ProgramOf(image); got != want {
+			t.Errorf("ProgramOf(%q): got %q, want %q", image, got, want)
+		}
+	}
+}

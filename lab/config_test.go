@@ -35,7 +35,7 @@ func TestDefaultScenario(t *testing.T) {
 	if cfg.rate != 315 {
 		t.Errorf("got rate %d req/s, want 315 (75%% of 420)", cfg.rate)
 	}
-	if want := []string{"round-robin", "hash", "least-conn", "p2c", "random"}; strings.Join(cfg.strategies, ",") != strings.Join(want, ",") {
+	if want := []string{"round-robin", "hash", "hash-bounded", "least-conn", "least-time", "p2c", "random"}; strings.Join(cfg.strategies, ",") != strings.Join(want, ",") {
 		t.Errorf("got strategies %q, want %q", cfg.strategies, want)
 	}
 	if cfg.duration != 20*time.Second || cfg.timeout != 5*time.Second || cfg.out != "docs/lab" || cfg.arrivals != "poisson" {

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -26,29 +27,71 @@ import (
 //
 // A request without the key (no such header, say) takes a step of this
 // process's round robin instead, counted in Fallbacks.
+//
+// HASH_BALANCE_FACTOR bounds the loads (consistent hashing with bounded
+// loads, Mirrokni, Thorup and Zadimoghaddam; HAProxy's hash-balance-factor):
+// no backend takes more than ceil(FACTOR × the average) of the requests in
+// flight, counted across every dispatcher as p2c counts them (the others'
+// as last read, this one's exact). A key whose backend is full goes to the
+// next backend in that key's own rendezvous order, so it is still
+// deterministic, and a key keeps its backend while the pool is not busy.
+// Proxy mode only: a redirecting dispatcher never sees a request end.
 
 // HashKeySetting is HASH_KEY.
 var HashKeySetting = app.Setting{Name: "HASH_KEY", Default: "ip",
 	Usage: "STRATEGY=hash: what to hash: ip (the client address of the connection), header:NAME, cookie:NAME or query:NAME"}
+
+// HashBalanceFactorSetting is HASH_BALANCE_FACTOR.
+var HashBalanceFactorSetting = app.Setting{Name: "HASH_BALANCE_FACTOR", Default: "",
+	Usage: "STRATEGY=hash, MODE=proxy: bounded loads: no backend takes more than ceil(FACTOR × the average) of the requests in flight, counted across dispatchers, and a key whose backend is full goes to the next in its own order; a number of 1 or more, such as 1.25; empty: off"}
 
 func init() {
 	Register(Strategy{
 		Name:     "hash",
 		Usage:    "rendezvous hashing on HASH_KEY: the same key goes to the same backend; no Redis per request",
 		Modes:    []Mode{Redirect, Proxy},
-		Settings: []app.Setting{HashKeySetting},
-		Configure: func(getenv func(string) string, _ Mode) (Plan, error) {
+		Settings: []app.Setting{HashKeySetting, HashBalanceFactorSetting},
+		Variants: []Variant{{Name: "hash-bounded", Settings: map[string]string{HashBalanceFactorSetting.Name: "1.25"}}},
+		Configure: func(getenv func(string) string, m Mode) (Plan, error) {
 			key, err := ParseHashKey(HashKeySetting.Get(getenv))
 			if err != nil {
 				return Plan{}, fmt.Errorf("%s: %w", HashKeySetting.Name, err)
 			}
-			return Plan{New: func(e Env) (Picker, error) {
+			factor, err := parseBalanceFactor(HashBalanceFactorSetting.Get(getenv), m)
+			if err != nil {
+				return Plan{}, err
+			}
+			if factor == 0 {
+				return Plan{New: func(e Env) (Picker, error) {
+					h := NewHash(e.Pool, key)
+					h.onFallback = e.OnFallback
+					return h, nil
+				}}, nil
+			}
+			return Plan{Needs: []Need{NeedInflight}, New: func(e Env) (Picker, error) {
 				h := NewHash(e.Pool, key)
 				h.onFallback = e.OnFallback
-				return h, nil
+				return NewBoundedHash(h, e.Inflight(), factor), nil
 			}}, nil
 		},
 	})
+}
+
+// parseBalanceFactor reads HASH_BALANCE_FACTOR: empty (0, off), or a number
+// of 1 or more, in proxy mode only.
+func parseBalanceFactor(v string, m Mode) (float64, error) {
+	if v == "" {
+		return 0, nil
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || !(f >= 1) || math.IsInf(f, 0) {
+		return 0, fmt.Errorf("%s=%q: want a number of 1 or more, such as 1.25, or empty for no bound", HashBalanceFactorSetting.Name, v)
+	}
+	if m != Proxy {
+		return 0, fmt.Errorf("%s=%s needs MODE=proxy (MODE is %q): bounding loads counts requests in flight, and a redirecting dispatcher never sees a request end; leave it empty in MODE=redirect",
+			HashBalanceFactorSetting.Name, v, m)
+	}
+	return f, nil
 }
 
 // HashKey takes the key to hash from a request; ok is false when the
@@ -162,6 +205,96 @@ func (h *Hash) Pick(ctx context.Context, r *http.Request) (Backend, error) {
 // Fallbacks is how many requests had no key and took a round-robin step.
 func (h *Hash) Fallbacks() uint64 { return h.fallbacks.Load() }
 
+// BoundedHash is Hash with bounded loads (HASH_BALANCE_FACTOR).
+type BoundedHash struct {
+	*Hash
+	in     Counts
+	factor float64
+}
+
+// NewBoundedHash bounds h's loads by factor, counting in in.
+func NewBoundedHash(h *Hash, in Counts, factor float64) *BoundedHash {
+	in.SetEager(false)
+	return &BoundedHash{Hash: h, in: in, factor: factor}
+}
+
+// Pick returns the first backend in the key's rendezvous order that has
+// room under the bound, and counts the request to it; a request without
+// the key takes a round-robin step, counted too.
+func (b *BoundedHash) Pick(ctx context.Context, r *http.Request) (Backend, error) {
+	key, ok := "", false
+	if r != nil {
+		key, ok = b.key(r)
+	}
+	if !ok {
+		bk, err := b.Hash.Pick(ctx, r)
+		if err != nil {
+			return bk, err
+		}
+		b.in.Add(bk.Entry)
+		bk.by = b
+		return bk, nil
+	}
+	nodes, err := b.nodes.Get()
+	if err != nil {
+		return Backend{}, err
+	}
+	n := nodes[b.choose(key, nodes)]
+	b.in.Add(n.e.Raw)
+	return Backend{URL: n.e.URL, Entry: n.e.Raw, by: b}, nil
+}
+
+// choose returns the index of the node that key goes to: the highest
+// scoring one whose load, with this request, stays within its bound,
+// ceil(factor × (requests in flight + 1) × its weight ÷ every weight).
+// Some node always has room, since the bounds add up to at least factor
+// × (in flight + 1).
+func (b *BoundedHash) choose(key string, nodes []hashNode) int {
+	k := fnv64(key)
+	scores := make([]float64, len(nodes))
+	loads := make([]int64, len(nodes))
+	var total int64
+	var weights float64
+	for i, n := range nodes {
+		scores[i] = score(k, n)
+		loads[i] = b.in.Load(n.e.Raw)
+		total += loads[i]
+		weights += n.weight
+	}
+	first := -1
+	for range nodes {
+		best := -1
+		for i := range nodes {
+			if !math.IsInf(scores[i], -1) && (best < 0 || scores[i] > scores[best]) {
+				best = i
+			}
+		}
+		if best < 0 {
+			break
+		}
+		if first < 0 {
+			first = best
+		}
+		bound := math.Ceil(b.factor * float64(total+1) * nodes[best].weight / weights)
+		if float64(loads[best]+1) <= bound {
+			return best
+		}
+		scores[best] = math.Inf(-1) // full: the next in this key's order
+	}
+	return first
+}
+
+// Done releases the request's count.
+func (b *BoundedHash) Done(bk Backend, _ Result) { b.in.Release(bk.Entry) }
+
+// Run sends this dispatcher's counts and reads the others' every
+// P2CRefresh until ctx is done.
+func (b *BoundedHash) Run(ctx context.Context) { syncEvery(ctx, b.in, P2CRefresh) }
+
+// InFlight returns the requests in flight by entry, every dispatcher's, as
+// last read.
+func (b *BoundedHash) InFlight() map[string]int64 { return b.in.Shared() }
+
 // hashNodes are the distinct backends of a snapshot, each weighted by how
 // many entries the list holds for it.
 func hashNodes(s *pool.Snapshot) []hashNode {
@@ -187,13 +320,17 @@ func rendezvous(key string, nodes []hashNode) int {
 	k := fnv64(key)
 	best, bestScore := 0, math.Inf(-1)
 	for i, n := range nodes {
-		x := (float64(mix64(k^n.seed)>>11) + 0.5) / (1 << 53)
-		score := -n.weight / math.Log(x)
-		if score > bestScore {
-			best, bestScore = i, score
+		if s := score(k, n); s > bestScore {
+			best, bestScore = i, s
 		}
 	}
 	return best
+}
+
+// score is node n's score for the key whose hash is k.
+func score(k uint64, n hashNode) float64 {
+	x := (float64(mix64(k^n.seed)>>11) + 0.5) / (1 << 53)
+	return -n.weight / math.Log(x)
 }
 
 // fnv64 is FNV-1a, 64 bits: fixed, so that every dispatcher agrees.

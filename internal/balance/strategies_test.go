@@ -31,13 +31,13 @@ func commands(t *testing.T, srv *redistest.Server) int64 {
 }
 
 func TestRegistry(t *testing.T) {
-	if got, want := balance.Names(), []string{"round-robin", "hash", "least-conn", "p2c", "random"}; !slices.Equal(got, want) {
+	if got, want := balance.Names(), []string{"round-robin", "hash", "least-conn", "least-time", "p2c", "random"}; !slices.Equal(got, want) {
 		t.Errorf("Names: got %q, want %q", got, want)
 	}
 	if _, err := balance.Lookup("fastest"); !errors.Is(err, balance.ErrUnknownStrategy) || !strings.Contains(err.Error(), "round-robin, hash") {
 		t.Errorf("Lookup(fastest): got %v, want ErrUnknownStrategy listing the names", err)
 	}
-	for name, proxyOnly := range map[string]bool{"round-robin": false, "random": false, "hash": false, "least-conn": true, "p2c": true} {
+	for name, proxyOnly := range map[string]bool{"round-robin": false, "random": false, "hash": false, "least-conn": true, "least-time": true, "p2c": true} {
 		s, _ := balance.Lookup(name)
 		if !s.Supports(balance.Proxy) || s.Supports(balance.Redirect) == proxyOnly {
 			t.Errorf("%s: supports redirect %v, proxy %v; want proxy, and redirect %v", name, s.Supports(balance.Redirect), s.Supports(balance.Proxy), !proxyOnly)

@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -148,6 +151,155 @@ func TestSlowBackendIsAvoided(t *testing.T) {
 			tc.check(t, counts["slow"], total)
 		})
 	}
+	t.Run("switch under load", func(t *testing.T) { switchUnderLoad(t, s, list) })
+}
+
+// switchUnderLoad: two proxying dispatchers run round robin under load from
+// 20 clients; `seeder strategy least-conn` switches both within a second,
+// the slow backend's share of new requests falls under 10% within 5 s, and
+// no request fails across the switch.
+func switchUnderLoad(t *testing.T, s *stack, list []string) {
+	env := map[string]string{"REDIS_KEY": "switch", "MODE": "proxy", "STRATEGY": "round-robin"}
+	if code, out := s.seederEnv(t, env, append([]string{"seed"}, list...)...); code != 0 {
+		t.Fatalf("seeder seed: exit %d\n%s", code, out)
+	}
+	var mains, admins []string
+	for range 2 {
+		d := s.startDispatcher(t, env)
+		mains, admins = append(mains, endpoint(t, d, "80/tcp")), append(admins, endpoint(t, d, "8080/tcp"))
+	}
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 20}}
+
+	// Who reports least-conn first, and when, polled every 20 ms.
+	switched := make([]time.Time, len(admins))
+	stopPolling := make(chan struct{})
+	var polling sync.WaitGroup
+	for i, a := range admins {
+		polling.Go(func() {
+			for {
+				select {
+				case <-stopPolling:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+				if strategyInfo(a) == "least-conn" {
+					switched[i] = time.Now()
+					return
+				}
+			}
+		})
+	}
+	defer func() { close(stopPolling); polling.Wait() }()
+
+	type answer struct {
+		at      time.Time
+		backend string
+		err     error
+	}
+	var mu sync.Mutex
+	var answers []answer
+	stop := make(chan struct{})
+	var clients sync.WaitGroup
+	for c := range 20 {
+		clients.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				at := time.Now()
+				resp, err := client.Get(mains[(c+i)%2] + "/")
+				a := answer{at: at, err: err}
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					a.backend = resp.Header.Get("X-Backend")
+					if resp.StatusCode != http.StatusOK {
+						a.err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				mu.Lock()
+				answers = append(answers, a)
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(2 * time.Second)
+	if code, out := s.seederEnv(t, env, "strategy", "least-conn"); code != 0 {
+		close(stop)
+		clients.Wait()
+		t.Fatalf("seeder strategy least-conn: exit %d\n%s", code, out)
+	}
+	raw, err := s.redis.Get(t.Context(), "{switch}:strategy").Result()
+	var stored struct{ At time.Time }
+	if err != nil || json.Unmarshal([]byte(raw), &stored) != nil {
+		t.Fatalf("the stored strategy: %q, %v", raw, err)
+	}
+	time.Sleep(time.Until(stored.At.Add(6 * time.Second)))
+	close(stop)
+	clients.Wait()
+
+	for i, at := range switched {
+		if at.IsZero() {
+			t.Errorf("dispatcher %d never reported spread_strategy_info{strategy=\"least-conn\"}", i+1)
+		} else if d := at.Sub(stored.At); d > time.Second {
+			t.Errorf("dispatcher %d reported least-conn %v after it was stored, want within 1 s", i+1, d.Round(time.Millisecond))
+		} else {
+			t.Logf("dispatcher %d reported least-conn %v after it was stored", i+1, d.Round(time.Millisecond))
+		}
+	}
+	share := func(from, to time.Time) (slow, all int) {
+		for _, a := range answers {
+			if a.err == nil && !a.at.Before(from) && a.at.Before(to) {
+				all++
+				if a.backend == "slow" {
+					slow++
+				}
+			}
+		}
+		return
+	}
+	failed := 0
+	for _, a := range answers {
+		if a.err != nil {
+			failed++
+			if failed <= 3 {
+				t.Errorf("a request failed across the switch: %v", a.err)
+			}
+		}
+	}
+	before, beforeAll := share(stored.At.Add(-2*time.Second), stored.At)
+	after, afterAll := share(stored.At.Add(4*time.Second), stored.At.Add(5*time.Second))
+	t.Logf("%d requests, %d failed; the slow backend got %d of %d in the 2 s before, %d of %d in the fifth second after",
+		len(answers), failed, before, beforeAll, after, afterAll)
+	if failed > 0 {
+		t.Errorf("%d of %d requests failed across the switch, want 0", failed, len(answers))
+	}
+	if afterAll < 20 || after*10 >= afterAll {
+		t.Errorf("the fifth second after the switch: the slow backend got %d of %d new requests, want under 10%%", after, afterAll)
+	}
+	if beforeAll < 20 || before*4 < beforeAll {
+		t.Errorf("round robin before the switch: the slow backend got %d of %d, want about a third", before, beforeAll)
+	}
+}
+
+// strategyInfo is the strategy that admin's spread_strategy_info names, or
+// "" if it cannot tell.
+func strategyInfo(admin string) string {
+	resp, err := http.Get(admin + "/metrics")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, `spread_strategy_info{mode="proxy",strategy="`); ok {
+			name, _, _ := strings.Cut(rest, `"`)
+			return name
+		}
+	}
+	return ""
 }
 
 func lessThanTenPercent(t *testing.T, slow, total int) {

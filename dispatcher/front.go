@@ -18,7 +18,8 @@ import (
 // modes: it asks the Picker for a backend, then hands the request to the
 // mode's deliverer (redirect.go or proxy.go), which both send it to the
 // same path under the entry's (joinPath). CONNECT is refused with 405 first,
-// and a path that hides a dot segment with 400 (hidesDotSegment). A deliverer that could not
+// and a path that hides a dot segment (behind "%2F", a ";" parameter, a
+// double escape) with 400 (hidesDotSegment). A deliverer that could not
 // reach the backend, and may try another, asks for the next pick.
 type front struct {
 	picker  balance.Picker
@@ -76,7 +77,7 @@ func (f *front) handle(c echo.Context) error {
 	}
 	if hidesDotSegment(cleanPath(c.Request().URL.EscapedPath())) {
 		// Refused before the pick: no rotation step is spent on it.
-		return c.String(http.StatusBadRequest, "bad request: the path hides a dot segment behind an escaped slash (%2F) or a backslash\n")
+		return c.String(http.StatusBadRequest, "bad request: the path hides a dot segment (behind an escaped slash or a backslash, a \";\" parameter, or a double escape such as %252e)\n")
 	}
 	for try := 0; ; try++ {
 		b, err := f.pick(c.Request())

@@ -510,6 +510,9 @@ func TestProxyAndRedirectGiveTheSamePath(t *testing.T) {
 		{"//evil.example/../x", "/app//x"},
 		{"/a%2Fb/../c%20d", "/app/c%20d"},
 		{"/..%2F..%2Fetc", ""}, // refused
+		{"/..;/x", ""},         // refused: ";" parameters
+		{"/%252e%252e/x", ""},  // refused: escaped twice
+		{"/shop;id=1/a.b", "/app/shop;id=1/a.b"},
 	} {
 		rec := r.do("GET", tc.path)
 		redirected := ""

@@ -254,9 +254,12 @@ func TestProbe(t *testing.T) {
 			t.Errorf("seeder %q: got (%q, %v), want %q", st.args, out, err, st.want)
 		}
 	}
+	// An origin without a probe address: the message names the probe
+	// hash as what it is, not as the rotation list.
 	_, err = seeder(t, srv, nil, "probe", "remove", "http://nowhere:1")
-	if !errors.Is(err, store.ErrNotInList) || exitCode(err) != 1 {
-		t.Errorf("probe remove of an unknown origin: got %v (exit %d), want ErrNotInList (exit 1)", err, exitCode(err))
+	if want := `no probe address set for "http://nowhere:1" in "{servers}:probe"`; !errors.Is(err, store.ErrNoProbe) ||
+		exitCode(err) != 1 || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "rotation list") {
+		t.Errorf("probe remove of an unknown origin: got %v (exit %d), want ErrNoProbe saying %s (exit 1)", err, exitCode(err), want)
 	}
 }
 

@@ -47,9 +47,12 @@ build:
 	@mkdir -p bin
 	@for p in $(PROGRAMS); do echo "go build -o bin/$$p ./$$p"; go build -o bin/$$p ./$$p || exit 1; done
 
-## up: build the images and start the tutorial's stack in the background
+## up: build the images, start the tutorial's stack in the background and
+## wait until every service is ready (COMPOSE_PROFILES=many: those too); where
+## the base images cannot be pulled, build local stand-ins and try again
+## (.ci/up.sh)
 up:
-	$(COMPOSE) up --build -d
+	@COMPOSE="$(COMPOSE)" bash .ci/up.sh
 
 ## logs: follow the stack's logs (Ctrl-C stops following, not the stack)
 logs:

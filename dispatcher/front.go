@@ -17,8 +17,9 @@ import (
 // front is where every request on the main port is received, in both
 // modes: it asks the Picker for a backend, then hands the request to the
 // mode's deliverer (redirect.go or proxy.go), which both send it to the
-// same path under the entry's (joinPath). A path that hides a dot segment
-// behind an escaped slash is refused with 400 first (hidesDotSegment). A deliverer that could not
+// same path under the entry's (joinPath). CONNECT is refused with 405 first,
+// and a path that hides a dot segment (behind "%2F", a ";" parameter, a
+// double escape) with 400 (hidesDotSegment). A deliverer that could not
 // reach the backend, and may try another, asks for the next pick.
 type front struct {
 	picker  balance.Picker
@@ -60,10 +61,23 @@ func pathFromSlash(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
+// allowed is the Allow header of the 405 that answers CONNECT: the methods
+// of RFC 9110 that the dispatcher passes on. Any other method, such as
+// PURGE, is passed on too, but Allow cannot say "all but CONNECT".
+const allowed = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"
+
 func (f *front) handle(c echo.Context) error {
+	if c.Request().Method == http.MethodConnect {
+		// CONNECT asks for a tunnel to the host it names: the dispatcher
+		// is not a forward proxy, a proxy would forward it to the entry's
+		// path as if it were one, and no client follows a redirect of it.
+		// Refused in both modes, before the pick: no rotation step.
+		c.Response().Header().Set(echo.HeaderAllow, allowed)
+		return c.String(http.StatusMethodNotAllowed, "method not allowed: CONNECT (the dispatcher opens no tunnels)\n")
+	}
 	if hidesDotSegment(cleanPath(c.Request().URL.EscapedPath())) {
 		// Refused before the pick: no rotation step is spent on it.
-		return c.String(http.StatusBadRequest, "bad request: the path hides a dot segment behind an escaped slash (%2F) or a backslash\n")
+		return c.String(http.StatusBadRequest, "bad request: the path hides a dot segment (behind an escaped slash or a backslash, a \";\" parameter, or a double escape such as %252e)\n")
 	}
 	for try := 0; ; try++ {
 		b, err := f.pick(c.Request())

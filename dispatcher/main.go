@@ -7,7 +7,7 @@
 // Usage:
 //
 //	dispatcher              serve on PORT; on ADMIN_PORT /healthz, /readyz, /metrics and the dashboard
-//	dispatcher healthcheck  exit 0 if the dispatcher on ADMIN_PORT answers /healthz
+//	dispatcher healthcheck  exit 0 if the dispatcher on ADMIN_PORT is ready: /readyz answers 200
 //	dispatcher check        read the settings as a start does, print them as NAME=value (check.go)
 //
 // With MODE=proxy it forwards the request to that backend instead and relays
@@ -60,7 +60,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	if len(args) > 0 {
 		if args[0] == "healthcheck" {
-			return app.Healthcheck(ctx, app.LocalURL(cfg.adminPort, "/healthz"))
+			return app.Healthcheck(ctx, app.LocalURL(cfg.adminPort, "/readyz"))
 		}
 		if args[0] == "check" {
 			return checkConfig(cfg, getenv, os.Stdout)

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/spreadlb/spread/internal/store"
 )
 
 // upstream is an httptest server standing in for the project's backend: it
@@ -508,6 +510,9 @@ func TestProxyAndRedirectGiveTheSamePath(t *testing.T) {
 		{"//evil.example/../x", "/app//x"},
 		{"/a%2Fb/../c%20d", "/app/c%20d"},
 		{"/..%2F..%2Fetc", ""}, // refused
+		{"/..;/x", ""},         // refused: ";" parameters
+		{"/%252e%252e/x", ""},  // refused: escaped twice
+		{"/shop;id=1/a.b", "/app/shop;id=1/a.b"},
 	} {
 		rec := r.do("GET", tc.path)
 		redirected := ""
@@ -529,6 +534,52 @@ func TestProxyAndRedirectGiveTheSamePath(t *testing.T) {
 		}
 		if tc.want == "" && (rec.Code != http.StatusBadRequest || status != "HTTP/1.1 400 Bad Request") {
 			t.Errorf("GET %s: got %d redirecting and %q proxying, want 400 in both", tc.path, rec.Code, status)
+		}
+	}
+}
+
+// CONNECT asks for a tunnel to the host it names, which the dispatcher is
+// not: both modes answer 405 with an Allow header, before the pick (no
+// rotation step), and nothing reaches a backend. Before, proxy mode forwarded
+// it as "CONNECT /app/", and redirect mode spent a step on a redirect that
+// no client follows for CONNECT.
+func TestConnectIsRefusedInBothModes(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b := newBackend(t, "b1", nil)
+	p := startServe(t, ctx, proxyEnv(), b.srv.URL+"/app/")
+	r := newStack(t, http.StatusFound)
+	r.seed(t, b.srv.URL+"/app/")
+
+	for _, target := range []string{"example.com:443", strings.TrimPrefix(b.srv.URL, "http://"), "/app/"} {
+		rec := r.do(http.MethodConnect, target)
+		if rec.Code != http.StatusMethodNotAllowed || rec.Header().Get("Location") != "" || !strings.Contains(rec.Header().Get("Allow"), "GET") {
+			t.Errorf("redirect mode, CONNECT %s: got %d, Location %q, Allow %q; want 405, no Location, an Allow listing GET",
+				target, rec.Code, rec.Header().Get("Location"), rec.Header().Get("Allow"))
+		}
+
+		conn, err := net.Dial("tcp", p.ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "CONNECT %s HTTP/1.1\r\nHost: x\r\n\r\n", target)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: http.MethodConnect})
+		if err != nil {
+			t.Fatalf("proxy mode, CONNECT %s: %v", target, err)
+		}
+		resp.Body.Close()
+		conn.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed || !strings.Contains(resp.Header.Get("Allow"), "GET") {
+			t.Errorf("proxy mode, CONNECT %s: got %s, Allow %q; want 405 and an Allow listing GET", target, resp.Status, resp.Header.Get("Allow"))
+		}
+	}
+	if n := b.hits.Load(); n != 0 {
+		t.Errorf("the backend got %d requests, want none", n)
+	}
+	for mode, st := range map[string]*store.Store{"redirect": r.store, "proxy": p.store} {
+		if tally, _ := st.Tally(ctx); len(tally) != 0 {
+			t.Errorf("%s mode: CONNECT took rotation steps: tally %v, want none", mode, tally)
 		}
 	}
 }

@@ -74,6 +74,9 @@ func cleanPath(p string) string {
 	if !strings.Contains(p, ".") && !strings.Contains(p, "%2") {
 		return p // no dot segment possible: the usual case, untouched
 	}
+	if !hasDotSegment(p) {
+		return p // dots only inside names ("app.js"): untouched, no allocation
+	}
 	segs := strings.Split(p[1:], "/")
 	out := make([]string, 0, len(segs))
 	for i, s := range segs {
@@ -97,45 +100,134 @@ func cleanPath(p string) string {
 	return "/" + strings.Join(out, "/")
 }
 
-// dots is 1 for a segment that decodes to ".", 2 for "..", else 0.
-func dots(seg string) int {
-	if len(seg) > 6 || (seg != "" && seg[0] != '.' && seg[0] != '%') {
-		return 0
+// hasDotSegment reports whether a segment of the escaped path p (after its
+// leading "/") is a dot segment, as dots counts them.
+func hasDotSegment(p string) bool {
+	for rest := p[1:]; ; {
+		seg, more, found := strings.Cut(rest, "/")
+		if dots(seg) != 0 {
+			return true
+		}
+		if !found {
+			return false
+		}
+		rest = more
 	}
-	switch d, _ := url.PathUnescape(seg); d {
-	case ".":
-		return 1
-	case "..":
-		return 2
-	}
-	return 0
 }
 
-// hidesDotSegment reports whether the escaped path p, once decoded, has a
-// "." or ".." segment between slashes or backslashes. After cleanPath only
-// an escaped slash ("/..%2F..%2Fetc") or a backslash can hide one there, and
-// a backend that decodes the path before resolving it (most do) would climb
-// out of its prefix with it, so the dispatcher refuses such a request (400)
-// in both modes rather than guess which slashes the backend means.
+// dots is 1 for a segment that decodes to ".", 2 for "..", else 0: a
+// segment made of one or two dots, each "." or "%2e" ("%2E").
+func dots(seg string) int {
+	n := 0
+	for i := 0; i < len(seg); n++ {
+		switch {
+		case seg[i] == '.':
+			i++
+		case len(seg)-i >= 3 && seg[i] == '%' && seg[i+1] == '2' && (seg[i+2] == 'e' || seg[i+2] == 'E'):
+			i += 3
+		default:
+			return 0
+		}
+	}
+	if n > 2 {
+		return 0
+	}
+	return n
+}
+
+// hidesDotSegment reports whether the escaped path p hides a "." or ".."
+// segment that a backend could resolve, though cleanPath left none in the
+// URL. A backend may see one
+//
+//   - between escaped slashes or backslashes, once it decodes the path
+//     ("/..%2F..%2Fetc", "/..%5Cx", "/..\\x");
+//   - in a segment with ";" parameters, which a Tomcat-style backend drops
+//     before it resolves dot segments ("/..;/x", "/..;jsessionid=1/");
+//   - behind an escape escaped again, once it decodes the path twice or
+//     more ("/%252e%252e/x", "/..%252F..%252Fetc").
+//
+// So every decoding of p, from none to as many as change it, is split at
+// "/" and "\\", each segment is cut at its first ";", and a "." or ".."
+// found is refused (400), in both modes, rather than guessing how often the
+// backend decodes or whether it reads parameters. A path without a "." or
+// "%2" cannot hide one (every escape of "." or "%" starts with "%2"); one
+// without a percent-escape is checked without allocating.
 func hidesDotSegment(p string) bool {
 	if !strings.Contains(p, ".") && !strings.Contains(p, "%2") {
-		return false // no dot at all, plain or escaped: the usual case, no allocation
+		return false // no dot at all, plain or escaped: the usual case
 	}
-	d, err := url.PathUnescape(p)
-	if err != nil {
-		return true
+	for {
+		if dotSegmentIn(p) {
+			return true
+		}
+		d := unescapeValid(p)
+		if d == p {
+			return false
+		}
+		p = d // shorter by two bytes per escape: the loop ends
 	}
+}
+
+// dotSegmentIn reports whether p, split at "/" and "\\", has a segment that
+// is "." or ".." once cut at its first ";".
+func dotSegmentIn(p string) bool {
 	start := 0
-	for i := 0; i <= len(d); i++ {
-		if i < len(d) && d[i] != '/' && d[i] != '\\' {
+	for i := 0; i <= len(p); i++ {
+		if i < len(p) && p[i] != '/' && p[i] != '\\' {
 			continue
 		}
-		if s := d[start:i]; s == "." || s == ".." {
+		s := p[start:i]
+		if j := strings.IndexByte(s, ';'); j >= 0 {
+			s = s[:j]
+		}
+		if s == "." || s == ".." {
 			return true
 		}
 		start = i + 1
 	}
 	return false
+}
+
+// unescapeValid decodes every valid %XX escape of s and keeps the rest as
+// it is ("%zz", a "%" at the end), as a lenient backend decodes a path. It
+// returns s itself, without allocating, when s holds no valid escape.
+func unescapeValid(s string) string {
+	first := -1
+	for i := 0; i+2 < len(s); i++ {
+		if s[i] == '%' && ishex(s[i+1]) && ishex(s[i+2]) {
+			first = i
+			break
+		}
+	}
+	if first < 0 {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	b.WriteString(s[:first])
+	for i := first; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && ishex(s[i+1]) && ishex(s[i+2]) {
+			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
+			i += 2
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func ishex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= 'a':
+		return c - 'a' + 10
+	case c >= 'A':
+		return c - 'A' + 10
+	}
+	return c - '0'
 }
 
 // escapeQuery percent-encodes the bytes of a raw query that do not belong in

@@ -10,6 +10,8 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -98,6 +100,12 @@ func TestRedirectKeepsPathQueryAndMethod(t *testing.T) {
 		{"GET", "/../x", "http://b.example:5000/app/x"},
 		{"GET", "/%2e%2e/%2E./.%2e/x?y=1", "http://b.example:5000/app/x?y=1"},
 		{"GET", "/a/b/../../../../etc", "http://b.example:5000/app/etc"},
+		// Look like the refused ones (TestPathsHidingDotSegmentsAreRefused),
+		// hide no dot segment, and pass unchanged.
+		{"GET", "/shop;jsessionid=1/cart", "http://b.example:5000/app/shop;jsessionid=1/cart"},
+		{"GET", "/a..;b/.x;y/;..", "http://b.example:5000/app/a..;b/.x;y/;.."},
+		{"GET", "/100%25/v1.2/a.txt", "http://b.example:5000/app/100%25/v1.2/a.txt"},
+		{"GET", "/%25zz/%252/x.y", "http://b.example:5000/app/%25zz/%252/x.y"},
 	}
 	for _, tc := range tests {
 		rec := s.do(tc.method, tc.target)
@@ -119,7 +127,12 @@ func TestRedirectKeepsPathQueryAndMethod(t *testing.T) {
 func TestPathsHidingDotSegmentsAreRefused(t *testing.T) {
 	s := newStack(t, http.StatusFound)
 	s.seed(t, "http://b.example:5000/app/")
-	for _, target := range []string{"/..%2F..%2Fetc", "/a/..%2f", "/%2e%2e%5cx", "/x/.%2F"} {
+	for _, target := range []string{"/..%2F..%2Fetc", "/a/..%2f", "/%2e%2e%5cx", "/x/.%2F",
+		// Path parameters: a Tomcat-style backend drops ";..." from each
+		// segment, and "..;" becomes "..".
+		"/..;/x", "/a/..;jsessionid=1/..;/etc", "/.;/x", "/.;x/y", "/%2e%2e;x/y", "/..%3B/x", "/..;%5Cx",
+		// Escaped twice or more: a backend that decodes twice sees "..".
+		"/%252e%252e/x", "/.%252E/x", "/%25252e%25252e/x", "/..%252F..%252Fetc", "/x/%252e"} {
 		rec := s.do("GET", target)
 		if rec.Code != http.StatusBadRequest || rec.Header().Get("Location") != "" {
 			t.Errorf("GET %s: got %d, Location %q; want 400 and none", target, rec.Code, rec.Header().Get("Location"))
@@ -127,6 +140,22 @@ func TestPathsHidingDotSegmentsAreRefused(t *testing.T) {
 	}
 	if tally, _ := s.store.Tally(context.Background()); len(tally) != 0 {
 		t.Errorf("refused requests took rotation steps: tally %v, want none", tally)
+	}
+}
+
+// The path checks (cleanPath, hidesDotSegment) allocate nothing for a path
+// that has no percent-escape and no dot segment, dots in names and ";"
+// parameters included: every request pays for them.
+func TestPathChecksAllocateNothingForOrdinaryPaths(t *testing.T) {
+	for _, p := range []string{"/", "/some/path", "/static/app.min.js", "/v1.2/a..b/.well-known/x",
+		"/shop;jsessionid=1/cart", "/a..;b/c"} {
+		if n := testing.AllocsPerRun(100, func() {
+			if hidesDotSegment(cleanPath(p)) {
+				t.Fatalf("%s: refused", p)
+			}
+		}); n != 0 {
+			t.Errorf("%s: got %v allocations per path, want 0", p, n)
+		}
 	}
 }
 
@@ -218,10 +247,13 @@ func TestTarget(t *testing.T) {
 // a header line). Its path stays under the entry's path "/app/": it holds
 // no dot segment, escaped or not, that a browser would resolve, and, unless
 // the front refuses the request (hidesDotSegment), none once decoded that a
-// backend would.
+// backend would, nor once decoded again or stripped of ";" parameters.
 func FuzzTarget(f *testing.F) {
+	escape := regexp.MustCompile(`%[0-9A-Fa-f]{2}`)
 	for _, s := range []string{"/", "/a?b=c", "//evil.example", "/\\evil", "/%0d%0a", "/?#x", "/@evil", "/..//..", "*",
-		"/%2e%2e/x", "/.%2E/./", "/..%2f..%2fetc", "/a/../../b", "/..\\x"} {
+		"/%2e%2e/x", "/.%2E/./", "/..%2f..%2fetc", "/a/../../b", "/..\\x",
+		"/..;/x", "/a/..;x/..;/b", "/.;/x", "/..%3b/x", "/shop;jsessionid=1/cart",
+		"/%252e%252e/x", "/..%252F..%252Fetc", "/%25252e%25252E/x", "/100%25/a.txt", "/%25zz/%252/x"} {
 		f.Add(s)
 	}
 	bk, _ := backend.Parse("http://backend1:5000/app")
@@ -261,6 +293,21 @@ func FuzzTarget(f *testing.F) {
 		for _, seg := range strings.FieldsFunc(u.Path, func(r rune) bool { return r == '/' || r == '\\' }) {
 			if seg == "." || seg == ".." {
 				t.Fatalf("request %q: Location %q decodes to %q, with a dot segment", requestURI, loc, u.Path)
+			}
+		}
+		// Nor once a backend drops ";" parameters from its segments
+		// (Tomcat: "..;x" is "..") or decodes the path again, up to eight
+		// times, leniently ("%252e" is "%2e", then "."; "%zz" stays).
+		deep := u.Path
+		for range 8 {
+			deep = escape.ReplaceAllStringFunc(deep, func(e string) string {
+				c, _ := strconv.ParseUint(e[1:], 16, 8)
+				return string([]byte{byte(c)})
+			})
+		}
+		for _, seg := range strings.FieldsFunc(deep, func(r rune) bool { return r == '/' || r == '\\' }) {
+			if seg, _, _ = strings.Cut(seg, ";"); seg == "." || seg == ".." {
+				t.Fatalf("request %q: Location %q reaches the backend as %q, a dot segment once decoded again or without parameters", requestURI, loc, deep)
 			}
 		}
 	})

@@ -249,11 +249,16 @@ func parseSeed(args []string, getenv func(string) string) (action, error) {
 	}
 	var weights *weighted // set when a URL has a weight, URL*N
 	if hasWeights(urls) {
-		w, err := weigh(urls)
+		w, err := weigh(urls) // normalizes each URL
 		if err != nil {
 			return nil, err
 		}
 		weights, urls = &w, w.list
+	} else {
+		urls = slices.Clone(urls)
+		for i, u := range urls {
+			urls[i] = normalize(u)
+		}
 	}
 	ops := []store.Op{store.OpSeed, store.OpList}
 	if probes.m != nil {
@@ -288,6 +293,7 @@ func parseAdd(args []string, _ func(string) string) (action, error) {
 		// means ordering the whole list again.
 		return nil, fmt.Errorf("%w: seeder add %q: add takes a URL without a weight; to weigh URLs, seed the whole list: seeder seed URL*N URL ...", errUsage, u)
 	}
+	u = normalize(u)
 	return func(ctx context.Context, st *store.Store, stdout io.Writer) error {
 		n, err := st.Add(ctx, u)
 		if err != nil {
@@ -302,9 +308,21 @@ func parseRemove(args []string, _ func(string) string) (action, error) {
 	if len(args) != 1 || args[0] == "" {
 		return nil, fmt.Errorf("%w: seeder remove URL (exactly one URL)", errUsage)
 	}
-	u := args[0]
+	typed := args[0]
+	u := normalize(typed)
 	return func(ctx context.Context, st *store.Store, stdout io.Writer) error {
 		n, err := st.Remove(ctx, u)
+		if typed != u && (err == nil || errors.Is(err, store.ErrNotInList)) {
+			// An entry stored as typed, before the seeder normalized
+			// entries, or by hand: the same backend, removed too.
+			m, err2 := st.Remove(ctx, typed)
+			switch {
+			case err2 == nil:
+				n, err = n+m, nil
+			case !errors.Is(err2, store.ErrNotInList):
+				return err2
+			}
+		}
 		if err != nil {
 			return err
 		}
@@ -341,11 +359,18 @@ func parseProbe(args []string, _ func(string) string) (action, error) {
 	case len(args) == 0 || len(args) == 1 && args[0] == "list":
 		return listProbes, nil
 	case len(args) == 2 && args[0] == "remove":
+		// The probe hash names origins as ParseOrigin writes them, scheme
+		// and host in lower case (as Normalize writes entries); an
+		// invalid one, written by hand, is removed as typed.
+		o, err := backend.ParseOrigin(args[1])
+		if err != nil {
+			o = args[1]
+		}
 		return func(ctx context.Context, st *store.Store, w io.Writer) error {
-			if err := st.RemoveProbe(ctx, args[1]); err != nil {
+			if err := st.RemoveProbe(ctx, o); err != nil {
 				return err
 			}
-			fmt.Fprintf(w, "%s is probed at its own address again\n", args[1])
+			fmt.Fprintf(w, "%s is probed at its own address again\n", o)
 			return nil
 		}, nil
 	case len(args) == 2 && strings.Contains(args[0], ":"):
@@ -360,6 +385,17 @@ func parseProbe(args []string, _ func(string) string) (action, error) {
 		}, nil
 	}
 	return nil, fmt.Errorf("%w: seeder probe ORIGIN PROBE_ORIGIN, seeder probe [list] or seeder probe remove ORIGIN", errUsage)
+}
+
+// normalize is u as the list stores it, scheme and host in lower case
+// (backend.Normalize), so that two spellings of one backend are one entry;
+// a URL that backend.Parse refuses is returned as typed, for the store to
+// refuse naming it (seed, add) or for remove to find a hand-made entry.
+func normalize(u string) string {
+	if n, err := backend.Normalize(u); err == nil {
+		return n
+	}
+	return u
 }
 
 // count is "1 entry", "2 entries", "0 entries".

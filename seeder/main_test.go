@@ -167,6 +167,64 @@ func TestListAddRemove(t *testing.T) {
 	}
 }
 
+// Scheme and host are case-insensitive (RFC 3986, 6.2.2.1): seed, add and
+// SERVERS store them in lower case and the path as typed, so two spellings
+// of one backend are one entry (least-conn and p2c count per entry);
+// weights of two spellings add up; remove and probe find an entry whatever
+// the spelling. An entry written in upper case before (by hand, or by an
+// older seeder) is still removed by its own spelling.
+func TestSchemeAndHostAreStoredInLowerCase(t *testing.T) {
+	srv := redistest.Start(t)
+	steps := []struct {
+		args []string
+		env  map[string]string
+		want []string // LRANGE after
+	}{
+		{[]string{"seed", "HTTP://UPPER:5000/App", "http://upper:5000/App"}, nil, []string{"http://upper:5000/App", "http://upper:5000/App"}},
+		{[]string{"seed"}, map[string]string{"SERVERS": "Https://B.Example/X%2Fy"}, []string{"https://b.example/X%2Fy"}},
+		{[]string{"add", "HTTP://C.EXAMPLE:1"}, nil, []string{"https://b.example/X%2Fy", "http://c.example:1"}},
+		{[]string{"remove", "HTTPS://b.EXAMPLE/X%2Fy"}, nil, []string{"http://c.example:1"}},
+		// One URL in two spellings: one backend of weight 3, not two.
+		{[]string{"seed", "HTTP://A:1*2", "http://a:1", "http://b:2"}, nil, []string{"http://a:1", "http://a:1", "http://b:2", "http://a:1"}},
+	}
+	for _, st := range steps {
+		if out, err := seeder(t, srv, st.env, st.args...); err != nil {
+			t.Fatalf("seeder %q: %v (output %q)", st.args, err, out)
+		}
+		if got := lrange(t, srv); !slices.Equal(got, st.want) {
+			t.Errorf("seeder %q: LRANGE got %q, want %q", st.args, got, st.want)
+		}
+	}
+	out, err := seeder(t, srv, nil, "remove", "HTTP://A:1")
+	if want := "removed http://a:1 from \"servers\" (3 occurrences; 1 entry left)\n"; err != nil || out != want {
+		t.Errorf("remove HTTP://A:1: got (%q, %v), want %q", out, err, want)
+	}
+	// Written as typed by hand: its own spelling removes it, and so does
+	// its lower-case one where it was the same backend.
+	srv.Client.RPush(context.Background(), "servers", "HTTP://OLD:1", "http://old:1")
+	out, err = seeder(t, srv, nil, "remove", "HTTP://OLD:1")
+	if want := "removed http://old:1 from \"servers\" (2 occurrences; 1 entry left)\n"; err != nil || out != want {
+		t.Errorf("remove HTTP://OLD:1: got (%q, %v), want %q", out, err, want)
+	}
+	if got, want := lrange(t, srv), []string{"http://b:2"}; !slices.Equal(got, want) {
+		t.Errorf("LRANGE: got %q, want %q", got, want)
+	}
+
+	for _, st := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"probe", "HTTP://LOCALHOST:5000", "HTTP://Backend1:5000"}, "http://localhost:5000 is probed at http://backend1:5000/healthz\n"},
+		{[]string{"probe"}, "http://localhost:5000 http://backend1:5000\n"},
+		{[]string{"probe", "remove", "HTTP://LocalHost:5000"}, "http://localhost:5000 is probed at its own address again\n"},
+		{[]string{"probe"}, ""},
+	} {
+		if out, err := seeder(t, srv, nil, st.args...); err != nil || out != st.want {
+			t.Errorf("seeder %q: got (%q, %v), want %q", st.args, out, err, st.want)
+		}
+	}
+}
+
 // The probe addresses: set with seed -probe (replacing them all, in the
 // same step as the list) or probe ORIGIN PROBE_ORIGIN, listed, removed.
 func TestProbe(t *testing.T) {
@@ -196,9 +254,12 @@ func TestProbe(t *testing.T) {
 			t.Errorf("seeder %q: got (%q, %v), want %q", st.args, out, err, st.want)
 		}
 	}
+	// An origin without a probe address: the message names the probe
+	// hash as what it is, not as the rotation list.
 	_, err = seeder(t, srv, nil, "probe", "remove", "http://nowhere:1")
-	if !errors.Is(err, store.ErrNotInList) || exitCode(err) != 1 {
-		t.Errorf("probe remove of an unknown origin: got %v (exit %d), want ErrNotInList (exit 1)", err, exitCode(err))
+	if want := `no probe address set for "http://nowhere:1" in "{servers}:probe"`; !errors.Is(err, store.ErrNoProbe) ||
+		exitCode(err) != 1 || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "rotation list") {
+		t.Errorf("probe remove of an unknown origin: got %v (exit %d), want ErrNoProbe saying %s (exit 1)", err, exitCode(err), want)
 	}
 }
 

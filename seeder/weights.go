@@ -24,9 +24,10 @@ func hasWeights(args []string) bool {
 	return slices.ContainsFunc(args, backend.HasWeight)
 }
 
-// weigh parses every argument as URL or URL*N and spreads the entries with
-// backend.Spread. A bad weight is an error naming its argument; the URLs
-// themselves are validated by the store before anything is written.
+// weigh parses every argument as URL or URL*N, normalizes each URL (so that
+// two spellings of one backend add their weights) and spreads the entries
+// with backend.Spread. A bad weight is an error naming its argument; the
+// URLs themselves are validated by the store before anything is written.
 func weigh(args []string) (weighted, error) {
 	var ws []backend.Weighted
 	for _, a := range args {
@@ -34,6 +35,7 @@ func weigh(args []string) (weighted, error) {
 		if err != nil {
 			return weighted{}, err
 		}
+		w.URL = normalize(w.URL)
 		ws = append(ws, w)
 	}
 	serve, separated := backend.Spread(ws)

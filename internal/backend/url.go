@@ -1,5 +1,6 @@
 // Package backend says what a backend entry is: Parse validates the URLs that
-// the seeder writes and the dispatcher sends clients to, ParseOrigin the
+// the seeder writes and the dispatcher sends clients to, Normalize gives the
+// one spelling the seeder stores (scheme and host in lower case), ParseOrigin the
 // origins that health checks probe, and Weighted and Spread turn weights into
 // the order of a plain list of entries.
 package backend
@@ -107,6 +108,26 @@ func Parse(s string) (*url.URL, error) {
 		return nil, invalid("has an empty port")
 	}
 	return u, nil
+}
+
+// Normalize returns the backend address s as the seeder stores it: s as
+// Parse accepts it (the same error otherwise), with its scheme and host in
+// lower case and the rest, port and path, exactly as typed. Scheme and host
+// are case-insensitive (RFC 3986, 6.2.2.1), so "HTTP://Backend1:5000/App"
+// and "http://backend1:5000/App" are one backend, and must be one entry to
+// the strategies that count per entry (least-conn, p2c, the tally, the down
+// set); the path is the backend's to interpret, so its case and escapes are
+// kept.
+func Normalize(s string) (string, error) {
+	u, err := Parse(s)
+	if err != nil {
+		return "", err
+	}
+	// Parse accepted s, so it is scheme "://" host[:port] [path]: no user
+	// info, and no percent-escape in the host (url.Parse refuses one there),
+	// so u.Host is the authority as typed.
+	k := len(u.Scheme) + len("://") + len(u.Host)
+	return strings.ToLower(s[:k]) + s[k:], nil
 }
 
 // ValidHost accepts an IP address, or a DNS name: dot-separated labels of

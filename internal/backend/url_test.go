@@ -110,13 +110,34 @@ func ExampleParse() {
 // FuzzParse: whatever Parse accepts is an http(s) URL with a
 // host, no user info, and nothing that could break a header line.
 func FuzzParse(f *testing.F) {
-	for _, s := range []string{"http://a:5000", "https://a/b", "javascript:x", "//a", "http://a\r\n", "http://u@a", "http://[::1]:1"} {
+	for _, s := range []string{"http://a:5000", "https://a/b", "javascript:x", "//a", "http://a\r\n", "http://u@a", "http://[::1]:1",
+		"HTTP://UPPER/Path", "hTTps://[2001:DB8::A]:443/%7E/%2f"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		u, err := Parse(s)
 		if err != nil {
+			if _, nerr := Normalize(s); nerr == nil {
+				t.Fatalf("%q: Parse refuses it (%v), Normalize accepts it", s, err)
+			}
 			return
+		}
+		// Normalize: valid, idempotent, scheme and host in lower case,
+		// the path exactly as typed.
+		n, err := Normalize(s)
+		if err != nil {
+			t.Fatalf("%q: Parse accepts it, Normalize refuses it: %v", s, err)
+		}
+		nu, err := Parse(n)
+		if err != nil {
+			t.Fatalf("Normalize(%q) = %q, which Parse refuses: %v", s, n, err)
+		}
+		if again, _ := Normalize(n); again != n {
+			t.Fatalf("Normalize(%q) = %q, but Normalize(%q) = %q", s, n, n, again)
+		}
+		k := len(u.Scheme) + len("://") + len(u.Host) // where the path starts
+		if nu.Host != strings.ToLower(u.Host) || nu.Scheme != u.Scheme || len(n) != len(s) || n[:k] != strings.ToLower(s[:k]) || n[k:] != s[k:] {
+			t.Fatalf("Normalize(%q) = %q: want scheme %q and host %q, then the path as typed", s, n, u.Scheme, strings.ToLower(u.Host))
 		}
 		if u.Scheme != "http" && u.Scheme != "https" {
 			t.Fatalf("%q accepted with scheme %q", s, u.Scheme)
@@ -162,6 +183,30 @@ func TestTruncate(t *testing.T) {
 	for _, tc := range tests {
 		if got := Truncate(tc.in); got != tc.want {
 			t.Errorf("Truncate(%d bytes): got %q, want %q", len(tc.in), got, tc.want)
+		}
+	}
+}
+
+// Normalize lower-cases the scheme and host (RFC 3986, 6.2.2.1) and keeps
+// the rest as typed; what Parse refuses, it refuses.
+func TestNormalize(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"HTTP://UPPER", "http://upper"},
+		{"http://upper", "http://upper"},
+		{"HTTPS://Example.COM:8443/App/Path/", "https://example.com:8443/App/Path/"},
+		{"Http://Backend_1:5000/%7Euser/%2F/", "http://backend_1:5000/%7Euser/%2F/"},
+		{"http://[2001:DB8::A]:80/X", "http://[2001:db8::a]:80/X"},
+		{"http://LOCALHOST.:5000/caf%C3%A9", "http://localhost.:5000/caf%C3%A9"},
+	}
+	for _, tc := range tests {
+		got, err := Normalize(tc.in)
+		if err != nil || got != tc.want {
+			t.Errorf("Normalize(%q): got (%q, %v), want %q", tc.in, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"", "javascript:alert(1)", "HTTP://u@X", "http://X/?q=1", "//X"} {
+		if got, err := Normalize(bad); !errors.Is(err, ErrInvalidURL) || got != "" {
+			t.Errorf("Normalize(%q): got (%q, %v), want ErrInvalidURL", bad, got, err)
 		}
 	}
 }

@@ -146,8 +146,19 @@ func (s *Store) SetProbe(ctx context.Context, origin, probe string) error {
 	return s.classifyOp(s.rdb.HSet(ctx, s.keys.probes, o, p).Err(), "HSET "+s.keys.probes)
 }
 
+// ErrNoProbe: RemoveProbe was asked for an origin that has no probe address.
+// errors.Is also matches it to ErrNotInList, which RemoveProbe returned
+// before it had a sentinel of its own, so that callers testing for that keep
+// working; its message says what it is.
+var ErrNoProbe error = noProbe{}
+
+type noProbe struct{}
+
+func (noProbe) Error() string        { return "no probe address set" }
+func (noProbe) Is(target error) bool { return target == ErrNotInList }
+
 // RemoveProbe removes origin's probe address: it is probed at its own
-// address again. An origin without one gives ErrNotInList.
+// address again. An origin without one gives ErrNoProbe.
 func (s *Store) RemoveProbe(ctx context.Context, origin string) error {
 	o, err := backend.ParseOrigin(origin)
 	if err != nil {
@@ -158,7 +169,7 @@ func (s *Store) RemoveProbe(ctx context.Context, origin string) error {
 		return s.classifyOp(err, "HDEL "+s.keys.probes)
 	}
 	if n == 0 {
-		return fmt.Errorf("%q: %w %q", origin, ErrNotInList, s.keys.probes)
+		return fmt.Errorf("%w for %q in %q: it is probed at its own address already", ErrNoProbe, origin, s.keys.probes)
 	}
 	return nil
 }

@@ -60,22 +60,7 @@ func TestLeastConnThroughTheDispatcher(t *testing.T) {
 		})
 	}
 	waitFor(t, "two requests are held", func() bool { return hs[0].count()+hs[1].count()+hs[2].count() == 2 })
-	free := -1
-	for i, h := range hs {
-		if h.count() == 0 {
-			free = i
-		}
-	}
-	for range 3 {
-		resp, err := http.Get(s.main + "/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if got := resp.Header.Get("X-Backend"); got != bs[free].name {
-			t.Errorf("with two backends busy: got %q, want the idle %q", got, bs[free].name)
-		}
-	}
+	expectTheIdleOne(t, s, hs, bs, "with two backends busy")
 
 	fams := scrape(t, s.adm+"/metrics")
 	for i, b := range bs {
@@ -159,6 +144,28 @@ func TestEveryStrategyServes(t *testing.T) {
 			if got, ok := sample(scrape(t, s.adm+"/metrics"), "spread_hash_fallbacks_total", nil); !ok || got != 0 {
 				t.Errorf("hash/%s: spread_hash_fallbacks_total got %v (present %v), want 0", tc.mode, got, ok)
 			}
+		}
+	}
+}
+
+// expectTheIdleOne sends three requests while two of the three backends
+// hold one each, and checks that each goes to the idle one.
+func expectTheIdleOne(t *testing.T, s *served, hs []*holder, bs []*upstream, when string) {
+	t.Helper()
+	free := -1
+	for i, h := range hs {
+		if h.count() == 0 {
+			free = i
+		}
+	}
+	for range 3 {
+		resp, err := http.Get(s.main + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("X-Backend"); got != bs[free].name {
+			t.Errorf("%s: got %q, want the idle %q", when, got, bs[free].name)
 		}
 	}
 }

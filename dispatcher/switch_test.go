@@ -93,22 +93,7 @@ func TestStoredStrategySwitchesWhileRequestsFlow(t *testing.T) {
 
 	// least-conn sees p2c's two requests: the next one goes to the idle
 	// backend, every time.
-	free := -1
-	for i, h := range hs {
-		if h.count() == 0 {
-			free = i
-		}
-	}
-	for range 3 {
-		resp, err := http.Get(s.main + "/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if got := resp.Header.Get("X-Backend"); got != bs[free].name {
-			t.Errorf("least-conn with two requests held by p2c: got %q, want the idle %q", got, bs[free].name)
-		}
-	}
+	expectTheIdleOne(t, s, hs, bs, "least-conn with two requests held by p2c")
 	for _, h := range hs {
 		close(h.release)
 	}

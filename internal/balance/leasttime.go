@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spreadlb/spread/internal/app"
+	"github.com/spreadlb/spread/internal/backend"
 	"github.com/spreadlb/spread/internal/pool"
 )
 
@@ -89,33 +90,20 @@ func NewLeastTime(p *pool.Pool, in Counts, decay time.Duration) *LeastTime {
 
 // Pick compares two random backends and counts the request to the cheaper.
 func (l *LeastTime) Pick(context.Context, *http.Request) (Backend, error) {
-	c, err := l.cands.Get()
-	if err != nil {
-		return Backend{}, err
-	}
-	best := c.list[0]
-	if n := len(c.list); n > 1 {
-		i, j := twoOf(n)
-		a, b := c.list[i], c.list[j]
-		now := l.now()
+	now := l.now()
+	return pickOfTwo(l.cands, l.in, l, func(a, b backend.Weighted) bool {
 		l.mu.Lock()
-		ca, cb := l.cost(a.URL, a.Weight, now, c), l.cost(b.URL, b.Weight, now, c)
-		l.mu.Unlock()
-		if cb < ca {
-			a = b
-		}
-		best = a
-	}
-	l.in.Add(best.URL)
-	return Backend{URL: c.urls[best.URL], Entry: best.URL, by: l}, nil
+		defer l.mu.Unlock()
+		return l.cost(a.URL, a.Weight, now) < l.cost(b.URL, b.Weight, now)
+	})
 }
 
 // cost is entry's response time as of now, times its requests in flight
 // plus one, per unit of weight. The caller holds mu.
-func (l *LeastTime) cost(entry string, weight int, now time.Time, c *candidates) float64 {
+func (l *LeastTime) cost(entry string, weight int, now time.Time) float64 {
 	secs, ok := l.current(entry, now)
 	if !ok {
-		secs = l.median(now, c)
+		secs = l.median(now)
 	}
 	return secs * float64(l.in.Load(entry)+1) / float64(max(weight, 1))
 }
@@ -132,7 +120,11 @@ func (l *LeastTime) current(entry string, now time.Time) (float64, bool) {
 
 // median is the median of the measured candidates' averages now, 0 if
 // none is measured. The caller holds mu.
-func (l *LeastTime) median(now time.Time, c *candidates) float64 {
+func (l *LeastTime) median(now time.Time) float64 {
+	c, err := l.cands.Get()
+	if err != nil {
+		return 0
+	}
 	var v []float64
 	for _, w := range c.list {
 		if s, ok := l.current(w.URL, now); ok {

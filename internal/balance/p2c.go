@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/spreadlb/spread/internal/backend"
 	"github.com/spreadlb/spread/internal/pool"
 )
 
@@ -49,22 +50,30 @@ func NewP2C(p *pool.Pool, in Counts) *P2C {
 // Pick compares two random backends and counts the request to the less
 // loaded one.
 func (p *P2C) Pick(context.Context, *http.Request) (Backend, error) {
-	c, err := p.cands.Get()
+	return pickOfTwo(p.cands, p.in, p, func(a, b backend.Weighted) bool {
+		// a's load per weight is below b's: la/wa < lb/wb.
+		return p.in.Load(a.URL)*int64(b.Weight) < p.in.Load(b.URL)*int64(a.Weight)
+	})
+}
+
+// pickOfTwo is the power of two choices over cands: two different random
+// candidates, the first unless better says the second is better, counted
+// in in and heard of by by. One candidate alone is the pick.
+func pickOfTwo(cands *pool.View[*candidates], in Counts, by Finisher, better func(a, b backend.Weighted) bool) (Backend, error) {
+	c, err := cands.Get()
 	if err != nil {
 		return Backend{}, err
 	}
 	best := c.list[0]
 	if n := len(c.list); n > 1 {
 		i, j := twoOf(n)
-		a, b := c.list[i], c.list[j]
-		// a's load per weight is below b's: la/wa < lb/wb.
-		if p.in.Load(b.URL)*int64(a.Weight) < p.in.Load(a.URL)*int64(b.Weight) {
-			a = b
+		best = c.list[i]
+		if better(c.list[j], best) {
+			best = c.list[j]
 		}
-		best = a
 	}
-	p.in.Add(best.URL)
-	return Backend{URL: c.urls[best.URL], Entry: best.URL, by: p}, nil
+	in.Add(best.URL)
+	return Backend{URL: c.urls[best.URL], Entry: best.URL, by: by}, nil
 }
 
 // twoOf returns two different random indexes below n (n > 1).

@@ -41,6 +41,10 @@ import (
 var HashKeySetting = app.Setting{Name: "HASH_KEY", Default: "ip",
 	Usage: "STRATEGY=hash: what to hash: ip (the client address of the connection), header:NAME, cookie:NAME or query:NAME"}
 
+// HashMethodSetting is HASH_METHOD.
+var HashMethodSetting = app.Setting{Name: "HASH_METHOD", Default: "rendezvous",
+	Usage: "STRATEGY=hash: rendezvous: a backend leaving moves only its own keys; modulo: the key's hash modulo the number of backends, which moves most keys when one joins or leaves: for teaching only (the lab's churn scenario)"}
+
 // HashBalanceFactorSetting is HASH_BALANCE_FACTOR.
 var HashBalanceFactorSetting = app.Setting{Name: "HASH_BALANCE_FACTOR", Default: "",
 	Usage: "STRATEGY=hash, MODE=proxy: bounded loads: no backend takes more than ceil(FACTOR × the average) of the requests in flight, counted across dispatchers, and a key whose backend is full goes to the next in its own order; a number of 1 or more, such as 1.25; empty: off"}
@@ -50,7 +54,7 @@ func init() {
 		Name:     "hash",
 		Usage:    "rendezvous hashing on HASH_KEY: the same key goes to the same backend; no Redis per request",
 		Modes:    []Mode{Redirect, Proxy},
-		Settings: []app.Setting{HashKeySetting, HashBalanceFactorSetting},
+		Settings: []app.Setting{HashKeySetting, HashMethodSetting, HashBalanceFactorSetting},
 		Variants: []Variant{{Name: "hash-bounded", Settings: map[string]string{HashBalanceFactorSetting.Name: "1.25"}}},
 		Configure: func(getenv func(string) string, m Mode) (Plan, error) {
 			key, err := ParseHashKey(HashKeySetting.Get(getenv))
@@ -61,10 +65,21 @@ func init() {
 			if err != nil {
 				return Plan{}, err
 			}
+			modulo := false
+			switch v := HashMethodSetting.Get(getenv); v {
+			case "rendezvous":
+			case "modulo":
+				if factor > 0 {
+					return Plan{}, fmt.Errorf("%s=modulo and %s: want one or the other: bounded loads walk a key's rendezvous order", HashMethodSetting.Name, HashBalanceFactorSetting.Name)
+				}
+				modulo = true
+			default:
+				return Plan{}, fmt.Errorf("%s=%q: want rendezvous or modulo", HashMethodSetting.Name, v)
+			}
 			if factor == 0 {
 				return Plan{New: func(e Env) (Picker, error) {
 					h := NewHash(e.Pool, key)
-					h.onFallback = e.OnFallback
+					h.onFallback, h.modulo = e.OnFallback, modulo
 					return h, nil
 				}}, nil
 			}
@@ -160,6 +175,7 @@ func isTokenRune(r rune) bool {
 
 // Hash picks by rendezvous hashing on a request key.
 type Hash struct {
+	pool      *pool.Pool
 	key       HashKey
 	rr        *Local
 	nodes     *pool.View[[]hashNode]
@@ -167,6 +183,9 @@ type Hash struct {
 	// onFallback, if set, hears each request without the key
 	// (Env.OnFallback).
 	onFallback func()
+	// modulo picks the key's hash modulo the number of backends
+	// (HASH_METHOD=modulo), for teaching only.
+	modulo bool
 }
 
 type hashNode struct {
@@ -177,7 +196,7 @@ type hashNode struct {
 
 // NewHash returns a hash pick over p on key.
 func NewHash(p *pool.Pool, key HashKey) *Hash {
-	return &Hash{key: key, rr: NewLocal(p), nodes: pool.NewView(p, hashNodes)}
+	return &Hash{pool: p, key: key, rr: NewLocal(p), nodes: pool.NewView(p, hashNodes)}
 }
 
 // Pick returns the backend with the highest score for the request's key, or
@@ -197,6 +216,15 @@ func (h *Hash) Pick(ctx context.Context, r *http.Request) (Backend, error) {
 	nodes, err := h.nodes.Get()
 	if err != nil {
 		return Backend{}, err
+	}
+	if h.modulo {
+		// Over the entries, so that a backend of weight N gets N shares.
+		e, err := h.pool.Eligible()
+		if err != nil {
+			return Backend{}, err
+		}
+		x := e[mix64(fnv64(key))%uint64(len(e))]
+		return Backend{URL: x.URL, Entry: x.Raw}, nil
 	}
 	n := nodes[rendezvous(key, nodes)]
 	return Backend{URL: n.e.URL, Entry: n.e.Raw}, nil

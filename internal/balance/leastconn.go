@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
+	"sync"
 
+	"github.com/spreadlb/spread/internal/app"
 	"github.com/spreadlb/spread/internal/backend"
 	"github.com/spreadlb/spread/internal/pick"
 	"github.com/spreadlb/spread/internal/pool"
@@ -24,12 +27,30 @@ import (
 // Cost: one Redis round trip to pick and one to release, each shared with
 // the concurrent picks and releases. While Redis is down, picks fall back
 // to p2c over this dispatcher's own counts (Failover).
+//
+// LEAST_CONN_SCOPE=local counts only this dispatcher's own requests, as
+// nginx, HAProxy and Envoy do: no Redis on the request path, and each
+// dispatcher blind to the others' load. It is there to compare the two
+// (the lab's herd scenario).
+
+// LeastConnScopeSetting is LEAST_CONN_SCOPE.
+var LeastConnScopeSetting = app.Setting{Name: "LEAST_CONN_SCOPE", Default: "shared",
+	Usage: "STRATEGY=least-conn: shared: requests in flight counted across every dispatcher, in Redis; local: this dispatcher's own only, as nginx, HAProxy and Envoy count them"}
+
 func init() {
 	Register(Strategy{
-		Name:  "least-conn",
-		Usage: "MODE=proxy: the backend with the fewest requests in flight, counted in Redis across every dispatcher",
-		Modes: []Mode{Proxy},
-		Configure: func(func(string) string, Mode) (Plan, error) {
+		Name:     "least-conn",
+		Usage:    "MODE=proxy: the backend with the fewest requests in flight, counted in Redis across every dispatcher",
+		Modes:    []Mode{Proxy},
+		Settings: []app.Setting{LeastConnScopeSetting},
+		Configure: func(getenv func(string) string, _ Mode) (Plan, error) {
+			switch v := LeastConnScopeSetting.Get(getenv); v {
+			case "local":
+				return Plan{New: func(e Env) (Picker, error) { return NewLocalLeastConn(e.Pool), nil }}, nil
+			case "shared":
+			default:
+				return Plan{}, fmt.Errorf("%s=%q: want shared or local", LeastConnScopeSetting.Name, v)
+			}
 			return Plan{Needs: []Need{NeedInflight}, New: func(e Env) (Picker, error) {
 				in := e.Inflight()
 				in.SetEager(true)
@@ -73,6 +94,54 @@ func (l *LeastConn) Done(b Backend, _ Result) { l.in.Release(b.Entry) }
 // InFlight returns the requests in flight by entry, every dispatcher's, as
 // last read.
 func (l *LeastConn) InFlight() map[string]int64 { return l.in.Shared() }
+
+// LocalLeastConn picks the backend with the fewest of this dispatcher's own
+// requests in flight (LEAST_CONN_SCOPE=local). Ties go in rotation order.
+type LocalLeastConn struct {
+	cands *pool.View[*candidates]
+
+	mu   sync.Mutex
+	own  map[string]int64 // requests in flight by entry
+	turn int              // where the next tie-break starts
+}
+
+// NewLocalLeastConn returns a least-connections pick over p that counts
+// only its own requests.
+func NewLocalLeastConn(p *pool.Pool) *LocalLeastConn {
+	return &LocalLeastConn{cands: pool.NewView(p, candidatesOf), own: map[string]int64{}}
+}
+
+// Pick takes the least loaded backend, per unit of weight, and counts the
+// request to it.
+func (l *LocalLeastConn) Pick(context.Context, *http.Request) (Backend, error) {
+	c, err := l.cands.Get()
+	if err != nil {
+		return Backend{}, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := len(c.list)
+	best := -1
+	for k := range n {
+		i := (l.turn + k) % n
+		if best < 0 || l.own[c.list[i].URL]*int64(c.list[best].Weight) < l.own[c.list[best].URL]*int64(c.list[i].Weight) {
+			best = i
+		}
+	}
+	l.turn = (best + 1) % n
+	e := c.list[best].URL
+	l.own[e]++
+	return Backend{URL: c.urls[e], Entry: e, by: l}, nil
+}
+
+// Done releases the request's count.
+func (l *LocalLeastConn) Done(b Backend, _ Result) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.own[b.Entry]--; l.own[b.Entry] <= 0 {
+		delete(l.own, b.Entry)
+	}
+}
 
 // candidates are the distinct eligible entries of one snapshot, in pick
 // order, each with its weight (how often the list holds it): what the

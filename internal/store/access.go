@@ -20,10 +20,13 @@ type Op int
 // The operations, and the commands each sends (on the list "servers").
 const (
 	// OpRead: PING, LLEN, LRANGE servers, and SMEMBERS {servers}:down
-	// inside MULTI/EXEC (Read, Len, Ping, Entries). Every dispatcher.
+	// inside MULTI/EXEC (Read, Len, Ping, Entries); TIME, ZRANGE of
+	// {servers}:ejected and HGETALL of {servers}:since inside MULTI/EXEC
+	// (ReadExtras). Every dispatcher.
 	OpRead Op = iota
 	// OpRotate: the shared rotation's script (Next): EVALSHA, EVAL, LMOVE
-	// (RPOPLPUSH before Redis 6.2), SCARD, LLEN, SISMEMBER, HINCRBY.
+	// (RPOPLPUSH before Redis 6.2), SCARD, LLEN, SISMEMBER, HINCRBY, and
+	// ZCARD, TIME, ZRANGEBYSCORE of {servers}:ejected.
 	OpRotate
 	// OpHealth: the health checks' scripts and reports (ClaimLease,
 	// PublishDown, ReleaseLease, TakeReports): GET, SET, PEXPIRE, DEL on
@@ -36,7 +39,8 @@ const (
 	// ZRANGEBYSCORE, ZREMRANGEBYSCORE, ZADD, ZREM, HGETALL, HDEL, HSET, GET,
 	// SET, through EVALSHA/EVAL.
 	OpInflight
-	// OpSeed: `seeder seed` (Replace): DEL, RPUSH in MULTI/EXEC.
+	// OpSeed: `seeder seed` (Replace): DEL (of the list, the tally and
+	// {servers}:joined), RPUSH in MULTI/EXEC.
 	OpSeed
 	// OpSeedProbes: `seeder seed -probe` (ReplaceWithProbes) also: DEL,
 	// HSET on the probe hash.
@@ -47,8 +51,9 @@ const (
 	OpRemove
 	// OpProbes: `seeder probe`: HGETALL, HSET, HDEL on the probe hash.
 	OpProbes
-	// OpList: `seeder list` (Entries, Down, InFlight): LRANGE, SMEMBERS,
-	// and TIME, ZRANGE, HGETALL in MULTI/EXEC.
+	// OpList: `seeder list` (Entries, Down, InFlight, Members,
+	// Ejections): LRANGE, SMEMBERS, and TIME, ZRANGE, HGETALL in
+	// MULTI/EXEC; PTTL and GET of each registration.
 	OpList
 	// OpWatch: `seeder watch`: OpRotate, and HGETALL of the tally (Tally).
 	OpWatch
@@ -58,6 +63,19 @@ const (
 	OpStrategy
 	// OpSetStrategy: `seeder strategy` and POST /strategy: GET, SET, DEL.
 	OpSetStrategy
+	// OpReconcile: the lease holder's reconciler (Reconcile), through
+	// EVALSHA/EVAL: GET of the lease, TIME, LRANGE, RPUSH, LREM of the
+	// list, SMEMBERS, SREM of {servers}:members, PTTL of each
+	// {servers}:member:URL, HGETALL, HSET, HDEL of {servers}:joined,
+	// {servers}:since and {servers}:ejections, SMEMBERS of the down set,
+	// ZREMRANGEBYSCORE, ZRANGE, ZREM of {servers}:ejected. Every dispatcher
+	// that runs health checks.
+	OpReconcile
+	// OpEject: outlier ejection (Eject), through EVALSHA/EVAL: TIME,
+	// ZREMRANGEBYSCORE, ZSCORE, ZRANGE, ZADD of {servers}:ejected, HGET,
+	// HSET of {servers}:ejections, LRANGE of the list. MODE=proxy with
+	// EJECT_AFTER > 0.
+	OpEject
 )
 
 // probe is one command whose permission is checked, with arguments that
@@ -86,12 +104,27 @@ func (s *Store) checks(op Op) []probe {
 		eval := append([]any{"EVAL", "return 0", len(keys)}, toArgs(keys)...)
 		return []probe{p(sha...), p(eval...)}
 	}
-	rotate := append(script(stepScript, key, tally, down),
+	ejected, ejection, since := s.keys.ejected, s.keys.ejection, s.keys.since
+	members, joined, member := s.keys.members, s.keys.joined, s.keys.member+"x"
+	rotate := append(script(stepScript, key, tally, down, ejected),
 		probe{args: []any{"LMOVE", key, key, "RIGHT", "LEFT"}, alt: []any{"RPOPLPUSH", key, key}},
-		p("SCARD", down), p("LLEN", key), p("SISMEMBER", down, "x"), p("HINCRBY", tally, "x", 1))
+		p("SCARD", down), p("LLEN", key), p("SISMEMBER", down, "x"), p("HINCRBY", tally, "x", 1),
+		p("ZCARD", ejected), p("TIME"), p("ZRANGEBYSCORE", ejected, "-inf", 0))
 	switch op {
 	case OpRead:
-		return []probe{p("PING"), p("LLEN", key), p("LRANGE", key, 0, -1), p("SMEMBERS", down)}
+		return []probe{p("PING"), p("LLEN", key), p("LRANGE", key, 0, -1), p("SMEMBERS", down),
+			p("TIME"), p("ZRANGE", ejected, 0, -1, "WITHSCORES"), p("HGETALL", since)}
+	case OpReconcile:
+		return append(script(reconcileScript, lease, key, members, joined, since, down, ejected, ejection),
+			p("GET", lease), p("TIME"), p("LRANGE", key, 0, -1), p("RPUSH", key, "x"), p("LREM", key, 1, "x"),
+			p("SMEMBERS", members), p("SREM", members, "x"), p("PTTL", member),
+			p("HGETALL", joined), p("HSET", joined, "x", 1), p("HDEL", joined, "x"),
+			p("HGETALL", since), p("HSET", since, "x", 1), p("HDEL", since, "x"), p("HDEL", ejection, "x"),
+			p("SMEMBERS", down), p("ZREMRANGEBYSCORE", ejected, "-inf", 0), p("ZRANGE", ejected, 0, -1), p("ZREM", ejected, "x"))
+	case OpEject:
+		return append(script(ejectScript, ejected, ejection, key),
+			p("TIME"), p("ZREMRANGEBYSCORE", ejected, "-inf", 0), p("ZSCORE", ejected, "x"), p("ZRANGE", ejected, 0, -1),
+			p("ZADD", ejected, 0, "x"), p("LRANGE", key, 0, -1), p("HGET", ejection, "x"), p("HSET", ejection, "x", "y"))
 	case OpRotate:
 		return rotate
 	case OpHealth:
@@ -108,7 +141,7 @@ func (s *Store) checks(op Op) []probe {
 			p("ZADD", alive, 0, "x"), p("ZREM", alive, "x"), p("HGETALL", inflight), p("HDEL", inflight, "x"),
 			p("HSET", inflight, "x", 1), p("GET", turn), p("SET", turn, 0))
 	case OpSeed:
-		return []probe{p("DEL", key), p("DEL", tally), p("RPUSH", key, "x")}
+		return []probe{p("DEL", key), p("DEL", tally), p("DEL", joined), p("RPUSH", key, "x")}
 	case OpSeedProbes:
 		return []probe{p("DEL", probes), p("HSET", probes, "x", "y")}
 	case OpAdd:
@@ -119,7 +152,9 @@ func (s *Store) checks(op Op) []probe {
 		return []probe{p("HGETALL", probes), p("HSET", probes, "x", "y"), p("HDEL", probes, "x")}
 	case OpList:
 		return []probe{p("LRANGE", key, 0, -1), p("SMEMBERS", down), p("TIME"),
-			p("ZRANGE", alive, 0, -1, "WITHSCORES"), p("HGETALL", inflight)}
+			p("ZRANGE", alive, 0, -1, "WITHSCORES"), p("HGETALL", inflight),
+			p("SMEMBERS", members), p("HGETALL", joined), p("PTTL", member), p("GET", member),
+			p("ZRANGE", ejected, 0, -1, "WITHSCORES"), p("HGETALL", ejection)}
 	case OpWatch:
 		return append(rotate, p("HGETALL", tally))
 	case OpPing:
@@ -147,13 +182,31 @@ func (s *Store) checks(op Op) []probe {
 // every program (Read, the seeder's writes).
 func (s *Store) Missing(ctx context.Context, ops ...Op) ([]string, error) {
 	var all []probe
-	seen := map[string]bool{}
 	for _, op := range ops {
-		for _, p := range s.checks(op) {
-			if n := fmt.Sprint(p.args...); !seen[n] {
-				seen[n] = true
-				all = append(all, p)
-			}
+		all = append(all, s.checks(op)...)
+	}
+	return s.missing(ctx, all)
+}
+
+// MissingToRegister is Missing for a backend that registers as url
+// (members.go): PING; SET and DEL of its own {servers}:member:URL, SADD
+// of {servers}:members, and LRANGE of the list, which it reads on its way
+// out, to see its entry gone; MULTI and EXEC.
+func (s *Store) MissingToRegister(ctx context.Context, url string) ([]string, error) {
+	p := func(args ...any) probe { return probe{args: args} }
+	k := s.MemberKey(url)
+	return s.missing(ctx, []probe{p("PING"), p("SET", k, 1, "PX", 1), p("DEL", k), p("SADD", s.keys.members, url),
+		p("LRANGE", s.key, 0, -1)})
+}
+
+// missing runs the check of Missing over probes, each once.
+func (s *Store) missing(ctx context.Context, probes []probe) ([]string, error) {
+	var all []probe
+	seen := map[string]bool{}
+	for _, p := range probes {
+		if n := fmt.Sprint(p.args...); !seen[n] {
+			seen[n] = true
+			all = append(all, p)
 		}
 	}
 	conn, done, err := s.conn(ctx)
@@ -234,6 +287,19 @@ func (e *MissingError) Unwrap() error { return pick.ErrNoPermission }
 // command, or Missing's own error, or nil.
 func (s *Store) CheckAccess(ctx context.Context, ops ...Op) error {
 	missing, err := s.Missing(ctx, ops...)
+	if err != nil {
+		return err
+	}
+	if len(missing) > 0 {
+		return &MissingError{Key: s.key, Commands: missing}
+	}
+	return nil
+}
+
+// CheckRegister is MissingToRegister as an error, as CheckAccess is
+// Missing's.
+func (s *Store) CheckRegister(ctx context.Context, url string) error {
+	missing, err := s.MissingToRegister(ctx, url)
 	if err != nil {
 		return err
 	}

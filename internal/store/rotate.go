@@ -149,6 +149,13 @@ func (r *Rotation) parse(entry string) (*url.URL, error) {
 // down or invalid, the usual case, a pick is exactly one LMOVE, and the
 // down set costs one SCARD per batch.
 //
+// Entries ejected now (the sorted set KEYS[4], scored with the end of
+// their ejection; see eject.go) are stepped over the same way, read once
+// per batch (ZCARD, and only when it is not empty, TIME and
+// ZRANGEBYSCORE). If every other entry is down or invalid, a pick takes the
+// first ejected entry it passed rather than fail: an ejection takes a
+// backend out of a pool that has others, never the last one.
+//
 // Skipping known-invalid entries here, rather than with one more round trip
 // per entry met, keeps a pick from meeting invalid entries again and again
 // while concurrent picks move the list under it.
@@ -164,7 +171,7 @@ func (r *Rotation) parse(entry string) (*url.URL, error) {
 // Any other error of any command (a command the user may not run, above
 // all) fails the script, and so the picks (see luaCall): a pick that could
 // not read the down set must not go to a backend marked down.
-// All three keys share a hash slot (see sibling), so the script is
+// All four keys share a hash slot (see sibling), so the script is
 // Cluster-safe.
 var stepScript = redis.NewScript(luaCall + `
 local maxlen = ` + strconv.Itoa(backend.MaxLen) + `
@@ -178,20 +185,37 @@ local invalid = {}
 for i = 3, #ARGV do invalid[ARGV[i]] = true end
 local ndown = try("SCARD", KEYS[3])
 local checkDown = ndown ~= nil and ndown > 0
+local ejected, checkEjected = {}, false
+local nejected = try("ZCARD", KEYS[4])
+if nejected ~= nil and nejected > 0 then
+  local t = call("TIME")
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  for _, e in ipairs(call("ZRANGEBYSCORE", KEYS[4], "(" .. now, "+inf")) do
+    ejected[e], checkEjected = true, true
+  end
+end
 local len = 0
 local picks, tally, skipped = {"0"}, {}, 0
 for i = 1, tonumber(ARGV[1]) do
   local e = step()
   if not e then break end
-  local moved, sawDown = 1, false
+  local moved, sawDown, fallback = 1, false, nil
   while true do
     local tooLong = #e > maxlen
     local isDown = not tooLong and checkDown and call("SISMEMBER", KEYS[3], e) == 1
-    if not tooLong and not isDown and not invalid[e] then break end
-    sawDown = sawDown or isDown
-    if not isDown then skipped = skipped + 1 end
+    if not tooLong and not isDown and not invalid[e] then
+      if not (checkEjected and ejected[e]) then break end
+      fallback = fallback or e
+    else
+      sawDown = sawDown or isDown
+      if not isDown then skipped = skipped + 1 end
+    end
     if len == 0 then len = call("LLEN", KEYS[1]) end
     if moved >= len then
+      if fallback then
+        e = fallback
+        break
+      end
       if sawDown then
         return redis.error_reply("ALLDOWN every entry of the list is marked down or invalid")
       end
@@ -224,7 +248,7 @@ func (r *Rotation) trip(ctx context.Context, picks []struct{}) ([]string, error)
 			legacy = "1"
 		}
 		args := append([]any{len(picks), legacy}, *r.invalid.Load()...)
-		res, err := stepScript.Run(ctx, r.s.rdb, []string{r.s.key, r.s.keys.tally, r.s.keys.down}, args...).StringSlice()
+		res, err := stepScript.Run(ctx, r.s.rdb, []string{r.s.key, r.s.keys.tally, r.s.keys.down, r.s.keys.ejected}, args...).StringSlice()
 		if isUnknownCommand(err) && !r.legacy.Load() {
 			r.legacy.Store(true)
 			r.log.Info("redis has no LMOVE (older than 6.2); rotating with RPOPLPUSH")

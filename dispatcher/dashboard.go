@@ -126,6 +126,12 @@ type bar struct {
 	// dispatcher's for strategies that count across dispatchers (as last read from Redis), this
 	// dispatcher's for the other strategies; 0 in redirect mode.
 	InFlight int64 `json:"inflight"`
+	// Ejected: a dispatcher ejected it for failing requests; it is skipped
+	// until the ejection ends.
+	Ejected bool `json:"ejected"`
+	// Ramp is the share of its weight slow start gives it now, below 1;
+	// 0 when it is not ramping.
+	Ramp float64 `json:"ramp,omitempty"`
 }
 
 type entry struct {
@@ -133,6 +139,9 @@ type entry struct {
 	Valid bool   `json:"valid"` // false: backend.Parse refuses it, picks skip it
 	Next  bool   `json:"next"`  // round-robin's last entry: the next pick lands here
 	Up    *bool  `json:"up"`
+	// Ejected and Ramp are the backend's, as on its bar.
+	Ejected bool    `json:"ejected"`
+	Ramp    float64 `json:"ramp,omitempty"`
 }
 
 func (d *dashboard) snapshot(ctx context.Context) snapshot {
@@ -181,6 +190,7 @@ func (d *dashboard) snapshot(ctx context.Context) snapshot {
 		// Compare as metrics label them: the URL as validated.
 		if u, err := backend.Parse(raw); err == nil {
 			e.Valid, e.Up = true, health(u.String())
+			e.Ejected, e.Ramp = counts.ejected[u.String()], counts.factor[u.String()]
 			if _, ok := counts.served[u.String()]; !ok {
 				counts.served[u.String()] = 0 // a bar, empty so far
 			}
@@ -189,7 +199,8 @@ func (d *dashboard) snapshot(ctx context.Context) snapshot {
 	}
 	for b, n := range counts.served {
 		// Valid URLs, at most backend.MaxLen bytes, cut as the entries are.
-		s.Backends = append(s.Backends, bar{URL: backend.Truncate(b), Requests: n, Up: health(b), InFlight: inflight[b]})
+		s.Backends = append(s.Backends, bar{URL: backend.Truncate(b), Requests: n, Up: health(b), InFlight: inflight[b],
+			Ejected: counts.ejected[b], Ramp: counts.factor[b]})
 	}
 	slices.SortFunc(s.Backends, func(a, b bar) int { return cmp.Compare(a.URL, b.URL) })
 	return s

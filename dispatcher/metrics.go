@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"strconv"
 	"sync"
@@ -48,6 +49,12 @@ import (
 //	    only backends of the list, never a made-up one.
 //	spread_inflight{backend}                    gauge (MODE=proxy): requests this dispatcher
 //	    is forwarding to the backend now (proxy.go).
+//	spread_backend_ejected{backend}             gauge: 1 while the backend is ejected (by any
+//	    dispatcher on the list: outlier ejection, eject.go), else 0; every backend of the
+//	    list, as the snapshot last read it (SetEjected, from watchHealth every second).
+//	spread_ejections_total{backend}             counter (MODE=proxy): ejections this
+//	    dispatcher made, each after EJECT_AFTER failures in a row; the sum over the
+//	    dispatchers is every ejection.
 //	spread_strategy_info{strategy,mode}         gauge, always 1: the strategy this dispatcher
 //	    runs now (its STRATEGY, or the stored one: docs/strategies.md) and its MODE.
 //	spread_hash_fallbacks_total                 counter (STRATEGY=hash): requests without the
@@ -71,6 +78,8 @@ type metrics struct {
 	fallbacks   prometheus.Counter
 	degraded    prometheus.Gauge
 	backendUp   *prometheus.GaugeVec
+	ejectedG    *prometheus.GaugeVec
+	ejections   *prometheus.CounterVec
 	inflight    *prometheus.GaugeVec
 	gauges      sync.Map // backend -> its spread_inflight child (inflightGauge)
 
@@ -87,6 +96,8 @@ type metrics struct {
 	served     map[string]int64 // backend URL -> requests sent there
 	unserved   int64            // requests answered without a backend
 	up         map[string]bool  // backend URL -> last health, as SetHealth set it
+	ejected    map[string]bool  // backend URL -> ejected now, as SetEjected set it
+	factor     map[string]float64
 	isDegraded bool
 }
 
@@ -124,6 +135,14 @@ func newMetrics(mode, strategy string) *metrics {
 			Name: "spread_backend_up",
 			Help: "1 if the last health check found the backend up, 0 if down; absent until a check has run.",
 		}, []string{"backend"}),
+		ejectedG: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "spread_backend_ejected",
+			Help: "1 while the backend is ejected for failing requests (by any dispatcher on the list), else 0.",
+		}, []string{"backend"}),
+		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spread_ejections_total",
+			Help: "Ejections this dispatcher made, each after EJECT_AFTER failed requests in a row to the backend (MODE=proxy).",
+		}, []string{"backend"}),
 		inflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "spread_inflight",
 			Help: "Requests this dispatcher is forwarding to the backend now (MODE=proxy).",
@@ -131,13 +150,15 @@ func newMetrics(mode, strategy string) *metrics {
 		counters: map[requestKey]prometheus.Counter{},
 		served:   map[string]int64{},
 		up:       map[string]bool{},
+		ejected:  map[string]bool{},
+		factor:   map[string]float64{},
 	}
 	m.info = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "spread_strategy_info",
 		Help: "Always 1: the strategy this dispatcher runs now, and its MODE.",
 	}, []string{"strategy", "mode"})
 	m.setStrategy(strategy)
-	m.reg.MustRegister(m.requests, m.pick, m.redisErrors, m.redisDenied, m.fallbacks, m.degraded, m.backendUp, m.inflight, m.info,
+	m.reg.MustRegister(m.requests, m.pick, m.redisErrors, m.redisDenied, m.fallbacks, m.degraded, m.backendUp, m.ejectedG, m.ejections, m.inflight, m.info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -263,14 +284,48 @@ func (m *metrics) SetHealth(up map[string]bool) {
 	}
 }
 
-// watchHealth copies the shared health view, as the snapshot last read it,
-// into the metrics every second until ctx is done.
+// SetEjected sets spread_backend_ejected for every backend of up (the
+// list's, as SetHealth has them): 1 for those in ejected, else 0; and the
+// dashboard's marks, with each backend's slow start factor.
+func (m *metrics) SetEjected(up map[string]bool, ejected map[string]time.Time, factor map[string]float64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.ejectedG.Reset()
+	m.ejected = map[string]bool{}
+	for b := range up {
+		_, out := ejected[b]
+		v := 0.0
+		if out {
+			v = 1
+		}
+		m.ejectedG.WithLabelValues(b).Set(v)
+		m.ejected[b] = out
+	}
+	m.factor = factor
+}
+
+// ejection counts an ejection this dispatcher made (spread_ejections_total).
+func (m *metrics) ejection(backend string) { m.ejections.WithLabelValues(backend).Inc() }
+
+// inflightOf is this dispatcher's requests in flight to backend now, as
+// spread_inflight counts them.
+func (m *metrics) inflightOf(backend string) int64 {
+	var d dto.Metric
+	if m.inflightGauge(backend).Write(&d) != nil {
+		return 0
+	}
+	return int64(d.GetGauge().GetValue())
+}
+
+// watchHealth copies the shared health view and the ejections, as the
+// snapshot last read them, into the metrics every second until ctx is done.
 func watchHealth(ctx context.Context, pl *pool.Pool, m *metrics) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
 		if up, ok := pl.Health(); ok {
 			m.SetHealth(up)
+			m.SetEjected(up, pl.Ejected(), pl.Factors())
 		}
 		select {
 		case <-ctx.Done():
@@ -286,6 +341,8 @@ type tally struct {
 	served   map[string]int64
 	unserved int64
 	up       map[string]bool
+	ejected  map[string]bool
+	factor   map[string]float64
 	degraded bool
 }
 
@@ -293,7 +350,7 @@ func (m *metrics) tally() tally {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	c := tally{strategy: m.strategy, served: make(map[string]int64, len(m.served)), unserved: m.unserved,
-		up: make(map[string]bool, len(m.up)), degraded: m.isDegraded}
+		up: make(map[string]bool, len(m.up)), ejected: maps.Clone(m.ejected), factor: maps.Clone(m.factor), degraded: m.isDegraded}
 	for b, n := range m.served {
 		c.served[b] = n
 	}

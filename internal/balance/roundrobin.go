@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"sync/atomic"
 
 	"github.com/spreadlb/spread/internal/app"
@@ -134,11 +135,30 @@ type Local struct {
 type localTurn struct {
 	e []pool.Entry
 	n atomic.Uint64 // picks so far
+
+	// While slow start ramps: a smooth weighted round robin (nginx's)
+	// over the entries' Factors, under mu.
+	mu              sync.Mutex
+	weight, current []float64
+	total           float64
+}
+
+// localTurnOf derives a snapshot's turn.
+func localTurnOf(s *pool.Snapshot) *localTurn {
+	t := &localTurn{e: s.Eligible}
+	if s.Ramping {
+		t.current = make([]float64, len(s.Eligible))
+		for _, e := range s.Eligible {
+			t.weight = append(t.weight, e.Factor)
+			t.total += e.Factor
+		}
+	}
+	return t
 }
 
 // NewLocal returns a round robin over p.
 func NewLocal(p *pool.Pool) *Local {
-	return &Local{turns: pool.NewView(p, func(s *pool.Snapshot) *localTurn { return &localTurn{e: s.Eligible} })}
+	return &Local{turns: pool.NewView(p, localTurnOf)}
 }
 
 // Pick returns the next eligible entry.
@@ -148,7 +168,26 @@ func (l *Local) Pick(context.Context, *http.Request) (Backend, error) {
 		return Backend{}, err
 	}
 	i := (t.n.Add(1) - 1) % uint64(len(t.e))
+	if t.weight != nil {
+		i = uint64(t.weighted())
+	}
 	return Backend{URL: t.e[i].URL, Entry: t.e[i].Raw}, nil
+}
+
+// weighted is the smooth weighted round robin's next index: every entry
+// gains its weight, the one ahead is taken and loses the total.
+func (t *localTurn) weighted() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	best := 0
+	for i, w := range t.weight {
+		t.current[i] += w
+		if t.current[i] > t.current[best] {
+			best = i
+		}
+	}
+	t.current[best] -= t.total
+	return best
 }
 
 // Rotation returns this process's rotation as it stands, in the shared

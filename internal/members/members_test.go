@@ -112,9 +112,9 @@ func TestRegistrarHeartbeats(t *testing.T) {
 	if took := time.Since(stopped); took > members.TTL(hb)+store.ReconcileEvery+time.Second {
 		t.Errorf("out of the list %v after the last heartbeat, want within the TTL (%v) and a round", took, members.TTL(hb))
 	}
-	if !strings.Contains(log.String(), "registered backend leaves the list") {
-		t.Errorf("the log does not say it left:\n%s", log)
-	}
+	waitFor(t, time.Second, "the log to say it left", func() bool {
+		return strings.Contains(log.String(), "registered backend leaves the list")
+	})
 }
 
 // On a clean stop the backend deregisters, and Leave returns only once the

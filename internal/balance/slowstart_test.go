@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -73,6 +74,16 @@ func share(t *testing.T, p balance.Picker, newcomer string) float64 {
 // picks. The ramp's start is when the entry joined, in Redis's clock
 // ({servers}:since).
 func TestSlowStartShares(t *testing.T) {
+	for _, name := range balance.Names() {
+		if !slices.ContainsFunc(slowStartCases, func(c struct {
+			name string
+			set  map[string]string
+		}) bool {
+			return c.name == name
+		}) {
+			t.Errorf("strategy %s is not in slowStartCases: add it, with each setting that changes how it picks", name)
+		}
+	}
 	const window = 1000 * time.Second
 	old, newcomer := three[0], three[1]
 	for _, stage := range []struct {
@@ -85,9 +96,10 @@ func TestSlowStartShares(t *testing.T) {
 		{"at the end", window, 1},
 	} {
 		want := stage.f / (1 + stage.f)
+		s, srv := newStore(t)
 		for _, c := range slowStartCases {
 			ctx := context.Background()
-			s, srv := newStore(t)
+			srv.Client.FlushAll(ctx) // each case afresh
 			if err := s.Replace(ctx, []string{old, newcomer}); err != nil {
 				t.Fatal(err)
 			}

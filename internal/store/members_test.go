@@ -258,6 +258,19 @@ func TestSinceTable(t *testing.T) {
 	if v := since()[three[0]]; !recent(v) {
 		t.Errorf("since of an entry back up: got %q, want the time it came back", v)
 	}
+	// Ejected: no time while ejected; a new one when the ejection ends.
+	if _, err := s.Eject(ctx, three[1], store.EjectPolicy{Base: 200 * time.Millisecond, MaxPercent: 50}); err != nil {
+		t.Fatal(err)
+	}
+	reconcile(t, s, "d1")
+	if v, ok := since()[three[1]]; ok {
+		t.Errorf("since of an ejected entry: got %q, want none", v)
+	}
+	time.Sleep(300 * time.Millisecond)
+	reconcile(t, s, "d1")
+	if v := since()[three[1]]; !recent(v) {
+		t.Errorf("since of an entry back from its ejection: got %q, want the time it came back", v)
+	}
 	s.Remove(ctx, three[2])
 	reconcile(t, s, "d1")
 	if _, ok := since()[three[2]]; ok {

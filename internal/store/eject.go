@@ -141,31 +141,19 @@ type EjectedEntry struct {
 // Ejections reads the ejection state of every entry that has one, and
 // Redis's clock, in one MULTI: what `seeder list` shows.
 func (s *Store) Ejections(ctx context.Context) (now time.Time, out map[string]EjectedEntry, err error) {
-	var tm *redis.TimeCmd
-	var set *redis.ZSliceCmd
-	var counts *redis.MapStringStringCmd
-	cmds, err := s.txPipelined(ctx, func(p redis.Pipeliner) error {
-		tm = p.Time(ctx)
-		set = p.ZRangeWithScores(ctx, s.keys.ejected, 0, -1)
-		counts = p.HGetAll(ctx, s.keys.ejection)
-		return nil
-	})
-	if err != nil && !wrongTypeOnly(cmds) {
-		return now, nil, s.classifyTx(cmds, err)
+	now, ejected, counts, err := s.readEjected(ctx, s.keys.ejection)
+	if err != nil {
+		return now, nil, err
 	}
-	now, out = tm.Val(), map[string]EjectedEntry{}
-	for e, v := range counts.Val() {
+	out = map[string]EjectedEntry{}
+	for e, v := range counts {
 		k, _, _ := strings.Cut(v, ":")
 		n, _ := strconv.Atoi(k)
 		out[e] = EjectedEntry{Entry: e, Times: n}
 	}
-	for _, z := range set.Val() {
-		e, ok := z.Member.(string)
-		if !ok || int64(z.Score) <= now.UnixMilli() {
-			continue
-		}
+	for e, until := range ejected {
 		x := out[e]
-		x.Entry, x.Until = e, time.UnixMilli(int64(z.Score))
+		x.Entry, x.Until = e, until
 		out[e] = x
 	}
 	return now, out, nil
@@ -176,31 +164,42 @@ func (s *Store) Ejections(ctx context.Context) (now time.Time, out map[string]Ej
 // their ejection, and when each entry last became eligible (slow start's
 // table, members.go). A key of the wrong type reads as empty.
 func (s *Store) ReadExtras(ctx context.Context) (now time.Time, ejected, since map[string]time.Time, err error) {
-	var tm *redis.TimeCmd
-	var set *redis.ZSliceCmd
-	var sinceCmd *redis.MapStringStringCmd
-	cmds, err := s.txPipelined(ctx, func(p redis.Pipeliner) error {
-		tm = p.Time(ctx)
-		set = p.ZRangeWithScores(ctx, s.keys.ejected, 0, -1)
-		sinceCmd = p.HGetAll(ctx, s.keys.since)
-		return nil
-	})
-	if err != nil && !wrongTypeOnly(cmds) {
-		return now, nil, nil, s.classifyTx(cmds, err)
+	now, ejected, raw, err := s.readEjected(ctx, s.keys.since)
+	if err != nil {
+		return now, nil, nil, err
 	}
-	now = tm.Val()
-	ejected, since = map[string]time.Time{}, map[string]time.Time{}
-	for _, z := range set.Val() {
-		if e, ok := z.Member.(string); ok && int64(z.Score) > now.UnixMilli() {
-			ejected[e] = time.UnixMilli(int64(z.Score))
-		}
-	}
-	for e, v := range sinceCmd.Val() {
+	since = map[string]time.Time{}
+	for e, v := range raw {
 		if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
 			since[e] = time.UnixMilli(ms)
 		}
 	}
 	return now, ejected, since, nil
+}
+
+// readEjected reads, in one MULTI, Redis's clock, the entries ejected at
+// that time with the end of their ejection, and the hash at key. Keys of
+// the wrong type read as empty.
+func (s *Store) readEjected(ctx context.Context, key string) (now time.Time, ejected map[string]time.Time, hash map[string]string, err error) {
+	var tm *redis.TimeCmd
+	var set *redis.ZSliceCmd
+	var h *redis.MapStringStringCmd
+	cmds, err := s.txPipelined(ctx, func(p redis.Pipeliner) error {
+		tm = p.Time(ctx)
+		set = p.ZRangeWithScores(ctx, s.keys.ejected, 0, -1)
+		h = p.HGetAll(ctx, key)
+		return nil
+	})
+	if err != nil && !wrongTypeOnly(cmds) {
+		return now, nil, nil, s.classifyTx(cmds, err)
+	}
+	now, ejected = tm.Val(), map[string]time.Time{}
+	for _, z := range set.Val() {
+		if e, ok := z.Member.(string); ok && int64(z.Score) > now.UnixMilli() {
+			ejected[e] = time.UnixMilli(int64(z.Score))
+		}
+	}
+	return now, ejected, h.Val(), nil
 }
 
 // wrongTypeOnly reports a transaction whose only failures are keys of the

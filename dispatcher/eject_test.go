@@ -5,7 +5,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -114,6 +116,50 @@ func TestEjection(t *testing.T) {
 		t.Errorf("second ejection: got %q, want times=2 for=6s", line)
 	}
 	t.Logf("timeline: ejected after 3 failures, %v after the first request; back after %v", ejectedAt.Sub(start).Round(time.Millisecond), back.Round(time.Millisecond))
+}
+
+// Under 20 concurrent clients, the backend gets its EJECT_AFTER failures
+// and the requests already on their way when the last of them came back
+// (the log's in_flight), and not one more: for every strategy, a pick that
+// lands on it after the ejection, from a round trip already under way, is
+// taken again.
+func TestEjectionUnderLoadSendsNothingAfter(t *testing.T) {
+	for _, strategy := range []string{"round-robin", "least-conn", "random"} {
+		t.Run(strategy, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			good := newBackend(t, "good", nil)
+			var hits atomic.Int64
+			slowFail := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				hits.Add(1)
+				time.Sleep(5 * time.Millisecond)
+				http.Error(w, "failed", http.StatusInternalServerError)
+			}))
+			defer slowFail.Close()
+			s := startServe(t, ctx, proxyEnv("EJECT_AFTER", "3", "EJECT_TIME", "1m", "STRATEGY", strategy), good.srv.URL, slowFail.URL)
+			var wg sync.WaitGroup
+			for range 20 {
+				wg.Go(func() {
+					for range 20 {
+						getStatus(t, s.main)
+					}
+				})
+			}
+			wg.Wait()
+			waitFor(t, "the ejection in the log", func() bool { return strings.Contains(s.logs.String(), "backend ejected for every dispatcher") })
+			line := logLine(s.logs.String(), "backend ejected for every dispatcher")
+			_, v, _ := strings.Cut(line, " in_flight=")
+			v, _, _ = strings.Cut(v, " ")
+			inFlight, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatalf("no in_flight in %q", line)
+			}
+			if got := hits.Load(); got != int64(3+inFlight) {
+				t.Errorf("400 requests from 20 clients: the failing backend got %d, want EJECT_AFTER (3) and the %d on their way: %s", got, inFlight, line)
+			}
+			t.Logf("%s: %d requests reached the failing backend (3 failures, %d on their way)", strategy, hits.Load(), inFlight)
+		})
+	}
 }
 
 // EJECT_MAX_PERCENT: with two backends failing and 50%, only one of three

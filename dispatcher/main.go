@@ -179,8 +179,9 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 		f.deliver.(*proxier).inflight = m.inflightGauge
 		if cfg.proxy.ejectAfter > 0 {
 			ej := newEjector(cfg.proxy, st, pl, cfg.redisTimeout, log)
-			ej.ejected, ej.inflight = m.ejection, m.inflightOf
+			ej.ejected = m.ejection
 			f.deliver.(*proxier).outcome = ej.observe
+			f.picker = timedPicker{guarded{picker, ej}, m}
 		}
 	}
 	frontend := newFront(f)

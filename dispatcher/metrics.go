@@ -307,16 +307,6 @@ func (m *metrics) SetEjected(up map[string]bool, ejected map[string]time.Time, f
 // ejection counts an ejection this dispatcher made (spread_ejections_total).
 func (m *metrics) ejection(backend string) { m.ejections.WithLabelValues(backend).Inc() }
 
-// inflightOf is this dispatcher's requests in flight to backend now, as
-// spread_inflight counts them.
-func (m *metrics) inflightOf(backend string) int64 {
-	var d dto.Metric
-	if m.inflightGauge(backend).Write(&d) != nil {
-		return 0
-	}
-	return int64(d.GetGauge().GetValue())
-}
-
 // watchHealth copies the shared health view and the ejections, as the
 // snapshot last read them, into the metrics every second until ctx is done.
 func watchHealth(ctx context.Context, pl *pool.Pool, m *metrics) {

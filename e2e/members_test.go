@@ -20,10 +20,11 @@ import (
 )
 
 // The members stack's ejection settings: EJECT_AFTER as by default, a
-// shorter EJECT_TIME so that the test sees a backend come back.
+// shorter EJECT_TIME so that the test sees a backend come back, yet longer
+// than a killed backend takes to leave the list (3×HEARTBEAT and a round).
 const (
 	ejectAfter = 5
-	ejectTime  = 5 * time.Second
+	ejectTime  = 8 * time.Second
 )
 
 // members is a stack whose backends register themselves (REGISTER=1, the
@@ -304,8 +305,8 @@ func TestBackendsComeAndGo(t *testing.T) {
 		if !strings.Contains(line, "failures="+strconv.Itoa(ejectAfter)) || !strings.Contains(line, killed) {
 			t.Errorf("ejection log line: got %q, want %s after %d failures", line, killed, ejectAfter)
 		}
-		if attempts > ejectAfter+inFlight {
-			t.Errorf("%d requests went to the killed backend, want at most EJECT_AFTER (%d) and the %d already on their way at the ejection",
+		if attempts != ejectAfter+inFlight {
+			t.Errorf("%d requests went to the killed backend, want EJECT_AFTER (%d) and the %d already on their way at the ejection, and none after",
 				attempts, ejectAfter, inFlight)
 		}
 	})
@@ -314,36 +315,46 @@ func TestBackendsComeAndGo(t *testing.T) {
 		m.startBackend("b6", map[string]string{"FAIL_RATE": "1.0"})
 		failing := m.url(t, "b6")
 		waitFor(t, "b6 in the list", func() bool { return slices.Contains(m.list(t), failing) })
-		before := strings.Count(m.dispatcherLog(t), "backend ejected for every dispatcher")
-		ejected := waitFor(t, "b6 ejected", func() bool {
-			return strings.Count(m.dispatcherLog(t), "backend ejected for every dispatcher") > before
+		var line string
+		waitFor(t, "b6 ejected", func() bool {
+			log := m.dispatcherLog(t)
+			line = lineWith(log[strings.Index(log, failing):], "backend ejected for every dispatcher")
+			return line != ""
 		})
-		line := lineWith(m.dispatcherLog(t)[strings.Index(m.dispatcherLog(t), failing):], "backend ejected for every dispatcher")
-		backAt := waitFor(t, "b6 back after its ejection", func() bool {
-			r := l.snapshot()
-			for _, x := range r.results {
-				if x.status == http.StatusInternalServerError && x.start.After(ejected) {
+		// The dispatcher's clock is this host's: the log's time is when
+		// it ejected b6 (after its decision, before any request it sent
+		// after that).
+		ejected, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(strings.Fields(line)[0], "time="))
+		if err != nil {
+			t.Fatalf("the ejection's time in %q: %v", line, err)
+		}
+		var back time.Time
+		waitFor(t, "b6 back after its ejection", func() bool {
+			for _, x := range l.snapshot().results {
+				if x.status == http.StatusInternalServerError && x.start.After(ejected.Add(ejectTime/2)) {
+					back = x.start
 					return true
 				}
 			}
 			return false
 		})
-		r := l.snapshot()
-		var failedBefore int
-		for _, x := range r.results {
-			if x.status == http.StatusInternalServerError && x.start.Before(ejected) {
-				failedBefore++
+		first := 0
+		for _, x := range l.snapshot().results {
+			if x.status == http.StatusInternalServerError && x.start.Before(ejected.Add(ejectTime/2)) {
+				first++
 			}
 		}
-		t.Logf("FAIL_RATE=1.0: ejected after %d failed answers (%s); back %v after the ejection", failedBefore, strings.TrimSpace(line), backAt.Sub(ejected).Round(10*time.Millisecond))
+		inFlight := intField(line, "in_flight")
+		t.Logf("FAIL_RATE=1.0: %d failed answers before the ejection ended: %d failures and %d already on their way (%s); back %v after the ejection",
+			first, ejectAfter, inFlight, strings.TrimSpace(line), back.Sub(ejected).Round(10*time.Millisecond))
 		if !strings.Contains(line, "failures="+strconv.Itoa(ejectAfter)) || !strings.Contains(line, "for="+ejectTime.String()) {
 			t.Errorf("ejection log line: got %q, want failures=%d for=%s", line, ejectAfter, ejectTime)
 		}
-		if failedBefore > ejectAfter+intField(line, "in_flight") {
-			t.Errorf("%d answers were 500 before the ejection, want at most EJECT_AFTER (%d) and those already on their way", failedBefore, ejectAfter)
+		if first != ejectAfter+inFlight {
+			t.Errorf("%d answers were 500 before the ejection ended, want EJECT_AFTER (%d) and the %d already on their way, and none after", first, ejectAfter, inFlight)
 		}
-		if back := backAt.Sub(ejected); back < ejectTime-time.Second || back > ejectTime+3*time.Second {
-			t.Errorf("back %v after the ejection, want about EJECT_TIME (%v)", back, ejectTime)
+		if d := back.Sub(ejected); d < ejectTime-500*time.Millisecond || d > ejectTime+2*time.Second {
+			t.Errorf("back %v after the ejection, want EJECT_TIME (%v), give or take the time a request takes", d, ejectTime)
 		}
 		if v := m.metric(t, fmt.Sprintf(`spread_ejections_total{backend=%q}`, failing)); v < 1 {
 			t.Errorf("spread_ejections_total for b6: got %v, want 1 or more", v)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spreadlb/spread/internal/pick"
 
@@ -174,11 +175,11 @@ func (s *Store) Missing(ctx context.Context, ops ...Op) ([]string, error) {
 			}
 		}
 	}
-	conn, done, err := s.conn(ctx)
+	conn, err := s.conn(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer done()
+	defer conn.Close()
 	// MULTI first, alone: without it, the commands would run.
 	if err := conn.Do(ctx, "MULTI").Err(); err != nil {
 		if isPermission(err.Error()) {
@@ -190,6 +191,16 @@ func (s *Store) Missing(ctx context.Context, ops ...Op) ([]string, error) {
 		}
 		return nil, s.classifyOp(err, "MULTI")
 	}
+	// The connection goes back to the pool: it must not stay inside MULTI,
+	// whatever stops the check half way.
+	aborted := false
+	defer func() {
+		if !aborted {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			conn.Do(dctx, "DISCARD")
+			cancel()
+		}
+	}()
 	var queued, alts []*redis.Cmd
 	var exec *redis.Cmd
 	_, err = conn.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -215,6 +226,7 @@ func (s *Store) Missing(ctx context.Context, ops ...Op) ([]string, error) {
 		}
 		return nil, s.classify(err)
 	}
+	aborted = true
 	var missing []string
 	for i, pr := range all {
 		err := queued[i].Err()
@@ -261,26 +273,22 @@ func (s *Store) CheckAccess(ctx context.Context, ops ...Op) error {
 	return nil
 }
 
-// conn is a connection of its own to the server that holds the list, from
-// a client of its own: if the check stops half way, the connection may be
-// left inside MULTI, and it must not go back to the Store's pool.
-func (s *Store) conn(ctx context.Context) (*redis.Conn, func(), error) {
-	var o *redis.Options
+// conn is a connection of the Store's pool to the server that holds the
+// list, held until it is closed, so that MULTI and what follows it go down
+// the same connection. Missing sends DISCARD before giving it back unless
+// its EXEC aborted the transaction, so it never returns to the pool inside
+// MULTI.
+func (s *Store) conn(ctx context.Context) (*redis.Conn, error) {
 	switch c := s.rdb.(type) {
 	case *redis.Client:
-		o = c.Options()
+		return c.Conn(), nil
 	case *redis.ClusterClient:
 		node, err := c.MasterForKey(ctx, s.key)
 		if err != nil {
-			return nil, nil, s.classify(err)
+			return nil, s.classify(err)
 		}
-		o = node.Options()
+		return node.Conn(), nil
 	default:
-		return nil, nil, fmt.Errorf("%w: cannot check permissions through a %T", pick.ErrUnavailable, s.rdb)
+		return nil, fmt.Errorf("%w: cannot check permissions through a %T", pick.ErrUnavailable, s.rdb)
 	}
-	own := *o
-	own.PoolSize, own.MinIdleConns, own.MaxIdleConns = 1, 0, 1
-	rdb := redis.NewClient(&own)
-	conn := rdb.Conn()
-	return conn, func() { conn.Close(); rdb.Close() }, nil
 }

@@ -1,19 +1,24 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/spreadlb/spread/internal/backend"
 	"github.com/spreadlb/spread/internal/balance"
+	"github.com/spreadlb/spread/internal/pool"
 )
 
 // The dashboard page: one HTML file, its CSS and script inline, nothing
@@ -23,33 +28,62 @@ import (
 //go:embed web/index.html
 var dashboardPage []byte
 
-// lister is what the dashboard needs of the list when the strategy shows
-// no rotation of its own: its entries in order. *store.Store gives LRANGE
-// key 0 -1.
-type lister interface {
-	Entries(ctx context.Context) ([]string, error)
-}
-
 // dashboard serves the admin port's live view of the balancing:
 //
 //	GET /        the page (web/index.html, embedded)
-//	GET /events  server-sent events: a snapshot (JSON) on connect, then every
-//	             `every`, until the client leaves or done is closed
+//	GET /events  server-sent events: the whole state on connect ("state"),
+//	             then what changed ("delta"), checked every `every`, until
+//	             the client leaves or done is closed
+//
+// One loop, running while at least one stream is open, makes the state and
+// works out what changed, once for every stream: so an open dashboard costs
+// what changes, not what the list holds, and another one costs the bytes
+// it is sent. It reads the list from the pool's snapshot (read when it
+// changes), and of the shared rotation only its end (rotationShown
+// entries). At most maxStreams streams are open at once (ADMIN_MAX_STREAMS);
+// the next gets a 503 saying so.
 type dashboard struct {
 	m      *metrics       // requests per backend, mode, degraded, health
-	list   lister         // the list as Redis holds it
+	pool   *pool.Pool     // the list as last read
 	picker balance.Picker // the strategy: its rotation or its shared in-flight counts, where it shows them
 	key    string         // REDIS_KEY, for the page
 	// refusal says why the stored strategy is refused, or "" (nil: never).
 	refusal func() string
-	every   time.Duration // how often /events sends a snapshot
+	// degraded says why the dispatcher serves without Redis, or "" (nil:
+	// the metrics' mark alone).
+	degraded   func() string
+	every      time.Duration // how often the state is checked for changes
+	maxStreams int           // ADMIN_MAX_STREAMS; 0 means defaultMaxStreams
 	// done is closed when the server shuts down. http.Server.Shutdown waits
 	// for handlers to return and does not cancel their requests, so a
 	// stream that did not watch done would hold shutdown up for the whole
 	// SHUTDOWN_TIMEOUT.
 	done <-chan struct{}
 	log  *slog.Logger
+
+	mu      sync.Mutex
+	streams map[*eventStream]bool
+	running bool      // the loop runs
+	state   *snapshot // as last sent
+	full    []byte    // state as JSON, made when a stream needs it
 }
+
+// eventStream is one open GET /events.
+type eventStream struct {
+	deltas chan []byte // the changes, as JSON, in order
+	behind bool        // a change did not fit in deltas: send the whole state next (under dashboard.mu)
+}
+
+// rotationShown is how many entries of the rotation the page shows: the
+// next picks, however long the list.
+const rotationShown = 64
+
+// defaultMaxStreams is ADMIN_MAX_STREAMS's default.
+const defaultMaxStreams = 16
+
+// keepAliveEvery is how often a quiet stream gets a comment, so that
+// proxies in between do not close it.
+const keepAliveEvery = 15 * time.Second
 
 func (d *dashboard) mount(e *echo.Echo) {
 	e.GET("/", d.page)
@@ -65,30 +99,161 @@ func (d *dashboard) page(c echo.Context) error {
 
 func (d *dashboard) events(c echo.Context) error {
 	ctx, w := c.Request().Context(), c.Response()
+	st, full, ok := d.join(ctx)
+	if !ok {
+		c.Response().Header().Set("Retry-After", "5")
+		return c.String(http.StatusServiceUnavailable, fmt.Sprintf(
+			"too many dashboards: at most %d /events streams at once (ADMIN_MAX_STREAMS); close one, or raise ADMIN_MAX_STREAMS\n", d.max()))
+	}
+	defer d.leave(st)
 	w.Header().Set(echo.HeaderContentType, "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	flush := http.NewResponseController(w.Writer)
-	tick := time.NewTicker(d.every)
-	defer tick.Stop()
+	keepAlive := time.NewTicker(keepAliveEvery)
+	defer keepAlive.Stop()
+	kind, data := "state", full
 	for {
-		data, err := json.Marshal(d.snapshot(ctx))
-		if err != nil {
-			return err
+		var err error
+		if data != nil {
+			_, err = fmt.Fprintf(w, "event: %s\ndata: %s\n\n", kind, data)
+		} else {
+			_, err = io.WriteString(w, ": keep-alive\n\n")
 		}
-		if _, err := fmt.Fprintf(w, "data: %s\n\n", data); err != nil {
+		if err != nil || flush.Flush() != nil {
 			return nil // the client has gone
-		}
-		if err := flush.Flush(); err != nil {
-			return nil
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-d.done:
 			return nil
-		case <-tick.C:
+		case <-keepAlive.C:
+			kind, data = "", nil
+		case delta := <-st.deltas:
+			kind, data = "delta", delta
+			d.mu.Lock()
+			if st.behind {
+				// Changes were dropped for this stream: the whole state
+				// instead, and only the changes after it.
+				st.behind = false
+				for len(st.deltas) > 0 {
+					<-st.deltas
+				}
+				kind, data = "state", d.fullJSON()
+			}
+			d.mu.Unlock()
 		}
+	}
+}
+
+func (d *dashboard) max() int {
+	if d.maxStreams > 0 {
+		return d.maxStreams
+	}
+	return defaultMaxStreams
+}
+
+// join opens a stream and returns it with the state as JSON, starting the
+// loop if it does not run; ok is false when maxStreams are open.
+func (d *dashboard) join(ctx context.Context) (st *eventStream, full []byte, ok bool) {
+	d.mu.Lock()
+	if len(d.streams) >= d.max() {
+		d.mu.Unlock()
+		return nil, nil, false
+	}
+	running := d.running
+	d.mu.Unlock()
+	var fresh *snapshot
+	if !running {
+		fresh = d.snapshot(ctx)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.streams) >= d.max() {
+		return nil, nil, false
+	}
+	if !d.running {
+		if fresh != nil {
+			d.state, d.full = fresh, nil
+		}
+		d.running = true
+		go d.run()
+	}
+	if d.streams == nil {
+		d.streams = map[*eventStream]bool{}
+	}
+	st = &eventStream{deltas: make(chan []byte, 16)}
+	d.streams[st] = true
+	return st, d.fullJSON(), true
+}
+
+// leave closes a stream.
+func (d *dashboard) leave(st *eventStream) {
+	d.mu.Lock()
+	delete(d.streams, st)
+	d.mu.Unlock()
+}
+
+// fullJSON is the state as JSON. The caller holds mu.
+func (d *dashboard) fullJSON() []byte {
+	if d.full == nil {
+		b, err := json.Marshal(d.state)
+		if err != nil {
+			d.log.Error("dashboard: cannot encode the state", "err", err)
+			b = []byte("{}")
+		}
+		d.full = b
+	}
+	return d.full
+}
+
+// run makes the state every d.every while a stream is open, and sends
+// each stream what changed.
+func (d *dashboard) run() {
+	t := time.NewTicker(d.every)
+	defer t.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-d.done:
+		case <-stop:
+		}
+		cancel()
+	}()
+	for {
+		select {
+		case <-d.done:
+			d.mu.Lock()
+			d.running = false
+			d.mu.Unlock()
+			return
+		case <-t.C:
+		}
+		next := d.snapshot(ctx)
+		d.mu.Lock()
+		if len(d.streams) == 0 {
+			d.running = false
+			d.mu.Unlock()
+			return
+		}
+		if delta := changes(d.state, next); delta != nil {
+			msg, err := json.Marshal(delta)
+			if err == nil {
+				d.state, d.full = next, nil
+				for st := range d.streams {
+					select {
+					case st.deltas <- msg:
+					default:
+						st.behind = true
+					}
+				}
+			}
+		}
+		d.mu.Unlock()
 	}
 }
 
@@ -113,9 +278,14 @@ type snapshot struct {
 	Backends []bar `json:"backends"`
 	// Unserved counts the requests answered without a backend (503).
 	Unserved int64 `json:"unserved"`
-	// Rotation is the list in order; the next pick takes the last entry.
-	Rotation      []entry `json:"rotation"`
-	RotationError string  `json:"rotationError,omitempty"`
+	// Rotation is the end of the list, in order (at most rotationShown
+	// entries); the next pick takes the last entry.
+	Rotation []entry `json:"rotation"`
+	// RotationLength is how many entries the whole list holds.
+	RotationLength int    `json:"rotationLength"`
+	RotationError  string `json:"rotationError,omitempty"`
+	// DegradedReason says why the dispatcher serves without Redis, if so.
+	DegradedReason string `json:"degradedReason,omitempty"`
 }
 
 type bar struct {
@@ -135,7 +305,7 @@ type entry struct {
 	Up    *bool  `json:"up"`
 }
 
-func (d *dashboard) snapshot(ctx context.Context) snapshot {
+func (d *dashboard) snapshot(ctx context.Context) *snapshot {
 	counts := d.m.tally()
 	health := func(backend string) *bool {
 		if up, ok := counts.up[backend]; ok {
@@ -144,30 +314,48 @@ func (d *dashboard) snapshot(ctx context.Context) snapshot {
 		return nil
 	}
 	rot, nextPick := balance.As[balance.Rotator](d.picker)
-	s := snapshot{Mode: d.m.mode, Strategy: counts.strategy, NextPick: nextPick,
+	s := &snapshot{Mode: d.m.mode, Strategy: counts.strategy, NextPick: nextPick,
 		InFlight: d.m.mode == string(balance.Proxy), Degraded: counts.degraded,
 		Source: fmt.Sprintf("Redis list %q", d.key), Unserved: counts.unserved, Rotation: []entry{}, Backends: []bar{}}
 	if d.refusal != nil {
 		s.StrategyNote = d.refusal()
+	}
+	if d.degraded != nil && s.Degraded {
+		s.DegradedReason = d.degraded()
 	}
 	inflight := d.m.InFlight()
 	if shared := sharedInFlight(d.picker); shared != nil {
 		inflight, s.SharedInFlight = shared, true
 	}
 
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
+	// Every backend of the list gets a bar, empty until it is sent a
+	// request: the list as the pool last read it.
+	var snap *pool.Snapshot
+	if d.pool != nil {
+		snap = d.pool.Snapshot()
+	}
+	if snap != nil {
+		for b := range snap.Health() {
+			if _, ok := counts.served[b]; !ok {
+				counts.served[b] = 0
+			}
+		}
+	}
 	var entries []string
 	var err error
 	if nextPick {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
 		var r balance.Rotation
-		r, err = rot.Rotation(ctx)
-		entries = r.Entries
+		r, err = rot.Rotation(ctx, rotationShown)
+		entries, s.RotationLength = r.Entries, r.Len
 		if r.Local {
 			s.Source = fmt.Sprintf("this process's copy of Redis list %q (not shared with other dispatchers)", d.key)
 		}
+	} else if snap != nil {
+		entries, s.RotationLength = snap.Entries[max(0, len(snap.Entries)-rotationShown):], len(snap.Entries)
 	} else {
-		entries, err = d.list.Entries(ctx)
+		err = pool.ErrNoSnapshot
 	}
 	if err != nil {
 		s.RotationError = err.Error()
@@ -175,8 +363,7 @@ func (d *dashboard) snapshot(ctx context.Context) snapshot {
 	}
 	for i, raw := range entries {
 		// An entry is shown as backend.Truncate cuts it: a hostile
-		// megabyte would otherwise go to every open dashboard in every
-		// event.
+		// megabyte would otherwise go to every open dashboard.
 		e := entry{URL: backend.Truncate(raw), Next: s.NextPick && i == len(entries)-1}
 		// Compare as metrics label them: the URL as validated.
 		if u, err := backend.Parse(raw); err == nil {
@@ -193,6 +380,65 @@ func (d *dashboard) snapshot(ctx context.Context) snapshot {
 	}
 	slices.SortFunc(s.Backends, func(a, b bar) int { return cmp.Compare(a.URL, b.URL) })
 	return s
+}
+
+// changes returns what the page must change to go from old to next: the
+// fields of the state that changed, the bars that changed ("backends")
+// and those that are gone ("gone"); nil when nothing did.
+func changes(old, next *snapshot) map[string]any {
+	out := map[string]any{}
+	// Every field but the bars, compared as the page receives them.
+	fields := func(s *snapshot) map[string]json.RawMessage {
+		c := *s
+		c.Backends = nil
+		b, _ := json.Marshal(c)
+		var m map[string]json.RawMessage
+		json.Unmarshal(b, &m)
+		return m
+	}
+	was, is := map[string]json.RawMessage{}, fields(next)
+	if old != nil {
+		was = fields(old)
+	}
+	for k, v := range is {
+		if !bytes.Equal(was[k], v) {
+			out[k] = v
+		}
+	}
+	for k := range was {
+		if _, ok := is[k]; !ok {
+			out[k] = nil // an omitempty field now empty
+		}
+	}
+	bars := map[string]bar{}
+	if old != nil {
+		for _, b := range old.Backends {
+			bars[b.URL] = b
+		}
+	}
+	var changed []bar
+	for _, b := range next.Backends {
+		if o, ok := bars[b.URL]; !ok || !sameBar(o, b) {
+			changed = append(changed, b)
+		}
+		delete(bars, b.URL)
+	}
+	if len(changed) > 0 {
+		out["backends"] = changed
+	}
+	if len(bars) > 0 {
+		out["gone"] = slices.Sorted(maps.Keys(bars))
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// sameBar reports whether a and b show the same.
+func sameBar(a, b bar) bool {
+	return a.URL == b.URL && a.Requests == b.Requests && a.InFlight == b.InFlight &&
+		(a.Up == nil) == (b.Up == nil) && (a.Up == nil || *a.Up == *b.Up)
 }
 
 // sharedInFlight returns the requests in flight by backend URL that a

@@ -264,13 +264,16 @@ func (m *metrics) SetHealth(up map[string]bool) {
 }
 
 // watchHealth copies the shared health view, as the snapshot last read it,
-// into the metrics every second until ctx is done.
+// into the metrics, checking every second for a new snapshot, until ctx is
+// done.
 func watchHealth(ctx context.Context, pl *pool.Pool, m *metrics) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	var last *pool.Snapshot
 	for {
-		if up, ok := pl.Health(); ok {
-			m.SetHealth(up)
+		if s := pl.Snapshot(); s != nil && s != last {
+			m.SetHealth(s.Health())
+			last = s
 		}
 		select {
 		case <-ctx.Done():

@@ -206,6 +206,12 @@ func (p *Pool) Unavailable() (error, time.Time) {
 // reads start failing for want of Redis, false when they succeed again.
 func (p *Pool) OnUnavailable(f func(unavailable bool)) { p.onChange.Store(&f) }
 
+// Report tells the pool how a call to Redis made elsewhere went (the
+// dispatcher's /readyz, say), for Unavailable: a failure for want of Redis
+// counts as the pool's own reads failing, until the next call that
+// succeeds.
+func (p *Pool) Report(err error) { p.note(err) }
+
 // note records how a read of Redis went, for Unavailable.
 func (p *Pool) note(err error) {
 	switch {

@@ -272,9 +272,9 @@ func (r *Rotation) trip(ctx context.Context, picks []struct{}) ([]string, error)
 // request is one rotation step asked for (skips included).
 func (r *Rotation) Stats() batch.Stats { return r.steps.Stats() }
 
-// Entries returns the list as LRANGE key 0 -1 shows it: the rotation in
-// order, the next pick last.
-func (r *Rotation) Entries(ctx context.Context) ([]string, error) { return r.s.Entries(ctx) }
+// Tail returns the last n entries of the list, the next pick last, and
+// the list's length (Store.Tail).
+func (r *Rotation) Tail(ctx context.Context, n int) ([]string, int64, error) { return r.s.Tail(ctx, n) }
 
 // Tally returns how many rotation steps landed on each entry since the list
 // was last replaced, counted by Redis in the same script as the steps, so

@@ -129,6 +129,24 @@ func (s *Store) Read(ctx context.Context) (entries, down []string, err error) {
 	return list.Val(), set.Val(), nil
 }
 
+// Tail returns the last n entries of the list as LRANGE shows them (the
+// next picks, the very next last) and the list's length, in one
+// transaction: what a view of the rotation needs, at a cost that does not
+// grow with the list.
+func (s *Store) Tail(ctx context.Context, n int) (entries []string, total int64, err error) {
+	var size *redis.IntCmd
+	var tail *redis.StringSliceCmd
+	cmds, err := s.txPipelined(ctx, func(p redis.Pipeliner) error {
+		size = p.LLen(ctx, s.key)
+		tail = p.LRange(ctx, s.key, -int64(n), -1)
+		return nil
+	})
+	if err != nil {
+		return nil, 0, s.classifyTx(cmds, err)
+	}
+	return tail.Val(), size.Val(), nil
+}
+
 // stringsOf converts a script's array reply of bulk strings.
 func stringsOf(v any) []string {
 	a, _ := v.([]any)

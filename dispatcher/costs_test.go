@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/spreadlb/spread/internal/balance"
 	"github.com/spreadlb/spread/internal/store"
 )
 
@@ -21,8 +22,9 @@ import (
 // dashboards must not grow with the list, and it must say when it serves
 // without Redis, whatever the strategy.
 
-// fiveStrategies are the strategies every dispatcher can run in MODE=proxy.
-var fiveStrategies = []string{"round-robin", "random", "hash", "least-conn", "p2c"}
+// proxyStrategies are the strategies a dispatcher can run in MODE=proxy: the
+// issue's five, and any added since.
+var proxyStrategies = balance.NamesFor(balance.Proxy)
 
 // infoStat is the number INFO stats gives for name.
 func infoStat(t *testing.T, rdb *redis.Client, name string) int64 {
@@ -85,7 +87,7 @@ func TestEveryStrategyReportsServingWithoutRedis(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	bs := okBackends(t, 3)
 	urls := []string{bs[0].srv.URL, bs[1].srv.URL, bs[2].srv.URL}
-	for _, strategy := range fiveStrategies {
+	for _, strategy := range proxyStrategies {
 		for _, fault := range []string{"killed", "hung"} {
 			t.Run(strategy+"/"+fault, func(t *testing.T) {
 				ctx, cancel := context.WithCancel(context.Background())
@@ -401,7 +403,7 @@ func TestReseedAfterFLUSHALLIsServedByEveryStrategy(t *testing.T) {
 	before := []string{bs[0].srv.URL, bs[1].srv.URL, bs[2].srv.URL}
 	after := []string{bs[3].srv.URL, bs[4].srv.URL, bs[5].srv.URL}
 	names := []string{bs[3].name, bs[4].name, bs[5].name}
-	for _, strategy := range fiveStrategies {
+	for _, strategy := range proxyStrategies {
 		t.Run(strategy, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()

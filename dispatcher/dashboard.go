@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net/http"
 	"slices"
 	"sync"
@@ -61,11 +60,12 @@ type dashboard struct {
 	done <-chan struct{}
 	log  *slog.Logger
 
-	mu      sync.Mutex
-	streams map[*eventStream]bool
-	running bool      // the loop runs
-	state   *snapshot // as last sent
-	full    []byte    // state as JSON, made when a stream needs it
+	starting sync.Mutex // one stream at a time starts the loop
+	mu       sync.Mutex
+	streams  map[*eventStream]bool
+	running  bool   // the loop runs
+	state    *view  // as last sent
+	full     []byte // state as JSON, made when a stream needs it
 }
 
 // eventStream is one open GET /events.
@@ -157,6 +157,11 @@ func (d *dashboard) max() int {
 // join opens a stream and returns it with the state as JSON, starting the
 // loop if it does not run; ok is false when maxStreams are open.
 func (d *dashboard) join(ctx context.Context) (st *eventStream, full []byte, ok bool) {
+	// The whole state is made afresh only to start the loop, and by one
+	// stream at a time: making it takes the metrics' changes since their
+	// last look, which the loop must not miss.
+	d.starting.Lock()
+	defer d.starting.Unlock()
 	d.mu.Lock()
 	if len(d.streams) >= d.max() {
 		d.mu.Unlock()
@@ -164,9 +169,9 @@ func (d *dashboard) join(ctx context.Context) (st *eventStream, full []byte, ok 
 	}
 	running := d.running
 	d.mu.Unlock()
-	var fresh *snapshot
+	var fresh *view
 	if !running {
-		fresh = d.snapshot(ctx)
+		fresh = d.newView(ctx)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -198,7 +203,7 @@ func (d *dashboard) leave(st *eventStream) {
 // fullJSON is the state as JSON. The caller holds mu.
 func (d *dashboard) fullJSON() []byte {
 	if d.full == nil {
-		b, err := json.Marshal(d.state)
+		b, err := json.Marshal(d.state.snapshot())
 		if err != nil {
 			d.log.Error("dashboard: cannot encode the state", "err", err)
 			b = []byte("{}")
@@ -233,17 +238,23 @@ func (d *dashboard) run() {
 			return
 		case <-t.C:
 		}
-		next := d.snapshot(ctx)
+		// What changed is gathered first (it may wait on Redis), then
+		// applied under mu, where a joining stream reads the state.
 		d.mu.Lock()
+		upVer := d.state.upVer
+		d.mu.Unlock()
+		in := d.gather(ctx, upVer, false)
+		d.mu.Lock()
+		delta := d.apply(d.state, in, false)
 		if len(d.streams) == 0 {
 			d.running = false
 			d.mu.Unlock()
 			return
 		}
-		if delta := changes(d.state, next); delta != nil {
+		if delta != nil {
+			d.full = nil
 			msg, err := json.Marshal(delta)
 			if err == nil {
-				d.state, d.full = next, nil
 				for st := range d.streams {
 					select {
 					case st.deltas <- msg:
@@ -305,131 +316,224 @@ type entry struct {
 	Up    *bool  `json:"up"`
 }
 
-func (d *dashboard) snapshot(ctx context.Context) *snapshot {
-	counts := d.m.tally()
-	health := func(backend string) *bool {
-		if up, ok := counts.up[backend]; ok {
+// view is the dashboard's state as the loop keeps it, updated at each
+// tick from what changed: the bars, by backend URL, and every other field.
+type view struct {
+	fields   snapshot                   // all but the bars (Backends nil)
+	js       map[string]json.RawMessage // fields, as the page has them
+	bars     map[string]bar             // by backend URL (bar.URL is it cut for showing)
+	list     *pool.Snapshot             // the list the bars were made from
+	up       map[string]bool            // health marks, as the metrics last had them
+	upVer    uint64
+	inflight map[string]int64
+}
+
+// snapshot returns the state as the page draws it: the bars sorted by URL.
+func (v *view) snapshot() *snapshot {
+	s := v.fields
+	s.Backends = make([]bar, 0, len(v.bars))
+	for _, b := range v.bars {
+		s.Backends = append(s.Backends, b)
+	}
+	slices.SortFunc(s.Backends, func(a, b bar) int { return cmp.Compare(a.URL, b.URL) })
+	return &s
+}
+
+// snapshot is the whole state now.
+func (d *dashboard) snapshot(ctx context.Context) *snapshot { return d.newView(ctx).snapshot() }
+
+// newView makes the whole state.
+func (d *dashboard) newView(ctx context.Context) *view {
+	v := &view{bars: map[string]bar{}}
+	d.apply(v, d.gather(ctx, 0, true), true)
+	return v
+}
+
+// news is what the dashboard gathers at each tick.
+type news struct {
+	look     look             // the metrics' counts that changed, and the health marks if they did
+	inflight map[string]int64 // requests in flight by backend URL
+	shared   bool             // counted across every dispatcher
+	list     *pool.Snapshot   // the list as the pool last read it
+	rotator  bool             // the strategy shows a rotation
+	rotation balance.Rotation // its end
+	rotErr   error
+	refusal  string
+	degraded string
+}
+
+// gather reads what may have changed since the metrics' last look (all of
+// it, if all), and the health marks if they changed since upVer. It
+// touches no view, and may wait on Redis (the end of the rotation).
+func (d *dashboard) gather(ctx context.Context, upVer uint64, all bool) news {
+	n := news{look: d.m.look(all, upVer), inflight: d.m.InFlight()}
+	if s := sharedInFlight(d.picker); s != nil {
+		n.inflight, n.shared = s, true
+	}
+	if d.pool != nil {
+		n.list = d.pool.Snapshot()
+	}
+	if rot, ok := balance.As[balance.Rotator](d.picker); ok {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		n.rotator = true
+		n.rotation, n.rotErr = rot.Rotation(ctx, rotationShown)
+	}
+	if d.refusal != nil {
+		n.refusal = d.refusal()
+	}
+	if d.degraded != nil && n.look.degraded {
+		n.degraded = d.degraded()
+	}
+	return n
+}
+
+// apply brings v up to date with n, all of it if all, else what changed
+// since the last update, and returns the changes for the page (see the
+// events handler): the fields that changed, "backends" (the bars that
+// changed) and "gone" (the bars removed); nil when nothing changed. Its
+// cost follows what changed: the requests since the last update, the
+// requests in flight, the end of the rotation; it goes over every bar only
+// when the list or the health marks changed.
+func (d *dashboard) apply(v *view, n news, all bool) map[string]any {
+	l, inflight := n.look, n.inflight
+	if l.up != nil {
+		v.up, v.upVer = l.up, l.upVersion
+	}
+	health := func(url string) *bool {
+		if up, ok := v.up[url]; ok {
 			return &up
 		}
 		return nil
 	}
-	rot, nextPick := balance.As[balance.Rotator](d.picker)
-	s := &snapshot{Mode: d.m.mode, Strategy: counts.strategy, NextPick: nextPick,
-		InFlight: d.m.mode == string(balance.Proxy), Degraded: counts.degraded,
-		Source: fmt.Sprintf("Redis list %q", d.key), Unserved: counts.unserved, Rotation: []entry{}, Backends: []bar{}}
-	if d.refusal != nil {
-		s.StrategyNote = d.refusal()
+	changed := map[string]bool{}
+	set := func(url string, b bar) {
+		if old, ok := v.bars[url]; !ok || !sameBar(old, b) {
+			v.bars[url] = b
+			changed[url] = true
+		}
 	}
-	if d.degraded != nil && s.Degraded {
-		s.DegradedReason = d.degraded()
-	}
-	inflight := d.m.InFlight()
-	if shared := sharedInFlight(d.picker); shared != nil {
-		inflight, s.SharedInFlight = shared, true
+	ensure := func(url string) { // a bar, empty so far
+		if _, ok := v.bars[url]; !ok {
+			set(url, bar{URL: backend.Truncate(url), Up: health(url), InFlight: inflight[url]})
+		}
 	}
 
-	// Every backend of the list gets a bar, empty until it is sent a
-	// request: the list as the pool last read it.
-	var snap *pool.Snapshot
-	if d.pool != nil {
-		snap = d.pool.Snapshot()
-	}
-	if snap != nil {
-		for b := range snap.Health() {
-			if _, ok := counts.served[b]; !ok {
-				counts.served[b] = 0
+	// Every backend of the list has a bar, and every backend sent
+	// requests: the list as the pool last read it.
+	list := n.list
+	var gone []string
+	if list != v.list {
+		var entries map[string]bool
+		if list != nil {
+			entries = list.Health()
+		}
+		for url := range entries {
+			ensure(url)
+		}
+		if !all {
+			for url, b := range v.bars {
+				if _, ok := entries[url]; !ok && b.Requests == 0 {
+					delete(v.bars, url)
+					delete(changed, url)
+					gone = append(gone, b.URL)
+				}
 			}
 		}
+		v.list = list
 	}
+	for url, n := range l.served {
+		ensure(url)
+		b := v.bars[url]
+		b.Requests = n
+		set(url, b)
+	}
+	if l.up != nil {
+		for url, b := range v.bars {
+			b.Up = health(url)
+			set(url, b)
+		}
+	}
+	for url := range v.inflight {
+		if _, ok := inflight[url]; !ok {
+			inflight[url] = 0 // no longer in flight
+		}
+	}
+	for url, n := range inflight {
+		if b, ok := v.bars[url]; ok {
+			b.InFlight = n
+			set(url, b)
+		}
+	}
+	v.inflight = inflight
+
+	// The other fields, and the end of the rotation.
+	f := snapshot{Mode: d.m.mode, Strategy: l.strategy, NextPick: n.rotator, SharedInFlight: n.shared,
+		InFlight: d.m.mode == string(balance.Proxy), Degraded: l.degraded, StrategyNote: n.refusal,
+		DegradedReason: n.degraded, Source: fmt.Sprintf("Redis list %q", d.key), Unserved: l.unserved, Rotation: []entry{}}
 	var entries []string
 	var err error
-	if nextPick {
-		ctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		var r balance.Rotation
-		r, err = rot.Rotation(ctx, rotationShown)
-		entries, s.RotationLength = r.Entries, r.Len
-		if r.Local {
-			s.Source = fmt.Sprintf("this process's copy of Redis list %q (not shared with other dispatchers)", d.key)
+	if n.rotator {
+		entries, f.RotationLength, err = n.rotation.Entries, n.rotation.Len, n.rotErr
+		if n.rotation.Local {
+			f.Source = fmt.Sprintf("this process's copy of Redis list %q (not shared with other dispatchers)", d.key)
 		}
-	} else if snap != nil {
-		entries, s.RotationLength = snap.Entries[max(0, len(snap.Entries)-rotationShown):], len(snap.Entries)
+	} else if list != nil {
+		entries, f.RotationLength = list.Entries[max(0, len(list.Entries)-rotationShown):], len(list.Entries)
 	} else {
 		err = pool.ErrNoSnapshot
 	}
 	if err != nil {
-		s.RotationError = err.Error()
+		f.RotationError = err.Error()
 		d.log.Debug("dashboard: cannot read the rotation", "err", err)
 	}
 	for i, raw := range entries {
 		// An entry is shown as backend.Truncate cuts it: a hostile
 		// megabyte would otherwise go to every open dashboard.
-		e := entry{URL: backend.Truncate(raw), Next: s.NextPick && i == len(entries)-1}
+		e := entry{URL: backend.Truncate(raw), Next: f.NextPick && i == len(entries)-1}
 		// Compare as metrics label them: the URL as validated.
 		if u, err := backend.Parse(raw); err == nil {
 			e.Valid, e.Up = true, health(u.String())
-			if _, ok := counts.served[u.String()]; !ok {
-				counts.served[u.String()] = 0 // a bar, empty so far
-			}
+			ensure(u.String())
 		}
-		s.Rotation = append(s.Rotation, e)
+		f.Rotation = append(f.Rotation, e)
 	}
-	for b, n := range counts.served {
-		// Valid URLs, at most backend.MaxLen bytes, cut as the entries are.
-		s.Backends = append(s.Backends, bar{URL: backend.Truncate(b), Requests: n, Up: health(b), InFlight: inflight[b]})
+	b, err := json.Marshal(f)
+	var js map[string]json.RawMessage
+	if err == nil {
+		err = json.Unmarshal(b, &js)
 	}
-	slices.SortFunc(s.Backends, func(a, b bar) int { return cmp.Compare(a.URL, b.URL) })
-	return s
-}
+	if err != nil {
+		d.log.Error("dashboard: cannot encode the state", "err", err)
+		return nil
+	}
+	delete(js, "backends")
 
-// changes returns what the page must change to go from old to next: the
-// fields of the state that changed, the bars that changed ("backends")
-// and those that are gone ("gone"); nil when nothing did.
-func changes(old, next *snapshot) map[string]any {
 	out := map[string]any{}
-	// Every field but the bars, compared as the page receives them.
-	fields := func(s *snapshot) map[string]json.RawMessage {
-		c := *s
-		c.Backends = nil
-		b, _ := json.Marshal(c)
-		var m map[string]json.RawMessage
-		json.Unmarshal(b, &m)
-		return m
-	}
-	was, is := map[string]json.RawMessage{}, fields(next)
-	if old != nil {
-		was = fields(old)
-	}
-	for k, v := range is {
-		if !bytes.Equal(was[k], v) {
-			out[k] = v
+	for k, val := range js {
+		if !bytes.Equal(v.js[k], val) {
+			out[k] = val
 		}
 	}
-	for k := range was {
-		if _, ok := is[k]; !ok {
+	for k := range v.js {
+		if _, ok := js[k]; !ok {
 			out[k] = nil // an omitempty field now empty
 		}
 	}
-	bars := map[string]bar{}
-	if old != nil {
-		for _, b := range old.Backends {
-			bars[b.URL] = b
-		}
-	}
-	var changed []bar
-	for _, b := range next.Backends {
-		if o, ok := bars[b.URL]; !ok || !sameBar(o, b) {
-			changed = append(changed, b)
-		}
-		delete(bars, b.URL)
-	}
+	v.fields, v.js = f, js
 	if len(changed) > 0 {
-		out["backends"] = changed
+		bars := make([]bar, 0, len(changed))
+		for url := range changed {
+			bars = append(bars, v.bars[url])
+		}
+		slices.SortFunc(bars, func(a, b bar) int { return cmp.Compare(a.URL, b.URL) })
+		out["backends"] = bars
 	}
-	if len(bars) > 0 {
-		out["gone"] = slices.Sorted(maps.Keys(bars))
+	if len(gone) > 0 {
+		slices.Sort(gone)
+		out["gone"] = gone
 	}
-	if len(out) == 0 {
+	if all || len(out) == 0 {
 		return nil
 	}
 	return out

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"strconv"
 	"sync"
@@ -85,8 +86,10 @@ type metrics struct {
 	mu         sync.Mutex
 	strategy   string           // the strategy running now (setStrategy)
 	served     map[string]int64 // backend URL -> requests sent there
+	changed    map[string]bool  // backends whose count changed since the dashboard last looked
 	unserved   int64            // requests answered without a backend
 	up         map[string]bool  // backend URL -> last health, as SetHealth set it
+	upVersion  uint64           // counts the changes of up
 	isDegraded bool
 }
 
@@ -130,6 +133,7 @@ func newMetrics(mode, strategy string) *metrics {
 		}, []string{"backend"}),
 		counters: map[requestKey]prometheus.Counter{},
 		served:   map[string]int64{},
+		changed:  map[string]bool{},
 		up:       map[string]bool{},
 	}
 	m.info = prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -190,6 +194,7 @@ func (m *metrics) request(backend string, status int) {
 		m.unserved++
 	} else {
 		m.served[backend]++
+		m.changed[backend] = true
 	}
 	m.mu.Unlock()
 	c.Inc()
@@ -253,6 +258,7 @@ func (m *metrics) SetHealth(up map[string]bool) {
 	defer m.mu.Unlock()
 	m.backendUp.Reset()
 	m.up = map[string]bool{}
+	m.upVersion++
 	for b, ok := range up {
 		v := 0.0
 		if ok {
@@ -283,27 +289,40 @@ func watchHealth(ctx context.Context, pl *pool.Pool, m *metrics) {
 	}
 }
 
-// tally is a copy of what the dashboard draws from the metrics.
-type tally struct {
+// look is what the dashboard reads of the metrics at each tick.
+type look struct {
 	strategy string
-	served   map[string]int64
 	unserved int64
-	up       map[string]bool
 	degraded bool
+	// served holds the requests sent to each backend whose count changed
+	// since the dashboard last looked (every backend, if it asked for all).
+	served map[string]int64
+	// up is the health marks, if they changed since the version the
+	// dashboard gave (else nil), and upVersion their version.
+	up        map[string]bool
+	upVersion uint64
 }
 
-func (m *metrics) tally() tally {
+// look returns what changed since the dashboard last looked (all of it, if
+// all), and the health marks if they changed since upVersion: its cost
+// follows the requests since, not the number of backends.
+func (m *metrics) look(all bool, upVersion uint64) look {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	c := tally{strategy: m.strategy, served: make(map[string]int64, len(m.served)), unserved: m.unserved,
-		up: make(map[string]bool, len(m.up)), degraded: m.isDegraded}
-	for b, n := range m.served {
-		c.served[b] = n
+	l := look{strategy: m.strategy, unserved: m.unserved, degraded: m.isDegraded, upVersion: m.upVersion}
+	if all {
+		l.served = maps.Clone(m.served)
+	} else {
+		l.served = make(map[string]int64, len(m.changed))
+		for b := range m.changed {
+			l.served[b] = m.served[b]
+		}
 	}
-	for b, up := range m.up {
-		c.up[b] = up
+	clear(m.changed)
+	if all || upVersion != m.upVersion {
+		l.up = maps.Clone(m.up)
 	}
-	return c
+	return l
 }
 
 // timedPicker is a Picker that records every pick in metrics.

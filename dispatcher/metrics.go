@@ -42,10 +42,11 @@ import (
 //	    (pick.ErrNoPermission), whatever made them: a pick, the health checks, the
 //	    snapshot's reads (store.OnDenied). command is its name ("SCARD"), "" where
 //	    Redis did not say. The checks of /readyz and of the start are not counted.
-//	spread_degraded                             gauge: 1 while the dispatcher runs degraded
-//	    (SetDegraded, called by the fallback when Redis stops and starts answering).
+//	spread_degraded                             gauge: 1 while the dispatcher serves without
+//	    Redis, whatever the strategy (SetDegraded, from redisHealth: the pool's reads
+//	    failing, or the running strategy's Failover degraded).
 //	spread_backend_up{backend}                  gauge: 0 while the shared health checks have
-//	    the backend in the down set, else 1 (SetHealth, from watchHealth every second);
+//	    the backend in the down set, else 1 (SetHealth, from watchHealth when the snapshot changes);
 //	    only backends of the list, never a made-up one.
 //	spread_inflight{backend}                    gauge (MODE=proxy): requests this dispatcher
 //	    is forwarding to the backend now (proxy.go).
@@ -121,7 +122,7 @@ func newMetrics(mode, strategy string) *metrics {
 		}),
 		degraded: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "spread_degraded",
-			Help: "1 while the dispatcher runs degraded, else 0.",
+			Help: "1 while the dispatcher serves without Redis, from its snapshot of the list, whatever the strategy; else 0.",
 		}),
 		backendUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "spread_backend_up",

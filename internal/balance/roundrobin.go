@@ -21,7 +21,7 @@ import (
 
 // RotationSetting is ROTATION.
 var RotationSetting = app.Setting{Name: "ROTATION", Default: "redis",
-	Usage: "STRATEGY=round-robin: redis: one shared, exact rotation step in Redis per request; local: round robin in this process over a snapshot of the list, read every second"}
+	Usage: "STRATEGY=round-robin: redis: one shared, exact rotation step in Redis per request; local: round robin in this process over a snapshot of the list, read again when it changes"}
 
 func init() {
 	Register(Strategy{

@@ -7,11 +7,11 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/spreadlb/spread/internal/redistest"
 	"github.com/spreadlb/spread/internal/store"
 )
 
@@ -162,16 +162,5 @@ func idleDashboards(ctx context.Context, cs []*contestant) (map[string]float64, 
 
 // netInput is how many bytes Redis has received so far.
 func netInput(ctx context.Context, rdb *redis.Client) (int64, error) {
-	info, err := rdb.Info(ctx, "stats").Result()
-	if err != nil {
-		return 0, err
-	}
-	_, after, found := strings.Cut(info, "total_net_input_bytes:")
-	if !found {
-		return 0, fmt.Errorf("INFO stats has no total_net_input_bytes")
-	}
-	v, _, _ := strings.Cut(after, "\r\n")
-	var n int64
-	_, err = fmt.Sscan(v, &n)
-	return n, err
+	return redistest.Stat(ctx, rdb, "total_net_input_bytes")
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/spreadlb/spread/internal/balance"
+	"github.com/spreadlb/spread/internal/redistest"
 	"github.com/spreadlb/spread/internal/store"
 )
 
@@ -29,20 +30,23 @@ var proxyStrategies = balance.NamesFor(balance.Proxy)
 // infoStat is the number INFO stats gives for name.
 func infoStat(t *testing.T, rdb *redis.Client, name string) int64 {
 	t.Helper()
-	info, err := rdb.Info(context.Background(), "stats").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, after, found := strings.Cut(info, name+":")
-	if !found {
-		t.Fatalf("INFO stats has no %s", name)
-	}
-	v, _, _ := strings.Cut(after, "\r\n")
-	n, err := strconv.ParseInt(v, 10, 64)
+	n, err := redistest.Stat(context.Background(), rdb, name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// served200 sends one request to the main port and reports whether a
+// backend answered it 200.
+func (s *served) served200() bool {
+	resp, err := http.Get(s.main + "/")
+	if err != nil {
+		return false
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 // okBackends are n backends that answer 200 on every path, named b1, b2...
@@ -200,14 +204,7 @@ func TestRedisBytesPerRequestWithALongList(t *testing.T) {
 			for range workers {
 				wg.Go(func() {
 					for range each {
-						resp, err := http.Get(s.main + "/")
-						if err != nil {
-							failed.Add(1)
-							continue
-						}
-						io.Copy(io.Discard, resp.Body)
-						resp.Body.Close()
-						if resp.StatusCode != http.StatusOK {
+						if !s.served200() {
 							failed.Add(1)
 						}
 					}
@@ -350,14 +347,7 @@ func TestHungRedisUnderLoadBoundsEveryPick(t *testing.T) {
 							return
 						default:
 						}
-						resp, err := http.Get(s.main + "/")
-						if err != nil {
-							failed.Add(1)
-							continue
-						}
-						io.Copy(io.Discard, resp.Body)
-						resp.Body.Close()
-						if resp.StatusCode != http.StatusOK {
+						if !s.served200() {
 							failed.Add(1)
 						}
 						if paused.Load() {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/spreadlb/spread/internal/redisconn"
 
 	"github.com/spreadlb/spread/internal/redistest"
@@ -41,13 +42,20 @@ func startCluster(t *testing.T) string {
 	return fmt.Sprintf("redis+cluster://127.0.0.1:%d", port)
 }
 
-func TestRotationOnACluster(t *testing.T) {
-	url := startCluster(t)
-	rdb, err := redisconn.Connect(url, "test")
+// clusterClient starts a one-node Cluster and connects to it as the
+// programs do.
+func clusterClient(t *testing.T) redis.UniversalClient {
+	t.Helper()
+	rdb, err := redisconn.Connect(startCluster(t), "test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rdb.Close()
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
+func TestRotationOnACluster(t *testing.T) {
+	rdb := clusterClient(t)
 	ctx := context.Background()
 	for _, key := range []string{"servers", "{lb}servers"} {
 		s := store.NewStore(rdb, key, nil)
@@ -69,12 +77,7 @@ func TestRotationOnACluster(t *testing.T) {
 // dispatcher's counts, to take them out of the sum when it expires): on a
 // Cluster they must share the list's slot too.
 func TestInflightOnACluster(t *testing.T) {
-	url := startCluster(t)
-	rdb, err := redisconn.Connect(url, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rdb.Close()
+	rdb := clusterClient(t)
 	ctx := context.Background()
 	for _, key := range []string{"servers", "{lb}servers"} {
 		s := store.NewStore(rdb, key, nil)

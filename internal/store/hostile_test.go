@@ -6,7 +6,6 @@ import (
 	"errors"
 	"log/slog"
 	"maps"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -27,16 +26,7 @@ func netOutput(t *testing.T, rdb *redis.Client) int64 {
 // infoStat is the number that INFO stats gives for name.
 func infoStat(t *testing.T, rdb *redis.Client, name string) int64 {
 	t.Helper()
-	info, err := rdb.Info(context.Background(), "stats").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, after, found := strings.Cut(info, name+":")
-	if !found {
-		t.Fatalf("INFO stats has no %s: %q", name, info)
-	}
-	v, _, _ := strings.Cut(after, "\r\n")
-	n, err := strconv.ParseInt(v, 10, 64)
+	n, err := redistest.Stat(context.Background(), rdb, name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,12 +26,12 @@ const (
 	OpRead Op = iota
 	// OpRotate: the shared rotation's script (Next): EVALSHA, EVAL, LMOVE
 	// (RPOPLPUSH before Redis 6.2), SCARD, LLEN, SISMEMBER, HINCRBY; to
-	// quarantine an entry, LPOP, RPUSH, and TIME, SET, INCR on the version.
+	// quarantine an entry, LPOP, RPUSH, and TIME, SET of the version.
 	OpRotate
 	// OpHealth: the health checks' scripts and reports (ClaimLease,
 	// PublishDown, ReleaseLease, TakeReports): GET, SET, PEXPIRE, DEL on
 	// the lease; LRANGE, SMEMBERS, SCARD, SISMEMBER, DEL, SADD on the down
-	// set; TIME, SET, INCR on the version; HGETALL, DEL; MULTI/EXEC.
+	// set; TIME, SET of the version; HGETALL, DEL; MULTI/EXEC.
 	OpHealth
 	// OpReport: a proxying dispatcher's ReportFailure: HINCRBY.
 	OpReport
@@ -41,17 +41,16 @@ const (
 	// counts; GET, SET on the turn; LLEN, LRANGE, PEXPIRE on a stored
 	// candidate list, and DEL, RPUSH, PEXPIRE in MULTI/EXEC to store one.
 	OpInflight
-	// OpSeed: `seeder seed` (Replace): DEL, RPUSH, SET and INCR on the
-	// version, in MULTI/EXEC.
+	// OpSeed: `seeder seed` (Replace): DEL, RPUSH, SET of the version, in
+	// MULTI/EXEC.
 	OpSeed
 	// OpSeedProbes: `seeder seed -probe` (ReplaceWithProbes) also: DEL,
 	// HSET on the probe hash.
 	OpSeedProbes
-	// OpAdd: `seeder add`: RPUSH, SET and INCR on the version, in
-	// MULTI/EXEC.
+	// OpAdd: `seeder add`: RPUSH, SET of the version, in MULTI/EXEC.
 	OpAdd
-	// OpRemove: `seeder remove`: LREM, LLEN, SET and INCR on the version,
-	// in MULTI/EXEC.
+	// OpRemove: `seeder remove`: LREM, LLEN, SET of the version, in
+	// MULTI/EXEC.
 	OpRemove
 	// OpProbes: `seeder probe`: HGETALL, HSET, HDEL on the probe hash.
 	OpProbes
@@ -95,7 +94,7 @@ func (s *Store) checks(op Op) []probe {
 		eval := append([]any{"EVAL", "return 0", len(keys)}, toArgs(keys)...)
 		return []probe{p(sha...), p(eval...)}
 	}
-	version := []probe{p("TIME"), p("SET", s.keys.version, 1, "NX"), p("INCR", s.keys.version)}
+	version := []probe{p("TIME"), p("SET", s.keys.version, "x")}
 	rotate := slices.Concat(script(stepScript, key, tally, down, s.keys.quarantine, s.keys.version),
 		[]probe{{args: []any{"LMOVE", key, key, "RIGHT", "LEFT"}, alt: []any{"RPOPLPUSH", key, key}},
 			p("SCARD", down), p("LLEN", key), p("SISMEMBER", down, "x"), p("HINCRBY", tally, "x", 1),
@@ -126,13 +125,13 @@ func (s *Store) checks(op Op) []probe {
 				p("LLEN", cands), p("LRANGE", cands, 0, 1), p("PEXPIRE", cands, 1), p("DEL", cands), p("RPUSH", cands, "x")})
 	case OpSeed:
 		return []probe{p("DEL", key), p("DEL", tally), p("DEL", s.keys.quarantine), p("RPUSH", key, "x"),
-			p("SET", s.keys.version, 1, "NX"), p("INCR", s.keys.version)}
+			p("SET", s.keys.version, "x")}
 	case OpSeedProbes:
 		return []probe{p("DEL", probes), p("HSET", probes, "x", "y")}
 	case OpAdd:
-		return []probe{p("RPUSH", key, "x"), p("SET", s.keys.version, 1, "NX"), p("INCR", s.keys.version)}
+		return []probe{p("RPUSH", key, "x"), p("SET", s.keys.version, "x")}
 	case OpRemove:
-		return []probe{p("LREM", key, 0, "x"), p("LLEN", key), p("SET", s.keys.version, 1, "NX"), p("INCR", s.keys.version)}
+		return []probe{p("LREM", key, 0, "x"), p("LLEN", key), p("SET", s.keys.version, "x")}
 	case OpProbes:
 		return []probe{p("HGETALL", probes), p("HSET", probes, "x", "y"), p("HDEL", probes, "x")}
 	case OpList:

@@ -232,5 +232,5 @@ func (s *Store) ReplaceWithProbes(ctx context.Context, urls []string, probes map
 		}
 		return nil
 	})
-	return s.classifyTx(cmds, written(cmds, err))
+	return s.classifyTx(cmds, err)
 }

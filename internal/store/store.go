@@ -187,7 +187,7 @@ func (s *Store) Add(ctx context.Context, u string) (int64, error) {
 		s.bump(ctx, p)
 		return nil
 	})
-	if err = written(cmds, err); err != nil {
+	if err != nil {
 		return 0, s.classifyTx(cmds, err)
 	}
 	return n.Val(), nil
@@ -207,7 +207,7 @@ func (s *Store) Remove(ctx context.Context, entry string) (int64, error) {
 		s.bump(ctx, p)
 		return nil
 	})
-	if err = written(cmds, err); err != nil {
+	if err != nil {
 		return 0, s.classifyTx(cmds, err)
 	}
 	n := rem.Val()

@@ -8,9 +8,8 @@ import (
 
 // Every write to the list or its down set changes its version; reading,
 // stepping the rotation and a round of health checks that finds what the
-// last one found do not. After FLUSHALL the version starts again far from
-// where it was, so that a reader holding the old list cannot take a new one
-// for it.
+// last one found do not. A version never comes back, even after FLUSHALL,
+// so that a reader holding the old list cannot take a new one for it.
 func TestVersionChangesWithEveryChange(t *testing.T) {
 	ctx := context.Background()
 	s, srv := newStore(t)

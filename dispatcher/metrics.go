@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"strconv"
 	"sync"
@@ -41,10 +42,11 @@ import (
 //	    (pick.ErrNoPermission), whatever made them: a pick, the health checks, the
 //	    snapshot's reads (store.OnDenied). command is its name ("SCARD"), "" where
 //	    Redis did not say. The checks of /readyz and of the start are not counted.
-//	spread_degraded                             gauge: 1 while the dispatcher runs degraded
-//	    (SetDegraded, called by the fallback when Redis stops and starts answering).
+//	spread_degraded                             gauge: 1 while the dispatcher serves without
+//	    Redis, whatever the strategy (SetDegraded, from redisHealth: the pool's reads
+//	    failing, or the running strategy's Failover degraded).
 //	spread_backend_up{backend}                  gauge: 0 while the shared health checks have
-//	    the backend in the down set, else 1 (SetHealth, from watchHealth every second);
+//	    the backend in the down set, else 1 (SetHealth, from watchHealth when the snapshot changes);
 //	    only backends of the list, never a made-up one.
 //	spread_inflight{backend}                    gauge (MODE=proxy): requests this dispatcher
 //	    is forwarding to the backend now (proxy.go).
@@ -85,8 +87,10 @@ type metrics struct {
 	mu         sync.Mutex
 	strategy   string           // the strategy running now (setStrategy)
 	served     map[string]int64 // backend URL -> requests sent there
+	changed    map[string]bool  // backends whose count changed since the dashboard last looked
 	unserved   int64            // requests answered without a backend
 	up         map[string]bool  // backend URL -> last health, as SetHealth set it
+	upVersion  uint64           // counts the changes of up
 	isDegraded bool
 }
 
@@ -118,7 +122,7 @@ func newMetrics(mode, strategy string) *metrics {
 		}),
 		degraded: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "spread_degraded",
-			Help: "1 while the dispatcher runs degraded, else 0.",
+			Help: "1 while the dispatcher serves without Redis, from its snapshot of the list, whatever the strategy; else 0.",
 		}),
 		backendUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "spread_backend_up",
@@ -130,6 +134,7 @@ func newMetrics(mode, strategy string) *metrics {
 		}, []string{"backend"}),
 		counters: map[requestKey]prometheus.Counter{},
 		served:   map[string]int64{},
+		changed:  map[string]bool{},
 		up:       map[string]bool{},
 	}
 	m.info = prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -190,6 +195,7 @@ func (m *metrics) request(backend string, status int) {
 		m.unserved++
 	} else {
 		m.served[backend]++
+		m.changed[backend] = true
 	}
 	m.mu.Unlock()
 	c.Inc()
@@ -253,6 +259,7 @@ func (m *metrics) SetHealth(up map[string]bool) {
 	defer m.mu.Unlock()
 	m.backendUp.Reset()
 	m.up = map[string]bool{}
+	m.upVersion++
 	for b, ok := range up {
 		v := 0.0
 		if ok {
@@ -264,13 +271,16 @@ func (m *metrics) SetHealth(up map[string]bool) {
 }
 
 // watchHealth copies the shared health view, as the snapshot last read it,
-// into the metrics every second until ctx is done.
+// into the metrics, checking every second for a new snapshot, until ctx is
+// done.
 func watchHealth(ctx context.Context, pl *pool.Pool, m *metrics) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	var last *pool.Snapshot
 	for {
-		if up, ok := pl.Health(); ok {
-			m.SetHealth(up)
+		if s := pl.Snapshot(); s != nil && s != last {
+			m.SetHealth(s.Health())
+			last = s
 		}
 		select {
 		case <-ctx.Done():
@@ -280,27 +290,40 @@ func watchHealth(ctx context.Context, pl *pool.Pool, m *metrics) {
 	}
 }
 
-// tally is a copy of what the dashboard draws from the metrics.
-type tally struct {
+// look is what the dashboard reads of the metrics at each tick.
+type look struct {
 	strategy string
-	served   map[string]int64
 	unserved int64
-	up       map[string]bool
 	degraded bool
+	// served holds the requests sent to each backend whose count changed
+	// since the dashboard last looked (every backend, if it asked for all).
+	served map[string]int64
+	// up is the health marks, if they changed since the version the
+	// dashboard gave (else nil), and upVersion their version.
+	up        map[string]bool
+	upVersion uint64
 }
 
-func (m *metrics) tally() tally {
+// look returns what changed since the dashboard last looked (all of it, if
+// all), and the health marks if they changed since upVersion: its cost
+// follows the requests since, not the number of backends.
+func (m *metrics) look(all bool, upVersion uint64) look {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	c := tally{strategy: m.strategy, served: make(map[string]int64, len(m.served)), unserved: m.unserved,
-		up: make(map[string]bool, len(m.up)), degraded: m.isDegraded}
-	for b, n := range m.served {
-		c.served[b] = n
+	l := look{strategy: m.strategy, unserved: m.unserved, degraded: m.isDegraded, upVersion: m.upVersion}
+	if all {
+		l.served = maps.Clone(m.served)
+	} else {
+		l.served = make(map[string]int64, len(m.changed))
+		for b := range m.changed {
+			l.served[b] = m.served[b]
+		}
 	}
-	for b, up := range m.up {
-		c.up[b] = up
+	clear(m.changed)
+	if all || upVersion != m.upVersion {
+		l.up = maps.Clone(m.up)
 	}
-	return c
+	return l
 }
 
 // timedPicker is a Picker that records every pick in metrics.

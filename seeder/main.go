@@ -101,7 +101,8 @@ seeder seed -probe ORIGIN=PROBE_ORIGIN ... [URL...]
                             the same, and replace the probe addresses with these`},
 	{name: "list", parse: noArgs("list", printList), ops: []store.Op{store.OpList}, usage: `
 seeder list                 print the list; the next pick is the last line; "down" marks
-                            entries the health checks take out of the rotation`},
+                            entries the health checks take out of the rotation; then the
+                            entries quarantined for their length, if any`},
 	{name: "probe", parse: parseProbe, ops: []store.Op{store.OpProbes}, usage: `
 seeder probe ORIGIN PROBE_ORIGIN
                             the dispatchers probe ORIGIN (scheme://host:port) at
@@ -418,8 +419,10 @@ func splitServers(s string) []string {
 }
 
 // printList prints the list, one entry a line, and "\tdown" after the
-// entries the health checks have marked down; then, if least-conn or p2c
-// dispatchers count requests in flight, each entry's count. An entry that
+// entries the health checks have marked down; then the entries the
+// rotation quarantined for their length, if any (the first few, cut as
+// invalid entries are); then, if least-conn or p2c dispatchers count
+// requests in flight, each entry's count. An entry that
 // backend.Parse refuses, which every pick skips, is printed quoted and cut
 // to its first bytes (backend.Truncate), with "\tinvalid: " and the reason,
 // so that a hostile megabyte or a control character cannot flood or garble
@@ -444,6 +447,18 @@ func printList(ctx context.Context, st *store.Store, w io.Writer) error {
 			fmt.Fprintf(w, "%s\tdown\n", e)
 		} else {
 			fmt.Fprintln(w, e)
+		}
+	}
+	// The entries the rotation moved out of the list for their length,
+	// when there are any.
+	const shown = 5
+	if n, first, err := st.Quarantine(ctx, shown); err == nil && n > 0 {
+		fmt.Fprintf(w, "quarantined (longer than %d bytes, moved out of the list by the rotation; in %q):\n", backend.MaxLen, st.QuarantineKey())
+		for _, e := range first {
+			fmt.Fprintf(w, "%q\n", backend.Truncate(e))
+		}
+		if n > shown {
+			fmt.Fprintf(w, "... and %d more\n", n-shown)
 		}
 	}
 	// The requests in flight that least-conn and p2c dispatchers count in

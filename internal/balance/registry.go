@@ -112,8 +112,9 @@ type Env struct {
 type RedisRotation interface {
 	// Next takes one step and returns the backend it lands on.
 	Next(ctx context.Context) (*url.URL, error)
-	// Entries returns the list in order, the next pick last.
-	Entries(ctx context.Context) ([]string, error)
+	// Tail returns the last n entries of the list in order, the next pick
+	// last, and the list's length.
+	Tail(ctx context.Context, n int) ([]string, int64, error)
 	// Stats says how the steps so far shared round trips.
 	Stats() batch.Stats
 }

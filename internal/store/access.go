@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spreadlb/spread/internal/pick"
 
@@ -20,35 +21,42 @@ type Op int
 // The operations, and the commands each sends (on the list "servers").
 const (
 	// OpRead: PING, LLEN, LRANGE servers, and SMEMBERS {servers}:down
-	// inside MULTI/EXEC (Read, Len, Ping, Entries). Every dispatcher.
+	// inside MULTI/EXEC (Read, Len, Ping, Entries), GET {servers}:version
+	// (Version). Every dispatcher.
 	OpRead Op = iota
 	// OpRotate: the shared rotation's script (Next): EVALSHA, EVAL, LMOVE
-	// (RPOPLPUSH before Redis 6.2), SCARD, LLEN, SISMEMBER, HINCRBY.
+	// (RPOPLPUSH before Redis 6.2), SCARD, LLEN, SISMEMBER, HINCRBY; to
+	// quarantine an entry, LPOP, RPUSH, and TIME, SET of the version.
 	OpRotate
 	// OpHealth: the health checks' scripts and reports (ClaimLease,
 	// PublishDown, ReleaseLease, TakeReports): GET, SET, PEXPIRE, DEL on
-	// the lease; LRANGE, SMEMBERS, DEL, SADD on the down set; HGETALL,
-	// DEL; MULTI/EXEC.
+	// the lease; LRANGE, SMEMBERS, SCARD, SISMEMBER, DEL, SADD on the down
+	// set; TIME, SET of the version; HGETALL, DEL; MULTI/EXEC.
 	OpHealth
 	// OpReport: a proxying dispatcher's ReportFailure: HINCRBY.
 	OpReport
-	// OpInflight: least-conn's and p2c's shared counts (Inflight): TIME,
-	// ZRANGEBYSCORE, ZREMRANGEBYSCORE, ZADD, ZREM, HGETALL, HDEL, HSET, GET,
-	// SET, through EVALSHA/EVAL.
+	// OpInflight: least-conn's and p2c's shared counts (Inflight), through
+	// EVALSHA/EVAL: TIME, ZSCORE, ZRANGEBYSCORE, ZREMRANGEBYSCORE, ZADD,
+	// ZREM on the alive set; HGETALL, HGET, HSET, HDEL, HINCRBY, DEL on the
+	// counts; GET, SET on the turn; LLEN, LRANGE, PEXPIRE on a stored
+	// candidate list, and DEL, RPUSH, PEXPIRE in MULTI/EXEC to store one.
 	OpInflight
-	// OpSeed: `seeder seed` (Replace): DEL, RPUSH in MULTI/EXEC.
+	// OpSeed: `seeder seed` (Replace): DEL, RPUSH, SET of the version, in
+	// MULTI/EXEC.
 	OpSeed
 	// OpSeedProbes: `seeder seed -probe` (ReplaceWithProbes) also: DEL,
 	// HSET on the probe hash.
 	OpSeedProbes
-	// OpAdd: `seeder add`: RPUSH.
+	// OpAdd: `seeder add`: RPUSH, SET of the version, in MULTI/EXEC.
 	OpAdd
-	// OpRemove: `seeder remove`: LREM, LLEN.
+	// OpRemove: `seeder remove`: LREM, LLEN, SET of the version, in
+	// MULTI/EXEC.
 	OpRemove
 	// OpProbes: `seeder probe`: HGETALL, HSET, HDEL on the probe hash.
 	OpProbes
-	// OpList: `seeder list` (Entries, Down, InFlight): LRANGE, SMEMBERS,
-	// and TIME, ZRANGE, HGETALL in MULTI/EXEC.
+	// OpList: `seeder list` (Entries, Down, InFlight, Quarantine): LRANGE,
+	// SMEMBERS, and TIME, ZRANGE, HGETALL in MULTI/EXEC; LLEN and LRANGE
+	// of the quarantine.
 	OpList
 	// OpWatch: `seeder watch`: OpRotate, and HGETALL of the tally (Tally).
 	OpWatch
@@ -86,40 +94,50 @@ func (s *Store) checks(op Op) []probe {
 		eval := append([]any{"EVAL", "return 0", len(keys)}, toArgs(keys)...)
 		return []probe{p(sha...), p(eval...)}
 	}
-	rotate := append(script(stepScript, key, tally, down),
-		probe{args: []any{"LMOVE", key, key, "RIGHT", "LEFT"}, alt: []any{"RPOPLPUSH", key, key}},
-		p("SCARD", down), p("LLEN", key), p("SISMEMBER", down, "x"), p("HINCRBY", tally, "x", 1))
+	version := []probe{p("TIME"), p("SET", s.keys.version, "x")}
+	rotate := slices.Concat(script(stepScript, key, tally, down, s.keys.quarantine, s.keys.version),
+		[]probe{{args: []any{"LMOVE", key, key, "RIGHT", "LEFT"}, alt: []any{"RPOPLPUSH", key, key}},
+			p("SCARD", down), p("LLEN", key), p("SISMEMBER", down, "x"), p("HINCRBY", tally, "x", 1),
+			p("LPOP", key), p("RPUSH", s.keys.quarantine, "x")}, version)
 	switch op {
 	case OpRead:
-		return []probe{p("PING"), p("LLEN", key), p("LRANGE", key, 0, -1), p("SMEMBERS", down)}
+		return []probe{p("PING"), p("LLEN", key), p("LRANGE", key, 0, -1), p("SMEMBERS", down), p("GET", s.keys.version)}
 	case OpRotate:
 		return rotate
 	case OpHealth:
 		return slices.Concat(script(claimScript, lease, key, down, probes),
-			script(publishScript, lease, down), script(releaseScript, lease),
+			script(publishScript, lease, down, s.keys.version), script(releaseScript, lease),
 			[]probe{p("GET", lease), p("SET", lease, "x", "PX", 1), p("PEXPIRE", lease, 1), p("DEL", lease),
-				p("LRANGE", key, 0, -1), p("SMEMBERS", down), p("DEL", down), p("SADD", down, "x"),
-				p("HGETALL", probes), p("HGETALL", reports), p("DEL", reports)})
+				p("LRANGE", key, 0, -1), p("SMEMBERS", down), p("SCARD", down), p("SISMEMBER", down, "x"),
+				p("DEL", down), p("SADD", down, "x"),
+				p("HGETALL", probes), p("HGETALL", reports), p("DEL", reports)}, version)
 	case OpReport:
 		return []probe{p("HINCRBY", reports, "x", 1)}
 	case OpInflight:
-		return append(script(inflightScript, inflight, alive, turn),
-			p("TIME"), p("ZRANGEBYSCORE", alive, "-inf", 0), p("ZREMRANGEBYSCORE", alive, "-inf", 0),
-			p("ZADD", alive, 0, "x"), p("ZREM", alive, "x"), p("HGETALL", inflight), p("HDEL", inflight, "x"),
-			p("HSET", inflight, "x", 1), p("GET", turn), p("SET", turn, 0))
+		own, cands := inflight+":x", s.keys.cands+":x"
+		return slices.Concat(script(inflightScript, inflight, alive, turn, own, cands),
+			script(withdrawScript, inflight, alive, own),
+			[]probe{p("TIME"), p("ZSCORE", alive, "x"), p("ZRANGEBYSCORE", alive, "-inf", 0), p("ZREMRANGEBYSCORE", alive, "-inf", 0),
+				p("ZADD", alive, 0, "x"), p("ZREM", alive, "x"),
+				p("HGETALL", own), p("HGET", own, "x"), p("HSET", own, "x", 1), p("HDEL", own, "x"), p("DEL", own),
+				p("HGETALL", inflight), p("HGET", inflight, "x"), p("HINCRBY", inflight, "x", 1), p("HDEL", inflight, "x"),
+				p("GET", turn), p("SET", turn, 0),
+				p("LLEN", cands), p("LRANGE", cands, 0, 1), p("PEXPIRE", cands, 1), p("DEL", cands), p("RPUSH", cands, "x")})
 	case OpSeed:
-		return []probe{p("DEL", key), p("DEL", tally), p("RPUSH", key, "x")}
+		return []probe{p("DEL", key), p("DEL", tally), p("DEL", s.keys.quarantine), p("RPUSH", key, "x"),
+			p("SET", s.keys.version, "x")}
 	case OpSeedProbes:
 		return []probe{p("DEL", probes), p("HSET", probes, "x", "y")}
 	case OpAdd:
-		return []probe{p("RPUSH", key, "x")}
+		return []probe{p("RPUSH", key, "x"), p("SET", s.keys.version, "x")}
 	case OpRemove:
-		return []probe{p("LREM", key, 0, "x"), p("LLEN", key)}
+		return []probe{p("LREM", key, 0, "x"), p("LLEN", key), p("SET", s.keys.version, "x")}
 	case OpProbes:
 		return []probe{p("HGETALL", probes), p("HSET", probes, "x", "y"), p("HDEL", probes, "x")}
 	case OpList:
 		return []probe{p("LRANGE", key, 0, -1), p("SMEMBERS", down), p("TIME"),
-			p("ZRANGE", alive, 0, -1, "WITHSCORES"), p("HGETALL", inflight)}
+			p("ZRANGE", alive, 0, -1, "WITHSCORES"), p("HGETALL", inflight), p("HGETALL", inflight+":x"),
+			p("LLEN", s.keys.quarantine), p("LRANGE", s.keys.quarantine, 0, 1)}
 	case OpWatch:
 		return append(rotate, p("HGETALL", tally))
 	case OpPing:
@@ -156,11 +174,11 @@ func (s *Store) Missing(ctx context.Context, ops ...Op) ([]string, error) {
 			}
 		}
 	}
-	conn, done, err := s.conn(ctx)
+	conn, err := s.conn(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer done()
+	defer conn.Close()
 	// MULTI first, alone: without it, the commands would run.
 	if err := conn.Do(ctx, "MULTI").Err(); err != nil {
 		if isPermission(err.Error()) {
@@ -172,6 +190,16 @@ func (s *Store) Missing(ctx context.Context, ops ...Op) ([]string, error) {
 		}
 		return nil, s.classifyOp(err, "MULTI")
 	}
+	// The connection goes back to the pool: it must not stay inside MULTI,
+	// whatever stops the check half way.
+	aborted := false
+	defer func() {
+		if !aborted {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			conn.Do(dctx, "DISCARD")
+			cancel()
+		}
+	}()
 	var queued, alts []*redis.Cmd
 	var exec *redis.Cmd
 	_, err = conn.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -197,6 +225,7 @@ func (s *Store) Missing(ctx context.Context, ops ...Op) ([]string, error) {
 		}
 		return nil, s.classify(err)
 	}
+	aborted = true
 	var missing []string
 	for i, pr := range all {
 		err := queued[i].Err()
@@ -243,26 +272,22 @@ func (s *Store) CheckAccess(ctx context.Context, ops ...Op) error {
 	return nil
 }
 
-// conn is a connection of its own to the server that holds the list, from
-// a client of its own: if the check stops half way, the connection may be
-// left inside MULTI, and it must not go back to the Store's pool.
-func (s *Store) conn(ctx context.Context) (*redis.Conn, func(), error) {
-	var o *redis.Options
+// conn is a connection of the Store's pool to the server that holds the
+// list, held until it is closed, so that MULTI and what follows it go down
+// the same connection. Missing sends DISCARD before giving it back unless
+// its EXEC aborted the transaction, so it never returns to the pool inside
+// MULTI.
+func (s *Store) conn(ctx context.Context) (*redis.Conn, error) {
 	switch c := s.rdb.(type) {
 	case *redis.Client:
-		o = c.Options()
+		return c.Conn(), nil
 	case *redis.ClusterClient:
 		node, err := c.MasterForKey(ctx, s.key)
 		if err != nil {
-			return nil, nil, s.classify(err)
+			return nil, s.classify(err)
 		}
-		o = node.Options()
+		return node.Conn(), nil
 	default:
-		return nil, nil, fmt.Errorf("%w: cannot check permissions through a %T", pick.ErrUnavailable, s.rdb)
+		return nil, fmt.Errorf("%w: cannot check permissions through a %T", pick.ErrUnavailable, s.rdb)
 	}
-	own := *o
-	own.PoolSize, own.MinIdleConns, own.MaxIdleConns = 1, 0, 1
-	rdb := redis.NewClient(&own)
-	conn := rdb.Conn()
-	return conn, func() { conn.Close(); rdb.Close() }, nil
 }

@@ -153,20 +153,25 @@ func (r *Rotation) parse(entry string) (*url.URL, error) {
 // per entry met, keeps a pick from meeting invalid entries again and again
 // while concurrent picks move the list under it.
 //
-// Entries longer than backend.MaxLen are invalid whatever they hold, and are
-// stepped over the same way, by their length alone, without being known
-// first: so Redis never sends one to a dispatcher, and a hostile 1 MB entry
-// costs a pick no more bytes on the wire than any other. (Redis still copies
-// it on each LMOVE that passes over it, about 1.5 ms for 1 MB.)
+// Entries longer than backend.MaxLen are invalid whatever they hold, and
+// get out of the rotation's way for good: the first step that lands on one
+// takes it out of the list (it is at the head, where the step put it) and
+// appends it to the quarantine list KEYS[4] ("{servers}:quarantine", which
+// `seeder list` reports), bumping the list's version KEYS[5] (version.go),
+// and steps on. So Redis never sends one to a dispatcher, it costs one
+// extra LMOVE once rather than a copy of it on every turn of the list, and
+// the other entries keep their exact rotation, since taking one entry out
+// changes nobody else's order. A list left with nothing but such entries
+// ends empty, and the pick that emptied it fails with NOVALID.
 //
 // A tally or down key of the wrong type (put there by hand) is ignored
 // rather than failing picks: the list is the truth, the rest is advice.
 // Any other error of any command (a command the user may not run, above
 // all) fails the script, and so the picks (see luaCall): a pick that could
 // not read the down set must not go to a backend marked down.
-// All three keys share a hash slot (see sibling), so the script is
+// All five keys share a hash slot (see sibling), so the script is
 // Cluster-safe.
-var stepScript = redis.NewScript(luaCall + `
+var stepScript = redis.NewScript(luaCall + bumpLua + `
 local maxlen = ` + strconv.Itoa(backend.MaxLen) + `
 local function step()
   if ARGV[2] == "1" then
@@ -179,26 +184,41 @@ for i = 3, #ARGV do invalid[ARGV[i]] = true end
 local ndown = try("SCARD", KEYS[3])
 local checkDown = ndown ~= nil and ndown > 0
 local len = 0
-local picks, tally, skipped = {"0"}, {}, 0
+local picks, tally, skipped, quarantined = {"0"}, {}, 0, false
+local function refuse(msg)
+  if quarantined then bump(KEYS[5]) end
+  return redis.error_reply(msg)
+end
 for i = 1, tonumber(ARGV[1]) do
   local e = step()
-  if not e then break end
-  local moved, sawDown = 1, false
-  while true do
-    local tooLong = #e > maxlen
-    local isDown = not tooLong and checkDown and call("SISMEMBER", KEYS[3], e) == 1
-    if not tooLong and not isDown and not invalid[e] then break end
-    sawDown = sawDown or isDown
-    if not isDown then skipped = skipped + 1 end
-    if len == 0 then len = call("LLEN", KEYS[1]) end
-    if moved >= len then
-      if sawDown then
-        return redis.error_reply("ALLDOWN every entry of the list is marked down or invalid")
+  local moved, sawDown = 0, false
+  while e do
+    if #e > maxlen then
+      call("LPOP", KEYS[1])
+      call("RPUSH", KEYS[4], e)
+      quarantined, skipped = true, skipped + 1
+      if len > 0 then len = len - 1 end
+    else
+      moved = moved + 1
+      local isDown = checkDown and call("SISMEMBER", KEYS[3], e) == 1
+      if not isDown and not invalid[e] then break end
+      sawDown = sawDown or isDown
+      if not isDown then skipped = skipped + 1 end
+      if len == 0 then len = call("LLEN", KEYS[1]) end
+      if moved >= len then
+        if sawDown then
+          return refuse("ALLDOWN every entry of the list is marked down or invalid")
+        end
+        return refuse("NOVALID every entry of the list is invalid")
       end
-      return redis.error_reply("NOVALID every entry of the list is invalid")
     end
     e = step()
-    moved = moved + 1
+  end
+  if not e then
+    if quarantined and i == 1 then
+      return refuse("NOVALID every entry of the list was longer than " .. maxlen .. " bytes: moved to " .. KEYS[4])
+    end
+    break
   end
   picks[i + 1] = e
   tally[e] = (tally[e] or 0) + 1
@@ -206,6 +226,7 @@ end
 for e, n in pairs(tally) do
   try("HINCRBY", KEYS[2], e, n)
 end
+if quarantined then bump(KEYS[5]) end
 picks[1] = tostring(skipped)
 return picks
 `)
@@ -224,7 +245,8 @@ func (r *Rotation) trip(ctx context.Context, picks []struct{}) ([]string, error)
 			legacy = "1"
 		}
 		args := append([]any{len(picks), legacy}, *r.invalid.Load()...)
-		res, err := stepScript.Run(ctx, r.s.rdb, []string{r.s.key, r.s.keys.tally, r.s.keys.down}, args...).StringSlice()
+		keys := []string{r.s.key, r.s.keys.tally, r.s.keys.down, r.s.keys.quarantine, r.s.keys.version}
+		res, err := stepScript.Run(ctx, r.s.rdb, keys, args...).StringSlice()
 		if isUnknownCommand(err) && !r.legacy.Load() {
 			r.legacy.Store(true)
 			r.log.Info("redis has no LMOVE (older than 6.2); rotating with RPOPLPUSH")
@@ -250,9 +272,9 @@ func (r *Rotation) trip(ctx context.Context, picks []struct{}) ([]string, error)
 // request is one rotation step asked for (skips included).
 func (r *Rotation) Stats() batch.Stats { return r.steps.Stats() }
 
-// Entries returns the list as LRANGE key 0 -1 shows it: the rotation in
-// order, the next pick last.
-func (r *Rotation) Entries(ctx context.Context) ([]string, error) { return r.s.Entries(ctx) }
+// Tail returns the last n entries of the list, the next pick last, and
+// the list's length (Store.Tail).
+func (r *Rotation) Tail(ctx context.Context, n int) ([]string, int64, error) { return r.s.Tail(ctx, n) }
 
 // Tally returns how many rotation steps landed on each entry since the list
 // was last replaced, counted by Redis in the same script as the steps, so
@@ -271,4 +293,22 @@ func (s *Store) Tally(ctx context.Context) (map[string]int64, error) {
 		tally[entry] = v
 	}
 	return tally, nil
+}
+
+// Quarantine returns how many entries the rotation step has moved out of
+// the list for their length (see stepScript), and the first of them, at
+// most limit, as the quarantine list holds them (each up to whatever size
+// it was: cut them before showing them).
+func (s *Store) Quarantine(ctx context.Context, limit int) (n int64, first []string, err error) {
+	var size *redis.IntCmd
+	var head *redis.StringSliceCmd
+	cmds, err := s.txPipelined(ctx, func(p redis.Pipeliner) error {
+		size = p.LLen(ctx, s.keys.quarantine)
+		head = p.LRange(ctx, s.keys.quarantine, 0, int64(limit)-1)
+		return nil
+	})
+	if err != nil {
+		return 0, nil, s.classifyTx(cmds, err)
+	}
+	return size.Val(), head.Val(), nil
 }

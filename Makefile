@@ -15,7 +15,8 @@ FUZZTIME     ?= 10s
 # make bench: measured seconds per contestant and round, the slices they
 # take turns in, rounds, connections; which groups and peers run (about
 # 3 minutes with all peers installed). A quick look at the proxy alone:
-# make bench BENCH_FLAGS="-modes proxy -rounds 1"
+# make bench BENCH_FLAGS="-modes proxy -rounds 1"; what a 10,000-entry list
+# costs least-conn and round robin (issue 21): make bench BENCH_FLAGS="-modes long"
 BENCH_FLAGS  ?= -duration 6s -slice 2s -rounds 3 -conns 64 -modes redirect,proxy -peers auto
 E2E_TIMEOUT  ?= 45m
 # Where make e2e keeps what the tests save (go test -artifacts), such as
@@ -119,7 +120,8 @@ fuzz:
 ## bench: redis-server, three backends, the dispatchers (ROTATION=redis,
 ## ROTATION=local, MODE=proxy) and, where installed, HAProxy, nginx and Caddy
 ## as local processes, under wrk (or a Go load generator), taking turns every
-## 2 s slice; see docs/peers.md
+## 2 s slice; see docs/peers.md. BENCH_FLAGS="-modes long": least-conn and
+## round robin on 3 entries and on 10,000 (docs/performance.md)
 bench:
 	cd bench && GOWORK=off go run . $(BENCH_FLAGS)
 

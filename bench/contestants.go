@@ -21,26 +21,29 @@ import (
 const (
 	groupRedirect = "redirect"
 	groupProxy    = "proxy"
+	groupLong     = "long" // long.go
 )
 
 // contestant is one program under load: a dispatcher or a peer.
 type contestant struct {
 	key     string // short name: redis, local, haproxy-redir, haproxy-rules, nginx-302, proxy, caddy, haproxy, nginx
-	group   string // groupRedirect or groupProxy
+	group   string // groupRedirect, groupProxy or groupLong
 	name    string // as the tables print it
 	peer    string // the peer's program (haproxy, nginx, caddy); "" for a dispatcher
 	env     []string
-	lmove   bool // ROTATION=redis: one LMOVE per request, counted by Redis
-	rotates bool // spreads requests over every backend (all but nginx's fixed redirect)
+	lmove   bool   // ROTATION=redis: one LMOVE per request, counted by Redis
+	rotates bool   // spreads requests over every backend (all but nginx's fixed redirect)
+	list    string // groupLong: the list it balances over (shortKey or longKey)
 
-	url string // where it listens, once started
-	pid int    // its process
+	url  string     // where it listens, once started
+	pid  int        // its process
+	dash *dashboard // groupLong: its dashboard, open from its start
 }
 
 // catalogue lists every contestant, in the order the tables print them;
 // each group's first is the dispatcher the others are compared with.
 func catalogue() []*contestant {
-	return []*contestant{
+	return append([]*contestant{
 		{key: "redis", group: groupRedirect, name: "dispatcher ROTATION=redis", lmove: true, rotates: true,
 			env: []string{"MODE=redirect", "ROTATION=redis"}},
 		{key: "local", group: groupRedirect, name: "dispatcher ROTATION=local", rotates: true,
@@ -53,7 +56,7 @@ func catalogue() []*contestant {
 		{key: "caddy", group: groupProxy, name: "Caddy reverse_proxy round_robin", peer: "caddy", rotates: true},
 		{key: "haproxy", group: groupProxy, name: "HAProxy roundrobin", peer: "haproxy", rotates: true},
 		{key: "nginx", group: groupProxy, name: "nginx proxy_pass + keepalive", peer: "nginx", rotates: true},
-	}
+	}, longContestants()...)
 }
 
 // contestants are those of the catalogue in groups whose peer, if any, is
@@ -72,8 +75,8 @@ func contestants(groups []string, peers map[string]string) []*contestant {
 func parseModes(v string) ([]string, error) {
 	var groups []string
 	for g := range strings.SplitSeq(v, ",") {
-		if g != groupRedirect && g != groupProxy {
-			return nil, fmt.Errorf("-modes %q: want redirect, proxy, or redirect,proxy", v)
+		if g != groupRedirect && g != groupProxy && g != groupLong {
+			return nil, fmt.Errorf("-modes %q: want redirect, proxy or long, comma-separated", v)
 		}
 		if !slices.Contains(groups, g) {
 			groups = append(groups, g)
@@ -113,8 +116,14 @@ func (s *stack) startDispatcher(ctx context.Context, bins binaries, c *contestan
 		return err
 	}
 	c.url, c.pid = fmt.Sprintf("http://127.0.0.1:%d/", port), p.Pid()
-	if err := localrun.WaitFor(ctx, time.Second, localrun.HTTPOK(fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort))); err != nil {
+	admin := fmt.Sprintf("http://127.0.0.1:%d", adminPort)
+	if err := localrun.WaitFor(ctx, time.Second, localrun.HTTPOK(admin+"/readyz")); err != nil {
 		return fmt.Errorf("dispatcher not ready: %w", err)
+	}
+	if c.group == groupLong {
+		if c.dash, err = openDashboard(ctx, admin); err != nil {
+			return err
+		}
 	}
 	return s.check(c)
 }
@@ -174,19 +183,28 @@ func (s *stack) startPeer(ctx context.Context, dir, program string, c *contestan
 }
 
 // measure runs one slice of load at c and returns what the load generator
-// measured and how many LMOVE calls Redis counted meanwhile. The other
-// contestants are idle then, so the count is c's.
-func (s *stack) measure(ctx context.Context, c *contestant, load loader, conns int, dur time.Duration) (result, int64, error) {
+// measured, and how many LMOVE calls Redis counted and how many bytes it
+// received meanwhile. The other contestants are idle then, so the counts
+// are c's (but for the other dispatchers' few background commands).
+func (s *stack) measure(ctx context.Context, c *contestant, load loader, conns int, dur time.Duration) (r result, lmoves, redisIn int64, err error) {
 	before, err := redistest.Calls(ctx, s.redis, "lmove")
 	if err != nil {
-		return result{}, 0, err
+		return result{}, 0, 0, err
 	}
-	r, err := load.run(ctx, c.url, conns, dur)
+	inBefore, err := netInput(ctx, s.redis)
 	if err != nil {
-		return r, 0, err
+		return result{}, 0, 0, err
+	}
+	r, err = load.run(ctx, c.url, conns, dur)
+	if err != nil {
+		return r, 0, 0, err
 	}
 	after, err := redistest.Calls(ctx, s.redis, "lmove")
-	return r, after - before, err
+	if err != nil {
+		return r, 0, 0, err
+	}
+	inAfter, err := netInput(ctx, s.redis)
+	return r, after - before, inAfter - inBefore, err
 }
 
 // check makes sure a contestant does its job before it is measured, as a
@@ -216,10 +234,13 @@ func (s *stack) check(c *contestant) error {
 			seen[loc] = true
 			continue
 		}
-		name := resp.Header.Get("X-Backend")
-		if resp.StatusCode != http.StatusOK || string(body) != "Hello, World!" || !slices.Contains(s.names, name) {
+		name, names := resp.Header.Get("X-Backend"), s.names
+		if c.group == groupLong {
+			names = s.longNames
+		}
+		if resp.StatusCode != http.StatusOK || string(body) != "Hello, World!" || !slices.Contains(names, name) {
 			return fmt.Errorf("answered %d %q from X-Backend %q, want 200 \"Hello, World!\" from one of %q",
-				resp.StatusCode, body, name, s.names)
+				resp.StatusCode, body, name, names)
 		}
 		seen[name] = true
 	}

@@ -88,15 +88,16 @@ func TestMedianAndPercentile(t *testing.T) {
 }
 
 // A round's figure for a mode adds up its slices: requests/s over the time
-// they all took (not the mean of their rates), LMOVE calls per request over
-// all of them, and the median of their p50 and p99.
+// they all took (not the mean of their rates), LMOVE calls and bytes Redis
+// received per request over all of them, and the median of their p50 and
+// p99.
 func TestAccumAddsSlices(t *testing.T) {
 	var a accum
-	a.add(result{requests: 30000, errors: 1, rps: 15000, p50: 2 * time.Millisecond, p99: 9 * time.Millisecond}, 30000)
-	a.add(result{requests: 10000, rps: 10000, p50: 3 * time.Millisecond, p99: 7 * time.Millisecond}, 10002)
-	a.add(result{requests: 20000, errors: 2, rps: 10000, p50: 1 * time.Millisecond, p99: 8 * time.Millisecond}, 20000)
+	a.add(result{requests: 30000, errors: 1, rps: 15000, p50: 2 * time.Millisecond, p99: 9 * time.Millisecond}, 30000, 3000000)
+	a.add(result{requests: 10000, rps: 10000, p50: 3 * time.Millisecond, p99: 7 * time.Millisecond}, 10002, 1200000)
+	a.add(result{requests: 20000, errors: 2, rps: 10000, p50: 1 * time.Millisecond, p99: 8 * time.Millisecond}, 20000, 1800000)
 	got := a.measurement(2, "redis")
-	want := measurement{round: 2, key: "redis", lmovePerRequest: 60002.0 / 60000,
+	want := measurement{round: 2, key: "redis", lmovePerRequest: 60002.0 / 60000, redisBytesPerRequest: 100,
 		result: result{requests: 60000, errors: 3, rps: 12000, p50: 2 * time.Millisecond, p99: 8 * time.Millisecond}}
 	if got != want {
 		t.Errorf("got %+v, want %+v", got, want)

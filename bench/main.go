@@ -8,7 +8,11 @@
 //     and nginx (return 302 to one fixed backend);
 //   - proxy: a dispatcher with MODE=proxy and ROTATION=redis, Caddy
 //     (reverse_proxy, lb_policy round_robin), HAProxy (balance roundrobin)
-//     and nginx (proxy_pass with upstream keepalive).
+//     and nginx (proxy_pass with upstream keepalive);
+//   - long (only when asked for, -modes long): proxying dispatchers with
+//     least-conn and with round robin, each on a list of 3 entries and on
+//     one of 10,000 entries over the same three backends, each with a
+//     dashboard open (long.go).
 //
 // The peers (HAProxy, nginx, Caddy) run where they are installed; the
 // others are named and left out. Load goes to one contestant at a time,
@@ -16,14 +20,16 @@
 // machine at the same time. docs/peers.md shows the peers' configurations
 // and how to read the output.
 //
-// Usage (or `make bench`):
+// Usage (or `make bench`; `make bench BENCH_FLAGS="-modes long"` for the
+// long lists):
 //
 //	go run . [-duration 6s] [-slice 2s] [-rounds 3] [-conns 64] [-loadgen auto|wrk|go]
-//	         [-modes redirect,proxy] [-peers auto|none|haproxy,nginx,caddy] [-gomaxprocs 1]
+//	         [-modes redirect,proxy|long] [-peers auto|none|haproxy,nginx,caddy] [-gomaxprocs 1]
 //
 // It prints, per round and contestant: requests/s, p50 and p99 latency,
-// peak RSS and, for ROTATION=redis, LMOVE calls per request served (from
-// Redis's INFO commandstats); then, per contestant, the medians of the
+// peak RSS, for ROTATION=redis the LMOVE calls per request served (from
+// Redis's INFO commandstats), and for a dispatcher the bytes Redis received
+// per request served (INFO stats); then, per contestant, the medians of the
 // rounds and the ratios of its group's dispatcher to it; then whether the
 // project's targets are met. It exits 1 if a target is missed.
 package main
@@ -114,7 +120,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	env, err := startStack(ctx, dir, bins)
+	env, err := startStack(ctx, dir, bins, groups)
 	defer env.stop()
 	if err != nil {
 		return err
@@ -148,8 +154,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fmt.Fprintln(stdout)
 	var runs []measurement
 	var cycles []map[string]float64 // each contestant's requests/s in each turn of all of them
-	const row = "%5v  %-36v  %10v  %9v  %9v  %9v  %13v  %6v\n"
-	fmt.Fprintf(stdout, row, "round", "contestant", "requests/s", "p50", "p99", "peak RSS", "LMOVE/request", "errors")
+	const row = "%5v  %-36v  %10v  %9v  %9v  %9v  %13v  %11v  %6v\n"
+	fmt.Fprintf(stdout, row, "round", "contestant", "requests/s", "p50", "p99", "peak RSS", "LMOVE/request", "Redis B/req", "errors")
 	for round := 1; round <= o.rounds; round++ {
 		acc := map[string]*accum{}
 		for _, c := range cs {
@@ -158,11 +164,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		for range nslices {
 			rps := map[string]float64{}
 			for _, c := range turnOrder(cs, len(cycles)) {
-				r, lmoves, err := env.measure(ctx, c, load, o.conns, o.slice)
+				r, lmoves, redisIn, err := env.measure(ctx, c, load, o.conns, o.slice)
 				if err != nil {
 					return fmt.Errorf("round %d, %s: %w", round, c.name, err)
 				}
-				acc[c.key].add(r, lmoves)
+				acc[c.key].add(r, lmoves, redisIn)
 				rps[c.key] = r.rps
 			}
 			cycles = append(cycles, rps)
@@ -173,15 +179,22 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 				return err
 			}
 			runs = append(runs, m)
-			lmove := "-"
+			lmove, redisIn := "-", "-"
 			if c.lmove {
 				lmove = fmt.Sprintf("%.2f", m.lmovePerRequest)
 			}
+			if c.peer == "" {
+				redisIn = fmt.Sprintf("%.0f", m.redisBytesPerRequest)
+			}
 			fmt.Fprintf(stdout, row, round, c.name, fmt.Sprintf("%.0f", m.rps), ms(m.p50), ms(m.p99),
-				fmt.Sprintf("%.1f MiB", m.rssMiB), lmove, m.errors)
+				fmt.Sprintf("%.1f MiB", m.rssMiB), lmove, redisIn, m.errors)
 		}
 	}
-	return report(stdout, cs, runs, cycles)
+	idle, err := idleDashboards(ctx, cs)
+	if err != nil {
+		return err
+	}
+	return report(stdout, cs, runs, cycles, idle)
 }
 
 // turnOrder is the order in which the contestants take their slices in the
@@ -216,16 +229,20 @@ func build(ctx context.Context, dir string) (binaries, error) {
 }
 
 // stack is redis-server and three backends, running, and the contestants
-// started on them.
+// started on them; for the long group, three more backends of its own
+// (long.go).
 type stack struct {
-	procs    localrun.Procs // their logs in the temporary directory
-	redisURL string
-	redis    *redis.Client
-	backends []string // base URLs, http://127.0.0.1:port
-	names    []string // what each backend sends in X-Backend
+	procs        localrun.Procs // their logs in the temporary directory
+	redisURL     string
+	redis        *redis.Client
+	backends     []string // base URLs, http://127.0.0.1:port
+	names        []string // what each backend sends in X-Backend
+	longBackends []string // the long group's
+	longNames    []string
+	closers      []func() error // what stop closes besides the processes
 }
 
-func startStack(ctx context.Context, dir string, bins binaries) (*stack, error) {
+func startStack(ctx context.Context, dir string, bins binaries, groups []string) (*stack, error) {
 	s := &stack{procs: localrun.Procs{Dir: dir}}
 	redisAddr, err := s.procs.StartRedis(ctx)
 	if err != nil {
@@ -254,12 +271,20 @@ func startStack(ctx context.Context, dir string, bins binaries) (*stack, error) 
 	if err := store.NewStore(s.redis, "servers", nil).Replace(ctx, s.backends); err != nil {
 		return s, err
 	}
+	if slices.Contains(groups, groupLong) {
+		if err := s.startLongBackends(ctx); err != nil {
+			return s, err
+		}
+	}
 	return s, nil
 }
 
 // stop stops every program it started, last first.
 func (s *stack) stop() {
 	s.procs.Stop()
+	for _, c := range s.closers {
+		c()
+	}
 	if s.redis != nil {
 		s.redis.Close()
 	}
@@ -267,15 +292,16 @@ func (s *stack) stop() {
 
 // accum adds up the slices of one contestant in one round.
 type accum struct {
-	requests, errors, lmoves int64
-	seconds                  float64
-	p50, p99                 []time.Duration
+	requests, errors, lmoves, redisIn int64
+	seconds                           float64
+	p50, p99                          []time.Duration
 }
 
-func (t *accum) add(r result, lmoves int64) {
+func (t *accum) add(r result, lmoves, redisIn int64) {
 	t.requests += r.requests
 	t.errors += r.errors
 	t.lmoves += lmoves
+	t.redisIn += redisIn
 	if r.rps > 0 {
 		t.seconds += float64(r.requests) / r.rps
 	}
@@ -291,6 +317,7 @@ func (t *accum) measurement(round int, key string) measurement {
 		m.rps = float64(t.requests) / t.seconds
 	}
 	m.lmovePerRequest = float64(t.lmoves) / float64(max(t.requests, 1))
+	m.redisBytesPerRequest = float64(t.redisIn) / float64(max(t.requests, 1))
 	return m
 }
 
@@ -299,8 +326,9 @@ type measurement struct {
 	round int
 	key   string // the contestant's
 	result
-	rssMiB          float64
-	lmovePerRequest float64
+	rssMiB               float64
+	lmovePerRequest      float64
+	redisBytesPerRequest float64 // bytes Redis received per request served
 }
 
 // peakRSS is the high-water resident set (VmHWM) of the process and its

@@ -163,6 +163,7 @@ func TestContestants(t *testing.T) {
 		{"redirect", map[string]string{}, []string{"redis", "local"}},
 		{"proxy", map[string]string{"caddy": ""}, []string{"proxy", "caddy"}},
 		{"proxy,redirect,proxy", map[string]string{"haproxy": ""}, []string{"redis", "local", "haproxy-redir", "haproxy-rules", "proxy", "haproxy"}},
+		{"long", all, []string{"lc-3", "lc-10k", "rr-3", "rr-10k"}},
 	}
 	for _, tt := range tests {
 		groups, err := parseModes(tt.modes)
@@ -174,7 +175,7 @@ func TestContestants(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"", "redirect,", "proxies"} {
-		if _, err := parseModes(bad); err == nil || !strings.Contains(err.Error(), "want redirect, proxy, or redirect,proxy") {
+		if _, err := parseModes(bad); err == nil || !strings.Contains(err.Error(), "want redirect, proxy or long") {
 			t.Errorf("-modes %q: got error %v, want one naming the values", bad, err)
 		}
 	}

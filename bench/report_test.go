@@ -74,7 +74,7 @@ func TestSummarize(t *testing.T) {
 	}
 
 	var out bytes.Buffer
-	err := report(&out, cs, runs, turns)
+	err := report(&out, cs, runs, turns, nil)
 	wantChecks := []string{
 		"ok   redirect: throughput ROTATION=redis / ROTATION=local = 0.750 (target ≥ 0.7)",
 		"ok   redirect: p99 ROTATION=redis / ROTATION=local = 2.000 (target ≤ 2.0)",
@@ -107,7 +107,7 @@ func TestChecksSkipMissingPeers(t *testing.T) {
 	cs := contestants([]string{groupProxy}, map[string]string{})
 	runs := rounds("proxy", [3]float64{8000, 9000, 8500}, [3]time.Duration{10 * msec, 10 * msec, 10 * msec}, 20, 1, 0)
 	var out bytes.Buffer
-	if err := report(&out, cs, runs, nil); err != nil {
+	if err := report(&out, cs, runs, nil, nil); err != nil {
 		t.Errorf("got error %v, want none: every target that ran is met", err)
 	}
 	for _, w := range []string{
@@ -122,6 +122,48 @@ func TestChecksSkipMissingPeers(t *testing.T) {
 		if strings.Contains(out.String(), absent) {
 			t.Errorf("the redirect group did not run, but the report mentions %q:\n%s", absent, out.String())
 		}
+	}
+}
+
+// The long group holds each strategy on 10,000 entries to itself on 3, in
+// requests/s, counts the bytes Redis received per request (the highest
+// round), and holds each idle dashboard to 64 KiB/s.
+func TestLongGroupChecks(t *testing.T) {
+	cs := contestants([]string{groupLong}, nil)
+	var runs []measurement
+	for _, r := range []struct {
+		key   string
+		rps   float64
+		bytes [3]float64
+	}{
+		{"lc-3", 4000, [3]float64{150, 160, 155}},
+		{"lc-10k", 2400, [3]float64{300, 1100, 400}},
+		{"rr-3", 9000, [3]float64{90, 90, 90}},
+		{"rr-10k", 3000, [3]float64{95, 95, 95}},
+	} {
+		for i, m := range rounds(r.key, [3]float64{r.rps, r.rps, r.rps}, [3]time.Duration{msec, msec, msec}, 20, 1, 0) {
+			m.redisBytesPerRequest = r.bytes[i]
+			runs = append(runs, m)
+		}
+	}
+	var out bytes.Buffer
+	err := report(&out, cs, runs, nil, map[string]float64{"lc-10k": 120, "rr-10k": 70000})
+	for _, w := range []string{
+		"ok   issue 21: least-conn throughput 10,000 entries / 3 entries = 0.600 (target ≥ 0.5)",
+		"MISS issue 21: round robin throughput 10,000 entries / 3 entries = 0.333 (target ≥ 0.5)",
+		"ok   issue 21: bytes Redis received per request, least-conn, 3 entries, highest round = 160 (target ≤ 1024)",
+		"MISS issue 21: bytes Redis received per request, least-conn, 10,000 entries, highest round = 1100 (target ≤ 1024)",
+		"ok   issue 21: an idle dashboard, least-conn, 10,000 entries = 120 bytes/s over 3s (target ≤ 65536)",
+		"MISS issue 21: an idle dashboard, round robin, 10,000 entries = 70000 bytes/s over 3s (target ≤ 65536)",
+		"ok   dispatchers' peak RSS = 22.0 MiB least-conn, 3 entries, 22.0 MiB round robin, 3 entries (target ≤ 50 MiB)",
+		"note peak RSS on the long list = 22.0 MiB least-conn, 10,000 entries, 22.0 MiB round robin, 10,000 entries (no target",
+	} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("report lacks the line %q; got:\n%s", w, out.String())
+		}
+	}
+	if err == nil || !strings.HasPrefix(err.Error(), "3 of ") {
+		t.Errorf("got error %v, want 3 targets missed", err)
 	}
 }
 

@@ -37,6 +37,8 @@ var (
 	timeoutSetting    = app.Setting{Name: "REDIS_TIMEOUT", Default: "1s", Usage: "how long a request waits on Redis before the dispatcher turns degraded and answers from its snapshot of the list"}
 	shutdownSetting   = app.Setting{Name: "SHUTDOWN_TIMEOUT", Default: "10s", Usage: "how long requests in flight may finish after SIGTERM"}
 	logLevelSetting   = app.Setting{Name: "LOG_LEVEL", Default: "info", Usage: "debug, info, warn or error; info logs one line per request"}
+	maxStreamsSetting = app.Setting{Name: "ADMIN_MAX_STREAMS", Default: strconv.Itoa(defaultMaxStreams),
+		Usage: "how many dashboard streams (GET /events on the admin port) may be open at once; one more gets 503"}
 	adminWriteSetting = app.Setting{Name: "ADMIN_WRITE", Default: "0",
 		Usage: "1: the admin port takes POST and DELETE /strategy, which change the strategy of every dispatcher on the list; 0: it only reads. The admin port has no authentication (docs/security.md)"}
 
@@ -72,7 +74,7 @@ var (
 	settings = slices.Concat([]app.Setting{portSetting, adminSetting, bindSetting, adminBindSetting, idleSetting, redisconn.RedisURL, store.RedisKey,
 		redisconn.RedisTLSCA, redisconn.RedisTLSCert, redisconn.RedisTLSKey,
 		modeSetting, strategySetting,
-		statusSetting, timeoutSetting, shutdownSetting, logLevelSetting, adminWriteSetting,
+		statusSetting, timeoutSetting, shutdownSetting, logLevelSetting, adminWriteSetting, maxStreamsSetting,
 		healthIntervalSetting, healthTimeoutSetting, healthFallsSetting, healthRisesSetting,
 		proxyRetriesSetting, proxyDialTimeoutSetting, proxyResponseTimeoutSetting,
 		ejectAfterSetting, ejectTimeSetting, ejectMaxSetting, slowStartSetting, slowStartMinSetting}, balance.Settings())
@@ -109,6 +111,7 @@ type config struct {
 	shutdownTimeout time.Duration
 	logLevel        slog.Level
 	adminWrite      bool          // ADMIN_WRITE=1
+	maxStreams      int           // ADMIN_MAX_STREAMS
 	health          health.Config // Interval 0: no probes from this dispatcher
 	proxy           proxyConfig   // MODE=proxy's settings
 	slowStart       time.Duration // SLOW_START; 0: off
@@ -208,6 +211,10 @@ func loadConfig(getenv func(string) string) (config, error) {
 		c.adminWrite = v == "1"
 	default:
 		return c, fmt.Errorf("%s=%q: want 0 or 1", adminWriteSetting.Name, v)
+	}
+	v = maxStreamsSetting.Get(getenv)
+	if c.maxStreams, err = strconv.Atoi(v); err != nil || c.maxStreams < 1 || c.maxStreams > 10000 {
+		return c, fmt.Errorf("%s=%q: want a whole number from 1 to 10000", maxStreamsSetting.Name, v)
 	}
 	if c.health, err = loadHealth(getenv); err != nil {
 		return c, err

@@ -6,23 +6,30 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/spreadlb/spread/internal/balance"
+	"github.com/spreadlb/spread/internal/pool"
 	"github.com/spreadlb/spread/internal/redistest"
 	"github.com/spreadlb/spread/internal/store"
 )
 
-// stream is an open GET /events.
+// stream is an open GET /events, read as the page reads it: the whole
+// state first, then changes applied to it.
 type stream struct {
-	resp *http.Response
-	sc   *bufio.Scanner
+	resp  *http.Response
+	sc    *bufio.Scanner
+	state map[string]any // as the last event left it
+	kinds []string       // the kinds of the events read so far
+	bytes int            // bytes read so far
 }
 
 func openEvents(t *testing.T, url string) *stream {
@@ -35,23 +42,91 @@ func openEvents(t *testing.T, url string) *stream {
 	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || ct != "text/event-stream" {
 		t.Fatalf("GET %s: got %s %q, want 200 text/event-stream", url, resp.Status, ct)
 	}
-	return &stream{resp: resp, sc: bufio.NewScanner(resp.Body)}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 64<<20)
+	return &stream{resp: resp, sc: sc}
 }
 
-// next returns the next event's snapshot; ok is false when the stream ended.
+// next returns the state after the next event; ok is false when the stream
+// ended.
 func (s *stream) next(t *testing.T) (snap snapshot, ok bool) {
 	t.Helper()
+	kind := ""
 	for s.sc.Scan() {
-		data, found := strings.CutPrefix(s.sc.Text(), "data: ")
-		if !found {
-			continue // the blank line between events
+		line := s.sc.Text()
+		s.bytes += len(line) + 1
+		if k, found := strings.CutPrefix(line, "event: "); found {
+			kind = k
+			continue
 		}
-		if err := json.Unmarshal([]byte(data), &snap); err != nil {
-			t.Fatalf("event %q: %v", data, err)
+		data, found := strings.CutPrefix(line, "data: ")
+		if !found {
+			continue // the blank line between events, a keep-alive comment
+		}
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(data), &ev); err != nil {
+			t.Fatalf("event %.200q: %v", data, err)
+		}
+		s.kinds = append(s.kinds, kind)
+		switch kind {
+		case "state":
+			s.state = ev
+		case "delta":
+			if s.state == nil {
+				t.Fatalf("a delta before the state: %.200q", data)
+			}
+			apply(s.state, ev)
+		default:
+			t.Fatalf("an event of kind %q, want state or delta", kind)
+		}
+		b, _ := json.Marshal(s.state)
+		if err := json.Unmarshal(b, &snap); err != nil {
+			t.Fatal(err)
 		}
 		return snap, true
 	}
 	return snap, false
+}
+
+// apply changes state as the page does with a delta: bars by URL, gone
+// bars removed, every other field replaced.
+func apply(state, delta map[string]any) {
+	for k, v := range delta {
+		switch k {
+		case "backends":
+			bars := map[string]any{}
+			for _, b := range state["backends"].([]any) {
+				bars[b.(map[string]any)["url"].(string)] = b
+			}
+			for _, b := range v.([]any) {
+				bars[b.(map[string]any)["url"].(string)] = b
+			}
+			state["backends"] = sortedBars(bars)
+		case "gone":
+			bars := map[string]any{}
+			for _, b := range state["backends"].([]any) {
+				bars[b.(map[string]any)["url"].(string)] = b
+			}
+			for _, u := range v.([]any) {
+				delete(bars, u.(string))
+			}
+			state["backends"] = sortedBars(bars)
+		default:
+			if v == nil {
+				delete(state, k)
+			} else {
+				state[k] = v
+			}
+		}
+	}
+}
+
+func sortedBars(bars map[string]any) []any {
+	out := []any{}
+	for _, u := range slices.Sorted(maps.Keys(bars)) {
+		out = append(out, bars[u])
+	}
+	return out
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -75,7 +150,11 @@ func TestDashboardEvents(t *testing.T) {
 
 	done := make(chan struct{})
 	st := store.NewStore(redis.Client, "servers", nil)
-	d := &dashboard{m: m, list: st, picker: balance.NewShared(store.NewRotation(st)), key: "servers",
+	pl := pool.New(st, 0, nil)
+	if err := pl.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d := &dashboard{m: m, pool: pl, picker: balance.NewShared(store.NewRotation(st)), key: "servers",
 		every: time.Millisecond, done: done, log: slog.New(slog.DiscardHandler)}
 	e := echo.New()
 	d.mount(e)
@@ -88,7 +167,7 @@ func TestDashboardEvents(t *testing.T) {
 		t.Fatal("the stream ended before its first event")
 	}
 	want := snapshot{Strategy: "round-robin", NextPick: true,
-		Mode: "redirect", Source: `Redis list "servers"`, Unserved: 1,
+		Mode: "redirect", Source: `Redis list "servers"`, Unserved: 1, RotationLength: 4,
 		Backends: []bar{
 			{URL: three[0], Requests: 0},
 			{URL: three[1], Requests: 0, Up: ptr(true)},
@@ -140,7 +219,7 @@ func TestDashboardWithoutRedis(t *testing.T) {
 	m := newMetrics("redirect", "round-robin")
 	m.request(three[0], 302)
 	st := store.NewStore(redis.Client, "servers", nil)
-	d := &dashboard{m: m, list: st, picker: balance.NewShared(store.NewRotation(st)), key: "servers", every: time.Second,
+	d := &dashboard{m: m, picker: balance.NewShared(store.NewRotation(st)), key: "servers", every: time.Second,
 		done: make(chan struct{}), log: slog.New(slog.DiscardHandler)}
 	redis.Stop()
 	got := d.snapshot(context.Background())
@@ -225,9 +304,11 @@ func TestDashboardOnTheAdminPort(t *testing.T) {
 }
 
 // TestLongEntryStaysOutOfLogsAndEvents: with a 1 MB entry in the list,
-// requests are still redirected to the valid entries, each /events message
-// shows at most ShowLen bytes of it, marked with its length, and no log
-// line carries more of it than that.
+// /events shows at most ShowLen bytes of it, marked with its length;
+// requests are redirected to the valid entries, the first rotation step
+// that meets it moves it to the quarantine (the dashboard's rotation then
+// shows the valid entries alone), and no log line carries more of it than
+// ShowLen.
 func TestLongEntryStaysOutOfLogsAndEvents(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -236,16 +317,7 @@ func TestLongEntryStaysOutOfLogsAndEvents(t *testing.T) {
 	if err := s.redis.Client.RPush(ctx, "servers", three[0], long, three[1]).Err(); err != nil {
 		t.Fatal(err)
 	}
-	for i := range 12 {
-		resp, err := s.noFollower.Get(s.main + "/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || (loc != three[0]+"/" && loc != three[1]+"/") {
-			t.Errorf("request %d: got %d %q, want 302 to a valid entry", i, resp.StatusCode, loc)
-		}
-	}
+	waitFor(t, "the snapshot holds the list", func() bool { code, _ := s.readyz(t); return code == 200 })
 
 	resp, err := http.Get(s.adm + "/events")
 	if err != nil {
@@ -273,6 +345,27 @@ func TestLongEntryStaysOutOfLogsAndEvents(t *testing.T) {
 	for i, e := range snap.Rotation {
 		if e.URL != want[i] || e.Valid != (i != 1) {
 			t.Errorf("rotation entry %d: got %.300q (valid %v), want %.300q (valid %v)", i, e.URL, e.Valid, want[i], i != 1)
+		}
+	}
+	resp.Body.Close()
+
+	for i := range 12 {
+		resp, err := s.noFollower.Get(s.main + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || (loc != three[0]+"/" && loc != three[1]+"/") {
+			t.Errorf("request %d: got %d %q, want 302 to a valid entry", i, resp.StatusCode, loc)
+		}
+	}
+	if n, _, err := s.store.Quarantine(ctx, 0); err != nil || n != 1 {
+		t.Errorf("quarantine after 12 requests: got (%d, %v), want the long entry", n, err)
+	}
+	events := openEvents(t, s.adm+"/events")
+	for snap, _ = events.next(t); len(snap.Rotation) != 2 || snap.RotationLength != 2; snap, _ = events.next(t) {
+		if len(snap.Rotation) > 3 {
+			t.Fatalf("rotation: got %+v", snap.Rotation)
 		}
 	}
 

@@ -10,5 +10,6 @@ func (m *metrics) SetBackendUp(backend string, up bool) {
 	m.backendUp.WithLabelValues(backend).Set(v)
 	m.mu.Lock()
 	m.up[backend] = up
+	m.upVersion++
 	m.mu.Unlock()
 }

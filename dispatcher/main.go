@@ -131,7 +131,7 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 	var background sync.WaitGroup
 	defer background.Wait() // the health checks release their lease on the way out
 
-	// The snapshot of the list, read every second: what the strategies
+	// The snapshot of the list, read when it changes: what the strategies
 	// pick from, and the fallback while Redis is down.
 	pl := pool.New(st, pool.DefaultRefresh, log)
 	pl.SetSlowStart(cfg.slowStart, cfg.slowStartMin)
@@ -144,6 +144,7 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 	if err != nil {
 		return err
 	}
+	w.health.picker = strats.sw
 	// A strategy stored beside the list wins over STRATEGY from the
 	// first request on; then every change is followed.
 	strats.check(ctx)
@@ -188,12 +189,14 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 	frontend.Use(observeRequests(m, log))
 
 	// The admin port: readiness, metrics, the dashboard, the strategy.
-	back := newAdmin(readiness{picker, storeOrPool{st, pl}}, st.Key(),
-		func(ctx context.Context) error { return st.CheckAccess(ctx, strats.ops()...) }, strats.Refusal)
+	access := &accessCheck{what: func() string { return fmt.Sprint(strats.ops()) },
+		check: func(ctx context.Context) error { return st.CheckAccess(ctx, strats.ops()...) }}
+	back := newAdmin(readiness{picker: picker, store: st, pool: pl, health: w.health}, st.Key(), cfg.redisTimeout,
+		access, strats.Refusal)
 	back.GET("/metrics", echo.WrapHandler(m.handler()))
 	(&strategyAPI{strats: strats, write: cfg.adminWrite, log: log}).mount(back)
-	d := &dashboard{m: m, list: st, picker: picker, key: st.Key(), refusal: strats.Refusal,
-		every: 250 * time.Millisecond, done: ctx.Done(), log: log}
+	d := &dashboard{m: m, pool: pl, picker: picker, key: st.Key(), refusal: strats.Refusal, degraded: w.health.Degraded,
+		every: 250 * time.Millisecond, maxStreams: cfg.maxStreams, done: ctx.Done(), log: log}
 	d.mount(back)
 	errc := make(chan error, 2)
 	// Both ports close idle keep-alive connections after IDLE_TIMEOUT and

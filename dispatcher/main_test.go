@@ -31,7 +31,7 @@ func TestLoadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := config{port: "80", adminPort: "8080", idleTimeout: 60 * time.Second, redisURL: "redis://localhost:6379/0", key: "servers",
-		strategy: "round-robin", status: 302, redisTimeout: time.Second, shutdownTimeout: 10 * time.Second,
+		strategy: "round-robin", status: 302, redisTimeout: time.Second, shutdownTimeout: 10 * time.Second, maxStreams: 16,
 		health: health.Config{Interval: 2 * time.Second, Timeout: time.Second, Falls: 2, Rises: 2},
 		mode:   "redirect", proxy: proxyConfig{retries: 2, dialTimeout: 2 * time.Second, responseTimeout: 30 * time.Second,
 			ejectAfter: 5, eject: store.EjectPolicy{Base: 30 * time.Second, MaxPercent: 50}},
@@ -56,6 +56,8 @@ func TestLoadConfig(t *testing.T) {
 		{"ADMIN_BIND_HOST", "-admin", "ADMIN_BIND_HOST"},
 		{"ADMIN_BIND_HOST", "redis_1", "ADMIN_BIND_HOST"}, // a backend URL may hold "_", a bind host not
 		{"ADMIN_BIND_HOST", "http://127.0.0.1", "ADMIN_BIND_HOST"},
+		{"ADMIN_MAX_STREAMS", "0", "ADMIN_MAX_STREAMS"},
+		{"ADMIN_MAX_STREAMS", "lots", "want a whole number from 1"},
 		{"IDLE_TIMEOUT", "0", "IDLE_TIMEOUT"},
 		{"IDLE_TIMEOUT", "forever", "IDLE_TIMEOUT"},
 		{"REDIRECT_STATUS", "200", "REDIRECT_STATUS"},

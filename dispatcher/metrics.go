@@ -42,16 +42,17 @@ import (
 //	    (pick.ErrNoPermission), whatever made them: a pick, the health checks, the
 //	    snapshot's reads (store.OnDenied). command is its name ("SCARD"), "" where
 //	    Redis did not say. The checks of /readyz and of the start are not counted.
-//	spread_degraded                             gauge: 1 while the dispatcher runs degraded
-//	    (SetDegraded, called by the fallback when Redis stops and starts answering).
+//	spread_degraded                             gauge: 1 while the dispatcher serves without
+//	    Redis, whatever the strategy (SetDegraded, from redisHealth: the pool's reads
+//	    failing, or the running strategy's Failover degraded).
 //	spread_backend_up{backend}                  gauge: 0 while the shared health checks have
-//	    the backend in the down set, else 1 (SetHealth, from watchHealth every second);
+//	    the backend in the down set, else 1 (SetHealth, from watchHealth when the snapshot changes);
 //	    only backends of the list, never a made-up one.
 //	spread_inflight{backend}                    gauge (MODE=proxy): requests this dispatcher
 //	    is forwarding to the backend now (proxy.go).
 //	spread_backend_ejected{backend}             gauge: 1 while the backend is ejected (by any
 //	    dispatcher on the list: outlier ejection, eject.go), else 0; every backend of the
-//	    list, as the snapshot last read it (SetEjected, from watchHealth every second).
+//	    list, as the snapshot last read it (SetEjected, from watchHealth).
 //	spread_ejections_total{backend}             counter (MODE=proxy): ejections this
 //	    dispatcher made, each after EJECT_AFTER failures in a row; the sum over the
 //	    dispatchers is every ejection.
@@ -94,10 +95,11 @@ type metrics struct {
 	mu         sync.Mutex
 	strategy   string           // the strategy running now (setStrategy)
 	served     map[string]int64 // backend URL -> requests sent there
+	changed    map[string]bool  // backends whose count changed since the dashboard last looked
 	unserved   int64            // requests answered without a backend
 	up         map[string]bool  // backend URL -> last health, as SetHealth set it
-	ejected    map[string]bool  // backend URL -> ejected now, as SetEjected set it
-	factor     map[string]float64
+	marks      marks            // ejected and ramping backends, as SetEjected set them
+	upVersion  uint64           // counts the changes of up and marks
 	isDegraded bool
 }
 
@@ -129,7 +131,7 @@ func newMetrics(mode, strategy string) *metrics {
 		}),
 		degraded: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "spread_degraded",
-			Help: "1 while the dispatcher runs degraded, else 0.",
+			Help: "1 while the dispatcher serves without Redis, from its snapshot of the list, whatever the strategy; else 0.",
 		}),
 		backendUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "spread_backend_up",
@@ -149,9 +151,8 @@ func newMetrics(mode, strategy string) *metrics {
 		}, []string{"backend"}),
 		counters: map[requestKey]prometheus.Counter{},
 		served:   map[string]int64{},
+		changed:  map[string]bool{},
 		up:       map[string]bool{},
-		ejected:  map[string]bool{},
-		factor:   map[string]float64{},
 	}
 	m.info = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "spread_strategy_info",
@@ -211,6 +212,7 @@ func (m *metrics) request(backend string, status int) {
 		m.unserved++
 	} else {
 		m.served[backend]++
+		m.changed[backend] = true
 	}
 	m.mu.Unlock()
 	c.Inc()
@@ -274,6 +276,7 @@ func (m *metrics) SetHealth(up map[string]bool) {
 	defer m.mu.Unlock()
 	m.backendUp.Reset()
 	m.up = map[string]bool{}
+	m.upVersion++
 	for b, ok := range up {
 		v := 0.0
 		if ok {
@@ -284,38 +287,51 @@ func (m *metrics) SetHealth(up map[string]bool) {
 	}
 }
 
+// marks are the dashboard's tags beside the health marks: the backends
+// ejected now, and those slow start ramps, with their Factor.
+type marks struct {
+	ejected map[string]bool
+	factor  map[string]float64
+}
+
 // SetEjected sets spread_backend_ejected for every backend of up (the
 // list's, as SetHealth has them): 1 for those in ejected, else 0; and the
-// dashboard's marks, with each backend's slow start factor.
+// dashboard's marks, with each ramping backend's slow start factor.
 func (m *metrics) SetEjected(up map[string]bool, ejected map[string]time.Time, factor map[string]float64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	mk := marks{ejected: map[string]bool{}, factor: factor}
 	m.ejectedG.Reset()
-	m.ejected = map[string]bool{}
 	for b := range up {
 		_, out := ejected[b]
 		v := 0.0
 		if out {
 			v = 1
+			mk.ejected[b] = true
 		}
 		m.ejectedG.WithLabelValues(b).Set(v)
-		m.ejected[b] = out
 	}
-	m.factor = factor
+	if !maps.Equal(mk.ejected, m.marks.ejected) || !maps.Equal(mk.factor, m.marks.factor) {
+		m.marks = mk
+		m.upVersion++
+	}
 }
 
 // ejection counts an ejection this dispatcher made (spread_ejections_total).
 func (m *metrics) ejection(backend string) { m.ejections.WithLabelValues(backend).Inc() }
 
-// watchHealth copies the shared health view and the ejections, as the
-// snapshot last read them, into the metrics every second until ctx is done.
+// watchHealth copies the shared health view, as the snapshot last read it,
+// into the metrics, checking every second for a new snapshot, until ctx is
+// done.
 func watchHealth(ctx context.Context, pl *pool.Pool, m *metrics) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	var last *pool.Snapshot
 	for {
-		if up, ok := pl.Health(); ok {
-			m.SetHealth(up)
-			m.SetEjected(up, pl.Ejected(), pl.Factors())
+		if s := pl.Snapshot(); s != nil && s != last {
+			m.SetHealth(s.Health())
+			m.SetEjected(s.Health(), pl.Ejected(), pl.Factors())
+			last = s
 		}
 		select {
 		case <-ctx.Done():
@@ -325,29 +341,41 @@ func watchHealth(ctx context.Context, pl *pool.Pool, m *metrics) {
 	}
 }
 
-// tally is a copy of what the dashboard draws from the metrics.
-type tally struct {
+// look is what the dashboard reads of the metrics at each tick.
+type look struct {
 	strategy string
-	served   map[string]int64
 	unserved int64
-	up       map[string]bool
-	ejected  map[string]bool
-	factor   map[string]float64
 	degraded bool
+	// served holds the requests sent to each backend whose count changed
+	// since the dashboard last looked (every backend, if it asked for all).
+	served map[string]int64
+	// up is the health marks, if they changed since the version the
+	// dashboard gave (else nil), and upVersion their version.
+	up        map[string]bool
+	marks     marks // with up
+	upVersion uint64
 }
 
-func (m *metrics) tally() tally {
+// look returns what changed since the dashboard last looked (all of it, if
+// all), and the health marks if they changed since upVersion: its cost
+// follows the requests since, not the number of backends.
+func (m *metrics) look(all bool, upVersion uint64) look {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	c := tally{strategy: m.strategy, served: make(map[string]int64, len(m.served)), unserved: m.unserved,
-		up: make(map[string]bool, len(m.up)), ejected: maps.Clone(m.ejected), factor: maps.Clone(m.factor), degraded: m.isDegraded}
-	for b, n := range m.served {
-		c.served[b] = n
+	l := look{strategy: m.strategy, unserved: m.unserved, degraded: m.isDegraded, upVersion: m.upVersion}
+	if all {
+		l.served = maps.Clone(m.served)
+	} else {
+		l.served = make(map[string]int64, len(m.changed))
+		for b := range m.changed {
+			l.served[b] = m.served[b]
+		}
 	}
-	for b, up := range m.up {
-		c.up[b] = up
+	clear(m.changed)
+	if all || upVersion != m.upVersion {
+		l.up, l.marks = maps.Clone(m.up), marks{ejected: maps.Clone(m.marks.ejected), factor: maps.Clone(m.marks.factor)}
 	}
-	return c
+	return l
 }
 
 // timedPicker is a Picker that records every pick in metrics.

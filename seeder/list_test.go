@@ -44,3 +44,24 @@ func TestLongURLsAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// list reports the entries the rotation moved to the quarantine for their
+// length, cut as invalid entries are, after the list.
+func TestListReportsTheQuarantine(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	long := "http://a.example/" + strings.Repeat("x", 1<<20)
+	if err := srv.Client.RPush(ctx, "servers", "http://a:1", long).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := seeder(t, srv, nil, "watch", "-n", "1", "-i", "0"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := seeder(t, srv, nil, "list")
+	want := "http://a:1\n" +
+		"quarantined (longer than 2048 bytes, moved out of the list by the rotation; in \"{servers}:quarantine\"):\n" +
+		`"` + long[:200] + `…(1048593 bytes)"` + "\n"
+	if err != nil || out != want {
+		t.Errorf("list: got (%.600q, %v), want %.600q", out, err, want)
+	}
+}

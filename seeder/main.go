@@ -104,7 +104,8 @@ seeder seed -probe ORIGIN=PROBE_ORIGIN ... [URL...]
 seeder list                 print the list; the next pick is the last line; "down" marks
                             entries the health checks take out of the rotation, "ejected" those
                             a dispatcher took out for failing requests, "registered" those
-                            that announce themselves (REGISTER=1), with when each was last heard`},
+                            that announce themselves (REGISTER=1), with when each was last heard;
+                            then the entries quarantined for their length, if any`},
 	{name: "probe", parse: parseProbe, ops: []store.Op{store.OpProbes}, usage: `
 seeder probe ORIGIN PROBE_ORIGIN
                             the dispatchers probe ORIGIN (scheme://host:port) at
@@ -425,12 +426,14 @@ func splitServers(s string) []string {
 // down, "ejected for 25s (2nd time)" for those a dispatcher has ejected,
 // "registered, heard 0.8s ago" for those a backend registered (REGISTER=1)
 // and the reconciler put there ("registration gone: leaving" once it
-// stopped). Then the registrations not in the list yet, and, if least-conn
-// or p2c dispatchers count requests in flight, each entry's count. An entry
-// that backend.Parse refuses, which every pick skips, is printed quoted and
-// cut to its first bytes (backend.Truncate), with "\tinvalid: " and the
-// reason, so that a hostile megabyte or a control character cannot flood
-// or garble the terminal.
+// stopped). Then the registrations not in the list yet; the entries the
+// rotation quarantined for their length, if any (the first few, cut as
+// invalid entries are); and, if least-conn or p2c dispatchers count
+// requests in flight, each entry's count. An entry that backend.Parse
+// refuses, which every pick skips, is printed quoted and cut to its first
+// bytes (backend.Truncate), with "\tinvalid: " and the reason, so that a
+// hostile megabyte or a control character cannot flood or garble the
+// terminal.
 func printList(ctx context.Context, st *store.Store, w io.Writer) error {
 	entries, err := st.Entries(ctx)
 	if err != nil {
@@ -478,6 +481,18 @@ func printList(ctx context.Context, st *store.Store, w io.Writer) error {
 	for _, m := range slices.SortedFunc(maps.Values(members), func(a, b store.Member) int { return strings.Compare(a.URL, b.URL) }) {
 		if m.Alive {
 			fmt.Fprintf(w, "(not in the list yet)\t%s\t%s\n", backend.Truncate(m.URL), registration(m))
+		}
+	}
+	// The entries the rotation moved out of the list for their length,
+	// when there are any.
+	const shown = 5
+	if n, first, err := st.Quarantine(ctx, shown); err == nil && n > 0 {
+		fmt.Fprintf(w, "quarantined (longer than %d bytes, moved out of the list by the rotation; in %q):\n", backend.MaxLen, st.QuarantineKey())
+		for _, e := range first {
+			fmt.Fprintf(w, "%q\n", backend.Truncate(e))
+		}
+		if n > shown {
+			fmt.Fprintf(w, "... and %d more\n", n-shown)
 		}
 	}
 	// The requests in flight that least-conn and p2c dispatchers count in

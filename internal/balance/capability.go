@@ -8,14 +8,15 @@ import "context"
 
 // Rotator is a strategy whose next pick can be shown: round-robin.
 type Rotator interface {
-	// Rotation returns the rotation in order, the next pick last, as
-	// LRANGE shows the shared one.
-	Rotation(ctx context.Context) (Rotation, error)
+	// Rotation returns the end of the rotation: its last n entries in
+	// order, the next pick last, as LRANGE shows the shared one.
+	Rotation(ctx context.Context, n int) (Rotation, error)
 }
 
-// Rotation is a rotation as it stands.
+// Rotation is the end of a rotation as it stands.
 type Rotation struct {
-	Entries []string // in order, the next pick last
+	Entries []string // the last ones, in order, the next pick last
+	Len     int      // how many entries the whole rotation holds
 	// Local is true for a rotation kept in this process over a copy of
 	// the list, not shared with other dispatchers.
 	Local bool

@@ -21,7 +21,7 @@ import (
 // say). The first pick that Redis fails (an error, or no answer within
 // REDIS_TIMEOUT) puts the dispatcher in degraded mode: from then on picks go
 // straight to the secondary Picker, which picks from the pool's last
-// snapshot of the list (read every second while Redis answered), without
+// snapshot of the list (read whenever it changed while Redis answered), without
 // waiting on Redis at all. So while Redis hangs, only the requests already
 // waiting on it when it stopped answering wait REDIS_TIMEOUT; the rest are
 // answered as fast as usual, and none gets an error. A background check

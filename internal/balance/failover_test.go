@@ -87,7 +87,7 @@ func TestFailoverDoesNotDegradeOnAPermissionError(t *testing.T) {
 		}
 		defer rdb.Close()
 		s := store.NewStore(rdb, "servers", nil)
-		p := pool.New(s, 0, nil)
+		p := pool.New(admin, 0, nil) // the snapshot to fall back on, read by a user who may
 		if err := p.Refresh(ctx); err != nil {
 			t.Fatal(err)
 		}

@@ -113,8 +113,9 @@ type RedisRotation interface {
 	// NextEntry takes one step and returns the entry it lands on, as the
 	// list holds it, and its URL.
 	NextEntry(ctx context.Context) (string, *url.URL, error)
-	// Entries returns the list in order, the next pick last.
-	Entries(ctx context.Context) ([]string, error)
+	// Tail returns the last n entries of the list in order, the next pick
+	// last, and the list's length.
+	Tail(ctx context.Context, n int) ([]string, int64, error)
 	// Stats says how the steps so far shared round trips.
 	Stats() batch.Stats
 	// SetHints tells the steps what the pool knows ahead of Redis: the

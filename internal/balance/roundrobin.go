@@ -22,7 +22,7 @@ import (
 
 // RotationSetting is ROTATION.
 var RotationSetting = app.Setting{Name: "ROTATION", Default: "redis",
-	Usage: "STRATEGY=round-robin: redis: one shared, exact rotation step in Redis per request; local: round robin in this process over a snapshot of the list, read every second"}
+	Usage: "STRATEGY=round-robin: redis: one shared, exact rotation step in Redis per request; local: round robin in this process over a snapshot of the list, read again when it changes"}
 
 func init() {
 	Register(Strategy{
@@ -116,10 +116,11 @@ func (s *Shared) Pick(ctx context.Context, _ *http.Request) (Backend, error) {
 	return Backend{URL: u, Entry: e}, nil
 }
 
-// Rotation is the list as Redis holds it: the next pick is its last entry.
-func (s *Shared) Rotation(ctx context.Context) (Rotation, error) {
-	e, err := s.steps.Entries(ctx)
-	return Rotation{Entries: e}, err
+// Rotation is the end of the list as Redis holds it: the next pick is its
+// last entry.
+func (s *Shared) Rotation(ctx context.Context, n int) (Rotation, error) {
+	e, total, err := s.steps.Tail(ctx, n)
+	return Rotation{Entries: e, Len: int(total)}, err
 }
 
 // Local is a round robin in this process over the pool's eligible entries:
@@ -190,11 +191,12 @@ func (t *localTurn) weighted() int {
 	return best
 }
 
-// Rotation returns this process's rotation as it stands, in the shared
-// rotation's terms: the eligible entries in list order, turned so that the
-// last one is the next pick (where LRANGE shows the next pick of the shared
-// rotation). An empty list gives no entries and no error.
-func (l *Local) Rotation(context.Context) (Rotation, error) {
+// Rotation returns the end of this process's rotation as it stands, in
+// the shared rotation's terms: the last n of the eligible entries in list
+// order, turned so that the last one is the next pick (where LRANGE shows
+// the next pick of the shared rotation). An empty list gives no entries
+// and no error.
+func (l *Local) Rotation(_ context.Context, n int) (Rotation, error) {
 	t, err := l.turns.Get()
 	switch {
 	case errors.Is(err, pick.ErrNoBackends):
@@ -202,11 +204,12 @@ func (l *Local) Rotation(context.Context) (Rotation, error) {
 	case err != nil:
 		return Rotation{Local: true}, err
 	}
-	n := uint64(len(t.e))
-	next := t.n.Load() % n // t.e is in pick order: this one goes next
-	out := make([]string, n)
-	for i := range n {
-		out[n-1-i] = t.e[(next+i)%n].Raw
+	size := uint64(len(t.e))
+	shown := min(uint64(max(n, 0)), size)
+	next := t.n.Load() % size // t.e is in pick order: this one goes next
+	out := make([]string, shown)
+	for i := range shown {
+		out[shown-1-i] = t.e[(next+i)%size].Raw
 	}
-	return Rotation{Entries: out, Local: true}, nil
+	return Rotation{Entries: out, Len: len(t.e), Local: true}, nil
 }

@@ -59,8 +59,12 @@ func TestLocalRotatesOverASnapshot(t *testing.T) {
 	// Five picks so far over four valid entries: the next is three[2], and
 	// Entries shows it last, as LRANGE shows the shared rotation's next.
 	want = []string{"http://127.0.0.1:5003", three[0], three[1], three[2]}
-	if got, err := l.Rotation(ctx); err != nil || !slices.Equal(got.Entries, want) || !got.Local {
-		t.Errorf("Rotation: got (%+v, %v), want %q, local", got, err, want)
+	if got, err := l.Rotation(ctx, 10); err != nil || !slices.Equal(got.Entries, want) || !got.Local || got.Len != 4 {
+		t.Errorf("Rotation: got (%+v, %v), want %q of 4, local", got, err, want)
+	}
+	// The end of it only: the next two picks, the very next last.
+	if got, err := l.Rotation(ctx, 2); err != nil || !slices.Equal(got.Entries, want[2:]) || got.Len != 4 {
+		t.Errorf("Rotation(2): got (%+v, %v), want %q of 4", got, err, want[2:])
 	}
 	if got := picks(t, l, 1); got[0] != three[2] {
 		t.Errorf("pick after Entries: got %q, want %q", got[0], three[2])

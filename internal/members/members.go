@@ -37,9 +37,9 @@ const DefaultHeartbeat = 2 * time.Second
 func TTL(heartbeat time.Duration) time.Duration { return 3 * heartbeat }
 
 // Settle is how long a leaving backend goes on serving once its entry has
-// left the list: a dispatcher's snapshot of the list is read every
-// pool.DefaultRefresh, and a request picked from the old one may still be
-// on its way.
+// left the list: a dispatcher checks whether the list changed every
+// pool.DefaultRefresh, and a request picked from its old snapshot may
+// still be on its way.
 const Settle = pool.DefaultRefresh + 250*time.Millisecond
 
 // Registrar is one backend's registration.

@@ -1,7 +1,18 @@
 // Package pool is this process's view of the backends: a snapshot of the
-// rotation list and its down set, read from Redis every second, and the one
-// place that decides which entries a strategy may pick. It reads through a
-// Source (package store), and never touches Redis itself.
+// rotation list and its down set, read from Redis when they change, and the
+// one place that decides which entries a strategy may pick. It reads
+// through a Source (package store), and never touches Redis itself.
+//
+// A Pool asks for the list's version (package store bumps it with every
+// change of the entries or the down set) every DefaultRefresh, and reads
+// the whole list only when the version changed, or every FullEvery in any
+// case: an idle dispatcher costs Redis two small commands per check,
+// whatever the list's length, and a change reaches every strategy that
+// picks from the snapshot within one check.
+//
+// Its reads are also this process's view of whether Redis answers: while
+// they fail (Unavailable), every strategy that picks from the snapshot
+// serves without Redis, and the dispatcher says it is degraded.
 //
 // An entry is eligible when backend.Parse accepts it, the shared health
 // checks have not put it in the down set, and no dispatcher has ejected it
@@ -35,8 +46,13 @@ import (
 	"github.com/spreadlb/spread/internal/backend"
 )
 
-// DefaultRefresh is how often a Pool reads the list again.
-const DefaultRefresh = time.Second
+// DefaultRefresh is how often a Pool asks whether the list changed.
+const DefaultRefresh = 50 * time.Millisecond
+
+// FullEvery is how often a Pool reads the whole list even though its
+// version says it did not change: a safety net for changes made by hand
+// (redis-cli LSET), which do not bump the version.
+const FullEvery = 30 * time.Second
 
 // ErrNoSnapshot is returned before the list has been read once. It wraps
 // pick.ErrUnavailable: until Redis has answered, nothing is known.
@@ -74,6 +90,9 @@ type Snapshot struct {
 	// Err says why Eligible is empty: pick.ErrNoBackends,
 	// pick.ErrWrongType, pick.ErrAllDown or pick.ErrNoValidBackend.
 	Err error
+
+	health     sync.Once
+	healthView map[string]bool // Health's answer, made on first use
 }
 
 // IsEjected reports whether entry is ejected in this snapshot.
@@ -93,6 +112,9 @@ type Source interface {
 	// Read returns the list as LRANGE shows it and the entries marked
 	// down, as one consistent view.
 	Read(ctx context.Context) (entries, down []string, err error)
+	// Version returns a token that changes whenever the list's entries or
+	// its down set change, cheaply.
+	Version(ctx context.Context) (string, error)
 	// Key names the list, for the log.
 	Key() string
 	// StepTimeout bounds one read.
@@ -114,15 +136,31 @@ type Pool struct {
 	log     *slog.Logger
 	snap    atomic.Pointer[Snapshot]
 
-	mu        sync.Mutex           // serializes building snapshots
+	mu       sync.Mutex // serializes reads
+	version  string     // the version of the snapshot's list, "" before the first read
+	lastFull time.Time  // when the whole list was last read
+
+	down     atomic.Pointer[outage] // set while reads fail for want of Redis
+	onChange atomic.Pointer[func(unavailable bool)]
+
+	// Under mu too:
 	local     map[string]time.Time // ejections this dispatcher made, until Redis shows them (Eject)
 	slowStart time.Duration        // SLOW_START; 0: off
 	minFactor float64              // SLOW_START_MIN, as a fraction
 }
 
+// outage is why, and since when, the pool's reads fail.
+type outage struct {
+	err   error
+	since time.Time
+}
+
 // New returns a Pool over st's list, read every refresh (a non-positive
 // refresh means DefaultRefresh). It holds no snapshot until Refresh or Run
 // has read one. A nil log discards its messages.
+//
+// It asks st for the list's version every refresh, and reads the list when
+// that changed.
 func New(st Source, refresh time.Duration, log *slog.Logger) *Pool {
 	if refresh <= 0 {
 		refresh = DefaultRefresh
@@ -170,18 +208,68 @@ func (p *Pool) Len() (int, bool) {
 // Health returns the valid entries of the list as last read, each once and
 // written as backend.Parse gives it, and whether the shared health checks
 // had it up then (not in the down set). ok is false before the first read.
+// The map is made once per snapshot and shared: never modify it.
 func (p *Pool) Health() (up map[string]bool, ok bool) {
 	s := p.snap.Load()
 	if s == nil {
 		return nil, false
 	}
-	up = map[string]bool{}
-	for _, e := range s.Entries {
-		if u, err := backend.Parse(e); err == nil {
-			up[u.String()] = !s.IsDown(e)
+	return s.Health(), true
+}
+
+// Health is Pool.Health for this snapshot.
+func (s *Snapshot) Health() map[string]bool {
+	s.health.Do(func() {
+		s.healthView = map[string]bool{}
+		for _, e := range s.Entries {
+			if u, err := backend.Parse(e); err == nil {
+				s.healthView[u.String()] = !s.IsDown(e)
+			}
+		}
+	})
+	return s.healthView
+}
+
+// Snapshot returns the snapshot as last read, whatever it holds, or nil
+// before the first read.
+func (p *Pool) Snapshot() *Snapshot { return p.snap.Load() }
+
+// Unavailable returns why the pool's reads fail for want of Redis (it does
+// not answer, or not within its StepTimeout), and since when; nil while
+// they succeed. Meanwhile the snapshot stays as last read.
+func (p *Pool) Unavailable() (error, time.Time) {
+	if o := p.down.Load(); o != nil {
+		return o.err, o.since
+	}
+	return nil, time.Time{}
+}
+
+// OnUnavailable makes f hear each change of Unavailable: true when the
+// reads start failing for want of Redis, false when they succeed again.
+func (p *Pool) OnUnavailable(f func(unavailable bool)) { p.onChange.Store(&f) }
+
+// Report tells the pool how a call to Redis made elsewhere went (the
+// dispatcher's /readyz, say), for Unavailable: a failure for want of Redis
+// counts as the pool's own reads failing, until the next call that
+// succeeds.
+func (p *Pool) Report(err error) { p.note(err) }
+
+// note records how a read of Redis went, for Unavailable.
+func (p *Pool) note(err error) {
+	switch {
+	case pick.Unavailable(err):
+		if p.down.Load() == nil && p.down.CompareAndSwap(nil, &outage{err, time.Now()}) {
+			if f := p.onChange.Load(); f != nil {
+				(*f)(true)
+			}
+		}
+	case err == nil || !errors.Is(err, context.Canceled):
+		if p.down.Swap(nil) != nil {
+			if f := p.onChange.Load(); f != nil {
+				(*f)(false)
+			}
 		}
 	}
-	return up, true
 }
 
 // SetSlowStart turns slow start on (window > 0, SLOW_START) or off (0):
@@ -193,33 +281,6 @@ func (p *Pool) SetSlowStart(window time.Duration, min float64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.slowStart, p.minFactor = window, min
-}
-
-// Refresh reads the list and its down set once, and, from an ExtraSource,
-// the ejections and slow start's table. While Redis does not answer, the
-// snapshot it has is kept, so picks go on over the last list it read. A
-// list that is empty, missing or not a list replaces the snapshot: that is
-// what Redis says the rotation is now.
-func (p *Pool) Refresh(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, p.src.StepTimeout())
-	defer cancel()
-	entries, down, err := p.src.Read(ctx)
-	if err != nil && !errors.Is(err, pick.ErrWrongType) {
-		return err
-	}
-	slices.Sort(down)
-	x := extras{now: time.Now()}
-	if es, ok := p.src.(ExtraSource); ok {
-		now, ejected, since, xerr := es.ReadExtras(ctx)
-		if xerr != nil && !errors.Is(xerr, pick.ErrWrongType) {
-			return xerr
-		}
-		x = extras{now: now, ejected: ejected, since: since}
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.publish(entries, down, err, x)
-	return nil
 }
 
 // extras are what a Refresh reads beside the list and the down set.
@@ -408,7 +469,90 @@ func (p *Pool) Ejected() map[string]time.Time {
 	return out
 }
 
-// Run refreshes the snapshot every refresh interval until ctx is done,
+// Refresh reads the list and its down set once. While Redis does not
+// answer, the snapshot it has is kept, so picks go on over the last list it
+// read. A list that is empty, missing or not a list replaces the snapshot:
+// that is what Redis says the rotation is now.
+func (p *Pool) Refresh(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.read(ctx, "")
+}
+
+// Check asks whether the list changed since it was last read, and reads it
+// if so, or if it was last read FullEvery ago.
+func (p *Pool) Check(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	tctx, cancel := context.WithTimeout(ctx, p.src.StepTimeout())
+	v, err := p.src.Version(tctx)
+	cancel()
+	p.note(err)
+	if err != nil {
+		return err
+	}
+	if v == p.version && p.snap.Load() != nil && time.Since(p.lastFull) < FullEvery && !p.due() {
+		return nil
+	}
+	return p.read(ctx, v)
+}
+
+// due reports a snapshot that time alone makes stale: an ejection in it
+// has ended, or slow start ramps an entry and it was read a second ago or
+// more. The caller holds mu.
+func (p *Pool) due() bool {
+	s := p.snap.Load()
+	if s.Ramping && time.Since(p.lastFull) >= rampEvery {
+		return true
+	}
+	now := s.Now.Add(time.Since(p.lastFull))
+	for _, until := range s.Ejected {
+		if !until.After(now) {
+			return true
+		}
+	}
+	return false
+}
+
+// rampEvery is how often a snapshot in which an entry ramps is read again,
+// for the Factors to follow the clock.
+const rampEvery = time.Second
+
+// read reads the list and its down set, the version first (v, if the
+// caller has it; else it asks): a change between the two makes the next
+// check read again, never miss it. The caller holds mu.
+func (p *Pool) read(ctx context.Context, v string) error {
+	ctx, cancel := context.WithTimeout(ctx, p.src.StepTimeout())
+	defer cancel()
+	if v == "" {
+		var err error
+		v, err = p.src.Version(ctx)
+		p.note(err)
+		if err != nil {
+			return err
+		}
+	}
+	entries, down, err := p.src.Read(ctx)
+	p.note(err)
+	if err != nil && !errors.Is(err, pick.ErrWrongType) {
+		return err
+	}
+	x := extras{now: time.Now()}
+	if es, ok := p.src.(ExtraSource); ok {
+		now, ejected, since, xerr := es.ReadExtras(ctx)
+		p.note(xerr)
+		if xerr != nil && !errors.Is(xerr, pick.ErrWrongType) {
+			return xerr
+		}
+		x = extras{now: now, ejected: ejected, since: since}
+	}
+	p.version, p.lastFull = v, time.Now()
+	slices.Sort(down)
+	p.publish(entries, down, err, x)
+	return nil
+}
+
+// Run checks the list every refresh interval (Check) until ctx is done,
 // starting one interval from now: call Refresh first for the first read.
 func (p *Pool) Run(ctx context.Context) {
 	t := time.NewTicker(p.refresh)
@@ -420,7 +564,7 @@ func (p *Pool) Run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		err := p.Refresh(ctx)
+		err := p.Check(ctx)
 		switch {
 		case err != nil && !failing && ctx.Err() == nil:
 			p.log.Warn("cannot read the rotation list; keeping the last snapshot", "err", err)

@@ -11,6 +11,7 @@ import (
 	"github.com/spreadlb/spread/internal/pick"
 
 	"github.com/spreadlb/spread/internal/pool"
+	"github.com/spreadlb/spread/internal/redisconn"
 	"github.com/spreadlb/spread/internal/redistest"
 	"github.com/spreadlb/spread/internal/store"
 )
@@ -163,5 +164,121 @@ func TestSlowStartFactor(t *testing.T) {
 	}
 	if snap, _ := p.Current(); !snap.Ramping {
 		t.Error("Ramping: got false with entries ramping")
+	}
+}
+
+// A pool reads the whole list only when it changed: checks of an
+// unchanged list cost Redis no LRANGE, a seed, an added entry and a
+// backend marked down each reach the snapshot at the next check, and so
+// does a hand-made RPUSH, which does not bump the version (the length
+// changed).
+func TestCheckReadsTheListOnlyWhenItChanged(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	s := store.NewStore(srv.Client, "servers", nil)
+	a, b, c := "http://127.0.0.1:5000", "http://127.0.0.1:5001", "http://127.0.0.1:5002"
+	if err := s.Replace(ctx, []string{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	p := pool.New(s, 0, nil)
+	if err := p.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lranges := func() int64 {
+		n, err := redistest.Calls(ctx, srv.Client, "lrange")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := lranges()
+	for range 50 {
+		if err := p.Check(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := lranges() - before; n != 0 {
+		t.Errorf("50 checks of an unchanged list: got %d LRANGE, want 0", n)
+	}
+	eligible := func() []string {
+		t.Helper()
+		if err := p.Check(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var raw []string
+		es, _ := p.Eligible()
+		for _, e := range es {
+			raw = append(raw, e.Raw)
+		}
+		return raw
+	}
+	for _, tc := range []struct {
+		what   string
+		change func() error
+		want   []string
+	}{
+		{"seed", func() error { return s.Replace(ctx, []string{a, b, c}) }, []string{c, b, a}},
+		{"remove", func() error { _, err := s.Remove(ctx, b); return err }, []string{c, a}},
+		{"hand-made RPUSH", func() error { return srv.Client.RPush(ctx, "servers", b).Err() }, []string{b, c, a}},
+		{"FLUSHALL and a seed of the same length", func() error {
+			if err := srv.Client.FlushAll(ctx).Err(); err != nil {
+				return err
+			}
+			return s.Replace(ctx, []string{c, b, a})
+		}, []string{a, b, c}},
+	} {
+		if err := tc.change(); err != nil {
+			t.Fatal(err)
+		}
+		if got := eligible(); !slices.Equal(got, tc.want) {
+			t.Errorf("after %s, one check: got %q, want %q", tc.what, got, tc.want)
+		}
+	}
+}
+
+// The pool's reads say whether Redis answers: a hung Redis makes them
+// fail within the store's step timeout, Unavailable says so (and the
+// snapshot stays), and the first check that succeeds clears it.
+func TestUnavailableFollowsRedis(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	rdb, err := redisconn.Connect(srv.URL, "test") // as the programs connect: deadlines are kept
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	s := store.NewStore(rdb, "servers", nil)
+	s.SetStepTimeout(100 * time.Millisecond)
+	if err := s.Replace(ctx, []string{"http://127.0.0.1:5000"}); err != nil {
+		t.Fatal(err)
+	}
+	p := pool.New(s, 0, nil)
+	var changes []bool
+	p.OnUnavailable(func(u bool) { changes = append(changes, u) })
+	if err := p.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err, _ := p.Unavailable(); err != nil {
+		t.Errorf("Unavailable while Redis answers: got %v, want nil", err)
+	}
+	srv.Pause()
+	if err := p.Check(ctx); !errors.Is(err, pick.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a check while Redis hangs: got %v, want it unavailable", err)
+	}
+	if err, since := p.Unavailable(); err == nil || since.IsZero() {
+		t.Errorf("Unavailable while Redis hangs: got (%v, %v), want the error and when it began", err, since)
+	}
+	if _, err := p.Eligible(); err != nil {
+		t.Errorf("the snapshot while Redis hangs: %v, want it kept", err)
+	}
+	srv.Resume()
+	if err := p.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err, _ := p.Unavailable(); err != nil {
+		t.Errorf("Unavailable after Redis is back: got %v, want nil", err)
+	}
+	if !slices.Equal(changes, []bool{true, false}) {
+		t.Errorf("OnUnavailable heard %v, want [true false]", changes)
 	}
 }

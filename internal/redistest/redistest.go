@@ -7,6 +7,7 @@ package redistest
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
@@ -116,4 +117,19 @@ func Calls(ctx context.Context, rdb redis.Cmdable, cmd string) (int64, error) {
 	}
 	n, _, _ := strings.Cut(after, ",")
 	return strconv.ParseInt(n, 10, 64)
+}
+
+// Stat is the number that INFO stats gives for name on the server behind
+// rdb ("total_net_input_bytes", "total_connections_received").
+func Stat(ctx context.Context, rdb redis.Cmdable, name string) (int64, error) {
+	info, err := rdb.Info(ctx, "stats").Result()
+	if err != nil {
+		return 0, err
+	}
+	_, after, found := strings.Cut(info, name+":")
+	if !found {
+		return 0, fmt.Errorf("INFO stats has no %s", name)
+	}
+	v, _, _ := strings.Cut(after, "\r\n")
+	return strconv.ParseInt(v, 10, 64)
 }

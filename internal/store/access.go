@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spreadlb/spread/internal/pick"
 
@@ -20,40 +21,46 @@ type Op int
 // The operations, and the commands each sends (on the list "servers").
 const (
 	// OpRead: PING, LLEN, LRANGE servers, and SMEMBERS {servers}:down
-	// inside MULTI/EXEC (Read, Len, Ping, Entries); TIME, ZRANGE of
-	// {servers}:ejected and HGETALL of {servers}:since inside MULTI/EXEC
-	// (ReadExtras). Every dispatcher.
+	// inside MULTI/EXEC (Read, Len, Ping, Entries), GET {servers}:version
+	// (Version); TIME, ZRANGE of {servers}:ejected and HGETALL of
+	// {servers}:since inside MULTI/EXEC (ReadExtras). Every dispatcher.
 	OpRead Op = iota
 	// OpRotate: the shared rotation's script (Next): EVALSHA, EVAL, LMOVE
-	// (RPOPLPUSH before Redis 6.2), SCARD, LLEN, SISMEMBER, HINCRBY, and
-	// ZCARD, TIME, ZRANGEBYSCORE of {servers}:ejected.
+	// (RPOPLPUSH before Redis 6.2), SCARD, LLEN, SISMEMBER, HINCRBY; to
+	// quarantine an entry, LPOP, RPUSH, and TIME, SET of the version; ZCARD,
+	// TIME, ZRANGEBYSCORE of {servers}:ejected.
 	OpRotate
 	// OpHealth: the health checks' scripts and reports (ClaimLease,
 	// PublishDown, ReleaseLease, TakeReports): GET, SET, PEXPIRE, DEL on
-	// the lease; LRANGE, SMEMBERS, DEL, SADD on the down set; HGETALL,
-	// DEL; MULTI/EXEC.
+	// the lease; LRANGE, SMEMBERS, SCARD, SISMEMBER, DEL, SADD on the down
+	// set; TIME, SET of the version; HGETALL, DEL; MULTI/EXEC.
 	OpHealth
 	// OpReport: a proxying dispatcher's ReportFailure: HINCRBY.
 	OpReport
-	// OpInflight: least-conn's and p2c's shared counts (Inflight): TIME,
-	// ZRANGEBYSCORE, ZREMRANGEBYSCORE, ZADD, ZREM, HGETALL, HDEL, HSET, GET,
-	// SET, through EVALSHA/EVAL.
+	// OpInflight: least-conn's and p2c's shared counts (Inflight), through
+	// EVALSHA/EVAL: TIME, ZSCORE, ZRANGEBYSCORE, ZREMRANGEBYSCORE, ZADD,
+	// ZREM on the alive set; HGETALL, HGET, HSET, HDEL, HINCRBY, DEL on the
+	// counts; GET, SET on the turn; LLEN, LRANGE, PEXPIRE on a stored
+	// candidate list, and DEL, RPUSH, PEXPIRE in MULTI/EXEC to store one.
 	OpInflight
-	// OpSeed: `seeder seed` (Replace): DEL (of the list, the tally and
-	// {servers}:joined), RPUSH in MULTI/EXEC.
+	// OpSeed: `seeder seed` (Replace): DEL (of the list, the tally, the
+	// quarantine and {servers}:joined), RPUSH, SET of the version, in
+	// MULTI/EXEC.
 	OpSeed
 	// OpSeedProbes: `seeder seed -probe` (ReplaceWithProbes) also: DEL,
 	// HSET on the probe hash.
 	OpSeedProbes
-	// OpAdd: `seeder add`: RPUSH.
+	// OpAdd: `seeder add`: RPUSH, SET of the version, in MULTI/EXEC.
 	OpAdd
-	// OpRemove: `seeder remove`: LREM, LLEN.
+	// OpRemove: `seeder remove`: LREM, LLEN, SET of the version, in
+	// MULTI/EXEC.
 	OpRemove
 	// OpProbes: `seeder probe`: HGETALL, HSET, HDEL on the probe hash.
 	OpProbes
-	// OpList: `seeder list` (Entries, Down, InFlight, Members,
+	// OpList: `seeder list` (Entries, Down, InFlight, Quarantine, Members,
 	// Ejections): LRANGE, SMEMBERS, and TIME, ZRANGE, HGETALL in
-	// MULTI/EXEC; PTTL and GET of each registration.
+	// MULTI/EXEC; LLEN and LRANGE of the quarantine; PTTL and GET of each
+	// registration.
 	OpList
 	// OpWatch: `seeder watch`: OpRotate, and HGETALL of the tally (Tally).
 	OpWatch
@@ -68,13 +75,13 @@ const (
 	// list, SMEMBERS, SREM of {servers}:members, PTTL of each
 	// {servers}:member:URL, HGETALL, HSET, HDEL of {servers}:joined,
 	// {servers}:since and {servers}:ejections, SMEMBERS of the down set,
-	// ZREMRANGEBYSCORE, ZRANGE, ZREM of {servers}:ejected. Every dispatcher
-	// that runs health checks.
+	// ZREMRANGEBYSCORE, ZRANGE, ZREM of {servers}:ejected, SET of the
+	// version. Every dispatcher that runs health checks.
 	OpReconcile
 	// OpEject: outlier ejection (Eject), through EVALSHA/EVAL: TIME,
 	// ZREMRANGEBYSCORE, ZSCORE, ZRANGE, ZADD of {servers}:ejected, HGET,
-	// HSET of {servers}:ejections, LRANGE of the list. MODE=proxy with
-	// EJECT_AFTER > 0.
+	// HSET of {servers}:ejections, LRANGE of the list, SET of the version.
+	// MODE=proxy with EJECT_AFTER > 0.
 	OpEject
 )
 
@@ -104,55 +111,67 @@ func (s *Store) checks(op Op) []probe {
 		eval := append([]any{"EVAL", "return 0", len(keys)}, toArgs(keys)...)
 		return []probe{p(sha...), p(eval...)}
 	}
+	version := []probe{p("TIME"), p("SET", s.keys.version, "x")}
 	ejected, ejection, since := s.keys.ejected, s.keys.ejection, s.keys.since
 	members, joined, member := s.keys.members, s.keys.joined, s.keys.member+"x"
-	rotate := append(script(stepScript, key, tally, down, ejected),
-		probe{args: []any{"LMOVE", key, key, "RIGHT", "LEFT"}, alt: []any{"RPOPLPUSH", key, key}},
-		p("SCARD", down), p("LLEN", key), p("SISMEMBER", down, "x"), p("HINCRBY", tally, "x", 1),
-		p("ZCARD", ejected), p("TIME"), p("ZRANGEBYSCORE", ejected, "-inf", 0))
+	rotate := slices.Concat(script(stepScript, key, tally, down, s.keys.quarantine, s.keys.version, ejected),
+		[]probe{{args: []any{"LMOVE", key, key, "RIGHT", "LEFT"}, alt: []any{"RPOPLPUSH", key, key}},
+			p("SCARD", down), p("LLEN", key), p("SISMEMBER", down, "x"), p("HINCRBY", tally, "x", 1),
+			p("LPOP", key), p("RPUSH", s.keys.quarantine, "x"),
+			p("ZCARD", ejected), p("ZRANGEBYSCORE", ejected, "-inf", 0)}, version)
 	switch op {
 	case OpRead:
-		return []probe{p("PING"), p("LLEN", key), p("LRANGE", key, 0, -1), p("SMEMBERS", down),
+		return []probe{p("PING"), p("LLEN", key), p("LRANGE", key, 0, -1), p("SMEMBERS", down), p("GET", s.keys.version),
 			p("TIME"), p("ZRANGE", ejected, 0, -1, "WITHSCORES"), p("HGETALL", since)}
 	case OpReconcile:
-		return append(script(reconcileScript, lease, key, members, joined, since, down, ejected, ejection),
-			p("GET", lease), p("TIME"), p("LRANGE", key, 0, -1), p("RPUSH", key, "x"), p("LREM", key, 1, "x"),
-			p("SMEMBERS", members), p("SREM", members, "x"), p("PTTL", member),
-			p("HGETALL", joined), p("HSET", joined, "x", 1), p("HDEL", joined, "x"),
-			p("HGETALL", since), p("HSET", since, "x", 1), p("HDEL", since, "x"), p("HDEL", ejection, "x"),
-			p("SMEMBERS", down), p("ZREMRANGEBYSCORE", ejected, "-inf", 0), p("ZRANGE", ejected, 0, -1), p("ZREM", ejected, "x"))
+		return slices.Concat(script(reconcileScript, lease, key, members, joined, since, down, ejected, ejection, s.keys.version),
+			[]probe{p("GET", lease), p("LRANGE", key, 0, -1), p("RPUSH", key, "x"), p("LREM", key, 1, "x"),
+				p("SMEMBERS", members), p("SREM", members, "x"), p("PTTL", member),
+				p("HGETALL", joined), p("HSET", joined, "x", 1), p("HDEL", joined, "x"),
+				p("HGETALL", since), p("HSET", since, "x", 1), p("HDEL", since, "x"), p("HDEL", ejection, "x"),
+				p("SMEMBERS", down), p("ZREMRANGEBYSCORE", ejected, "-inf", 0), p("ZRANGE", ejected, 0, -1), p("ZREM", ejected, "x")},
+			version)
 	case OpEject:
-		return append(script(ejectScript, ejected, ejection, key),
-			p("TIME"), p("ZREMRANGEBYSCORE", ejected, "-inf", 0), p("ZSCORE", ejected, "x"), p("ZRANGE", ejected, 0, -1),
-			p("ZADD", ejected, 0, "x"), p("LRANGE", key, 0, -1), p("HGET", ejection, "x"), p("HSET", ejection, "x", "y"))
+		return slices.Concat(script(ejectScript, ejected, ejection, key, s.keys.version),
+			[]probe{p("ZREMRANGEBYSCORE", ejected, "-inf", 0), p("ZSCORE", ejected, "x"), p("ZRANGE", ejected, 0, -1),
+				p("ZADD", ejected, 0, "x"), p("LRANGE", key, 0, -1), p("HGET", ejection, "x"), p("HSET", ejection, "x", "y")},
+			version)
 	case OpRotate:
 		return rotate
 	case OpHealth:
 		return slices.Concat(script(claimScript, lease, key, down, probes),
-			script(publishScript, lease, down), script(releaseScript, lease),
+			script(publishScript, lease, down, s.keys.version), script(releaseScript, lease),
 			[]probe{p("GET", lease), p("SET", lease, "x", "PX", 1), p("PEXPIRE", lease, 1), p("DEL", lease),
-				p("LRANGE", key, 0, -1), p("SMEMBERS", down), p("DEL", down), p("SADD", down, "x"),
-				p("HGETALL", probes), p("HGETALL", reports), p("DEL", reports)})
+				p("LRANGE", key, 0, -1), p("SMEMBERS", down), p("SCARD", down), p("SISMEMBER", down, "x"),
+				p("DEL", down), p("SADD", down, "x"),
+				p("HGETALL", probes), p("HGETALL", reports), p("DEL", reports)}, version)
 	case OpReport:
 		return []probe{p("HINCRBY", reports, "x", 1)}
 	case OpInflight:
-		return append(script(inflightScript, inflight, alive, turn),
-			p("TIME"), p("ZRANGEBYSCORE", alive, "-inf", 0), p("ZREMRANGEBYSCORE", alive, "-inf", 0),
-			p("ZADD", alive, 0, "x"), p("ZREM", alive, "x"), p("HGETALL", inflight), p("HDEL", inflight, "x"),
-			p("HSET", inflight, "x", 1), p("GET", turn), p("SET", turn, 0))
+		own, cands := inflight+":x", s.keys.cands+":x"
+		return slices.Concat(script(inflightScript, inflight, alive, turn, own, cands),
+			script(withdrawScript, inflight, alive, own),
+			[]probe{p("TIME"), p("ZSCORE", alive, "x"), p("ZRANGEBYSCORE", alive, "-inf", 0), p("ZREMRANGEBYSCORE", alive, "-inf", 0),
+				p("ZADD", alive, 0, "x"), p("ZREM", alive, "x"),
+				p("HGETALL", own), p("HGET", own, "x"), p("HSET", own, "x", 1), p("HDEL", own, "x"), p("DEL", own),
+				p("HGETALL", inflight), p("HGET", inflight, "x"), p("HINCRBY", inflight, "x", 1), p("HDEL", inflight, "x"),
+				p("GET", turn), p("SET", turn, 0),
+				p("LLEN", cands), p("LRANGE", cands, 0, 1), p("PEXPIRE", cands, 1), p("DEL", cands), p("RPUSH", cands, "x")})
 	case OpSeed:
-		return []probe{p("DEL", key), p("DEL", tally), p("DEL", joined), p("RPUSH", key, "x")}
+		return []probe{p("DEL", key), p("DEL", tally), p("DEL", s.keys.quarantine), p("DEL", joined), p("RPUSH", key, "x"),
+			p("SET", s.keys.version, "x")}
 	case OpSeedProbes:
 		return []probe{p("DEL", probes), p("HSET", probes, "x", "y")}
 	case OpAdd:
-		return []probe{p("RPUSH", key, "x")}
+		return []probe{p("RPUSH", key, "x"), p("SET", s.keys.version, "x")}
 	case OpRemove:
-		return []probe{p("LREM", key, 0, "x"), p("LLEN", key)}
+		return []probe{p("LREM", key, 0, "x"), p("LLEN", key), p("SET", s.keys.version, "x")}
 	case OpProbes:
 		return []probe{p("HGETALL", probes), p("HSET", probes, "x", "y"), p("HDEL", probes, "x")}
 	case OpList:
 		return []probe{p("LRANGE", key, 0, -1), p("SMEMBERS", down), p("TIME"),
-			p("ZRANGE", alive, 0, -1, "WITHSCORES"), p("HGETALL", inflight),
+			p("ZRANGE", alive, 0, -1, "WITHSCORES"), p("HGETALL", inflight), p("HGETALL", inflight+":x"),
+			p("LLEN", s.keys.quarantine), p("LRANGE", s.keys.quarantine, 0, 1),
 			p("SMEMBERS", members), p("HGETALL", joined), p("PTTL", member), p("GET", member),
 			p("ZRANGE", ejected, 0, -1, "WITHSCORES"), p("HGETALL", ejection)}
 	case OpWatch:
@@ -209,11 +228,11 @@ func (s *Store) missing(ctx context.Context, probes []probe) ([]string, error) {
 			all = append(all, p)
 		}
 	}
-	conn, done, err := s.conn(ctx)
+	conn, err := s.conn(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer done()
+	defer conn.Close()
 	// MULTI first, alone: without it, the commands would run.
 	if err := conn.Do(ctx, "MULTI").Err(); err != nil {
 		if isPermission(err.Error()) {
@@ -225,6 +244,16 @@ func (s *Store) missing(ctx context.Context, probes []probe) ([]string, error) {
 		}
 		return nil, s.classifyOp(err, "MULTI")
 	}
+	// The connection goes back to the pool: it must not stay inside MULTI,
+	// whatever stops the check half way.
+	aborted := false
+	defer func() {
+		if !aborted {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			conn.Do(dctx, "DISCARD")
+			cancel()
+		}
+	}()
 	var queued, alts []*redis.Cmd
 	var exec *redis.Cmd
 	_, err = conn.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -250,6 +279,7 @@ func (s *Store) missing(ctx context.Context, probes []probe) ([]string, error) {
 		}
 		return nil, s.classify(err)
 	}
+	aborted = true
 	var missing []string
 	for i, pr := range all {
 		err := queued[i].Err()
@@ -309,26 +339,22 @@ func (s *Store) CheckRegister(ctx context.Context, url string) error {
 	return nil
 }
 
-// conn is a connection of its own to the server that holds the list, from
-// a client of its own: if the check stops half way, the connection may be
-// left inside MULTI, and it must not go back to the Store's pool.
-func (s *Store) conn(ctx context.Context) (*redis.Conn, func(), error) {
-	var o *redis.Options
+// conn is a connection of the Store's pool to the server that holds the
+// list, held until it is closed, so that MULTI and what follows it go down
+// the same connection. Missing sends DISCARD before giving it back unless
+// its EXEC aborted the transaction, so it never returns to the pool inside
+// MULTI.
+func (s *Store) conn(ctx context.Context) (*redis.Conn, error) {
 	switch c := s.rdb.(type) {
 	case *redis.Client:
-		o = c.Options()
+		return c.Conn(), nil
 	case *redis.ClusterClient:
 		node, err := c.MasterForKey(ctx, s.key)
 		if err != nil {
-			return nil, nil, s.classify(err)
+			return nil, s.classify(err)
 		}
-		o = node.Options()
+		return node.Conn(), nil
 	default:
-		return nil, nil, fmt.Errorf("%w: cannot check permissions through a %T", pick.ErrUnavailable, s.rdb)
+		return nil, fmt.Errorf("%w: cannot check permissions through a %T", pick.ErrUnavailable, s.rdb)
 	}
-	own := *o
-	own.PoolSize, own.MinIdleConns, own.MaxIdleConns = 1, 0, 1
-	rdb := redis.NewClient(&own)
-	conn := rdb.Conn()
-	return conn, func() { conn.Close(); rdb.Close() }, nil
 }

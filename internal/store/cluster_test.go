@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/spreadlb/spread/internal/redisconn"
 
 	"github.com/spreadlb/spread/internal/redistest"
@@ -41,13 +42,20 @@ func startCluster(t *testing.T) string {
 	return fmt.Sprintf("redis+cluster://127.0.0.1:%d", port)
 }
 
-func TestRotationOnACluster(t *testing.T) {
-	url := startCluster(t)
-	rdb, err := redisconn.Connect(url, "test")
+// clusterClient starts a one-node Cluster and connects to it as the
+// programs do.
+func clusterClient(t *testing.T) redis.UniversalClient {
+	t.Helper()
+	rdb, err := redisconn.Connect(startCluster(t), "test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rdb.Close()
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
+func TestRotationOnACluster(t *testing.T) {
+	rdb := clusterClient(t)
 	ctx := context.Background()
 	for _, key := range []string{"servers", "{lb}servers"} {
 		s := store.NewStore(rdb, key, nil)
@@ -58,6 +66,32 @@ func TestRotationOnACluster(t *testing.T) {
 		want := map[string]int64{three[0]: 1, three[1]: 1, three[2]: 2}
 		if got, err := s.Tally(ctx); err != nil || !maps.Equal(got, want) {
 			t.Errorf("%s: Tally: got (%v, %v), want %v", key, got, err, want)
+		}
+		if v, err := s.Version(ctx); err != nil || v == "" {
+			t.Errorf("%s: Version: got (%q, %v)", key, v, err)
+		}
+	}
+}
+
+// least-conn's scripts reach the keys they are not given (another
+// dispatcher's counts, to take them out of the sum when it expires): on a
+// Cluster they must share the list's slot too.
+func TestInflightOnACluster(t *testing.T) {
+	rdb := clusterClient(t)
+	ctx := context.Background()
+	for _, key := range []string{"servers", "{lb}servers"} {
+		s := store.NewStore(rdb, key, nil)
+		dead, alive := s.NewInflight("dead", true), s.NewInflight("alive", true)
+		dead.SetTTL(300 * time.Millisecond)
+		held := pickIn(t, dead, cands)
+		e := pickIn(t, alive, cands)
+		if e == held {
+			t.Errorf("%s: alive picked %q, which dead holds", key, e)
+		}
+		alive.Release(e)
+		waitShared(t, alive, map[string]int64{}) // dead expired: its count is gone
+		if got, err := s.InFlight(ctx); err != nil || len(got) != 0 {
+			t.Errorf("%s: InFlight after dead expired and alive released: got (%v, %v), want none", key, got, err)
 		}
 	}
 }

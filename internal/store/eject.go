@@ -55,13 +55,14 @@ type Ejection struct {
 }
 
 // ejectScript: KEYS[1] the ejected set, [2] the ejection counts, [3] the
-// list. ARGV[1] the entry, [2] the base length in ms, [3] the longest in
+// list, [4] the list's version, which an ejection bumps (version.go): it
+// changes what every pool may pick. ARGV[1] the entry, [2] the base length in ms, [3] the longest in
 // ms, [4] the most that may be ejected, in percent of the list's distinct
 // entries. It returns {"ejected", times, ms, until}, {"already", until},
 // {"capped", ejected, distinct} or {"notin"}. One script, so that two
 // dispatchers that count their fifth failure at once eject once, and the
 // cap holds whatever their number.
-var ejectScript = redis.NewScript(luaCall + `
+var ejectScript = redis.NewScript(luaCall + bumpLua + `
 local t = call("TIME")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 try("ZREMRANGEBYSCORE", KEYS[1], "-inf", now)
@@ -91,6 +92,7 @@ local ms = math.min(base * times, longest)
 local untilMs = now + ms
 call("ZADD", KEYS[1], untilMs, ARGV[1])
 try("HSET", KEYS[2], ARGV[1], times .. ":" .. untilMs)
+bump(KEYS[4])
 return {"ejected", tostring(times), tostring(ms), tostring(untilMs)}
 `)
 
@@ -103,7 +105,7 @@ func (s *Store) Eject(ctx context.Context, entry string, p EjectPolicy) (Ejectio
 	if p.Max <= 0 {
 		p.Max = MaxEjectTime
 	}
-	res, err := ejectScript.Run(ctx, s.rdb, []string{s.keys.ejected, s.keys.ejection, s.key},
+	res, err := ejectScript.Run(ctx, s.rdb, []string{s.keys.ejected, s.keys.ejection, s.key, s.keys.version},
 		entry, p.Base.Milliseconds(), p.Max.Milliseconds(), p.MaxPercent).StringSlice()
 	if err != nil {
 		return Ejection{}, s.classify(err)

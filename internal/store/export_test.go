@@ -23,3 +23,6 @@ func (f *Inflight) InflightBusy() bool { return f.calls.Busy() }
 
 // SetTimeoutForTest sets how long f's calls may take.
 func (f *Inflight) SetTimeoutForTest(d time.Duration) { f.calls.Timeout = d }
+
+// UploadedForTest is how many candidate lists f has stored in Redis.
+func (f *Inflight) UploadedForTest() uint64 { return f.uploaded.Load() }

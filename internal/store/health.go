@@ -32,16 +32,31 @@ call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
 return {1, try("LRANGE", KEYS[2], 0, -1) or {}, try("SMEMBERS", KEYS[3]) or {}, try("HGETALL", KEYS[4]) or {}}
 `)
 
-// publishScript replaces the down set KEYS[2] with ARGV[3...] and renews
+// publishScript makes the down set KEYS[2] exactly ARGV[3...] and renews
 // the lease KEYS[1] for ARGV[2] ms, if ARGV[1] still holds it; it returns 1
-// then, else 0 and writes nothing.
-var publishScript = redis.NewScript(luaCall + `
+// then, else 0 and writes nothing. The set is rewritten, and the list's
+// version KEYS[3] bumped, only when it changes: a round of checks that
+// finds what the last one found changes nothing a reader of the list
+// would have to read again.
+var publishScript = redis.NewScript(luaCall + bumpLua + `
 if try("GET", KEYS[1]) ~= ARGV[1] then return 0 end
 call("PEXPIRE", KEYS[1], ARGV[2])
+local want, n = {}, 0
+for i = 3, #ARGV do
+  if not want[ARGV[i]] then want[ARGV[i]], n = true, n + 1 end
+end
+local same = try("SCARD", KEYS[2]) == n
+if same then
+  for e in pairs(want) do
+    if call("SISMEMBER", KEYS[2], e) == 0 then same = false break end
+  end
+end
+if same then return 1 end
 call("DEL", KEYS[2])
 for i = 3, #ARGV, 1000 do
   call("SADD", KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
+bump(KEYS[3])
 return 1
 `)
 
@@ -82,7 +97,7 @@ func (s *Store) ClaimLease(ctx context.Context, id string, ttl time.Duration) (h
 // if id still holds it; held is false, and nothing is written, if not.
 func (s *Store) PublishDown(ctx context.Context, id string, ttl time.Duration, down []string) (held bool, err error) {
 	args := append([]any{id, ttl.Milliseconds()}, toArgs(down)...)
-	n, err := publishScript.Run(ctx, s.rdb, []string{s.keys.lease, s.keys.down}, args...).Int()
+	n, err := publishScript.Run(ctx, s.rdb, []string{s.keys.lease, s.keys.down, s.keys.version}, args...).Int()
 	if err != nil {
 		return false, s.classify(err)
 	}
@@ -210,8 +225,9 @@ func (s *Store) ReplaceWithProbes(ctx context.Context, urls []string, probes map
 		// registration reconciler put there (members.go), so none is ever
 		// taken out by it. Live registrations that it lacks come back at
 		// the reconciler's next round.
-		p.Del(ctx, s.key, s.keys.tally, s.keys.joined)
+		p.Del(ctx, s.key, s.keys.tally, s.keys.quarantine, s.keys.joined)
 		p.RPush(ctx, s.key, toArgs(urls)...)
+		s.bump(ctx, p)
 		if probes != nil {
 			p.Del(ctx, s.keys.probes)
 			if len(hash) > 0 {

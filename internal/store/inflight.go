@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"maps"
 	"slices"
@@ -19,22 +21,38 @@ import (
 )
 
 // Requests in flight, shared through Redis, for the least-connections and
-// power-of-two-choices strategies.
+// power-of-two-choices strategies (and any strategy that weighs backends by
+// their load).
 //
-// Each dispatcher publishes how many requests it has in flight to each
-// entry in one hash, "{servers}:inflight", under fields "ID|ENTRY", and
-// renews its own expiry in the sorted set "{servers}:alive" (member ID,
-// score the time, in Redis's own clock, after which its counts no longer
-// count). A dispatcher that dies stops renewing: within InflightTTL its
-// counts stop steering the others, and the next script call deletes them.
+// Each dispatcher keeps its own counts in a hash of its own,
+// "{servers}:inflight:ID" (entry -> requests it has in flight there), and
+// the scripts keep their sum over every live dispatcher in
+// "{servers}:inflight" (entry -> requests in flight), so that a pick reads
+// a candidate's load with one HGET, whatever the number of dispatchers.
+// A dispatcher renews its expiry in the sorted set "{servers}:alive"
+// (member ID, score the time, in Redis's own clock, after which its counts
+// no longer count) with every call. One that dies stops renewing: within
+// InflightTTL the next call of any other takes its counts out of the sum
+// and deletes its hash.
 //
-// Every call is one script (inflightScript) that first replaces this
-// dispatcher's fields with its counts as it knows them now (absolute
-// values, not increments, so a call that failed or timed out, whose effect
-// is unknown, is corrected by the next one), then takes the picks asked
-// for, each adding one to its entry, and returns the picks and the counts
-// of the other live dispatchers. Calls are serialized per Inflight, and
-// concurrent picks share a call, as the rotation steps do (rotate.go):
+// A call sends only the counts that changed since the last call that
+// succeeded, as absolute values (so sending one again does no harm). After
+// a call whose effect is unknown (it failed or timed out: Redis may have
+// counted its picks), the next call sends every count, and the script
+// replaces the dispatcher's hash with them: a count lost or counted twice
+// is corrected by the next call, as before, without every call paying for
+// it.
+//
+// The candidates of a pick travel once, not with every call: a list of
+// candidates (a snapshot's eligible entries, with their weights) is stored
+// in "{servers}:cands:DIGEST", named by a digest of its contents, the first
+// time a call needs it, and a pick names it. It lives for candsTTL after
+// its last use. A pick reads at most pickWindow candidates of it (the ones
+// at and after the turn, see inflightScript) and their loads, so its cost
+// does not grow with the list: up to pickWindow distinct entries, the
+// pick is exact least-connections over all of them.
+//
+// Concurrent picks share a call, as the rotation steps do (rotate.go):
 // least-connections costs one round trip to pick, shared, and one to
 // release, shared with the picks and releases around it.
 
@@ -45,107 +63,176 @@ const InflightTTL = 10 * time.Second
 // nothing else to send (Keepalive).
 const inflightRenew = 2 * time.Second
 
-// inflightScript: KEYS[1] the counts hash, KEYS[2] the alive set, KEYS[3]
-// the tie-break turn. ARGV: ID, TTL (ms), own pairs M, then M pairs ENTRY
-// COUNT (this dispatcher's counts), then groups of picks, each: picks N,
-// candidates C, then C pairs ENTRY WEIGHT, in rotation order. Each group's
-// picks choose among that group's candidates only: picks that share a call
-// may come from different snapshots of the list. It returns how many
-// entries it chose, the chosen entries in order (a group without
-// candidates chooses none), then the other live dispatchers' summed counts
-// as pairs ENTRY COUNT.
+// pickWindow is how many candidates a pick weighs: all of them up to this
+// many, else the pickWindow at and after the turn.
+const pickWindow = 64
+
+// candsTTL is how long a stored list of candidates lives after its last
+// use.
+const candsTTL = time.Minute
+
+// dropLua is the start of the in-flight scripts, after luaCall: drop(h)
+// takes the dispatcher hash h out of the sum KEYS[1] and deletes it.
+const dropLua = `
+local function drop(h)
+  local all = call("HGETALL", h)
+  for j = 1, #all, 2 do
+    if call("HINCRBY", KEYS[1], all[j], -tonumber(all[j + 1])) <= 0 then call("HDEL", KEYS[1], all[j]) end
+  end
+  call("DEL", h)
+end
+`
+
+// inflightScript: KEYS[1] the sum, KEYS[2] the alive set, KEYS[3] the
+// tie-break turn, KEYS[4] this dispatcher's hash, KEYS[4+g] group g's
+// candidate list. ARGV: ID, TTL (ms), "full" or "delta", changes M, "1" to
+// return the sum, then M pairs ENTRY COUNT (this dispatcher's counts that
+// changed; with "full", all of them), then one pair per group: picks N,
+// candidates C. Each group's picks choose among that group's candidates
+// only: picks that share a call may come from different snapshots of the
+// list.
 //
-// A pick takes the candidate with the fewest requests in flight per unit of
-// weight, over every live dispatcher. Among equals it takes the first at or
-// after the turn, and moves the turn past it, so an idle pool still
-// rotates. Fields of dispatchers that are not live (expired, or withdrawn)
-// are deleted as they are met.
-var inflightScript = redis.NewScript(luaCall + `
+// Before it writes anything, it checks that every group's candidate list
+// is stored, with C entries ("WEIGHT ENTRY" each); if not, it fails with
+// NOCANDS and the groups missing, and the caller stores them and calls
+// again. It returns the number of picks, "1" if this dispatcher's counts
+// had been lost (it had expired, or Redis lost its data) and must be sent
+// in full, the chosen entries in order (a group without candidates chooses
+// none), then, if asked, the sum as pairs ENTRY COUNT.
+//
+// A pick takes the candidate with the fewest requests in flight per unit
+// of weight, over every live dispatcher, among the pickWindow candidates
+// at and after the turn (all of them, for a shorter list). Among equals it
+// takes the first, and moves the turn past it, so an idle pool still
+// rotates, and a longer list is weighed a window at a time, every entry in
+// its turn. The counts of dispatchers that are no longer live are taken
+// out of the sum as they are met.
+var inflightScript = redis.NewScript(luaCall + dropLua + `
+local id, ttl, mode, nch = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local groups, missing = {}, {}
+local i = 6 + 2 * nch
+while i <= #ARGV do
+  local g = #groups + 1
+  local grp = {npick = tonumber(ARGV[i]), n = tonumber(ARGV[i + 1]), key = KEYS[4 + g]}
+  if grp.n > 0 and try("LLEN", grp.key) ~= grp.n then missing[#missing + 1] = tostring(g) end
+  groups[g] = grp
+  i = i + 2
+end
+if #missing > 0 then return redis.error_reply("NOCANDS " .. table.concat(missing, " ")) end
+
 local t = call("TIME")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local id, ttl, nown = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local prefix = id .. "|"
-local live = {}
-for _, who in ipairs(call("ZRANGEBYSCORE", KEYS[2], "(" .. now, "+inf")) do live[who] = true end
+local score = call("ZSCORE", KEYS[2], id)
+local fresh = (not score) or tonumber(score) <= now
+for _, who in ipairs(call("ZRANGEBYSCORE", KEYS[2], "-inf", now)) do
+  drop(KEYS[1] .. ":" .. who)
+end
 call("ZREMRANGEBYSCORE", KEYS[2], "-inf", now)
 call("ZADD", KEYS[2], now + ttl, id)
-local own, others = {}, {}
-local i = 4
-for _ = 1, nown do
-  own[ARGV[i]] = tonumber(ARGV[i + 1])
-  i = i + 2
-end
-local all = call("HGETALL", KEYS[1])
-for j = 1, #all, 2 do
-  local f = all[j]
-  local sep = string.find(f, "|", 1, true)
-  local who, e = "", f
-  if sep then who, e = string.sub(f, 1, sep - 1), string.sub(f, sep + 1) end
-  if who == id then
-    if not own[e] then call("HDEL", KEYS[1], f) end
-  elseif live[who] then
-    others[e] = (others[e] or 0) + (tonumber(all[j + 1]) or 0)
-  else
-    call("HDEL", KEYS[1], f)
+if mode == "full" or fresh then drop(KEYS[4]) end
+local j = 6
+for _ = 1, nch do
+  local e, n = ARGV[j], tonumber(ARGV[j + 1])
+  local old = tonumber(call("HGET", KEYS[4], e) or "0")
+  if n ~= old then
+    if n > 0 then call("HSET", KEYS[4], e, n) else call("HDEL", KEYS[4], e) end
+    if call("HINCRBY", KEYS[1], e, n - old) <= 0 then call("HDEL", KEYS[1], e) end
   end
+  j = j + 2
 end
-local out = {"0"}
-local turn = nil
-while i <= #ARGV do
-  local npick, ncand = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
-  i = i + 2
-  local cands, weights = {}, {}
-  for _ = 1, ncand do
-    cands[#cands + 1] = ARGV[i]
-    weights[#weights + 1] = tonumber(ARGV[i + 1])
-    i = i + 2
-  end
-  if npick > 0 and #cands > 0 then
+
+local out = {"0", (fresh and mode ~= "full") and "1" or "0"}
+local turn, load, picked = nil, {}, {}
+for _, grp in ipairs(groups) do
+  if grp.npick > 0 and grp.n > 0 then
+    call("PEXPIRE", grp.key, ` + strconv.FormatInt(candsTTL.Milliseconds(), 10) + `)
     turn = turn or tonumber(call("GET", KEYS[3]) or "0") or 0
-    for _ = 1, npick do
-      local best, bestLoad, bestW = nil, 0, 1
-      for k = 0, #cands - 1 do
-        local c = (turn + k) % #cands + 1
-        local e = cands[c]
-        local load = (others[e] or 0) + (own[e] or 0)
-        if best == nil or load * bestW < bestLoad * weights[c] then
-          best, bestLoad, bestW = c, load, weights[c]
+    local cache = {}
+    local function at(x)
+      if not cache[x] then
+        local vals = call("LRANGE", grp.key, x, math.min(x, grp.n - 1) + ` + strconv.Itoa(pickWindow-1) + `)
+        for k, v in ipairs(vals) do
+          local sp = string.find(v, " ", 1, true)
+          cache[x + k - 1] = {string.sub(v, sp + 1), tonumber(string.sub(v, 1, sp - 1))}
         end
       end
-      local e = cands[best]
-      own[e] = (own[e] or 0) + 1
-      out[#out + 1] = e
-      turn = best % #cands
+      return cache[x]
+    end
+    local w = math.min(grp.n, ` + strconv.Itoa(pickWindow) + `)
+    for _ = 1, grp.npick do
+      local t0 = turn % grp.n
+      local best, bestE, bestLoad, bestW = nil, nil, 0, 1
+      for k = 0, w - 1 do
+        local x = (t0 + k) % grp.n
+        local c = at(x)
+        local e, wt = c[1], c[2]
+        local l = load[e]
+        if l == nil then
+          l = tonumber(call("HGET", KEYS[1], e) or "0") or 0
+          load[e] = l
+        end
+        if best == nil or l * bestW < bestLoad * wt then
+          best, bestE, bestLoad, bestW = x, e, l, wt
+        end
+      end
+      load[bestE] = load[bestE] + 1
+      picked[bestE] = (picked[bestE] or 0) + 1
+      out[#out + 1] = bestE
+      turn = (best + 1) % grp.n
     end
   end
 end
 if turn then call("SET", KEYS[3], turn) end
-for e, n in pairs(own) do
-  if n > 0 then call("HSET", KEYS[1], prefix .. e, n) else call("HDEL", KEYS[1], prefix .. e) end
+for e, k in pairs(picked) do
+  call("HINCRBY", KEYS[4], e, k)
+  call("HINCRBY", KEYS[1], e, k)
 end
-out[1] = tostring(#out - 1)
-for e, n in pairs(others) do
-  if n > 0 then
-    out[#out + 1] = e
-    out[#out + 1] = tostring(n)
-  end
+out[1] = tostring(#out - 2)
+if ARGV[5] == "1" then
+  for _, v in ipairs(call("HGETALL", KEYS[1])) do out[#out + 1] = v end
 end
 return out
+`)
+
+// withdrawScript takes ARGV[1], whose hash is KEYS[3], out of the sum
+// KEYS[1] and the alive set KEYS[2].
+var withdrawScript = redis.NewScript(luaCall + dropLua + `
+drop(KEYS[3])
+call("ZREM", KEYS[2], ARGV[1])
+return 1
 `)
 
 // Inflight is one dispatcher's side of the shared in-flight counts.
 type Inflight struct {
 	s     *Store
 	id    string
+	hash  string                                    // this dispatcher's counts: "{servers}:inflight:ID"
 	eager atomic.Bool                               // Release starts a call at once (least-connections)
 	ttl   time.Duration                             // how long its counts live without a renewal: InflightTTL
 	calls batch.Batcher[[]backend.Weighted, string] // picks (and syncs, nil) waiting for the call in flight
 
-	mu      sync.Mutex
-	own     map[string]int64 // this dispatcher's requests in flight, by entry
-	others  map[string]int64 // the other live dispatchers' counts, as last read
-	lastErr error
+	mu       sync.Mutex
+	own      map[string]int64 // this dispatcher's requests in flight, by entry, now
+	sent     map[string]int64 // what Redis holds of them, as of the last call that succeeded
+	dirty    map[string]bool  // entries whose count changed since Redis last heard it
+	full     bool             // the next call sends every count (the last one's effect is unknown)
+	others   map[string]int64 // the other live dispatchers' counts, as last read
+	lastErr  error
+	sets     map[*backend.Weighted]*candSet // candidate lists, by the first element of the slice they came in
+	uploaded atomic.Uint64                  // candidate lists stored (UploadedForTest)
 }
+
+// candSet is one list of candidates as a pick names it in Redis.
+type candSet struct {
+	key  string         // "{servers}:cands:DIGEST"
+	n    int            // how many
+	vals []any          // "WEIGHT ENTRY", in order: what is stored
+	in   map[string]int // entry -> its weight: a pick must be one of them
+}
+
+// maxSets bounds the candidate lists an Inflight remembers: one per
+// snapshot of the list, and a strategy picks from the newest.
+const maxSets = 8
 
 // NewInflight returns this dispatcher's counts, under id (unique among the
 // dispatchers of one list: a host name and a random suffix). With eager,
@@ -153,7 +240,9 @@ type Inflight struct {
 // picks and releases around it); without, counts reach Redis with the next
 // Sync.
 func (s *Store) NewInflight(id string, eager bool) *Inflight {
-	f := &Inflight{s: s, id: id, ttl: InflightTTL, own: map[string]int64{}, others: map[string]int64{}}
+	f := &Inflight{s: s, id: id, hash: s.keys.inflight + ":" + id, ttl: InflightTTL, full: true,
+		own: map[string]int64{}, sent: map[string]int64{}, dirty: map[string]bool{}, others: map[string]int64{},
+		sets: map[*backend.Weighted]*candSet{}}
 	f.eager.Store(eager)
 	f.calls = batch.Batcher[[]backend.Weighted, string]{Trip: f.call, Timeout: s.stepTimeout, Short: pick.ErrNoBackends,
 		Abandoned: func(_ []backend.Weighted, entry string) {
@@ -169,6 +258,7 @@ func (s *Store) NewInflight(id string, eager bool) *Inflight {
 func (f *Inflight) Add(entry string) {
 	f.mu.Lock()
 	f.own[entry]++
+	f.dirty[entry] = true
 	f.mu.Unlock()
 }
 
@@ -183,7 +273,11 @@ func (f *Inflight) Load(entry string) int64 {
 // Pick takes the candidate with the fewest requests in flight across every
 // live dispatcher, per unit of weight, and counts one more request to it.
 // A candidate's URL is the entry as the list holds it. Release must follow
-// when the request ends. Concurrent picks share a round trip.
+// when the request ends. Concurrent picks share a round trip. Up to
+// pickWindow (64) distinct candidates the pick is exact; beyond, it weighs
+// the 64 at and after the turn (see inflightScript). Pass the same slice
+// for the same candidates (a snapshot's): its list is stored in Redis once
+// and named by the picks after.
 func (f *Inflight) Pick(ctx context.Context, cands []backend.Weighted) (string, error) {
 	if len(cands) == 0 {
 		return "", pick.ErrNoBackends
@@ -205,6 +299,7 @@ func (f *Inflight) Release(entry string) {
 		if f.own[entry] == 0 {
 			delete(f.own, entry)
 		}
+		f.dirty[entry] = true
 	}
 	f.mu.Unlock()
 	if f.eager.Load() {
@@ -246,12 +341,15 @@ func (f *Inflight) Keepalive(ctx context.Context) {
 	}
 }
 
-// Withdraw takes this dispatcher out of the live set, so that its counts
-// stop counting at once rather than when they expire (on shutdown).
+// Withdraw takes this dispatcher's counts out of the shared ones at once,
+// rather than when they expire (on shutdown).
 func (f *Inflight) Withdraw() {
 	ctx, cancel := context.WithTimeout(context.Background(), f.s.stepTimeout)
 	defer cancel()
-	f.s.rdb.ZRem(ctx, f.s.keys.alive, f.id)
+	withdrawScript.Run(ctx, f.s.rdb, []string{f.s.keys.inflight, f.s.keys.alive, f.hash}, f.id)
+	f.mu.Lock()
+	f.full = true
+	f.mu.Unlock()
 }
 
 // Own returns this dispatcher's requests in flight, by entry.
@@ -277,19 +375,75 @@ func (f *Inflight) Shared() map[string]int64 {
 // Calls is how many scripts this Inflight has sent.
 func (f *Inflight) Calls() uint64 { return f.calls.Stats().RoundTrips }
 
-// call is the round trip for a batch: this dispatcher's counts as they are
-// now, and one pick for each element of batch that holds candidates, among
-// its own (a nil element is a Sync, and gets ""). Consecutive picks with
-// the same candidates, as picks from one snapshot have, travel as one
-// group. The picks are counted before call returns.
+// set returns the candidate list of cands, made on first use. The caller
+// holds mu.
+func (f *Inflight) set(cands []backend.Weighted) *candSet {
+	if cs, ok := f.sets[&cands[0]]; ok && cs.n == len(cands) {
+		return cs
+	}
+	cs := &candSet{n: len(cands), vals: make([]any, len(cands)), in: make(map[string]int, len(cands))}
+	h := sha256.New()
+	for i, c := range cands {
+		w := max(c.Weight, 1)
+		v := strconv.Itoa(w) + " " + c.URL
+		cs.vals[i] = v
+		cs.in[c.URL] = w
+		h.Write([]byte(v))
+		h.Write([]byte{0})
+	}
+	cs.key = f.s.keys.cands + ":" + hex.EncodeToString(h.Sum(nil)[:16])
+	if len(f.sets) >= maxSets {
+		clear(f.sets) // the strategies pick from the newest snapshot; older ones are made again if met
+	}
+	f.sets[&cands[0]] = cs
+	return cs
+}
+
+// upload stores cs in Redis, replacing whatever its key holds, in one
+// transaction.
+func (f *Inflight) upload(ctx context.Context, cs *candSet) error {
+	cmds, err := f.s.txPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, cs.key)
+		for i := 0; i < len(cs.vals); i += 1000 {
+			p.RPush(ctx, cs.key, cs.vals[i:min(i+1000, len(cs.vals))]...)
+		}
+		p.PExpire(ctx, cs.key, candsTTL)
+		return nil
+	})
+	if err != nil {
+		return f.s.classifyTx(cmds, err)
+	}
+	f.uploaded.Add(1)
+	return nil
+}
+
+// errNoCands is the script's answer when a candidate list it is asked to
+// pick from is not stored.
+const errNoCands = "NOCANDS"
+
+// call is the round trip for a batch: this dispatcher's counts that
+// changed (or all of them), and one pick for each element of batch that
+// holds candidates, among its own (a nil element is a Sync, and gets "").
+// Consecutive picks with the same candidates, as picks from one snapshot
+// have, travel as one group. The picks are counted before call returns.
 func (f *Inflight) call(ctx context.Context, batch [][]backend.Weighted) ([]string, error) {
 	f.mu.Lock()
-	own := maps.Clone(f.own)
-	f.mu.Unlock()
-	args := []any{f.id, f.ttl.Milliseconds(), len(own)}
-	for _, e := range slices.Sorted(maps.Keys(own)) {
-		args = append(args, e, own[e])
+	mode := "delta"
+	if f.full {
+		mode = "full"
+		for e := range f.own {
+			f.dirty[e] = true
+		}
 	}
+	changes := make(map[string]int64, len(f.dirty))
+	for e := range f.dirty {
+		changes[e] = f.own[e]
+	}
+	wantSum := slices.ContainsFunc(batch, func(c []backend.Weighted) bool { return len(c) == 0 })
+	keys := []string{f.s.keys.inflight, f.s.keys.alive, f.s.keys.turn, f.hash}
+	var sets []*candSet                   // the groups' lists
+	elems := make([]*candSet, len(batch)) // each pick's list
+	var groups []any
 	npicks := 0
 	for i := 0; i < len(batch); {
 		cands, n := batch[i], 1
@@ -297,44 +451,119 @@ func (f *Inflight) call(ctx context.Context, batch [][]backend.Weighted) ([]stri
 			n++
 		}
 		if len(cands) > 0 {
-			args = append(args, n, len(cands))
-			for _, c := range cands {
-				args = append(args, c.URL, max(c.Weight, 1))
-			}
+			cs := f.set(cands)
+			sets = append(sets, cs)
+			keys = append(keys, cs.key)
+			groups = append(groups, n, cs.n)
 			npicks += n
+			for k := range n {
+				elems[i+k] = cs
+			}
 		}
 		i += n
 	}
-	keys := []string{f.s.keys.inflight, f.s.keys.alive, f.s.keys.turn}
-	res, err := inflightScript.Run(ctx, f.s.rdb, keys, args...).StringSlice()
+	f.mu.Unlock()
+
+	args := []any{f.id, f.ttl.Milliseconds(), mode, len(changes), map[bool]string{true: "1", false: "0"}[wantSum]}
+	for _, e := range slices.Sorted(maps.Keys(changes)) {
+		args = append(args, e, changes[e])
+	}
+	args = append(args, groups...)
+	res, err := f.run(ctx, keys, args, sets)
 	var np int
-	if err == nil && len(res) > 0 {
+	if err == nil && len(res) >= 2 {
 		np, _ = strconv.Atoi(res[0])
 	}
-	if err == nil && (len(res) == 0 || np != npicks || (len(res)-1-np)%2 != 0) {
+	if err == nil && (len(res) < 2 || np != npicks || len(res)-2 < np || (len(res)-2-np)%2 != 0) {
 		err = fmt.Errorf("%w: the in-flight script answered %d values for %d picks", pick.ErrUnavailable, len(res), npicks)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err != nil {
+		// Redis may have counted this call's picks, or not: the next call
+		// sends every count.
+		f.full = true
 		f.lastErr = f.s.classify(err)
 		return nil, f.lastErr
 	}
 	f.lastErr = nil
-	f.others = map[string]int64{}
-	for kv := res[1+np:]; len(kv) >= 2; kv = kv[2:] {
-		v, _ := strconv.ParseInt(kv[1], 10, 64)
-		f.others[kv[0]] = v
+	if mode == "full" {
+		clear(f.sent)
+		f.full = false
+	}
+	for e, n := range changes {
+		if n == 0 {
+			delete(f.sent, e)
+		} else {
+			f.sent[e] = n
+		}
+		if f.own[e] == n {
+			delete(f.dirty, e)
+		}
+	}
+	if res[1] == "1" {
+		// Redis had lost this dispatcher's counts (they expired, or its
+		// data is gone): it holds only what this call sent. Send them all.
+		f.full = true
+		defer f.calls.Kick()
 	}
 	out := make([]string, len(batch))
-	picks := res[1 : 1+np]
+	picks := res[2 : 2+np]
 	for i, cands := range batch {
-		if len(cands) > 0 {
-			out[i], picks = picks[0], picks[1:]
-			f.own[out[i]]++
+		if len(cands) == 0 {
+			continue
+		}
+		e := picks[0]
+		picks = picks[1:]
+		if _, ok := elems[i].in[e]; !ok {
+			// Redis names only candidates of the list this pick sent; refuse
+			// anything else rather than send a client somewhere unchecked.
+			f.full = true
+			return nil, fmt.Errorf("%w: the in-flight script picked %q, not a candidate", pick.ErrNoValidBackend, backend.Truncate(e))
+		}
+		out[i] = e
+		f.own[e]++
+		f.sent[e]++
+	}
+	if wantSum {
+		f.others = map[string]int64{}
+		for kv := res[2+np:]; len(kv) >= 2; kv = kv[2:] {
+			if v, _ := strconv.ParseInt(kv[1], 10, 64); v-f.sent[kv[0]] > 0 {
+				f.others[kv[0]] = v - f.sent[kv[0]]
+			}
 		}
 	}
 	return out, nil
+}
+
+// run calls the script, storing the candidate lists it says are missing
+// and calling it again (a list expires after candsTTL unused, and Redis may
+// lose its data).
+func (f *Inflight) run(ctx context.Context, keys []string, args []any, sets []*candSet) ([]string, error) {
+	for try := 0; ; try++ {
+		res, err := inflightScript.Run(ctx, f.s.rdb, keys, args...).StringSlice()
+		missing, ok := strings.CutPrefix(errString(err), errNoCands+" ")
+		if !ok || try == 2 {
+			return res, err
+		}
+		for g := range strings.FieldsSeq(missing) {
+			i, _ := strconv.Atoi(g)
+			if i < 1 || i > len(sets) {
+				return nil, fmt.Errorf("%w: the in-flight script names a group %q it was not sent", pick.ErrUnavailable, g)
+			}
+			if err := f.upload(ctx, sets[i-1]); err != nil {
+				return nil, err
+			}
+		}
+	}
+}
+
+// errString is err's message, "" for nil.
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 // sameCandidates reports whether a and b are the same candidate list: the
@@ -344,35 +573,54 @@ func sameCandidates(a, b []backend.Weighted) bool {
 }
 
 // InFlight reads the requests in flight by entry, every live dispatcher's
-// added up (what `seeder list` shows). An empty map means none are counted.
+// added up (what `seeder list` shows): the sum the scripts keep, less the
+// counts of dispatchers that have expired since the last script call. An
+// empty map means none are counted.
 func (s *Store) InFlight(ctx context.Context) (map[string]int64, error) {
-	var all *redis.MapStringStringCmd
+	var sum *redis.MapStringStringCmd
 	var alive *redis.ZSliceCmd
 	var now *redis.TimeCmd
 	cmds, err := s.txPipelined(ctx, func(p redis.Pipeliner) error {
 		now = p.Time(ctx)
 		alive = p.ZRangeWithScores(ctx, s.keys.alive, 0, -1)
-		all = p.HGetAll(ctx, s.keys.inflight)
+		sum = p.HGetAll(ctx, s.keys.inflight)
 		return nil
 	})
 	if err != nil {
 		return nil, s.classifyTx(cmds, err)
 	}
-	nowMs := float64(now.Val().UnixMilli())
-	live := map[string]bool{}
-	for _, z := range alive.Val() {
-		if who, ok := z.Member.(string); ok && z.Score > nowMs {
-			live[who] = true
+	out := map[string]int64{}
+	for e, v := range sum.Val() {
+		if n, _ := strconv.ParseInt(v, 10, 64); n > 0 {
+			out[e] = n
 		}
 	}
-	out := map[string]int64{}
-	for f, v := range all.Val() {
-		who, e, ok := strings.Cut(f, "|")
-		if !ok || !live[who] {
-			continue
+	nowMs := float64(now.Val().UnixMilli())
+	var expired []string
+	for _, z := range alive.Val() {
+		if who, ok := z.Member.(string); ok && z.Score <= nowMs {
+			expired = append(expired, who)
 		}
-		if n, _ := strconv.ParseInt(v, 10, 64); n > 0 {
-			out[e] += n
+	}
+	if len(expired) == 0 {
+		return out, nil
+	}
+	var gone []*redis.MapStringStringCmd
+	cmds, err = s.txPipelined(ctx, func(p redis.Pipeliner) error {
+		for _, who := range expired {
+			gone = append(gone, p.HGetAll(ctx, s.keys.inflight+":"+who))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, s.classifyTx(cmds, err)
+	}
+	for _, g := range gone {
+		for e, v := range g.Val() {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			if out[e] -= n; out[e] <= 0 {
+				delete(out, e)
+			}
 		}
 	}
 	return out, nil

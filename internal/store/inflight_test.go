@@ -2,12 +2,21 @@ package store_test
 
 import (
 	"context"
+	"io"
 	"maps"
+	"net"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/spreadlb/spread/internal/backend"
+	"github.com/spreadlb/spread/internal/redistest"
 	"github.com/spreadlb/spread/internal/store"
 )
 
@@ -83,6 +92,9 @@ func TestInflightCountsAreShared(t *testing.T) {
 			t.Fatalf("d2 picked %q, which d1 has a request in flight to (d1 holds %q)", e, held)
 		}
 		d2.Release(e)
+	}
+	if _, err := d2.Sync(context.Background()); err != nil { // d2's last release has reached Redis
+		t.Fatal(err)
 	}
 	got, err := s.InFlight(context.Background())
 	if err != nil {
@@ -206,4 +218,193 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("waited 10 s for %s", what)
 		}
 	}
+}
+
+// manyCands is n distinct candidates of weight 1, over three backends.
+func manyCands(n int) []backend.Weighted {
+	cs := make([]backend.Weighted, n)
+	for i := range cs {
+		cs[i] = backend.Weighted{URL: three[i%3] + "/e/" + strconv.Itoa(i), Weight: 1}
+	}
+	return cs
+}
+
+// netInput is how many bytes the Redis server has received so far (INFO
+// stats total_net_input_bytes).
+func netInput(t *testing.T, srv *redistest.Server) int64 {
+	t.Helper()
+	return infoStat(t, srv.Client, "total_net_input_bytes")
+}
+
+// A pick costs what changed, not the list: with 10,000 distinct
+// candidates, the list travels to Redis once, and each pick and release
+// after it sends Redis under 1 KiB. Picks still rotate through every
+// candidate when nothing is in flight, and a window of 64 at and after the
+// turn is weighed exactly.
+func TestInflightCostDoesNotGrowWithTheList(t *testing.T) {
+	ctx := context.Background()
+	s, srv := newStore(t)
+	f := s.NewInflight("d1", true)
+	cs := manyCands(10000)
+	first := pickIn(t, f, cs) // stores the candidate list
+	f.Release(first)
+	if _, err := f.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.UploadedForTest(); n != 1 {
+		t.Errorf("candidate lists stored: got %d, want 1", n)
+	}
+
+	const picks = 200
+	before := netInput(t, srv)
+	var got []string
+	for range picks {
+		e := pickIn(t, f, cs)
+		got = append(got, e)
+		f.Release(e)
+	}
+	if _, err := f.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	perPick := float64(netInput(t, srv)-before) / picks
+	t.Logf("Redis received %.0f bytes per pick and release over 10,000 candidates", perPick)
+	if perPick > 1024 {
+		t.Errorf("Redis received %.0f bytes per pick and release, want at most 1 KiB", perPick)
+	}
+	if n := f.UploadedForTest(); n != 1 {
+		t.Errorf("candidate lists stored after %d picks: got %d, want still 1", picks, n)
+	}
+	// Idle: each pick is the next candidate after the last.
+	for i := 1; i < len(got); i++ {
+		if want := cs[(indexOf(cs, got[i-1])+1)%len(cs)].URL; got[i] != want {
+			t.Fatalf("idle pick %d: got %q after %q, want %q, the next in turn", i, got[i], got[i-1], want)
+		}
+	}
+
+	// Held picks in the window: the next pick skips them for an idle one.
+	held := []string{pickIn(t, f, cs), pickIn(t, f, cs), pickIn(t, f, cs)}
+	if e := pickIn(t, f, cs); slices.Contains(held, e) {
+		t.Errorf("with %q held, the pick went to one of them, %q", held, e)
+	}
+}
+
+func indexOf(cs []backend.Weighted, e string) int {
+	return slices.IndexFunc(cs, func(c backend.Weighted) bool { return c.URL == e })
+}
+
+// Up to 64 distinct candidates, least-connections is exact: with every
+// candidate but one busy, every pick finds the idle one, wherever it is.
+func TestInflightIsExactUpTo64Candidates(t *testing.T) {
+	s, _ := newStore(t)
+	f := s.NewInflight("d1", true)
+	other := s.NewInflight("d2", true)
+	cs := manyCands(64)
+	for i, c := range cs {
+		if i != 41 {
+			pickIn(t, other, []backend.Weighted{c}) // held by another dispatcher
+		}
+	}
+	for i := range 5 {
+		e := pickIn(t, f, cs)
+		if e != cs[41].URL {
+			t.Errorf("pick %d: got %q, want the one idle candidate %q", i, e, cs[41].URL)
+		}
+		f.Release(e)
+	}
+}
+
+// Redis losing its data (FLUSHALL) loses every dispatcher's counts: the
+// next call notices and sends them all again, as does the candidate list.
+func TestInflightCountsComeBackAfterFLUSHALL(t *testing.T) {
+	ctx := context.Background()
+	s, srv := newStore(t)
+	f := s.NewInflight("d1", true)
+	pickIn(t, f, cands)
+	pickIn(t, f, cands)
+	if err := srv.Client.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	pickIn(t, f, cands) // finds its list and its counts gone
+	want := f.Own()
+	waitFor(t, "the counts are back", func() bool {
+		got, err := s.InFlight(ctx)
+		return err == nil && maps.Equal(got, want)
+	})
+}
+
+// A call whose answer is lost (Redis ran the script, the reply never
+// arrived) may have counted a pick that no request holds. The next call
+// sends every count, and Redis forgets it.
+func TestInflightForgetsAPickWhoseAnswerWasLost(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	addr, drop := lossyProxy(t, strings.TrimPrefix(srv.URL, "unix://"))
+	rdb := redis.NewClient(&redis.Options{Network: "unix", Addr: addr, MaxRetries: -1, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { rdb.Close() })
+	s := store.NewStore(rdb, "servers", nil)
+	f := s.NewInflight("d1", true)
+	f.SetTimeoutForTest(300 * time.Millisecond)
+	held := pickIn(t, f, cands)
+
+	drop.Store(true)
+	if _, err := f.Pick(ctx, cands); err == nil {
+		t.Fatal("a pick whose reply is lost: got no error, want a timeout")
+	}
+	drop.Store(false)
+	direct := store.NewStore(srv.Client, "servers", nil)
+	if got, _ := direct.InFlight(ctx); len(got) != 2 {
+		t.Fatalf("Redis counts %v, want the held pick and the one whose reply was lost", got)
+	}
+	if _, err := f.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := direct.InFlight(ctx); !maps.Equal(got, map[string]int64{held: 1}) {
+		t.Errorf("after the next call: got %v, want only the pick held, %v", got, map[string]int64{held: 1})
+	}
+}
+
+// lossyProxy relays connections to the unix socket target; while drop is
+// set, it passes what clients send and throws away what the server
+// answers, as a network that loses replies would.
+func lossyProxy(t *testing.T, target string) (addr string, drop *atomic.Bool) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "lossy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr = filepath.Join(dir, "p.sock")
+	ln, err := net.Listen("unix", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close(); os.RemoveAll(dir) })
+	drop = &atomic.Bool{}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("unix", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go func() { io.Copy(s, c); s.Close() }()
+			go func() {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := s.Read(buf)
+					if n > 0 && !drop.Load() {
+						c.Write(buf[:n])
+					}
+					if err != nil {
+						c.Close()
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return addr, drop
 }

@@ -84,15 +84,16 @@ func (s *Store) InList(ctx context.Context, entry string) (bool, error) {
 
 // reconcileScript: KEYS[1] the lease, [2] the list, [3] the index of
 // registrations, [4] the joined hash, [5] the since hash, [6] the down set,
-// [7] the ejected sorted set, [8] the ejection counts. ARGV[1] the
-// reconciler's id in the lease, [2] the prefix of registration keys. If
-// ARGV[1] does not hold the lease it returns {0} and writes nothing; else
-// {1, added, removed}.
+// [7] the ejected sorted set, [8] the ejection counts, [9] the list's
+// version (version.go), which it bumps when it changed the list or the
+// since hash: the pools read them again. ARGV[1] the reconciler's id in the
+// lease, [2] the prefix of registration keys. If ARGV[1] does not hold the
+// lease it returns {0} and writes nothing; else {1, added, removed}.
 //
 // Registration keys are not in KEYS: their names come from the index. They
 // share the list's hash slot (sibling), so on a Cluster they are on the
 // node that runs the script.
-var reconcileScript = redis.NewScript(luaCall + `
+var reconcileScript = redis.NewScript(luaCall + bumpLua + `
 if try("GET", KEYS[1]) ~= ARGV[1] then return {0} end
 local maxlen = ` + strconv.Itoa(backend.MaxLen) + `
 local t = call("TIME")
@@ -111,7 +112,7 @@ local since = {}
 local sv = try("HGETALL", KEYS[5]) or {}
 for i = 1, #sv, 2 do since[sv[i]] = sv[i + 1] end
 local fresh = #sv == 0
-local added, removed = {}, {}
+local added, removed, changed = {}, {}, false
 for u in pairs(cands) do
   local ttl = -2
   if #u <= maxlen then ttl = call("PTTL", ARGV[2] .. u) end
@@ -144,15 +145,19 @@ for e, v in pairs(since) do
     try("HDEL", KEYS[5], e)
     try("ZREM", KEYS[7], e)
     try("HDEL", KEYS[8], e)
+    changed = true
   elseif out[e] then
     try("HDEL", KEYS[5], e)
+    changed = true
   end
 end
 for e in pairs(inList) do
   if not out[e] and not since[e] then
     if fresh then try("HSET", KEYS[5], e, "0") else try("HSET", KEYS[5], e, now) end
+    changed = true
   end
 end
+if changed or #added > 0 or #removed > 0 then bump(KEYS[9]) end
 return {1, added, removed}
 `)
 
@@ -173,7 +178,7 @@ type Reconciled struct {
 // writes nothing (Held false). So two dispatchers never both reconcile.
 func (s *Store) Reconcile(ctx context.Context, id string) (Reconciled, error) {
 	k := s.keys
-	res, err := reconcileScript.Run(ctx, s.rdb, []string{k.lease, s.key, k.members, k.joined, k.since, k.down, k.ejected, k.ejection},
+	res, err := reconcileScript.Run(ctx, s.rdb, []string{k.lease, s.key, k.members, k.joined, k.since, k.down, k.ejected, k.ejection, k.version},
 		id, k.member).Slice()
 	if err != nil {
 		return Reconciled{}, s.classify(err)

@@ -181,7 +181,7 @@ func (r *Rotation) parse(entry string) (*url.URL, error) {
 // down or invalid, the usual case, a pick is exactly one LMOVE, and the
 // down set costs one SCARD per batch.
 //
-// Entries ejected now (the sorted set KEYS[4], scored with the end of
+// Entries ejected now (the sorted set KEYS[6], scored with the end of
 // their ejection; see eject.go), and those this dispatcher has just ejected
 // (its hints, below), are stepped over the same way; the set is read once
 // per batch (ZCARD, and only when it is not empty, TIME and
@@ -207,20 +207,25 @@ func (r *Rotation) parse(entry string) (*url.URL, error) {
 // per entry met, keeps a pick from meeting invalid entries again and again
 // while concurrent picks move the list under it.
 //
-// Entries longer than backend.MaxLen are invalid whatever they hold, and are
-// stepped over the same way, by their length alone, without being known
-// first: so Redis never sends one to a dispatcher, and a hostile 1 MB entry
-// costs a pick no more bytes on the wire than any other. (Redis still copies
-// it on each LMOVE that passes over it, about 1.5 ms for 1 MB.)
+// Entries longer than backend.MaxLen are invalid whatever they hold, and
+// get out of the rotation's way for good: the first step that lands on one
+// takes it out of the list (it is at the head, where the step put it) and
+// appends it to the quarantine list KEYS[4] ("{servers}:quarantine", which
+// `seeder list` reports), bumping the list's version KEYS[5] (version.go),
+// and steps on. So Redis never sends one to a dispatcher, it costs one
+// extra LMOVE once rather than a copy of it on every turn of the list, and
+// the other entries keep their exact rotation, since taking one entry out
+// changes nobody else's order. A list left with nothing but such entries
+// ends empty, and the pick that emptied it fails with NOVALID.
 //
 // A tally or down key of the wrong type (put there by hand) is ignored
 // rather than failing picks: the list is the truth, the rest is advice.
 // Any other error of any command (a command the user may not run, above
 // all) fails the script, and so the picks (see luaCall): a pick that could
 // not read the down set must not go to a backend marked down.
-// All four keys share a hash slot (see sibling), so the script is
+// All six keys share a hash slot (see sibling), so the script is
 // Cluster-safe.
-var stepScript = redis.NewScript(luaCall + `
+var stepScript = redis.NewScript(luaCall + bumpLua + `
 local maxlen = ` + strconv.Itoa(backend.MaxLen) + `
 local function step()
   if ARGV[2] == "1" then
@@ -243,48 +248,63 @@ local function draw()
 end
 local ndown = try("SCARD", KEYS[3])
 local checkDown = ndown ~= nil and ndown > 0
-local nejected = try("ZCARD", KEYS[4])
+local nejected = try("ZCARD", KEYS[6])
 if nejected ~= nil and nejected > 0 then
   local t = call("TIME")
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  for _, e in ipairs(call("ZRANGEBYSCORE", KEYS[4], "(" .. now, "+inf")) do
+  for _, e in ipairs(call("ZRANGEBYSCORE", KEYS[6], "(" .. now, "+inf")) do
     ejected[e], checkEjected = true, true
   end
 end
 local len = 0
-local picks, tally, skipped = {"0"}, {}, 0
+local picks, tally, skipped, quarantined = {"0"}, {}, 0, false
+local function refuse(msg)
+  if quarantined then bump(KEYS[5]) end
+  return redis.error_reply(msg)
+end
 for i = 1, tonumber(ARGV[1]) do
   local e = step()
-  if not e then break end
-  local moved, sawDown, fallback, passed = 1, false, nil, nil
-  while true do
-    local tooLong = #e > maxlen
-    local isDown = not tooLong and checkDown and call("SISMEMBER", KEYS[3], e) == 1
-    if not tooLong and not isDown and not invalid[e] then
-      if checkEjected and ejected[e] then
-        fallback = fallback or e
-      elseif checkRamp and ramp[e] and draw() >= ramp[e] then
-        passed = passed or e
-      else
-        break
-      end
+  local moved, sawDown, fallback, passed = 0, false, nil, nil
+  while e do
+    if #e > maxlen then
+      call("LPOP", KEYS[1])
+      call("RPUSH", KEYS[4], e)
+      quarantined, skipped = true, skipped + 1
+      if len > 0 then len = len - 1 end
     else
-      sawDown = sawDown or isDown
-      if not isDown then skipped = skipped + 1 end
-    end
-    if len == 0 then len = call("LLEN", KEYS[1]) end
-    if moved >= len then
-      if passed or fallback then
-        e = passed or fallback
-        break
+      moved = moved + 1
+      local isDown = checkDown and call("SISMEMBER", KEYS[3], e) == 1
+      if not isDown and not invalid[e] then
+        if checkEjected and ejected[e] then
+          fallback = fallback or e
+        elseif checkRamp and ramp[e] and draw() >= ramp[e] then
+          passed = passed or e
+        else
+          break
+        end
+      else
+        sawDown = sawDown or isDown
+        if not isDown then skipped = skipped + 1 end
       end
-      if sawDown then
-        return redis.error_reply("ALLDOWN every entry of the list is marked down or invalid")
+      if len == 0 then len = call("LLEN", KEYS[1]) end
+      if moved >= len then
+        if passed or fallback then
+          e = passed or fallback
+          break
+        end
+        if sawDown then
+          return refuse("ALLDOWN every entry of the list is marked down or invalid")
+        end
+        return refuse("NOVALID every entry of the list is invalid")
       end
-      return redis.error_reply("NOVALID every entry of the list is invalid")
     end
     e = step()
-    moved = moved + 1
+  end
+  if not e then
+    if quarantined and i == 1 then
+      return refuse("NOVALID every entry of the list was longer than " .. maxlen .. " bytes: moved to " .. KEYS[4])
+    end
+    break
   end
   picks[i + 1] = e
   tally[e] = (tally[e] or 0) + 1
@@ -292,6 +312,7 @@ end
 for e, n in pairs(tally) do
   try("HINCRBY", KEYS[2], e, n)
 end
+if quarantined then bump(KEYS[5]) end
 picks[1] = tostring(skipped)
 return picks
 `)
@@ -314,7 +335,8 @@ func (r *Rotation) trip(ctx context.Context, picks []struct{}) ([]string, error)
 		args = append(append(append(args, len(picks), legacy, len(invalid)), invalid...), len(h.ejected))
 		args = append(append(args, h.ejected...), rand.Int32N(2147483646)+1)
 		args = append(args, h.ramp...)
-		res, err := stepScript.Run(ctx, r.s.rdb, []string{r.s.key, r.s.keys.tally, r.s.keys.down, r.s.keys.ejected}, args...).StringSlice()
+		keys := []string{r.s.key, r.s.keys.tally, r.s.keys.down, r.s.keys.quarantine, r.s.keys.version, r.s.keys.ejected}
+		res, err := stepScript.Run(ctx, r.s.rdb, keys, args...).StringSlice()
 		if isUnknownCommand(err) && !r.legacy.Load() {
 			r.legacy.Store(true)
 			r.log.Info("redis has no LMOVE (older than 6.2); rotating with RPOPLPUSH")
@@ -340,9 +362,9 @@ func (r *Rotation) trip(ctx context.Context, picks []struct{}) ([]string, error)
 // request is one rotation step asked for (skips included).
 func (r *Rotation) Stats() batch.Stats { return r.steps.Stats() }
 
-// Entries returns the list as LRANGE key 0 -1 shows it: the rotation in
-// order, the next pick last.
-func (r *Rotation) Entries(ctx context.Context) ([]string, error) { return r.s.Entries(ctx) }
+// Tail returns the last n entries of the list, the next pick last, and
+// the list's length (Store.Tail).
+func (r *Rotation) Tail(ctx context.Context, n int) ([]string, int64, error) { return r.s.Tail(ctx, n) }
 
 // Tally returns how many rotation steps landed on each entry since the list
 // was last replaced, counted by Redis in the same script as the steps, so
@@ -361,4 +383,22 @@ func (s *Store) Tally(ctx context.Context) (map[string]int64, error) {
 		tally[entry] = v
 	}
 	return tally, nil
+}
+
+// Quarantine returns how many entries the rotation step has moved out of
+// the list for their length (see stepScript), and the first of them, at
+// most limit, as the quarantine list holds them (each up to whatever size
+// it was: cut them before showing them).
+func (s *Store) Quarantine(ctx context.Context, limit int) (n int64, first []string, err error) {
+	var size *redis.IntCmd
+	var head *redis.StringSliceCmd
+	cmds, err := s.txPipelined(ctx, func(p redis.Pipeliner) error {
+		size = p.LLen(ctx, s.keys.quarantine)
+		head = p.LRange(ctx, s.keys.quarantine, 0, int64(limit)-1)
+		return nil
+	})
+	if err != nil {
+		return 0, nil, s.classifyTx(cmds, err)
+	}
+	return size.Val(), head.Val(), nil
 }

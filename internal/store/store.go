@@ -129,6 +129,24 @@ func (s *Store) Read(ctx context.Context) (entries, down []string, err error) {
 	return list.Val(), set.Val(), nil
 }
 
+// Tail returns the last n entries of the list as LRANGE shows them (the
+// next picks, the very next last) and the list's length, in one
+// transaction: what a view of the rotation needs, at a cost that does not
+// grow with the list.
+func (s *Store) Tail(ctx context.Context, n int) (entries []string, total int64, err error) {
+	var size *redis.IntCmd
+	var tail *redis.StringSliceCmd
+	cmds, err := s.txPipelined(ctx, func(p redis.Pipeliner) error {
+		size = p.LLen(ctx, s.key)
+		tail = p.LRange(ctx, s.key, -int64(n), -1)
+		return nil
+	})
+	if err != nil {
+		return nil, 0, s.classifyTx(cmds, err)
+	}
+	return tail.Val(), size.Val(), nil
+}
+
 // stringsOf converts a script's array reply of bulk strings.
 func stringsOf(v any) []string {
 	a, _ := v.([]any)
@@ -150,32 +168,49 @@ func (s *Store) Len(ctx context.Context) (int64, error) {
 // Replace makes the list exactly urls, in this order, in one MULTI/EXEC: a
 // reader sees the old list or the new one, never a mix or an empty key. Every
 // URL is validated first; if any fails, nothing is written. The tally of
-// steps per entry starts again from zero.
+// steps per entry starts again from zero, the quarantine (rotate.go) is
+// emptied, and the list's version changes (version.go).
 func (s *Store) Replace(ctx context.Context, urls []string) error {
 	return s.ReplaceWithProbes(ctx, urls, nil)
 }
 
 // Add validates u and appends it to the list, where it becomes the next
-// pick. It returns the new length of the list.
+// pick, and bumps the list's version in the same transaction. It returns
+// the new length of the list.
 func (s *Store) Add(ctx context.Context, u string) (int64, error) {
 	if err := validateAll([]string{u}); err != nil {
 		return 0, err
 	}
-	n, err := s.rdb.RPush(ctx, s.key, u).Result()
-	return n, s.classifyOp(err, "RPUSH "+s.key)
+	var n *redis.IntCmd
+	cmds, err := s.txPipelined(ctx, func(p redis.Pipeliner) error {
+		n = p.RPush(ctx, s.key, u)
+		s.bump(ctx, p)
+		return nil
+	})
+	if err != nil {
+		return 0, s.classifyTx(cmds, err)
+	}
+	return n.Val(), nil
 }
 
-// Remove deletes every occurrence of entry and returns how many there were.
+// Remove deletes every occurrence of entry, bumping the list's version in
+// the same transaction, and returns how many there were.
 // entry is not validated, so that an invalid entry can be cleaned out; an
 // entry that is not in the list gives ErrNotInList.
 func (s *Store) Remove(ctx context.Context, entry string) (int64, error) {
 	if entry == "" {
 		return 0, ErrNoURLs
 	}
-	n, err := s.rdb.LRem(ctx, s.key, 0, entry).Result()
+	var rem *redis.IntCmd
+	cmds, err := s.txPipelined(ctx, func(p redis.Pipeliner) error {
+		rem = p.LRem(ctx, s.key, 0, entry)
+		s.bump(ctx, p)
+		return nil
+	})
 	if err != nil {
-		return 0, s.classifyOp(err, "LREM "+s.key)
+		return 0, s.classifyTx(cmds, err)
 	}
+	n := rem.Val()
 	if n == 0 {
 		return 0, fmt.Errorf("%q: %w %q", entry, ErrNotInList, s.key)
 	}

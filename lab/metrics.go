@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -34,32 +35,48 @@ func (d *dispatcher) picks(ctx context.Context) (map[string]int64, error) {
 // Prometheus's text exposition format. Requests answered without a backend
 // (label "") are left out.
 func parsePicks(r io.Reader) (map[string]int64, error) {
+	samples, err := parseMetrics(r, requestsMetric)
+	if err != nil {
+		return nil, err
+	}
+	if len(samples[requestsMetric]) == 0 {
+		return nil, fmt.Errorf("no %s samples in the dispatcher's /metrics", requestsMetric)
+	}
 	picks := map[string]int64{}
-	found := false
+	for _, s := range samples[requestsMetric] {
+		if b := s.labels["backend"]; b != "" {
+			picks[b] += int64(s.value)
+		}
+	}
+	return picks, nil
+}
+
+// promSample is one sample of a metric with labels.
+type promSample struct {
+	labels map[string]string
+	value  float64
+}
+
+// parseMetrics reads Prometheus's text exposition format and returns the
+// samples of the metrics named, by name. Only samples with labels
+// (`name{...} value`) are read: every metric the lab reads has them.
+func parseMetrics(r io.Reader, names ...string) (map[string][]promSample, error) {
+	out := map[string][]promSample{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
 		line := sc.Text()
-		rest, ok := strings.CutPrefix(line, requestsMetric+"{")
-		if !ok {
+		name, rest, ok := strings.Cut(line, "{")
+		if !ok || !slices.Contains(names, name) {
 			continue
 		}
 		labels, value, err := parseSample(rest)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %q: %w", requestsMetric, line, err)
+			return nil, fmt.Errorf("%s: %q: %w", name, line, err)
 		}
-		found = true
-		if b := labels["backend"]; b != "" {
-			picks[b] += int64(value)
-		}
+		out[name] = append(out[name], promSample{labels, value})
 	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	if !found {
-		return nil, fmt.Errorf("no %s samples in the dispatcher's /metrics", requestsMetric)
-	}
-	return picks, nil
+	return out, sc.Err()
 }
 
 // parseSample reads `name="value",...} number` (what follows a metric's

@@ -244,7 +244,7 @@ func newBareConsole(t *testing.T, token string) *console {
 func TestConsoleWriteRules(t *testing.T) {
 	for _, tc := range []struct {
 		name, token, remote, host, origin, contentType, sent string
-		want                                                  int
+		want                                                 int
 	}{
 		{"loopback, by IP", "", "127.0.0.1:5555", "127.0.0.1:8099", "", "application/json", "", 200},
 		{"loopback IPv6, by localhost", "", "[::1]:5555", "localhost:8099", "", "application/json", "", 200},

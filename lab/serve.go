@@ -39,7 +39,7 @@ import (
 // LAB_SLOW_* knobs, LAB_RATE, LAB_USERS, LAB_TIMEOUT, LAB_SEED), which it
 // shares with the batch lab.
 var (
-	addrSetting = setting{"LAB_ADDR", "127.0.0.1:8099", "lab serve: where the console listens, host:port"}
+	addrSetting  = setting{"LAB_ADDR", "127.0.0.1:8099", "lab serve: where the console listens, host:port"}
 	tokenSetting = setting{"LAB_TOKEN", "",
 		"lab serve: the token a client other than loopback must send to change anything; empty: made up at start when LAB_ADDR is not loopback, else none"}
 	backendsSetting = setting{"LAB_BACKENDS", "",
@@ -257,4 +257,3 @@ func healthcheck(ctx context.Context, getenv func(string) string) error {
 	defer cancel()
 	return app.Healthcheck(ctx, app.LocalURL(port, "/healthz"))
 }
-

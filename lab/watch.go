@@ -244,14 +244,14 @@ type consoleState struct {
 	// ErrorsPerS counts every answer that was not a 2xx, timeouts
 	// included; TimeoutsPerS is the part of them that got no answer in
 	// time.
-	ErrorsPerS   float64        `json:"errors_per_s"`
-	TimeoutsPerS float64        `json:"timeouts_per_s"`
-	LatencyMS    latencyMS      `json:"latency_ms"`
-	LateMS       float64        `json:"late_ms"` // how far behind its schedule the load fell, at most
+	ErrorsPerS   float64   `json:"errors_per_s"`
+	TimeoutsPerS float64   `json:"timeouts_per_s"`
+	LatencyMS    latencyMS `json:"latency_ms"`
+	LateMS       float64   `json:"late_ms"` // how far behind its schedule the load fell, at most
 	// TimeoutMS is how long the load waits for an answer (LAB_TIMEOUT).
-	TimeoutMS float64 `json:"timeout_ms"`
-	Backends     []backendState `json:"backends"`
-	Scenarios    []labScenario  `json:"scenarios"`
+	TimeoutMS float64        `json:"timeout_ms"`
+	Backends  []backendState `json:"backends"`
+	Scenarios []labScenario  `json:"scenarios"`
 }
 
 // latencyMS are percentiles of the latency, errors included, a timeout at

@@ -61,7 +61,7 @@ func startConsoleStack(t *testing.T) string {
 			Image: images["backend"], Networks: nets, NetworkAliases: aliases,
 			Env: map[string]string{"PORT": b.port, "BACKEND_NAME": b.name, "LATENCY": b.latency, "CAPACITY": b.capacity,
 				"CONTROL": "1", "CONTROL_BIND_HOST": "0.0.0.0"},
-			WaitingFor: wait.ForHTTP("/healthz").WithPort(b.port + "/tcp").WithStartupTimeout(time.Minute),
+			WaitingFor: wait.ForLog("backend listening").WithStartupTimeout(time.Minute),
 		})
 		entry := "http://" + b.name + ":" + b.port
 		entries = append(entries, entry)
@@ -76,7 +76,7 @@ func startConsoleStack(t *testing.T) string {
 	for _, name := range []string{"lab-dispatcher1", "lab-dispatcher2"} {
 		nets, aliases := on(name)
 		start(t, testcontainers.ContainerRequest{
-			Image: images["dispatcher"], Networks: nets, NetworkAliases: aliases,
+			Image: images["dispatcher"], Networks: nets, NetworkAliases: aliases, ExposedPorts: []string{"8080/tcp"},
 			Env: map[string]string{"REDIS_URL": redisURL, "REDIS_KEY": "lab", "MODE": "proxy", "STRATEGY": "round-robin",
 				"HASH_KEY": "header:X-User", "HEALTH_INTERVAL": "1s"},
 			WaitingFor: wait.ForHTTP("/readyz").WithPort("8080/tcp").WithStartupTimeout(time.Minute),
@@ -214,22 +214,32 @@ func TestConsole(t *testing.T) {
 		t.Fatalf("the page did not draw the state: %v", err)
 	}
 
-	// The lesson: one slow backend under round robin, then least-conn.
-	if err := chromedp.Do(browser, chromedp.Click(`[data-scenario="one-slow"]`)); err != nil {
-		t.Fatal(err)
+	// The lesson, as docs/lab.md tells it: everything fast (the console
+	// starts on the lab's scenario, already overloading the slow backend),
+	// then one slow backend under round robin until requests time out, then
+	// least-conn until the queue has drained; a few seconds of each, so
+	// that the screenshot shows all three.
+	press := func(sel, until, what string) {
+		t.Helper()
+		start := time.Now()
+		if err := chromedp.Do(browser, chromedp.Click(sel)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := chromedp.Run(browser, chromedp.Poll[bool](until, chromedp.WithPollingTimeout(90*time.Second))); err != nil {
+			t.Fatalf("after pressing %s the page did not show %s: %v", sel, what, err)
+		}
+		t.Logf("pressed %s: the page showed %s after %s", sel, what, time.Since(start).Round(100*time.Millisecond))
 	}
-	if _, err := chromedp.Run(browser, chromedp.Poll[bool](
-		`window.lab.state.backends.some((b) => b.name === "slow" && b.queue > 12)`, wait)); err != nil {
-		t.Fatalf("under round robin the slow backend's queue did not pass 12 on the page: %v", err)
-	}
-	if err := chromedp.Do(browser, chromedp.Click(`#strategies [data-strategy="least-conn"]`)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := chromedp.Run(browser, chromedp.Poll[bool](
-		`document.getElementById("strategy").textContent === "least-conn" && window.lab.state.backends.some((b) => b.name === "slow" && b.queue <= 4) && window.lab.state.latency_ms.p99 < 1000`,
-		chromedp.WithPollingTimeout(90*time.Second))); err != nil {
-		t.Fatalf("after least-conn the page did not show the slow queue drained and p99 under 1 s: %v", err)
-	}
+	slowJS := `window.lab.state.backends.find((b) => b.name === "slow")`
+	press(`[data-scenario="all-fast"]`, slowJS+`.latency_ms === 40 && `+slowJS+`.queue === 0 && window.lab.state.latency_ms.p99 < 500`,
+		"the slow backend fast, its queue empty, p99 under 0.5 s")
+	time.Sleep(8 * time.Second)
+	press(`[data-scenario="one-slow"]`, slowJS+`.queue > 12 && window.lab.state.timeouts_per_s > 0 && window.lab.state.latency_ms.p99 > 1000`,
+		"the slow backend's queue past 12, timeouts and p99 over 1 s")
+	press(`#strategies [data-strategy="least-conn"]`,
+		`document.getElementById("strategy").textContent === "least-conn" && `+slowJS+`.queue <= 4 && window.lab.state.latency_ms.p99 < 1000`,
+		"least-conn, the slow backend's queue at most 4 and p99 under 1 s")
+	time.Sleep(5 * time.Second)
 
 	// What the page shows against what the API says, read at once.
 	var page pageState

@@ -163,7 +163,9 @@ func (w *watcher) keep(s snapshot, stored *store.StoredStrategy) {
 	for len(w.picks) > 1 && !w.picks[1].at.After(s.at.Add(-shareWindow)) {
 		w.picks = w.picks[1:]
 	}
-	if r := runningStrategy(s.dispatchers); r != "" {
+	// A change is marked once every dispatcher runs the new strategy: the
+	// moment they differ (a fraction of a second) is no strategy of its own.
+	if r := runningStrategy(s.dispatchers); r != "" && !strings.Contains(r, " / ") {
 		if w.running != "" && r != w.running {
 			w.addMark("strategy", r, s.at)
 		}

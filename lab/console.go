@@ -293,7 +293,23 @@ func (c *console) postStrategy(r *http.Request, body map[string]json.RawMessage)
 		return nil, err
 	}
 	c.log.Info("strategy stored for every dispatcher", "strategy", name, "settings", settings, "by", st.By)
-	return st, nil
+	// Each dispatcher reads the stored strategy every quarter of a second:
+	// answer once every one runs it (or after followWait), so that the
+	// page's next drawing shows the change, marked.
+	followed := c.watch.waitRunning(r.Context(), name, followWait)
+	return strategyStored{st, followed}, nil
+}
+
+// followWait bounds how long POST /api/strategy waits for the dispatchers
+// to follow: well beyond their quarter of a second, short of a client's
+// patience. One that refuses the strategy says why in its GET /strategy.
+const followWait = 3 * time.Second
+
+// strategyStored is POST /api/strategy's answer: the strategy stored, and
+// whether every dispatcher ran it before the answer.
+type strategyStored struct {
+	store.StoredStrategy
+	Followed bool `json:"followed"`
 }
 
 // postLoad sets the rate of the load.
@@ -339,6 +355,7 @@ func (c *console) postBackend(r *http.Request, body map[string]json.RawMessage) 
 		return nil, &fieldErr{status, *refused}
 	}
 	c.watch.note(describeKnobs(st))
+	c.watch.read(r.Context()) // the next page shows the new knobs
 	return st, nil
 }
 
@@ -381,5 +398,6 @@ func (c *console) postScenario(r *http.Request, body map[string]json.RawMessage)
 		out = append(out, st)
 	}
 	c.watch.note(sc.Title)
+	c.watch.read(r.Context()) // the next page shows the new knobs
 	return map[string]any{"name": sc.Name, "backends": out}, nil
 }

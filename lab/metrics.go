@@ -19,16 +19,30 @@ const requestsMetric = "spread_requests_total"
 // picks reads the dispatcher's /metrics and returns how many requests it has
 // sent to each backend, by the backend's URL, whatever the status.
 func (d *dispatcher) picks(ctx context.Context) (map[string]int64, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, d.admin+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
+	body, err := get(ctx, http.DefaultClient, d.admin, "/metrics")
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
+	defer body.Close()
+	return parsePicks(body)
+}
+
+// get GETs base+path with client and returns the body of a 200 answer; any
+// other status is an error that names the path.
+func get(ctx context.Context, client *http.Client, base, path string) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+	if err != nil {
+		return nil, err
 	}
-	return parsePicks(resp.Body)
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return resp.Body, nil
 }
 
 // parsePicks sums the samples of requestsMetric by their backend label, in

@@ -132,7 +132,8 @@ func (p *pool) targets() []string {
 	return out
 }
 
-// fullStats is a backend's GET /stats, and POST /control's answer.
+// fullStats is a backend's GET /stats, and POST /control's answer (the
+// backend's stats type, which this module cannot import: it is a command).
 type fullStats struct {
 	Backend         string  `json:"backend"`
 	InService       int64   `json:"in_service"`
@@ -149,19 +150,12 @@ type fullStats struct {
 // stats reads b's GET /stats on its control port.
 func (p *pool) stats(ctx context.Context, b poolBackend) (fullStats, error) {
 	var s fullStats
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.control+"/stats", nil)
+	body, err := get(ctx, p.client, b.control, "/stats")
 	if err != nil {
 		return s, err
 	}
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return s, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return s, fmt.Errorf("GET /stats: %s", resp.Status)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+	defer body.Close()
+	if err := json.NewDecoder(body).Decode(&s); err != nil {
 		return s, fmt.Errorf("GET /stats: %w", err)
 	}
 	return s, nil
@@ -225,19 +219,12 @@ const (
 // metrics reads d's /metrics.
 func (p *pool) metrics(ctx context.Context, d poolDispatcher) (dispatcherMetrics, error) {
 	m := dispatcherMetrics{inflight: map[string]int64{}, sent: map[string]int64{}, down: map[string]bool{}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.admin+"/metrics", nil)
+	body, err := get(ctx, p.client, d.admin, "/metrics")
 	if err != nil {
 		return m, err
 	}
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return m, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return m, fmt.Errorf("GET /metrics: %s", resp.Status)
-	}
-	samples, err := parseMetrics(resp.Body, requestsMetric, inflightMetric, strategyMetric, upMetric)
+	defer body.Close()
+	samples, err := parseMetrics(body, requestsMetric, inflightMetric, strategyMetric, upMetric)
 	if err != nil {
 		return m, err
 	}

@@ -209,12 +209,6 @@ func (s *stack) checkProxy(ctx context.Context, d *dispatcher) error {
 	return nil
 }
 
-// backendStats is the part of a backend's GET /stats that the lab reads.
-type backendStats struct {
-	InService int64 `json:"in_service"`
-	Queued    int64 `json:"queued"`
-}
-
 // drain waits until no backend has a request in service or queued, so that
 // one strategy's backlog does not slow the next one down. A backend without
 // GET /stats (404) has no queue to wait for.
@@ -259,7 +253,7 @@ func (b runningBackend) busy(ctx context.Context) (int64, error) {
 	default:
 		return 0, fmt.Errorf("GET /stats: %s", resp.Status)
 	}
-	var st backendStats
+	var st fullStats
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		return 0, fmt.Errorf("GET /stats: %w", err)
 	}

@@ -151,6 +151,9 @@ func (w *watcher) read(ctx context.Context) {
 func (w *watcher) keep(s snapshot, stored *store.StoredStrategy) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if !s.at.After(w.latest.at) {
+		return // a reading that ran beside a later one, which is kept
+	}
 	w.secs[s.sec%int64(len(w.secs))] = s
 	w.latest = s
 	w.stored = stored
@@ -185,6 +188,25 @@ func runningStrategy(ds []dispatcherSnap) string {
 	}
 	slices.Sort(names)
 	return strings.Join(names, " / ")
+}
+
+// waitRunning reads the pool every 50 ms until every dispatcher runs
+// strategy, for at most d; it says whether they did.
+func (w *watcher) waitRunning(ctx context.Context, strategy string, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		w.read(ctx)
+		w.mu.Lock()
+		running := w.running
+		w.mu.Unlock()
+		if running == strategy {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // note marks a control applied now.

@@ -224,8 +224,8 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	defer c.stop()
 	fmt.Fprintf(stdout, "lab serve: the console is at %s\n", consoleURL(cfg, ln.Addr()))
 	if cfg.tokenMade {
-		fmt.Fprintf(stdout, "lab serve: clients other than loopback change things only with that token (%s, made up at start: set %s to choose one)\n",
-			tokenHeader, tokenSetting.name)
+		fmt.Fprintf(stdout, "lab serve: a client other than loopback needs that token to change anything (made up at start: set %s to choose it)\n",
+			tokenSetting.name)
 	}
 	fmt.Fprintf(stdout, "lab serve: %s; load %d req/s through %d dispatchers; Ctrl-C stops it\n",
 		p.describe(), cfg.lab.rate, len(p.dispatchers))

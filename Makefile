@@ -29,7 +29,7 @@ RUN          ?=
 # The link checker: a module of its own, outside the workspace.
 LINKCHECK    := .ci/linkcheck
 
-.PHONY: all help build up logs run down standins test unit k8s-check e2e lint links fuzz bench lab gobench tidy clean
+.PHONY: all help build up logs run down standins test unit k8s-check e2e lint links fuzz bench lab lab-live gobench tidy clean
 
 ## all: lint, build, then every test (make test)
 all: lint build test
@@ -132,6 +132,14 @@ lab:
 	@mkdir -p bin
 	cd lab && GOWORK=off go build -o ../bin/lab .
 	bin/lab
+
+## lab-live: the lab's console (lab serve): the same scenario live, as local
+## processes (redis-server, three backends with CONTROL=1, two dispatchers);
+## prints the URL of its page (LAB_ADDR, default 127.0.0.1:8099; docs/lab.md)
+lab-live:
+	@mkdir -p bin
+	cd lab && GOWORK=off go build -o ../bin/lab .
+	bin/lab serve
 
 ## gobench: the Go benchmarks of the hot path (testing.B), real redis-server
 gobench:

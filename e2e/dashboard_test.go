@@ -4,8 +4,6 @@ import (
 	"context"
 	"maps"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -153,17 +151,7 @@ func TestDashboard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	shot := filepath.Join(t.ArtifactDir(), "dashboard.png")
-	if err := os.WriteFile(shot, png, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("saved %s (%d bytes)", shot, len(png))
-	if os.Getenv("UPDATE_SCREENSHOTS") == "1" {
-		if err := os.WriteFile(readmeScreenshot, png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("UPDATE_SCREENSHOTS=1: saved %s", readmeScreenshot)
-	}
+	saveScreenshot(t, png, "dashboard.png", readmeScreenshot)
 
 	// On a phone's width nothing sticks out sideways: no horizontal scrolling.
 	if err := chromedp.Do(browser, chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulateScale(3))); err != nil {

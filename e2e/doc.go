@@ -21,5 +21,7 @@
 // TestDashboard drives the dashboard in a headless Chromium (or Google
 // Chrome) found on PATH and saves a screenshot in its artifact directory;
 // with UPDATE_SCREENSHOTS=1 it also refreshes docs/dashboard.png, the one the
-// README shows.
+// README shows. TestConsole does the same with the lab's console (its image,
+// built when the test runs, against the real images as compose's profile
+// "lab" runs them) and docs/console.png.
 package e2e

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,32 +59,50 @@ func TestMain(m *testing.M) {
 func buildImages() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	provider, err := testcontainers.NewDockerProvider()
-	if err != nil {
-		return fmt.Errorf("docker: %w", err)
-	}
-	defer provider.Close()
 	for _, app := range []string{"backend", "seeder", "dispatcher"} {
-		start := time.Now()
-		var log bytes.Buffer
-		tag, err := provider.BuildImage(ctx, &testcontainers.ContainerRequest{
-			FromDockerfile: testcontainers.FromDockerfile{
-				Context:        "..",
-				Dockerfile:     "Dockerfile",
-				Repo:           "spread-e2e-" + app,
-				Tag:            imageTag(),
-				BuildArgs:      buildArgs(),
-				BuildLogWriter: &log,
-				BuildOptionsModifier: func(o *client.ImageBuildOptions) {
-					o.Target = app
-				},
-			},
-		})
+		tag, err := buildImage(ctx, app)
 		if err != nil {
-			return fmt.Errorf("build %s image: %w\n%s", app, err, log.String())
+			return err
 		}
 		images[app] = tag
-		fmt.Fprintf(os.Stderr, "e2e: built %s in %s\n", tag, time.Since(start).Round(time.Second))
 	}
 	return nil
 }
+
+// buildImage builds the Dockerfile's target as spread-e2e-<target> and
+// returns its tag.
+func buildImage(ctx context.Context, target string) (string, error) {
+	provider, err := testcontainers.NewDockerProvider()
+	if err != nil {
+		return "", fmt.Errorf("docker: %w", err)
+	}
+	defer provider.Close()
+	start := time.Now()
+	var log bytes.Buffer
+	tag, err := provider.BuildImage(ctx, &testcontainers.ContainerRequest{
+		FromDockerfile: testcontainers.FromDockerfile{
+			Context:        "..",
+			Dockerfile:     "Dockerfile",
+			Repo:           "spread-e2e-" + target,
+			Tag:            imageTag(),
+			BuildArgs:      buildArgs(),
+			BuildLogWriter: &log,
+			BuildOptionsModifier: func(o *client.ImageBuildOptions) {
+				o.Target = target
+			},
+		},
+	})
+	if err != nil {
+		return "", fmt.Errorf("build %s image: %w\n%s", target, err, log.String())
+	}
+	fmt.Fprintf(os.Stderr, "e2e: built %s in %s\n", tag, time.Since(start).Round(time.Second))
+	return tag, nil
+}
+
+// labImage builds the lab's console image the first time a test needs it:
+// only TestConsole does, so the other tests never wait for it.
+var labImage = sync.OnceValues(func() (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	return buildImage(ctx, "lab")
+})

@@ -16,6 +16,10 @@
 //	            per request), sticky.svg (users who stayed on one backend)
 //	lab charts  draw the charts again from LAB_OUT/report.json, without
 //	            running anything
+//	lab serve   the console: the same scenario live, with a page at
+//	            LAB_ADDR that shows each second and turns the knobs (serve.go)
+//	lab healthcheck
+//	            GET the console's /healthz on LAB_ADDR's port (for compose)
 //	lab help    list the commands, the files each writes, and the settings
 //
 // Settings are environment variables (see settings, and docs/lab.md).
@@ -57,6 +61,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return nil
 		case "charts":
 			return redrawCharts(getenv, stdout)
+		case "serve":
+			return serve(ctx, getenv, stdout)
+		case "healthcheck":
+			return healthcheck(ctx, getenv)
 		}
 		return fmt.Errorf("unknown argument %q: the lab takes its settings from the environment (lab help lists them)", args[0])
 	}
@@ -88,7 +96,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	st, err := startStack(ctx, dir, bins, cfg.backends)
+	st, err := startStack(ctx, dir, bins, cfg.backends, false)
 	defer st.stop()
 	if err != nil {
 		return err
@@ -290,6 +298,10 @@ func printHelp(w io.Writer) {
 	fmt.Fprint(w, `usage:
   lab         run every strategy, print a table, write report.json and the charts into LAB_OUT
   lab charts  draw the charts again from LAB_OUT/report.json, without running anything
+  lab serve   the console: the scenario live, a page at LAB_ADDR that shows every second and
+              turns the knobs (strategy, rate, each backend); its own stack, or a running one
+  lab healthcheck
+              GET the console's /healthz on LAB_ADDR's port: exit 0 if it answers
   lab help    print this
 
 lab writes into LAB_OUT:
@@ -299,7 +311,13 @@ lab writes into LAB_OUT:
 		fmt.Fprintf(w, "  %-15s %s\n", c.file, c.what)
 	}
 	fmt.Fprintln(w, "\nsettings, each an environment variable (make lab passes them on):")
-	for _, s := range settings {
+	printSettings(w, settings)
+	fmt.Fprintln(w, "\nlab serve also reads these (LAB_DURATION, LAB_OUT, LAB_STRATEGIES and LAB_ARRIVALS are the batch's only):")
+	printSettings(w, serveSettings)
+}
+
+func printSettings(w io.Writer, ss []setting) {
+	for _, s := range ss {
 		def := s.def
 		if def == "" {
 			def = `""`

@@ -67,15 +67,18 @@ type stack struct {
 	backends  []runningBackend // in the order of the scenario
 }
 
-// runningBackend is a backend of the pool and the URL that reaches it.
+// runningBackend is a backend of the pool and the URLs that reach it.
 type runningBackend struct {
 	backendSpec
-	url string // http://127.0.0.1:port, as seeded in the list
+	url     string // http://127.0.0.1:port, as seeded in the list
+	control string // with CONTROL=1, http://127.0.0.1:CONTROL_PORT (POST /control, GET /stats); else ""
 }
 
 // startStack starts redis-server and a backend for each spec, and seeds the
-// list with their URLs.
-func startStack(ctx context.Context, dir string, bins binaries, specs []backendSpec) (*stack, error) {
+// list with their URLs. With control, each backend also runs with
+// CONTROL=1 on a CONTROL_PORT of its own, so that its knobs can change
+// while it runs (the console's).
+func startStack(ctx context.Context, dir string, bins binaries, specs []backendSpec, control bool) (*stack, error) {
 	s := &stack{bins: bins, procs: localrun.Procs{Dir: dir}}
 	var err error
 	if s.redisAddr, err = s.procs.StartRedis(ctx); err != nil {
@@ -87,14 +90,23 @@ func startStack(ctx context.Context, dir string, bins binaries, specs []backendS
 		if err != nil {
 			return s, err
 		}
-		if _, err := s.procs.Start(ctx, b.Name, append(b.env(), "PORT="+strconv.Itoa(port)), bins.backend); err != nil {
+		env := append(b.env(), "PORT="+strconv.Itoa(port))
+		rb := runningBackend{backendSpec: b, url: fmt.Sprintf("http://127.0.0.1:%d", port)}
+		if control {
+			cport, err := localrun.FreePort()
+			if err != nil {
+				return s, err
+			}
+			env = append(env, "CONTROL=1", "CONTROL_PORT="+strconv.Itoa(cport))
+			rb.control = fmt.Sprintf("http://127.0.0.1:%d", cport)
+		}
+		if _, err := s.procs.Start(ctx, b.Name, env, bins.backend); err != nil {
 			return s, err
 		}
-		u := fmt.Sprintf("http://127.0.0.1:%d", port)
-		if err := localrun.WaitFor(ctx, 2*time.Second, localrun.HTTPOK(u+"/healthz")); err != nil {
+		if err := localrun.WaitFor(ctx, 2*time.Second, localrun.HTTPOK(rb.url+"/healthz")); err != nil {
 			return s, fmt.Errorf("backend %s did not answer: %w (log: %s)", b.Name, err, s.procs.LogTail(b.Name))
 		}
-		s.backends = append(s.backends, runningBackend{b, u})
+		s.backends = append(s.backends, rb)
 	}
 	// The seeder writes the list as a user would; it also waits out
 	// redis-server's start.
@@ -139,6 +151,19 @@ func (s *stack) startDispatcher(ctx context.Context, label string) (*dispatcher,
 	if !ok {
 		return nil, fmt.Errorf("no strategy or variant %q", label)
 	}
+	env := []string{"STRATEGY=" + ls.strategy,
+		// The backends stay up; the lab is about choosing among healthy ones.
+		"HEALTH_INTERVAL=0"}
+	for _, k := range slices.Sorted(maps.Keys(ls.settings)) {
+		env = append(env, k+"="+ls.settings[k])
+	}
+	return s.startProxy(ctx, "dispatcher-"+label, env)
+}
+
+// startProxy starts a dispatcher named name in MODE=proxy on the stack's
+// list, with env on top of the lab's own settings, and waits until it is
+// ready.
+func (s *stack) startProxy(ctx context.Context, name string, env []string) (*dispatcher, error) {
 	port, err := localrun.FreePort()
 	if err != nil {
 		return nil, err
@@ -147,26 +172,23 @@ func (s *stack) startDispatcher(ctx context.Context, label string) (*dispatcher,
 	if err != nil {
 		return nil, err
 	}
-	env := []string{"PORT=" + strconv.Itoa(port), "ADMIN_PORT=" + strconv.Itoa(adminPort),
-		"REDIS_URL=" + s.redisURL, "MODE=proxy", "STRATEGY=" + ls.strategy,
+	env = append([]string{"PORT=" + strconv.Itoa(port), "ADMIN_PORT=" + strconv.Itoa(adminPort),
+		"REDIS_URL=" + s.redisURL, "MODE=proxy",
 		// Every request carries its user; STRATEGY=hash hashes on it.
 		"HASH_KEY=" + hashKey,
-		// The backends stay up; the lab is about choosing among healthy ones.
-		"HEALTH_INTERVAL=0",
 		// No log line per request: writing them would cost CPU that the
 		// load needs, alike for every strategy.
-		"LOG_LEVEL=warn"}
-	for _, k := range slices.Sorted(maps.Keys(ls.settings)) {
-		env = append(env, k+"="+ls.settings[k])
-	}
-	name := "dispatcher-" + label
+		"LOG_LEVEL=warn",
+		// No outlier ejection: the lab shows what each strategy does by
+		// itself with a slow or failing backend.
+		"EJECT_AFTER=0"}, env...)
 	p, err := s.procs.Start(ctx, name, env, s.bins.dispatcher)
 	if err != nil {
 		return nil, err
 	}
 	d := &dispatcher{proc: p, url: fmt.Sprintf("http://127.0.0.1:%d/", port), admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort)}
 	if err := localrun.WaitFor(ctx, 2*time.Second, localrun.HTTPOK(d.admin+"/readyz")); err != nil {
-		return d, fmt.Errorf("%s: dispatcher not ready: %w (log: %s)", label, err, s.procs.LogTail(name))
+		return d, fmt.Errorf("%s: dispatcher not ready: %w (log: %s)", name, err, s.procs.LogTail(name))
 	}
 	return d, nil
 }
@@ -188,12 +210,6 @@ func (s *stack) checkProxy(ctx context.Context, d *dispatcher) error {
 			resp.Status, name, s.names())
 	}
 	return nil
-}
-
-// backendStats is the part of a backend's GET /stats that the lab reads.
-type backendStats struct {
-	InService int64 `json:"in_service"`
-	Queued    int64 `json:"queued"`
 }
 
 // drain waits until no backend has a request in service or queued, so that
@@ -240,7 +256,7 @@ func (b runningBackend) busy(ctx context.Context) (int64, error) {
 	default:
 		return 0, fmt.Errorf("GET /stats: %s", resp.Status)
 	}
-	var st backendStats
+	var st fullStats
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		return 0, fmt.Errorf("GET /stats: %w", err)
 	}

@@ -26,7 +26,7 @@ func startBackend(t *testing.T, k knobs) (b *server, traffic, control string) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { errc <- b.serve(ctx) }()
+	go func() { errc <- b.serve(ctx, 10*time.Second, nil) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-errc; err != nil {

@@ -25,6 +25,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -39,6 +41,10 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/spreadlb/spread/internal/app"
 	"github.com/spreadlb/spread/internal/backend"
+	"github.com/spreadlb/spread/internal/members"
+	"github.com/spreadlb/spread/internal/pick"
+	"github.com/spreadlb/spread/internal/redisconn"
+	"github.com/spreadlb/spread/internal/store"
 )
 
 // The backend's settings; the README's configuration table lists the same.
@@ -60,8 +66,18 @@ var (
 		Usage: "CONTROL=1: port of POST /control and GET /stats"}
 	controlBindSetting = app.Setting{Name: "CONTROL_BIND_HOST", Default: "127.0.0.1",
 		Usage: "CONTROL=1: address CONTROL_PORT listens on, an IP address or a host name (0.0.0.0: every interface)"}
+	registerSetting = app.Setting{Name: "REGISTER", Default: "0",
+		Usage: "1: announce this backend in Redis (REDIS_URL, REDIS_KEY) every HEARTBEAT, so that the dispatchers put ADVERTISE_URL in the list; 0: wait to be seeded"}
+	advertiseSetting = app.Setting{Name: "ADVERTISE_URL", Default: "",
+		Usage: "REGISTER=1: the URL the list holds for this backend; empty means http://HOSTNAME:PORT"}
+	heartbeatSetting = app.Setting{Name: "HEARTBEAT", Default: members.DefaultHeartbeat.String(),
+		Usage: "REGISTER=1: how often the registration is renewed; it lives three heartbeats"}
+	drainSetting = app.Setting{Name: "DRAIN_TIMEOUT", Default: "10s",
+		Usage: "after SIGTERM: how long the backend may take to leave the list (REGISTER=1) and answer the requests in flight before it exits"}
 	settings = []app.Setting{portSetting, nameSetting, latencySetting, jitterSetting, capacitySetting,
-		failRateSetting, controlSetting, controlPortSetting, controlBindSetting}
+		failRateSetting, controlSetting, controlPortSetting, controlBindSetting,
+		registerSetting, advertiseSetting, heartbeatSetting, drainSetting,
+		redisconn.RedisURL, store.RedisKey, redisconn.RedisTLSCA, redisconn.RedisTLSCert, redisconn.RedisTLSKey}
 )
 
 func main() {
@@ -82,6 +98,15 @@ type config struct {
 	// and CONTROL_PORT, set only then.
 	control                  bool
 	controlHost, controlPort string
+	drain                    time.Duration // DRAIN_TIMEOUT
+	// register: REGISTER=1; then the registration's settings: the URL
+	// advertised, the heartbeat, and where Redis is.
+	register  bool
+	advertise string
+	heartbeat time.Duration
+	redisURL  string
+	key       string
+	redisTLS  *tls.Config
 }
 
 // loadConfig reads the settings; an error names the first bad one and the
@@ -125,7 +150,54 @@ func loadConfig(getenv func(string) string) (config, error) {
 	default:
 		return c, fmt.Errorf("%s=%q: want 1 (serve POST /control on %s) or 0", controlSetting.Name, v, controlPortSetting.Name)
 	}
-	return c, nil
+	v = drainSetting.Get(getenv)
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return c, fmt.Errorf("%s=%q: want a positive duration such as 10s", drainSetting.Name, v)
+	}
+	c.drain = d
+	return c, loadRegister(&c, getenv)
+}
+
+// loadRegister reads REGISTER and, with REGISTER=1, what registering needs:
+// ADVERTISE_URL (a URL the list accepts), HEARTBEAT and Redis's settings,
+// as the seeder and the dispatcher read them.
+func loadRegister(c *config, getenv func(string) string) error {
+	switch v := registerSetting.Get(getenv); v {
+	case "0":
+		return nil
+	case "1":
+		c.register = true
+	default:
+		return fmt.Errorf("%s=%q: want 1 (announce this backend in Redis) or 0", registerSetting.Name, v)
+	}
+	c.advertise = advertiseSetting.Get(getenv)
+	if c.advertise == "" {
+		host, _ := os.Hostname()
+		c.advertise = "http://" + net.JoinHostPort(host, c.port)
+	}
+	if _, err := backend.Parse(c.advertise); err != nil {
+		return fmt.Errorf("%s=%q: want the http(s) URL the dispatchers reach this backend at, such as http://backend4:5000: %w", advertiseSetting.Name, c.advertise, err)
+	}
+	v := heartbeatSetting.Get(getenv)
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 100*time.Millisecond {
+		return fmt.Errorf("%s=%q: want a duration of 100ms or more, such as 2s", heartbeatSetting.Name, v)
+	}
+	c.heartbeat = d
+	c.redisURL = redisconn.RedisURL.Get(getenv)
+	if c.key, err = store.LoadKey(getenv); err != nil {
+		return err
+	}
+	if c.redisTLS, err = redisconn.LoadTLS(getenv); err != nil {
+		return err
+	}
+	// Parses REDIS_URL without connecting: a bad one is refused now.
+	rdb, err := redisconn.ConnectTLS(c.redisURL, "backend", c.redisTLS)
+	if err != nil {
+		return err
+	}
+	return rdb.Close()
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
@@ -152,8 +224,28 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if b.controlLn != nil {
 		attrs = append(attrs, "control", b.controlLn.Addr().String())
 	}
-	slog.New(slog.NewTextHandler(stderr, nil)).Info("backend listening", attrs...)
-	return b.serve(ctx)
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	log.Info("backend listening", attrs...)
+	if !c.register {
+		return b.serve(ctx, c.drain, nil)
+	}
+	redisconn.LogTo(log)
+	rdb, err := redisconn.ConnectTLS(c.redisURL, "backend", c.redisTLS)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	st := store.NewStore(rdb, c.key, log)
+	// Say at once what the Redis user may not do; the heartbeats say it
+	// too, and go on trying.
+	checkCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if err := st.CheckRegister(checkCtx, c.advertise); errors.Is(err, pick.ErrNoPermission) {
+		log.Error("the redis user may not register this backend (docs/security.md)", "err", err)
+	}
+	cancel()
+	reg := members.NewRegistrar(st, c.advertise, c.heartbeat, log)
+	go reg.Run(ctx)
+	return b.serve(ctx, c.drain, reg.Leave)
 }
 
 // server is a backend listening: PORT, and CONTROL_PORT with CONTROL=1.
@@ -183,20 +275,20 @@ func listen(c config, host string) (*server, error) {
 	return b, nil
 }
 
-// grace is how long requests in flight may finish after SIGTERM.
-const grace = 10 * time.Second
-
 // serve serves both ports until ctx is done or one of them fails, which
-// stops the other.
-func (b *server) serve(ctx context.Context) error {
+// stops the other. When ctx is done (SIGTERM), PORT first goes on serving
+// while leave, if not nil, takes the backend out of the list; then it stops
+// accepting connections and answers the requests in flight; drain bounds
+// the two together (DRAIN_TIMEOUT).
+func (b *server) serve(ctx context.Context, drain time.Duration, leave func(context.Context)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 2)
-	go func() { errc <- app.ServeServer(ctx, b.port, b.port.srv, grace) }()
+	go func() { errc <- app.ServeServerThen(ctx, b.port, b.port.srv, drain, leave) }()
 	n := 1
 	if b.controlLn != nil {
 		n++
-		go func() { errc <- app.Serve(ctx, b.controlLn, b.control, grace) }()
+		go func() { errc <- app.Serve(ctx, b.controlLn, b.control, drain) }()
 	}
 	var first error
 	for range n {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -78,8 +79,22 @@ func TestLoadConfig(t *testing.T) {
 			config{port: "5000", name: "b", control: true, controlHost: "127.0.0.1", controlPort: "9000"}},
 		{map[string]string{"BACKEND_NAME": "b", "CONTROL": "1", "CONTROL_PORT": "6001", "CONTROL_BIND_HOST": "0.0.0.0"},
 			config{port: "5000", name: "b", control: true, controlHost: "0.0.0.0", controlPort: "6001"}},
+		{map[string]string{"BACKEND_NAME": "b", "DRAIN_TIMEOUT": "3s"}, config{port: "5000", name: "b", drain: 3 * time.Second}},
+		// Without REGISTER=1 the registration's settings are not read.
+		{map[string]string{"BACKEND_NAME": "b", "ADVERTISE_URL": "ftp://x", "HEARTBEAT": "soon", "REDIS_KEY": " "},
+			config{port: "5000", name: "b"}},
+		{map[string]string{"PORT": "5004", "BACKEND_NAME": "b", "REGISTER": "1"},
+			config{port: "5004", name: "b", register: true, advertise: "http://" + net.JoinHostPort(host, "5004"),
+				heartbeat: 2 * time.Second, redisURL: "redis://localhost:6379/0", key: "servers"}},
+		{map[string]string{"BACKEND_NAME": "b", "REGISTER": "1", "ADVERTISE_URL": "http://backend4:5000", "HEARTBEAT": "500ms",
+			"REDIS_URL": "redis://redis:6379/1", "REDIS_KEY": "proxied"},
+			config{port: "5000", name: "b", register: true, advertise: "http://backend4:5000",
+				heartbeat: 500 * time.Millisecond, redisURL: "redis://redis:6379/1", key: "proxied"}},
 	}
 	for _, tc := range tests {
+		if tc.want.drain == 0 {
+			tc.want.drain = 10 * time.Second
+		}
 		got, err := loadConfig(func(k string) string { return tc.env[k] })
 		if err != nil || got != tc.want {
 			t.Errorf("env %v: got %+v, %v, want %+v", tc.env, got, err, tc.want)
@@ -111,6 +126,15 @@ func TestBadSettingsRefused(t *testing.T) {
 		{"CONTROL_PORT", "65536", "a port number, 0 to 65535", map[string]string{"CONTROL": "1"}},
 		{"CONTROL_BIND_HOST", "127.0.0.1:9000", "an IP address", map[string]string{"CONTROL": "1"}},
 		{"CONTROL_BIND_HOST", "backend_1", "an IP address", map[string]string{"CONTROL": "1"}},
+		{"DRAIN_TIMEOUT", "0", "a positive duration", nil},
+		{"DRAIN_TIMEOUT", "soon", "a positive duration", nil},
+		{"REGISTER", "yes", "1 (announce this backend in Redis) or 0", nil},
+		{"ADVERTISE_URL", "ftp://backend4:5000", "the http(s) URL the dispatchers reach this backend at", map[string]string{"REGISTER": "1"}},
+		{"ADVERTISE_URL", "http://user:pw@backend4", "the http(s) URL the dispatchers reach this backend at", map[string]string{"REGISTER": "1"}},
+		{"HEARTBEAT", "0", "a duration of 100ms or more", map[string]string{"REGISTER": "1", "ADVERTISE_URL": "http://b4:5000"}},
+		{"HEARTBEAT", "2", "a duration of 100ms or more", map[string]string{"REGISTER": "1", "ADVERTISE_URL": "http://b4:5000"}},
+		{"REDIS_KEY", "a b", "a Redis key name", map[string]string{"REGISTER": "1", "ADVERTISE_URL": "http://b4:5000"}},
+		{"ADVERTISE_URL", "http://b4:0", "the http(s) URL the dispatchers reach this backend at", map[string]string{"REGISTER": "1"}},
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
@@ -151,7 +175,9 @@ func TestCheck(t *testing.T) {
 		}
 	})
 	want := "PORT=5001\nBACKEND_NAME=\nLATENCY=40ms\nLATENCY_JITTER=0\nCAPACITY=0\nFAIL_RATE=0\n" +
-		"CONTROL=0\nCONTROL_PORT=9000\nCONTROL_BIND_HOST=127.0.0.1\n"
+		"CONTROL=0\nCONTROL_PORT=9000\nCONTROL_BIND_HOST=127.0.0.1\n" +
+		"REGISTER=0\nADVERTISE_URL=\nHEARTBEAT=2s\nDRAIN_TIMEOUT=10s\n" +
+		"REDIS_URL=redis://localhost:6379/0\nREDIS_KEY=servers\nREDIS_TLS_CA=\nREDIS_TLS_CERT=\nREDIS_TLS_KEY=\n"
 	if out != want {
 		t.Errorf("check printed\n%s\nwant\n%s", out, want)
 	}

@@ -121,10 +121,13 @@ func redisOps(cfg config, needs []balance.Need) []store.Op {
 		ops = append(ops, store.OpSetStrategy)
 	}
 	if cfg.health.Interval > 0 {
-		ops = append(ops, store.OpHealth)
+		ops = append(ops, store.OpHealth, store.OpReconcile)
 	}
 	if cfg.mode == balance.Proxy {
 		ops = append(ops, store.OpReport)
+		if cfg.proxy.ejectAfter > 0 {
+			ops = append(ops, store.OpEject)
+		}
 	}
 	for _, n := range needs {
 		switch n {

@@ -58,6 +58,17 @@ var (
 	proxyResponseTimeoutSetting = app.Setting{Name: "PROXY_RESPONSE_TIMEOUT", Default: "30s",
 		Usage: "MODE=proxy: how long to wait for a backend's response headers once the request is sent (the body may then stream for as long as it takes)"}
 
+	ejectAfterSetting = app.Setting{Name: "EJECT_AFTER", Default: "5",
+		Usage: "MODE=proxy: failures in a row (a 5xx, a connect error, a timeout) that eject a backend for every dispatcher; 0 turns ejection off"}
+	ejectTimeSetting = app.Setting{Name: "EJECT_TIME", Default: "30s",
+		Usage: "MODE=proxy: how long a first ejection lasts; the Nth lasts N times as long, up to 5m"}
+	ejectMaxSetting = app.Setting{Name: "EJECT_MAX_PERCENT", Default: "50",
+		Usage: "MODE=proxy: the most of the list's backends that may be ejected at once, in percent, 0-100"}
+	slowStartSetting = app.Setting{Name: "SLOW_START", Default: "0",
+		Usage: "a duration (30s): a backend that joins the list, or comes back from down or an ejection, gets a share that ramps from SLOW_START_MIN to all of its weight over it; 0 turns slow start off"}
+	slowStartMinSetting = app.Setting{Name: "SLOW_START_MIN", Default: "10%",
+		Usage: "SLOW_START: the share of its weight a backend gets as it starts, in percent (10%), above 0 and at most 100"}
+
 	// settings is the table: the dispatcher's own, then each strategy's,
 	// as its file in internal/balance declares them.
 	settings = slices.Concat([]app.Setting{portSetting, adminSetting, bindSetting, adminBindSetting, idleSetting, redisconn.RedisURL, store.RedisKey,
@@ -65,7 +76,8 @@ var (
 		modeSetting, strategySetting,
 		statusSetting, timeoutSetting, shutdownSetting, logLevelSetting, adminWriteSetting, maxStreamsSetting,
 		healthIntervalSetting, healthTimeoutSetting, healthFallsSetting, healthRisesSetting,
-		proxyRetriesSetting, proxyDialTimeoutSetting, proxyResponseTimeoutSetting}, balance.Settings())
+		proxyRetriesSetting, proxyDialTimeoutSetting, proxyResponseTimeoutSetting,
+		ejectAfterSetting, ejectTimeSetting, ejectMaxSetting, slowStartSetting, slowStartMinSetting}, balance.Settings())
 )
 
 // proxyOnly lists the strategies that need MODE=proxy.
@@ -102,6 +114,8 @@ type config struct {
 	maxStreams      int           // ADMIN_MAX_STREAMS
 	health          health.Config // Interval 0: no probes from this dispatcher
 	proxy           proxyConfig   // MODE=proxy's settings
+	slowStart       time.Duration // SLOW_START; 0: off
+	slowStartMin    float64       // SLOW_START_MIN, as a fraction
 }
 
 // proxyConfig is the proxy's part of the configuration.
@@ -109,6 +123,8 @@ type proxyConfig struct {
 	retries         int
 	dialTimeout     time.Duration
 	responseTimeout time.Duration
+	ejectAfter      int               // EJECT_AFTER; 0: no ejection
+	eject           store.EjectPolicy // EJECT_TIME, EJECT_MAX_PERCENT
 }
 
 // loadConfig reads every setting and refuses a value it cannot use, naming
@@ -206,7 +222,30 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if c.proxy, err = loadProxy(getenv); err != nil {
 		return c, err
 	}
+	if c.slowStart, c.slowStartMin, err = loadSlowStart(getenv); err != nil {
+		return c, err
+	}
 	return c, nil
+}
+
+// loadSlowStart reads SLOW_START (0, or a positive duration) and
+// SLOW_START_MIN (a percentage above 0 and at most 100, with or without
+// "%").
+func loadSlowStart(getenv func(string) string) (time.Duration, float64, error) {
+	v := slowStartSetting.Get(getenv)
+	d, err := time.ParseDuration(v)
+	if v == "0" {
+		d, err = 0, nil
+	}
+	if err != nil || d < 0 {
+		return 0, 0, fmt.Errorf("%s=%q: want a duration such as 30s, or 0 to turn slow start off", slowStartSetting.Name, v)
+	}
+	v = slowStartMinSetting.Get(getenv)
+	pct, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), "%"), 64)
+	if err != nil || !(pct > 0 && pct <= 100) {
+		return 0, 0, fmt.Errorf("%s=%q: want a percentage above 0 and at most 100, such as 10%%", slowStartMinSetting.Name, v)
+	}
+	return d, pct / 100, nil
 }
 
 // loadHealth reads the health check settings. An Interval of 0 means this
@@ -253,6 +292,20 @@ func loadProxy(getenv func(string) string) (proxyConfig, error) {
 	}
 	if pc.responseTimeout, err = duration(proxyResponseTimeoutSetting, getenv); err != nil {
 		return pc, err
+	}
+	v = ejectAfterSetting.Get(getenv)
+	if pc.ejectAfter, err = strconv.Atoi(v); err != nil || pc.ejectAfter < 0 {
+		return pc, fmt.Errorf("%s=%q: want a whole number, 0 (no ejection) or more", ejectAfterSetting.Name, v)
+	}
+	if pc.eject.Base, err = duration(ejectTimeSetting, getenv); err != nil {
+		return pc, err
+	}
+	if pc.eject.Base > store.MaxEjectTime {
+		return pc, fmt.Errorf("%s=%q: want a positive duration of at most %v", ejectTimeSetting.Name, ejectTimeSetting.Get(getenv), store.MaxEjectTime)
+	}
+	v = ejectMaxSetting.Get(getenv)
+	if pc.eject.MaxPercent, err = strconv.Atoi(strings.TrimSuffix(v, "%")); err != nil || pc.eject.MaxPercent < 0 || pc.eject.MaxPercent > 100 {
+		return pc, fmt.Errorf("%s=%q: want a whole number of percent, 0 to 100", ejectMaxSetting.Name, v)
 	}
 	return pc, nil
 }

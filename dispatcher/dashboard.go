@@ -307,6 +307,12 @@ type bar struct {
 	// dispatcher's for strategies that count across dispatchers (as last read from Redis), this
 	// dispatcher's for the other strategies; 0 in redirect mode.
 	InFlight int64 `json:"inflight"`
+	// Ejected: a dispatcher ejected it for failing requests; it is skipped
+	// until the ejection ends.
+	Ejected bool `json:"ejected"`
+	// Ramp is the share of its weight slow start gives it now, below 1;
+	// 0 when it is not ramping.
+	Ramp float64 `json:"ramp,omitempty"`
 }
 
 type entry struct {
@@ -314,6 +320,9 @@ type entry struct {
 	Valid bool   `json:"valid"` // false: backend.Parse refuses it, picks skip it
 	Next  bool   `json:"next"`  // round-robin's last entry: the next pick lands here
 	Up    *bool  `json:"up"`
+	// Ejected and Ramp are the backend's, as on its bar.
+	Ejected bool    `json:"ejected"`
+	Ramp    float64 `json:"ramp,omitempty"`
 }
 
 // view is the dashboard's state as the loop keeps it, updated at each
@@ -324,6 +333,7 @@ type view struct {
 	bars     map[string]bar             // by backend URL (bar.URL is it cut for showing)
 	list     *pool.Snapshot             // the list the bars were made from
 	up       map[string]bool            // health marks, as the metrics last had them
+	marks    marks                      // ejected and ramping backends, with them
 	upVer    uint64
 	inflight map[string]int64
 }
@@ -398,7 +408,7 @@ func (d *dashboard) gather(ctx context.Context, upVer uint64, all bool) news {
 func (d *dashboard) apply(v *view, n news, all bool) map[string]any {
 	l, inflight := n.look, n.inflight
 	if l.up != nil {
-		v.up, v.upVer = l.up, l.upVersion
+		v.up, v.marks, v.upVer = l.up, l.marks, l.upVersion
 	}
 	health := func(url string) *bool {
 		if up, ok := v.up[url]; ok {
@@ -415,7 +425,8 @@ func (d *dashboard) apply(v *view, n news, all bool) map[string]any {
 	}
 	ensure := func(url string) { // a bar, empty so far
 		if _, ok := v.bars[url]; !ok {
-			set(url, bar{URL: backend.Truncate(url), Up: health(url), InFlight: inflight[url]})
+			set(url, bar{URL: backend.Truncate(url), Up: health(url), InFlight: inflight[url],
+				Ejected: v.marks.ejected[url], Ramp: v.marks.factor[url]})
 		}
 	}
 
@@ -450,7 +461,7 @@ func (d *dashboard) apply(v *view, n news, all bool) map[string]any {
 	}
 	if l.up != nil {
 		for url, b := range v.bars {
-			b.Up = health(url)
+			b.Up, b.Ejected, b.Ramp = health(url), v.marks.ejected[url], v.marks.factor[url]
 			set(url, b)
 		}
 	}
@@ -494,6 +505,7 @@ func (d *dashboard) apply(v *view, n news, all bool) map[string]any {
 		// Compare as metrics label them: the URL as validated.
 		if u, err := backend.Parse(raw); err == nil {
 			e.Valid, e.Up = true, health(u.String())
+			e.Ejected, e.Ramp = v.marks.ejected[u.String()], v.marks.factor[u.String()]
 			ensure(u.String())
 		}
 		f.Rotation = append(f.Rotation, e)
@@ -541,7 +553,7 @@ func (d *dashboard) apply(v *view, n news, all bool) map[string]any {
 
 // sameBar reports whether a and b show the same.
 func sameBar(a, b bar) bool {
-	return a.URL == b.URL && a.Requests == b.Requests && a.InFlight == b.InFlight &&
+	return a.URL == b.URL && a.Requests == b.Requests && a.InFlight == b.InFlight && a.Ejected == b.Ejected && a.Ramp == b.Ramp &&
 		(a.Up == nil) == (b.Up == nil) && (a.Up == nil || *a.Up == *b.Up)
 }
 

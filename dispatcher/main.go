@@ -39,6 +39,7 @@ import (
 	"github.com/spreadlb/spread/internal/app"
 	"github.com/spreadlb/spread/internal/balance"
 	"github.com/spreadlb/spread/internal/health"
+	"github.com/spreadlb/spread/internal/members"
 	"github.com/spreadlb/spread/internal/pool"
 	"github.com/spreadlb/spread/internal/store"
 )
@@ -133,6 +134,7 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 	// The snapshot of the list, read when it changes: what the strategies
 	// pick from, and the fallback while Redis is down.
 	pl := pool.New(st, pool.DefaultRefresh, log)
+	pl.SetSlowStart(cfg.slowStart, cfg.slowStartMin)
 	if err := pl.Refresh(ctx); err != nil {
 		log.Warn("cannot read the rotation list yet; requests get 503 until it is read", "err", err)
 	}
@@ -154,8 +156,12 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 		hc.Log = log
 		checker := health.New(st, hc)
 		background.Go(func() { checker.Run(ctx) })
+		// While it holds the lease, it is also the one writer that puts
+		// registered backends in the list and takes gone ones out.
+		rec := members.NewReconciler(st, checker.ID, log)
+		background.Go(func() { rec.Run(ctx) })
 	} else {
-		log.Info("health checks off in this dispatcher (HEALTH_INTERVAL=0); it still skips backends others mark down")
+		log.Info("health checks off in this dispatcher (HEALTH_INTERVAL=0); it still skips backends others mark down, and never reconciles registrations")
 	}
 	// spread_backend_up and the dashboard's health marks follow the shared
 	// down set, as this dispatcher last read it.
@@ -172,6 +178,12 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 			report(backend)
 		}, pm.retried.Inc)
 		f.deliver.(*proxier).inflight = m.inflightGauge
+		if cfg.proxy.ejectAfter > 0 {
+			ej := newEjector(cfg.proxy, st, pl, cfg.redisTimeout, log)
+			ej.ejected = m.ejection
+			f.deliver.(*proxier).outcome = ej.observe
+			f.picker = timedPicker{guarded{picker, ej}, m}
+		}
 	}
 	frontend := newFront(f)
 	frontend.Use(observeRequests(m, log))

@@ -33,7 +33,9 @@ func TestLoadConfig(t *testing.T) {
 	want := config{port: "80", adminPort: "8080", idleTimeout: 60 * time.Second, redisURL: "redis://localhost:6379/0", key: "servers",
 		strategy: "round-robin", status: 302, redisTimeout: time.Second, shutdownTimeout: 10 * time.Second, maxStreams: 16,
 		health: health.Config{Interval: 2 * time.Second, Timeout: time.Second, Falls: 2, Rises: 2},
-		mode:   "redirect", proxy: proxyConfig{retries: 2, dialTimeout: 2 * time.Second, responseTimeout: 30 * time.Second}}
+		mode:   "redirect", proxy: proxyConfig{retries: 2, dialTimeout: 2 * time.Second, responseTimeout: 30 * time.Second,
+			ejectAfter: 5, eject: store.EjectPolicy{Base: 30 * time.Second, MaxPercent: 50}},
+		slowStartMin: 0.1}
 	if !slices.Equal(cfg.plan.Needs, []balance.Need{balance.NeedRotation}) || cfg.plan.New == nil {
 		t.Errorf("defaults: got the strategy's plan %+v, want the shared rotation's", cfg.plan)
 	}
@@ -88,6 +90,16 @@ func TestLoadConfig(t *testing.T) {
 		{"PROXY_RETRIES", "two", "PROXY_RETRIES"},
 		{"PROXY_DIAL_TIMEOUT", "0s", "PROXY_DIAL_TIMEOUT"},
 		{"PROXY_RESPONSE_TIMEOUT", "forever", "PROXY_RESPONSE_TIMEOUT"},
+		{"EJECT_AFTER", "-1", `EJECT_AFTER="-1": want a whole number, 0 (no ejection) or more`},
+		{"EJECT_AFTER", "five", "EJECT_AFTER"},
+		{"EJECT_TIME", "0", `EJECT_TIME="0": want a positive duration`},
+		{"EJECT_TIME", "10m", "at most 5m0s"},
+		{"EJECT_MAX_PERCENT", "101", `EJECT_MAX_PERCENT="101": want a whole number of percent, 0 to 100`},
+		{"EJECT_MAX_PERCENT", "half", "EJECT_MAX_PERCENT"},
+		{"SLOW_START", "-30s", `SLOW_START="-30s": want a duration such as 30s, or 0`},
+		{"SLOW_START", "30", "SLOW_START"},
+		{"SLOW_START_MIN", "0", `SLOW_START_MIN="0": want a percentage above 0 and at most 100`},
+		{"SLOW_START_MIN", "150%", "SLOW_START_MIN"},
 		{"REDIS_KEY", " ", "REDIS_KEY"},
 		{"REDIS_KEY", "my servers", "REDIS_KEY"},
 		{"REDIS_KEY", "servers\r", "REDIS_KEY"},

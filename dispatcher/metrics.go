@@ -50,6 +50,12 @@ import (
 //	    only backends of the list, never a made-up one.
 //	spread_inflight{backend}                    gauge (MODE=proxy): requests this dispatcher
 //	    is forwarding to the backend now (proxy.go).
+//	spread_backend_ejected{backend}             gauge: 1 while the backend is ejected (by any
+//	    dispatcher on the list: outlier ejection, eject.go), else 0; every backend of the
+//	    list, as the snapshot last read it (SetEjected, from watchHealth).
+//	spread_ejections_total{backend}             counter (MODE=proxy): ejections this
+//	    dispatcher made, each after EJECT_AFTER failures in a row; the sum over the
+//	    dispatchers is every ejection.
 //	spread_strategy_info{strategy,mode}         gauge, always 1: the strategy this dispatcher
 //	    runs now (its STRATEGY, or the stored one: docs/strategies.md) and its MODE.
 //	spread_hash_fallbacks_total                 counter (STRATEGY=hash): requests without the
@@ -73,6 +79,8 @@ type metrics struct {
 	fallbacks   prometheus.Counter
 	degraded    prometheus.Gauge
 	backendUp   *prometheus.GaugeVec
+	ejectedG    *prometheus.GaugeVec
+	ejections   *prometheus.CounterVec
 	inflight    *prometheus.GaugeVec
 	gauges      sync.Map // backend -> its spread_inflight child (inflightGauge)
 
@@ -90,7 +98,8 @@ type metrics struct {
 	changed    map[string]bool  // backends whose count changed since the dashboard last looked
 	unserved   int64            // requests answered without a backend
 	up         map[string]bool  // backend URL -> last health, as SetHealth set it
-	upVersion  uint64           // counts the changes of up
+	marks      marks            // ejected and ramping backends, as SetEjected set them
+	upVersion  uint64           // counts the changes of up and marks
 	isDegraded bool
 }
 
@@ -128,6 +137,14 @@ func newMetrics(mode, strategy string) *metrics {
 			Name: "spread_backend_up",
 			Help: "1 if the last health check found the backend up, 0 if down; absent until a check has run.",
 		}, []string{"backend"}),
+		ejectedG: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "spread_backend_ejected",
+			Help: "1 while the backend is ejected for failing requests (by any dispatcher on the list), else 0.",
+		}, []string{"backend"}),
+		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spread_ejections_total",
+			Help: "Ejections this dispatcher made, each after EJECT_AFTER failed requests in a row to the backend (MODE=proxy).",
+		}, []string{"backend"}),
 		inflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "spread_inflight",
 			Help: "Requests this dispatcher is forwarding to the backend now (MODE=proxy).",
@@ -142,7 +159,7 @@ func newMetrics(mode, strategy string) *metrics {
 		Help: "Always 1: the strategy this dispatcher runs now, and its MODE.",
 	}, []string{"strategy", "mode"})
 	m.setStrategy(strategy)
-	m.reg.MustRegister(m.requests, m.pick, m.redisErrors, m.redisDenied, m.fallbacks, m.degraded, m.backendUp, m.inflight, m.info,
+	m.reg.MustRegister(m.requests, m.pick, m.redisErrors, m.redisDenied, m.fallbacks, m.degraded, m.backendUp, m.ejectedG, m.ejections, m.inflight, m.info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -270,6 +287,39 @@ func (m *metrics) SetHealth(up map[string]bool) {
 	}
 }
 
+// marks are the dashboard's tags beside the health marks: the backends
+// ejected now, and those slow start ramps, with their Factor.
+type marks struct {
+	ejected map[string]bool
+	factor  map[string]float64
+}
+
+// SetEjected sets spread_backend_ejected for every backend of up (the
+// list's, as SetHealth has them): 1 for those in ejected, else 0; and the
+// dashboard's marks, with each ramping backend's slow start factor.
+func (m *metrics) SetEjected(up map[string]bool, ejected map[string]time.Time, factor map[string]float64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mk := marks{ejected: map[string]bool{}, factor: factor}
+	m.ejectedG.Reset()
+	for b := range up {
+		_, out := ejected[b]
+		v := 0.0
+		if out {
+			v = 1
+			mk.ejected[b] = true
+		}
+		m.ejectedG.WithLabelValues(b).Set(v)
+	}
+	if !maps.Equal(mk.ejected, m.marks.ejected) || !maps.Equal(mk.factor, m.marks.factor) {
+		m.marks = mk
+		m.upVersion++
+	}
+}
+
+// ejection counts an ejection this dispatcher made (spread_ejections_total).
+func (m *metrics) ejection(backend string) { m.ejections.WithLabelValues(backend).Inc() }
+
 // watchHealth copies the shared health view, as the snapshot last read it,
 // into the metrics, checking every second for a new snapshot, until ctx is
 // done.
@@ -280,6 +330,7 @@ func watchHealth(ctx context.Context, pl *pool.Pool, m *metrics) {
 	for {
 		if s := pl.Snapshot(); s != nil && s != last {
 			m.SetHealth(s.Health())
+			m.SetEjected(s.Health(), pl.Ejected(), pl.Factors())
 			last = s
 		}
 		select {
@@ -301,6 +352,7 @@ type look struct {
 	// up is the health marks, if they changed since the version the
 	// dashboard gave (else nil), and upVersion their version.
 	up        map[string]bool
+	marks     marks // with up
 	upVersion uint64
 }
 
@@ -321,7 +373,7 @@ func (m *metrics) look(all bool, upVersion uint64) look {
 	}
 	clear(m.changed)
 	if all || upVersion != m.upVersion {
-		l.up = maps.Clone(m.up)
+		l.up, l.marks = maps.Clone(m.up), marks{ejected: maps.Clone(m.marks.ejected), factor: maps.Clone(m.marks.factor)}
 	}
 	return l
 }

@@ -62,6 +62,9 @@ type proxier struct {
 	// checker that wants to hear of failures as they happen.
 	connectFailed func(backend string, err error)
 	retried       func() // called when a request moves on to the next step
+	// outcome, if set, hears how each attempt ended, after the strategy
+	// does (Backend.Done): outlier ejection counts the failures (eject.go).
+	outcome func(b balance.Backend, r balance.Result)
 }
 
 // attempt is one try at delivering a request to one backend. The handler
@@ -172,7 +175,11 @@ func (p *proxier) deliver(c echo.Context, b balance.Backend, try int) (retry boo
 		defer g.Dec()
 	}
 	p.rp.ServeHTTP(c.Response(), req.WithContext(context.WithValue(req.Context(), attemptKey{}, a)))
-	b.Done(balance.Result{Latency: a.latency, Duration: time.Since(a.start), Status: a.status, Err: a.err})
+	res := balance.Result{Latency: a.latency, Duration: time.Since(a.start), Status: a.status, Err: a.err}
+	b.Done(res)
+	if p.outcome != nil {
+		p.outcome(b, res)
+	}
 	if a.retry {
 		p.retried()
 		return true

@@ -78,7 +78,7 @@ func startConsoleStack(t *testing.T) string {
 		start(t, testcontainers.ContainerRequest{
 			Image: images["dispatcher"], Networks: nets, NetworkAliases: aliases, ExposedPorts: []string{"8080/tcp"},
 			Env: map[string]string{"REDIS_URL": redisURL, "REDIS_KEY": "lab", "MODE": "proxy", "STRATEGY": "round-robin",
-				"HASH_KEY": "header:X-User", "HEALTH_INTERVAL": "1s"},
+				"HASH_KEY": "header:X-User", "HEALTH_INTERVAL": "1s", "EJECT_AFTER": "0"},
 			WaitingFor: wait.ForHTTP("/readyz").WithPort("8080/tcp").WithStartupTimeout(time.Minute),
 		})
 		dispatchers = append(dispatchers, "http://"+name+":80=http://"+name+":8080")

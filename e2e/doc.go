@@ -4,7 +4,9 @@
 // outside, as a user would, what a client sees. TestFaults breaks a stack of
 // its own under steady load (a poisoned list, a stopped backend, SIGTERM to
 // a dispatcher, Redis paused and stopped) and counts the requests sent,
-// failed and redirected per backend. TestCompose brings up compose.yaml itself
+// failed and redirected per backend. TestBackendsComeAndGo scales backends
+// that register themselves up and down under load in proxy mode, kills one,
+// and ejects one that fails every request. TestCompose brings up compose.yaml itself
 // and does what the README tells a newcomer to do; TestMakeUp runs `make up`
 // (it needs Compose, the v2 plugin or docker-compose v1).
 //

@@ -361,18 +361,25 @@ type load struct {
 	wg    sync.WaitGroup
 	mu    sync.Mutex
 	res   []result
-	lastT map[string]time.Time // backend -> when the latest request redirected there was sent
+	lastT map[string]time.Time // backend -> when the latest request served there was sent
 }
 
 // result is what one request got.
 type result struct {
 	start, end time.Time
 	status     int    // 0 when err is set
-	backend    string // the Location without its path, for a redirect
+	backend    string // the Location without its path, for a redirect; X-Backend, proxied
+	ok         bool   // a redirect; proxied, a 200
 	err        error
 }
 
-func startLoad(url string, clients int) *load {
+// startLoad is steady traffic to a redirecting dispatcher.
+func startLoad(url string, clients int) *load { return startLoadOf(url, clients, false) }
+
+// startLoadOf is steady traffic to the dispatcher at url, which redirects
+// (a request succeeds with a 302, to the backend its Location names) or,
+// proxied, forwards (a 200, from the backend its X-Backend names).
+func startLoadOf(url string, clients int, proxied bool) *load {
 	l := &load{stopc: make(chan struct{}), lastT: map[string]time.Time{}}
 	hc := &http.Client{
 		Timeout:       10 * time.Second,
@@ -396,11 +403,14 @@ func startLoad(url string, clients int) *load {
 					io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
 					r.status = resp.StatusCode
-					r.backend = strings.TrimSuffix(resp.Header.Get("Location"), "/")
+					r.backend, r.ok = strings.TrimSuffix(resp.Header.Get("Location"), "/"), r.status == http.StatusFound
+					if proxied {
+						r.backend, r.ok = resp.Header.Get("X-Backend"), r.status == http.StatusOK
+					}
 				}
 				l.mu.Lock()
 				l.res = append(l.res, r)
-				if r.status == http.StatusFound && r.start.After(l.lastT[r.backend]) {
+				if r.ok && r.start.After(l.lastT[r.backend]) {
 					l.lastT[r.backend] = r.start
 				}
 				l.mu.Unlock()
@@ -411,7 +421,7 @@ func startLoad(url string, clients int) *load {
 	return l
 }
 
-// last is when the latest request redirected to backend was sent.
+// last is when the latest request served by backend was sent.
 func (l *load) last(backend string) time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -432,7 +442,7 @@ type report struct{ results []result }
 func (r *report) counts(from, to time.Time) map[string]int {
 	c := map[string]int{}
 	for _, x := range r.results {
-		if x.status == http.StatusFound && !x.start.Before(from) && (to.IsZero() || x.start.Before(to)) {
+		if x.ok && !x.start.Before(from) && (to.IsZero() || x.start.Before(to)) {
 			c[x.backend]++
 		}
 	}
@@ -450,11 +460,11 @@ func (r *report) redirectsBetween(from, to time.Time) int {
 }
 
 // failures are the requests that got no answer or an answer other than a
-// redirect.
+// redirect (proxied: a 200).
 func (r *report) failures() []result {
 	var f []result
 	for _, x := range r.results {
-		if x.err != nil || x.status != http.StatusFound {
+		if !x.ok {
 			f = append(f, x)
 		}
 	}

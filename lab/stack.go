@@ -178,7 +178,10 @@ func (s *stack) startProxy(ctx context.Context, name string, env []string) (*dis
 		"HASH_KEY=" + hashKey,
 		// No log line per request: writing them would cost CPU that the
 		// load needs, alike for every strategy.
-		"LOG_LEVEL=warn"}, env...)
+		"LOG_LEVEL=warn",
+		// No outlier ejection: the lab shows what each strategy does by
+		// itself with a slow or failing backend.
+		"EJECT_AFTER=0"}, env...)
 	p, err := s.procs.Start(ctx, name, env, s.bins.dispatcher)
 	if err != nil {
 		return nil, err

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -101,8 +102,10 @@ seeder seed -probe ORIGIN=PROBE_ORIGIN ... [URL...]
                             the same, and replace the probe addresses with these`},
 	{name: "list", parse: noArgs("list", printList), ops: []store.Op{store.OpList}, usage: `
 seeder list                 print the list; the next pick is the last line; "down" marks
-                            entries the health checks take out of the rotation; then the
-                            entries quarantined for their length, if any`},
+                            entries the health checks take out of the rotation, "ejected" those
+                            a dispatcher took out for failing requests, "registered" those
+                            that announce themselves (REGISTER=1), with when each was last heard;
+                            then the entries quarantined for their length, if any`},
 	{name: "probe", parse: parseProbe, ops: []store.Op{store.OpProbes}, usage: `
 seeder probe ORIGIN PROBE_ORIGIN
                             the dispatchers probe ORIGIN (scheme://host:port) at
@@ -418,15 +421,19 @@ func splitServers(s string) []string {
 	return urls
 }
 
-// printList prints the list, one entry a line, and "\tdown" after the
-// entries the health checks have marked down; then the entries the
+// printList prints the list, one entry a line, each followed by its marks,
+// tab-separated: "down" for the entries the health checks have marked
+// down, "ejected for 25s (2nd time)" for those a dispatcher has ejected,
+// "registered, heard 0.8s ago" for those a backend registered (REGISTER=1)
+// and the reconciler put there ("registration gone: leaving" once it
+// stopped). Then the registrations not in the list yet; the entries the
 // rotation quarantined for their length, if any (the first few, cut as
-// invalid entries are); then, if least-conn or p2c dispatchers count
-// requests in flight, each entry's count. An entry that
-// backend.Parse refuses, which every pick skips, is printed quoted and cut
-// to its first bytes (backend.Truncate), with "\tinvalid: " and the reason,
-// so that a hostile megabyte or a control character cannot flood or garble
-// the terminal.
+// invalid entries are); and, if least-conn or p2c dispatchers count
+// requests in flight, each entry's count. An entry that backend.Parse
+// refuses, which every pick skips, is printed quoted and cut to its first
+// bytes (backend.Truncate), with "\tinvalid: " and the reason, so that a
+// hostile megabyte or a control character cannot flood or garble the
+// terminal.
 func printList(ctx context.Context, st *store.Store, w io.Writer) error {
 	entries, err := st.Entries(ctx)
 	if err != nil {
@@ -436,6 +443,18 @@ func printList(ctx context.Context, st *store.Store, w io.Writer) error {
 	if err != nil && !errors.Is(err, pick.ErrWrongType) {
 		return err
 	}
+	regs, err := st.Members(ctx)
+	if err != nil && !errors.Is(err, pick.ErrWrongType) {
+		return err
+	}
+	now, ejections, err := st.Ejections(ctx)
+	if err != nil && !errors.Is(err, pick.ErrWrongType) {
+		return err
+	}
+	members := map[string]store.Member{}
+	for _, m := range regs {
+		members[m.URL] = m
+	}
 	for _, e := range entries {
 		if _, err := backend.Parse(e); err != nil {
 			reason := err.Error()
@@ -443,10 +462,25 @@ func printList(ctx context.Context, st *store.Store, w io.Writer) error {
 				reason = reason[i+3:]
 			}
 			fmt.Fprintf(w, "%q\tinvalid: %s\n", backend.Truncate(e), reason)
-		} else if _, isDown := slices.BinarySearch(down, e); isDown {
-			fmt.Fprintf(w, "%s\tdown\n", e)
-		} else {
-			fmt.Fprintln(w, e)
+			continue
+		}
+		marks := []string{e}
+		if _, isDown := slices.BinarySearch(down, e); isDown {
+			marks = append(marks, "down")
+		}
+		if x := ejections[e]; !x.Until.IsZero() {
+			marks = append(marks, fmt.Sprintf("ejected for %s more (%s time)", x.Until.Sub(now).Round(100*time.Millisecond), ordinal(x.Times)))
+		}
+		if m, ok := members[e]; ok {
+			marks = append(marks, registration(m))
+			delete(members, e)
+		}
+		fmt.Fprintln(w, strings.Join(marks, "\t"))
+	}
+	// Registrations the reconciler has not put in the list (yet).
+	for _, m := range slices.SortedFunc(maps.Values(members), func(a, b store.Member) int { return strings.Compare(a.URL, b.URL) }) {
+		if m.Alive {
+			fmt.Fprintf(w, "(not in the list yet)\t%s\t%s\n", backend.Truncate(m.URL), registration(m))
 		}
 	}
 	// The entries the rotation moved out of the list for their length,
@@ -472,6 +506,31 @@ func printList(ctx context.Context, st *store.Store, w io.Writer) error {
 		fmt.Fprintf(w, "%s\t%d\n", e, inflight[e])
 	}
 	return nil
+}
+
+// registration says how a registered entry stands: "registered, heard
+// 0.8s ago", or "registration gone: leaving" once it stopped.
+func registration(m store.Member) string {
+	if !m.Alive {
+		return "registration gone: leaving the list"
+	}
+	return fmt.Sprintf("registered, heard %s ago", m.LastHeard.Round(100*time.Millisecond))
+}
+
+// ordinal is "1st", "2nd", "3rd", "4th", ...
+func ordinal(n int) string {
+	suffix := "th"
+	if n%100 < 11 || n%100 > 13 {
+		switch n % 10 {
+		case 1:
+			suffix = "st"
+		case 2:
+			suffix = "nd"
+		case 3:
+			suffix = "rd"
+		}
+	}
+	return strconv.Itoa(n) + suffix
 }
 
 // listProbes prints the probe addresses, "ORIGIN PROBE_ORIGIN" a line.

@@ -130,6 +130,15 @@ func NewServer(h http.Handler, lim Limits) *http.Server {
 // ServeServer serves srv on ln until ctx is done, then shuts it down as
 // ServeWith does.
 func ServeServer(ctx context.Context, ln net.Listener, srv *http.Server, grace time.Duration) error {
+	return ServeServerThen(ctx, ln, srv, grace, nil)
+}
+
+// ServeServerThen is ServeServer, except that when ctx is done it first
+// calls before, still serving, with a context that ends grace from then,
+// and shuts srv down by the same deadline: grace bounds the two together.
+// A backend that registered itself leaves the list there, before it
+// refuses requests. A nil before is ServeServer.
+func ServeServerThen(ctx context.Context, ln net.Listener, srv *http.Server, grace time.Duration, before func(context.Context)) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -139,7 +148,11 @@ func ServeServer(ctx context.Context, ln net.Listener, srv *http.Server, grace t
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
+	if before != nil {
+		before(sctx)
+	}
 	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close() // the requests still in flight are cut, as the process exit would
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {

@@ -29,6 +29,7 @@ package balance
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"time"
@@ -61,6 +62,12 @@ type Result struct {
 // Failed reports a request the backend did not serve: it could not be
 // reached, did not answer, or answered with a 5xx.
 func (r Result) Failed() bool { return r.Err != nil || r.Status >= 500 }
+
+// ErrNotSent is the Err of a Result for a pick that the dispatcher gave
+// back without sending the request (it landed on a backend ejected since
+// the pick began): a strategy that counts requests in flight releases it,
+// one that learns from answers learns nothing.
+var ErrNotSent = errors.New("the pick was given back unsent")
 
 // Finisher is implemented by strategies that hear how requests end: Done
 // tells them that the request sent to b is over, and how.

@@ -175,7 +175,6 @@ func isTokenRune(r rune) bool {
 
 // Hash picks by rendezvous hashing on a request key.
 type Hash struct {
-	pool      *pool.Pool
 	key       HashKey
 	rr        *Local
 	nodes     *pool.View[[]hashNode]
@@ -185,7 +184,8 @@ type Hash struct {
 	onFallback func()
 	// modulo picks the key's hash modulo the number of backends
 	// (HASH_METHOD=modulo), for teaching only.
-	modulo bool
+	modulo  bool
+	entries *pool.View[*weighing] // modulo's entries, weighed while slow start ramps
 }
 
 type hashNode struct {
@@ -196,7 +196,7 @@ type hashNode struct {
 
 // NewHash returns a hash pick over p on key.
 func NewHash(p *pool.Pool, key HashKey) *Hash {
-	return &Hash{pool: p, key: key, rr: NewLocal(p), nodes: pool.NewView(p, hashNodes)}
+	return &Hash{key: key, rr: NewLocal(p), nodes: pool.NewView(p, hashNodes), entries: pool.NewView(p, weighingOf)}
 }
 
 // Pick returns the backend with the highest score for the request's key, or
@@ -218,12 +218,16 @@ func (h *Hash) Pick(ctx context.Context, r *http.Request) (Backend, error) {
 		return Backend{}, err
 	}
 	if h.modulo {
-		// Over the entries, so that a backend of weight N gets N shares.
-		e, err := h.pool.Eligible()
+		// Over the entries, so that a backend of weight N gets N shares;
+		// while slow start ramps, over their Factors.
+		w, err := h.entries.Get()
 		if err != nil {
 			return Backend{}, err
 		}
-		x := e[mix64(fnv64(key))%uint64(len(e))]
+		x := w.e[mix64(fnv64(key))%uint64(len(w.e))]
+		if w.cum != nil {
+			x = w.at(float64(mix64(fnv64(key))>>11) / (1 << 53))
+		}
 		return Backend{URL: x.URL, Entry: x.Raw}, nil
 	}
 	n := nodes[rendezvous(key, nodes)]
@@ -324,18 +328,19 @@ func (b *BoundedHash) Run(ctx context.Context) { syncEvery(ctx, b.in, P2CRefresh
 func (b *BoundedHash) InFlight() map[string]int64 { return b.in.Shared() }
 
 // hashNodes are the distinct backends of a snapshot, each weighted by how
-// many entries the list holds for it.
+// many entries the list holds for it, times its slow start Factor (1 when
+// it does not ramp).
 func hashNodes(s *pool.Snapshot) []hashNode {
 	var nodes []hashNode
 	index := map[string]int{}
 	for _, e := range s.Eligible {
 		u := e.URL.String()
 		if i, ok := index[u]; ok {
-			nodes[i].weight++
+			nodes[i].weight += e.Factor
 			continue
 		}
 		index[u] = len(nodes)
-		nodes = append(nodes, hashNode{e: e, seed: fnv64(u), weight: 1})
+		nodes = append(nodes, hashNode{e: e, seed: fnv64(u), weight: e.Factor})
 	}
 	return nodes
 }

@@ -151,10 +151,13 @@ type candidates struct {
 	urls map[string]*url.URL // entry -> its URL
 }
 
-// candidatesOf derives a snapshot's candidates (a pool.View's derive).
+// candidatesOf derives a snapshot's candidates (a pool.View's derive):
+// each entry weighs as often as the list holds it, times its slow start
+// Factor while the snapshot ramps (ramp.go).
 func candidatesOf(s *pool.Snapshot) *candidates {
 	cs := &candidates{urls: map[string]*url.URL{}}
 	index := map[string]int{}
+	var factors []float64
 	for _, e := range s.Eligible {
 		if i, ok := index[e.Raw]; ok {
 			cs.list[i].Weight++
@@ -162,7 +165,11 @@ func candidatesOf(s *pool.Snapshot) *candidates {
 		}
 		index[e.Raw] = len(cs.list)
 		cs.list = append(cs.list, backend.Weighted{URL: e.Raw, Weight: 1})
+		factors = append(factors, e.Factor)
 		cs.urls[e.Raw] = e.URL
+	}
+	for i := range cs.list {
+		cs.list[i].Weight = rampedWeight(cs.list[i].Weight, factors[i], s.Ramping)
 	}
 	return cs
 }

@@ -2,6 +2,7 @@ package balance
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -143,6 +144,9 @@ func (l *LeastTime) median(now time.Time) float64 {
 // down, the more the longer since the last.
 func (l *LeastTime) Done(b Backend, r Result) {
 	l.in.Release(b.Entry)
+	if errors.Is(r.Err, ErrNotSent) {
+		return
+	}
 	rtt := r.Latency.Seconds()
 	if r.Failed() {
 		rtt = max(rtt, failedLatency.Seconds())

@@ -2,7 +2,6 @@ package balance
 
 import (
 	"context"
-	"math/rand/v2"
 	"net/http"
 
 	"github.com/spreadlb/spread/internal/pool"
@@ -25,17 +24,20 @@ func init() {
 }
 
 // Random picks uniformly from a pool.
-type Random struct{ pool *pool.Pool }
+type Random struct {
+	entries *pool.View[*weighing]
+}
 
 // NewRandom returns a random pick over p.
-func NewRandom(p *pool.Pool) *Random { return &Random{pool: p} }
+func NewRandom(p *pool.Pool) *Random { return &Random{entries: pool.NewView(p, weighingOf)} }
 
-// Pick returns one eligible entry, each with the same chance.
+// Pick returns one eligible entry, each with the same chance (while slow
+// start ramps, a chance in proportion to its Factor).
 func (r *Random) Pick(context.Context, *http.Request) (Backend, error) {
-	eligible, err := r.pool.Eligible()
+	w, err := r.entries.Get()
 	if err != nil {
 		return Backend{}, err
 	}
-	e := eligible[rand.IntN(len(eligible))]
+	e := w.random()
 	return Backend{URL: e.URL, Entry: e.Raw}, nil
 }

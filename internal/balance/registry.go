@@ -110,13 +110,17 @@ type Env struct {
 
 // RedisRotation is the shared rotation in Redis: *store.Rotation.
 type RedisRotation interface {
-	// Next takes one step and returns the backend it lands on.
-	Next(ctx context.Context) (*url.URL, error)
+	// NextEntry takes one step and returns the entry it lands on, as the
+	// list holds it, and its URL.
+	NextEntry(ctx context.Context) (string, *url.URL, error)
 	// Tail returns the last n entries of the list in order, the next pick
 	// last, and the list's length.
 	Tail(ctx context.Context, n int) ([]string, int64, error)
 	// Stats says how the steps so far shared round trips.
 	Stats() batch.Stats
+	// SetHints tells the steps what the pool knows ahead of Redis: the
+	// entries this dispatcher has just ejected, and slow start's shares.
+	SetHints(ejected []string, ramp map[string]float64)
 }
 
 // Counts is this dispatcher's side of the in-flight counts that every

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"sync/atomic"
 
 	"github.com/spreadlb/spread/internal/app"
@@ -35,7 +36,7 @@ func init() {
 				return Plan{New: func(e Env) (Picker, error) { return NewLocal(e.Pool), nil }}, nil
 			case "redis":
 				return Plan{Needs: []Need{NeedRotation}, New: func(e Env) (Picker, error) {
-					return NewFailover(NewShared(e.Rotation), NewLocal(e.Pool), e), nil
+					return NewFailover(NewSharedOver(e.Rotation, e.Pool), NewLocal(e.Pool), e), nil
 				}}, nil
 			default:
 				return Plan{}, fmt.Errorf("%s=%q: want redis or local", RotationSetting.Name, v)
@@ -45,23 +46,79 @@ func init() {
 }
 
 // Shared takes one step of the shared rotation in Redis per pick.
-type Shared struct{ steps RedisRotation }
+//
+// The step script skips, inside Redis, the entries that are down or
+// ejected; over a pool it is also told what the pool knows ahead of Redis
+// (RedisRotation.SetHints), once per snapshot: the entries this dispatcher
+// has just ejected, and slow start's shares, which the script honours by
+// taking a ramping entry that a step lands on only with its share's
+// probability (store's stepScript). So the rotation stays one shared,
+// exact turn for the entries at full weight, and a ramping one gets its
+// share of the turns.
+type Shared struct {
+	steps RedisRotation
+	hints *pool.View[*stepHints] // nil: no pool
+	last  atomic.Pointer[stepHints]
+}
+
+// stepHints are one snapshot's hints for the step script.
+type stepHints struct {
+	ejected []string
+	ramp    map[string]float64
+}
 
 // NewShared returns picks that are steps of r.
-func NewShared(r RedisRotation) Shared { return Shared{r} }
+func NewShared(r RedisRotation) *Shared { return &Shared{steps: r} }
+
+// NewSharedOver returns picks that are steps of r, told the ejections and
+// slow start's shares of p's snapshots.
+func NewSharedOver(r RedisRotation, p *pool.Pool) *Shared {
+	return &Shared{steps: r, hints: pool.NewView(p, hintsOf)}
+}
+
+// hintsOf derives a snapshot's hints: the entries this dispatcher ejected
+// that Redis did not show yet (the script reads the others live, and so
+// sees an ejection end at once), and while some entry ramps, each eligible
+// entry's factor over the largest (so that the entry furthest along is
+// taken every time).
+func hintsOf(s *pool.Snapshot) *stepHints {
+	h := &stepHints{}
+	for e := range s.Pending {
+		h.ejected = append(h.ejected, e)
+	}
+	if !s.Ramping {
+		return h
+	}
+	top := 0.0
+	for _, e := range s.Eligible {
+		top = max(top, e.Factor)
+	}
+	h.ramp = map[string]float64{}
+	for _, e := range s.Eligible {
+		if f := e.Factor / top; f < 1 {
+			h.ramp[e.Raw] = f
+		}
+	}
+	return h
+}
 
 // Pick takes the rotation step.
-func (s Shared) Pick(ctx context.Context, _ *http.Request) (Backend, error) {
-	u, err := s.steps.Next(ctx)
+func (s *Shared) Pick(ctx context.Context, _ *http.Request) (Backend, error) {
+	if s.hints != nil {
+		if h, err := s.hints.Get(); err == nil && s.last.Swap(h) != h {
+			s.steps.SetHints(h.ejected, h.ramp)
+		}
+	}
+	e, u, err := s.steps.NextEntry(ctx)
 	if err != nil {
 		return Backend{}, err
 	}
-	return Backend{URL: u}, nil
+	return Backend{URL: u, Entry: e}, nil
 }
 
 // Rotation is the end of the list as Redis holds it: the next pick is its
 // last entry.
-func (s Shared) Rotation(ctx context.Context, n int) (Rotation, error) {
+func (s *Shared) Rotation(ctx context.Context, n int) (Rotation, error) {
 	e, total, err := s.steps.Tail(ctx, n)
 	return Rotation{Entries: e, Len: int(total)}, err
 }
@@ -79,11 +136,30 @@ type Local struct {
 type localTurn struct {
 	e []pool.Entry
 	n atomic.Uint64 // picks so far
+
+	// While slow start ramps: a smooth weighted round robin (nginx's)
+	// over the entries' Factors, under mu.
+	mu              sync.Mutex
+	weight, current []float64
+	total           float64
+}
+
+// localTurnOf derives a snapshot's turn.
+func localTurnOf(s *pool.Snapshot) *localTurn {
+	t := &localTurn{e: s.Eligible}
+	if s.Ramping {
+		t.current = make([]float64, len(s.Eligible))
+		for _, e := range s.Eligible {
+			t.weight = append(t.weight, e.Factor)
+			t.total += e.Factor
+		}
+	}
+	return t
 }
 
 // NewLocal returns a round robin over p.
 func NewLocal(p *pool.Pool) *Local {
-	return &Local{turns: pool.NewView(p, func(s *pool.Snapshot) *localTurn { return &localTurn{e: s.Eligible} })}
+	return &Local{turns: pool.NewView(p, localTurnOf)}
 }
 
 // Pick returns the next eligible entry.
@@ -93,7 +169,26 @@ func (l *Local) Pick(context.Context, *http.Request) (Backend, error) {
 		return Backend{}, err
 	}
 	i := (t.n.Add(1) - 1) % uint64(len(t.e))
+	if t.weight != nil {
+		i = uint64(t.weighted())
+	}
 	return Backend{URL: t.e[i].URL, Entry: t.e[i].Raw}, nil
+}
+
+// weighted is the smooth weighted round robin's next index: every entry
+// gains its weight, the one ahead is taken and loses the total.
+func (t *localTurn) weighted() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	best := 0
+	for i, w := range t.weight {
+		t.current[i] += w
+		if t.current[i] > t.current[best] {
+			best = i
+		}
+	}
+	t.current[best] -= t.total
+	return best
 }
 
 // Rotation returns the end of this process's rotation as it stands, in

@@ -128,6 +128,10 @@ func New(st *store.Store, cfg Config) *Checker {
 	}
 }
 
+// ID is this checker's value in the lease: the lease holder's name, which
+// the registrations' reconciler (package members) shows to the lease.
+func (h *Checker) ID() string { return h.id }
+
 // LeaseKey returns the Redis key of the lease: "{servers}:lease".
 func (h *Checker) LeaseKey() string { return h.store.LeaseKey() }
 

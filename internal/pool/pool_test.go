@@ -73,6 +73,100 @@ func TestEligible(t *testing.T) {
 	}
 }
 
+// eligibleRaw is the pool's eligible entries, as the list holds them.
+func eligibleRaw(t *testing.T, p *pool.Pool) []string {
+	t.Helper()
+	got, err := p.Eligible()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw []string
+	for _, e := range got {
+		raw = append(raw, e.Raw)
+	}
+	return raw
+}
+
+// Ejected entries are not eligible, whoever ejected them: another
+// dispatcher (in Redis, seen at the next read) or this one (at once). If
+// every entry left is ejected, they all are eligible again.
+func TestEjectedEntriesAreSkipped(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	s := store.NewStore(srv.Client, "servers", nil)
+	a, b, c := "http://127.0.0.1:5000", "http://127.0.0.1:5001", "http://127.0.0.1:5002"
+	s.Replace(ctx, []string{a, b, c})
+	p := pool.New(s, 0, nil)
+	p.Refresh(ctx)
+	if _, err := s.Eject(ctx, b, store.EjectPolicy{Base: time.Minute, MaxPercent: 100}); err != nil {
+		t.Fatal(err)
+	}
+	if got := eligibleRaw(t, p); len(got) != 3 {
+		t.Errorf("before the next read: got %q, want all three", got)
+	}
+	p.Refresh(ctx)
+	if got, want := eligibleRaw(t, p), []string{c, a}; !slices.Equal(got, want) {
+		t.Errorf("after another dispatcher ejected %s: got %q, want %q", b, got, want)
+	}
+	if ej := p.Ejected(); len(ej) != 1 || ej[b].IsZero() {
+		t.Errorf("Ejected: got %v, want %s with its end", ej, b)
+	}
+	// This dispatcher ejects c: out at once, before any read.
+	p.Eject(c, time.Now().Add(time.Minute))
+	if got, want := eligibleRaw(t, p), []string{a}; !slices.Equal(got, want) {
+		t.Errorf("after ejecting %s here: got %q, want %q", c, got, want)
+	}
+	// and it stays out after a read, though Redis does not know of it.
+	p.Refresh(ctx)
+	if got, want := eligibleRaw(t, p), []string{a}; !slices.Equal(got, want) {
+		t.Errorf("after a read: got %q, want %q", got, want)
+	}
+	// a down too: the ejected ones serve rather than none.
+	srv.Client.SAdd(ctx, s.DownKey(), a)
+	p.Refresh(ctx)
+	if got, want := eligibleRaw(t, p), []string{c, b}; !slices.Equal(got, want) {
+		t.Errorf("with the only other entry down: got %q, want the ejected %q", got, want)
+	}
+}
+
+// Slow start: an entry's Factor ramps to 1 over the window from its time in
+// the since table, in Redis's clock, never below the minimum; an entry
+// without a time (just joined) is at the minimum; without a table, or with
+// slow start off, every Factor is 1.
+func TestSlowStartFactor(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	s := store.NewStore(srv.Client, "servers", nil)
+	a, b, c := "http://127.0.0.1:5000", "http://127.0.0.1:5001", "http://127.0.0.1:5002"
+	s.Replace(ctx, []string{a, b, c})
+	p := pool.New(s, 0, nil)
+	factors := func() map[string]float64 {
+		p.Refresh(ctx)
+		got, _ := p.Eligible()
+		out := map[string]float64{}
+		for _, e := range got {
+			out[e.Raw] = e.Factor
+		}
+		return out
+	}
+	if f := factors(); f[a] != 1 || f[b] != 1 || f[c] != 1 {
+		t.Errorf("slow start off: got %v, want 1 each", f)
+	}
+	p.SetSlowStart(10*time.Second, 0.1)
+	if f := factors(); f[a] != 1 || f[b] != 1 || f[c] != 1 {
+		t.Errorf("no table kept: got %v, want 1 each", f)
+	}
+	now := srv.Client.Time(ctx).Val()
+	srv.Client.HSet(ctx, "{servers}:since", a, "0", b, now.Add(-5*time.Second).UnixMilli())
+	f := factors()
+	if f[a] != 1 || f[b] < 0.48 || f[b] > 0.52 || f[c] != 0.1 {
+		t.Errorf("factors: got %v, want %s 1 (long ago), %s 0.5 (half way), %s 0.1 (no time yet: the floor)", f, a, b, c)
+	}
+	if snap, _ := p.Current(); !snap.Ramping {
+		t.Error("Ramping: got false with entries ramping")
+	}
+}
+
 // A pool reads the whole list only when it changed: checks of an
 // unchanged list cost Redis no LRANGE, a seed, an added entry and a
 // backend marked down each reach the snapshot at the next check, and so

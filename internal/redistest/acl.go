@@ -9,7 +9,7 @@ import (
 
 // ACLRules returns the rules that the document at docPath (docs/security.md)
 // gives user in its `ACL SETUSER user ...` line, as the docs give them to
-// copy, and the password they set (the rule ">PASSWORD"). It fails the test
+// copy (split as redis-cli splits them: "(...)" is one rule), and the password they set (the rule ">PASSWORD"). It fails the test
 // when the document has no such line or the line sets no password, so tests
 // run as the users that the docs document.
 func ACLRules(t testing.TB, docPath, user string) (rules []string, password string) {
@@ -19,7 +19,7 @@ func ACLRules(t testing.TB, docPath, user string) (rules []string, password stri
 		t.Fatal(err)
 	}
 	for line := range strings.Lines(string(doc)) {
-		f := strings.Fields(line)
+		f := cliFields(line)
 		if len(f) < 4 || f[0] != "ACL" || f[1] != "SETUSER" || f[2] != user {
 			continue
 		}
@@ -36,6 +36,34 @@ func ACLRules(t testing.TB, docPath, user string) (rules []string, password stri
 	}
 	t.Fatalf("%s has no `ACL SETUSER %s` line", docPath, user)
 	return nil, ""
+}
+
+// cliFields splits line into arguments as redis-cli does: at spaces,
+// except inside double quotes, which it removes ("(+sadd ~key)" is one
+// argument, an ACL selector).
+func cliFields(line string) []string {
+	var out []string
+	var cur strings.Builder
+	quoted, in := false, false
+	for _, r := range line {
+		switch {
+		case r == '"':
+			quoted, in = !quoted, true
+		case !quoted && (r == ' ' || r == '\t' || r == '\n' || r == '\r'):
+			if in {
+				out = append(out, cur.String())
+				cur.Reset()
+				in = false
+			}
+		default:
+			cur.WriteRune(r)
+			in = true
+		}
+	}
+	if in {
+		out = append(out, cur.String())
+	}
+	return out
 }
 
 // SetUser creates or changes the ACL user on the server with rules, as

@@ -22,11 +22,13 @@ type Op int
 const (
 	// OpRead: PING, LLEN, LRANGE servers, and SMEMBERS {servers}:down
 	// inside MULTI/EXEC (Read, Len, Ping, Entries), GET {servers}:version
-	// (Version). Every dispatcher.
+	// (Version); TIME, ZRANGE of {servers}:ejected and HGETALL of
+	// {servers}:since inside MULTI/EXEC (ReadExtras). Every dispatcher.
 	OpRead Op = iota
 	// OpRotate: the shared rotation's script (Next): EVALSHA, EVAL, LMOVE
 	// (RPOPLPUSH before Redis 6.2), SCARD, LLEN, SISMEMBER, HINCRBY; to
-	// quarantine an entry, LPOP, RPUSH, and TIME, SET of the version.
+	// quarantine an entry, LPOP, RPUSH, and TIME, SET of the version; ZCARD,
+	// TIME, ZRANGEBYSCORE of {servers}:ejected.
 	OpRotate
 	// OpHealth: the health checks' scripts and reports (ClaimLease,
 	// PublishDown, ReleaseLease, TakeReports): GET, SET, PEXPIRE, DEL on
@@ -41,7 +43,8 @@ const (
 	// counts; GET, SET on the turn; LLEN, LRANGE, PEXPIRE on a stored
 	// candidate list, and DEL, RPUSH, PEXPIRE in MULTI/EXEC to store one.
 	OpInflight
-	// OpSeed: `seeder seed` (Replace): DEL, RPUSH, SET of the version, in
+	// OpSeed: `seeder seed` (Replace): DEL (of the list, the tally, the
+	// quarantine and {servers}:joined), RPUSH, SET of the version, in
 	// MULTI/EXEC.
 	OpSeed
 	// OpSeedProbes: `seeder seed -probe` (ReplaceWithProbes) also: DEL,
@@ -54,9 +57,10 @@ const (
 	OpRemove
 	// OpProbes: `seeder probe`: HGETALL, HSET, HDEL on the probe hash.
 	OpProbes
-	// OpList: `seeder list` (Entries, Down, InFlight, Quarantine): LRANGE,
-	// SMEMBERS, and TIME, ZRANGE, HGETALL in MULTI/EXEC; LLEN and LRANGE
-	// of the quarantine.
+	// OpList: `seeder list` (Entries, Down, InFlight, Quarantine, Members,
+	// Ejections): LRANGE, SMEMBERS, and TIME, ZRANGE, HGETALL in
+	// MULTI/EXEC; LLEN and LRANGE of the quarantine; PTTL and GET of each
+	// registration.
 	OpList
 	// OpWatch: `seeder watch`: OpRotate, and HGETALL of the tally (Tally).
 	OpWatch
@@ -66,6 +70,19 @@ const (
 	OpStrategy
 	// OpSetStrategy: `seeder strategy` and POST /strategy: GET, SET, DEL.
 	OpSetStrategy
+	// OpReconcile: the lease holder's reconciler (Reconcile), through
+	// EVALSHA/EVAL: GET of the lease, TIME, LRANGE, RPUSH, LREM of the
+	// list, SMEMBERS, SREM of {servers}:members, PTTL of each
+	// {servers}:member:URL, HGETALL, HSET, HDEL of {servers}:joined,
+	// {servers}:since and {servers}:ejections, SMEMBERS of the down set,
+	// ZREMRANGEBYSCORE, ZRANGE, ZREM of {servers}:ejected, SET of the
+	// version. Every dispatcher that runs health checks.
+	OpReconcile
+	// OpEject: outlier ejection (Eject), through EVALSHA/EVAL: TIME,
+	// ZREMRANGEBYSCORE, ZSCORE, ZRANGE, ZADD of {servers}:ejected, HGET,
+	// HSET of {servers}:ejections, LRANGE of the list, SET of the version.
+	// MODE=proxy with EJECT_AFTER > 0.
+	OpEject
 )
 
 // probe is one command whose permission is checked, with arguments that
@@ -95,13 +112,30 @@ func (s *Store) checks(op Op) []probe {
 		return []probe{p(sha...), p(eval...)}
 	}
 	version := []probe{p("TIME"), p("SET", s.keys.version, "x")}
-	rotate := slices.Concat(script(stepScript, key, tally, down, s.keys.quarantine, s.keys.version),
+	ejected, ejection, since := s.keys.ejected, s.keys.ejection, s.keys.since
+	members, joined, member := s.keys.members, s.keys.joined, s.keys.member+"x"
+	rotate := slices.Concat(script(stepScript, key, tally, down, s.keys.quarantine, s.keys.version, ejected),
 		[]probe{{args: []any{"LMOVE", key, key, "RIGHT", "LEFT"}, alt: []any{"RPOPLPUSH", key, key}},
 			p("SCARD", down), p("LLEN", key), p("SISMEMBER", down, "x"), p("HINCRBY", tally, "x", 1),
-			p("LPOP", key), p("RPUSH", s.keys.quarantine, "x")}, version)
+			p("LPOP", key), p("RPUSH", s.keys.quarantine, "x"),
+			p("ZCARD", ejected), p("ZRANGEBYSCORE", ejected, "-inf", 0)}, version)
 	switch op {
 	case OpRead:
-		return []probe{p("PING"), p("LLEN", key), p("LRANGE", key, 0, -1), p("SMEMBERS", down), p("GET", s.keys.version)}
+		return []probe{p("PING"), p("LLEN", key), p("LRANGE", key, 0, -1), p("SMEMBERS", down), p("GET", s.keys.version),
+			p("TIME"), p("ZRANGE", ejected, 0, -1, "WITHSCORES"), p("HGETALL", since)}
+	case OpReconcile:
+		return slices.Concat(script(reconcileScript, lease, key, members, joined, since, down, ejected, ejection, s.keys.version),
+			[]probe{p("GET", lease), p("LRANGE", key, 0, -1), p("RPUSH", key, "x"), p("LREM", key, 1, "x"),
+				p("SMEMBERS", members), p("SREM", members, "x"), p("PTTL", member),
+				p("HGETALL", joined), p("HSET", joined, "x", 1), p("HDEL", joined, "x"),
+				p("HGETALL", since), p("HSET", since, "x", 1), p("HDEL", since, "x"), p("HDEL", ejection, "x"),
+				p("SMEMBERS", down), p("ZREMRANGEBYSCORE", ejected, "-inf", 0), p("ZRANGE", ejected, 0, -1), p("ZREM", ejected, "x")},
+			version)
+	case OpEject:
+		return slices.Concat(script(ejectScript, ejected, ejection, key, s.keys.version),
+			[]probe{p("ZREMRANGEBYSCORE", ejected, "-inf", 0), p("ZSCORE", ejected, "x"), p("ZRANGE", ejected, 0, -1),
+				p("ZADD", ejected, 0, "x"), p("LRANGE", key, 0, -1), p("HGET", ejection, "x"), p("HSET", ejection, "x", "y")},
+			version)
 	case OpRotate:
 		return rotate
 	case OpHealth:
@@ -124,7 +158,7 @@ func (s *Store) checks(op Op) []probe {
 				p("GET", turn), p("SET", turn, 0),
 				p("LLEN", cands), p("LRANGE", cands, 0, 1), p("PEXPIRE", cands, 1), p("DEL", cands), p("RPUSH", cands, "x")})
 	case OpSeed:
-		return []probe{p("DEL", key), p("DEL", tally), p("DEL", s.keys.quarantine), p("RPUSH", key, "x"),
+		return []probe{p("DEL", key), p("DEL", tally), p("DEL", s.keys.quarantine), p("DEL", joined), p("RPUSH", key, "x"),
 			p("SET", s.keys.version, "x")}
 	case OpSeedProbes:
 		return []probe{p("DEL", probes), p("HSET", probes, "x", "y")}
@@ -137,7 +171,9 @@ func (s *Store) checks(op Op) []probe {
 	case OpList:
 		return []probe{p("LRANGE", key, 0, -1), p("SMEMBERS", down), p("TIME"),
 			p("ZRANGE", alive, 0, -1, "WITHSCORES"), p("HGETALL", inflight), p("HGETALL", inflight+":x"),
-			p("LLEN", s.keys.quarantine), p("LRANGE", s.keys.quarantine, 0, 1)}
+			p("LLEN", s.keys.quarantine), p("LRANGE", s.keys.quarantine, 0, 1),
+			p("SMEMBERS", members), p("HGETALL", joined), p("PTTL", member), p("GET", member),
+			p("ZRANGE", ejected, 0, -1, "WITHSCORES"), p("HGETALL", ejection)}
 	case OpWatch:
 		return append(rotate, p("HGETALL", tally))
 	case OpPing:
@@ -165,13 +201,31 @@ func (s *Store) checks(op Op) []probe {
 // every program (Read, the seeder's writes).
 func (s *Store) Missing(ctx context.Context, ops ...Op) ([]string, error) {
 	var all []probe
-	seen := map[string]bool{}
 	for _, op := range ops {
-		for _, p := range s.checks(op) {
-			if n := fmt.Sprint(p.args...); !seen[n] {
-				seen[n] = true
-				all = append(all, p)
-			}
+		all = append(all, s.checks(op)...)
+	}
+	return s.missing(ctx, all)
+}
+
+// MissingToRegister is Missing for a backend that registers as url
+// (members.go): PING; SET and DEL of its own {servers}:member:URL, SADD
+// of {servers}:members, and LRANGE of the list, which it reads on its way
+// out, to see its entry gone; MULTI and EXEC.
+func (s *Store) MissingToRegister(ctx context.Context, url string) ([]string, error) {
+	p := func(args ...any) probe { return probe{args: args} }
+	k := s.MemberKey(url)
+	return s.missing(ctx, []probe{p("PING"), p("SET", k, 1, "PX", 1), p("DEL", k), p("SADD", s.keys.members, url),
+		p("LRANGE", s.key, 0, -1)})
+}
+
+// missing runs the check of Missing over probes, each once.
+func (s *Store) missing(ctx context.Context, probes []probe) ([]string, error) {
+	var all []probe
+	seen := map[string]bool{}
+	for _, p := range probes {
+		if n := fmt.Sprint(p.args...); !seen[n] {
+			seen[n] = true
+			all = append(all, p)
 		}
 	}
 	conn, err := s.conn(ctx)
@@ -263,6 +317,19 @@ func (e *MissingError) Unwrap() error { return pick.ErrNoPermission }
 // command, or Missing's own error, or nil.
 func (s *Store) CheckAccess(ctx context.Context, ops ...Op) error {
 	missing, err := s.Missing(ctx, ops...)
+	if err != nil {
+		return err
+	}
+	if len(missing) > 0 {
+		return &MissingError{Key: s.key, Commands: missing}
+	}
+	return nil
+}
+
+// CheckRegister is MissingToRegister as an error, as CheckAccess is
+// Missing's.
+func (s *Store) CheckRegister(ctx context.Context, url string) error {
+	missing, err := s.MissingToRegister(ctx, url)
 	if err != nil {
 		return err
 	}

@@ -45,7 +45,7 @@ func aclLog(t *testing.T, srv *redistest.Server) []string {
 }
 
 var (
-	dispatcherOps = []store.Op{store.OpRead, store.OpRotate, store.OpHealth, store.OpReport, store.OpInflight}
+	dispatcherOps = []store.Op{store.OpRead, store.OpRotate, store.OpHealth, store.OpReport, store.OpInflight, store.OpReconcile, store.OpEject}
 	seederOps     = []store.Op{store.OpSeed, store.OpSeedProbes, store.OpAdd, store.OpRemove, store.OpProbes, store.OpList, store.OpWatch, store.OpPing}
 )
 
@@ -82,6 +82,10 @@ func TestDocumentedACLUsersCanDoTheirJobs(t *testing.T) {
 	must("list (SMEMBERS)", err)
 	_, err = seeder.InFlight(ctx)
 	must("list (in flight)", err)
+	_, err = seeder.Members(ctx)
+	must("list (registrations)", err)
+	_, _, err = seeder.Ejections(ctx)
+	must("list (ejections)", err)
 	must("probe", seeder.SetProbe(ctx, "http://127.0.0.1:5001", "http://backend2:5001"))
 	_, err = seeder.Probes(ctx)
 	must("probe list", err)
@@ -106,6 +110,12 @@ func TestDocumentedACLUsersCanDoTheirJobs(t *testing.T) {
 	_, err = disp.PublishDown(ctx, "d1", time.Minute, []string{three[2]})
 	must("publish the down set", err)
 	must("report a failure", disp.ReportFailure(ctx, three[1]))
+	_, err = disp.Reconcile(ctx, "d1")
+	must("reconcile", err)
+	_, err = disp.Eject(ctx, three[0], store.EjectPolicy{Base: time.Minute, MaxPercent: 50})
+	must("eject", err)
+	_, _, _, err = disp.ReadExtras(ctx)
+	must("snapshot (ReadExtras)", err)
 	_, err = disp.TakeReports(ctx)
 	must("take the reports", err)
 	for range 3 {
@@ -137,6 +147,49 @@ func TestDocumentedACLUsersCanDoTheirJobs(t *testing.T) {
 
 	if log := aclLog(t, srv); len(log) > 0 {
 		t.Errorf("ACL LOG: got denials %q, want none", log)
+	}
+}
+
+// The backend's documented user registers its own URL, deregisters it and
+// reads the list, and may write nothing else: not another backend's
+// registration, not the list.
+func TestDocumentedBackendUserWritesOnlyItsRegistration(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	rules, pass := redistest.ACLRules(t, securityDoc, "spread-backend4")
+	srv.SetUser(t, "spread-backend4", rules...)
+	b := storeAs(t, srv, "spread-backend4", pass)
+	const own, other = "http://backend4:5000", "http://backend5:5000"
+	missing, err := b.MissingToRegister(ctx, own)
+	if err != nil || len(missing) > 0 {
+		t.Errorf("the backend's check: got missing %q (err %v), want none", missing, err)
+	}
+	if _, err := b.Register(ctx, own, time.Minute); err != nil {
+		t.Errorf("register its own URL: %v", err)
+	}
+	if _, err := b.InList(ctx, own); err != nil {
+		t.Errorf("read the list: %v", err)
+	}
+	if err := b.Deregister(ctx, own); err != nil {
+		t.Errorf("deregister: %v", err)
+	}
+	if log := aclLog(t, srv); len(log) > 0 {
+		t.Errorf("ACL LOG after its own job: got denials %q, want none", log)
+	}
+	if _, err := b.Register(ctx, other, time.Minute); !errors.Is(err, pick.ErrNoPermission) {
+		t.Errorf("register another URL: got %v, want a permission error", err)
+	}
+	if err := b.Deregister(ctx, other); !errors.Is(err, pick.ErrNoPermission) {
+		t.Errorf("deregister another URL: got %v, want a permission error", err)
+	}
+	if _, err := b.Add(ctx, own); !errors.Is(err, pick.ErrNoPermission) {
+		t.Errorf("RPUSH to the list: got %v, want a permission error", err)
+	}
+	if missing, _ := b.MissingToRegister(ctx, other); len(missing) == 0 {
+		t.Errorf("the check for another URL: got nothing missing, want its SET and DEL")
+	}
+	if n := srv.Client.Exists(ctx, b.MemberKey(other)).Val(); n != 0 {
+		t.Errorf("%s's registration exists after refused writes", other)
 	}
 }
 

@@ -221,7 +221,11 @@ func (s *Store) ReplaceWithProbes(ctx context.Context, urls []string, probes map
 		hash = append(hash, o, p)
 	}
 	cmds, err := s.txPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, s.key, s.keys.tally, s.keys.quarantine)
+		// The new list is the seeder's: none of its entries is one the
+		// registration reconciler put there (members.go), so none is ever
+		// taken out by it. Live registrations that it lacks come back at
+		// the reconciler's next round.
+		p.Del(ctx, s.key, s.keys.tally, s.keys.quarantine, s.keys.joined)
 		p.RPush(ctx, s.key, toArgs(urls)...)
 		s.bump(ctx, p)
 		if probes != nil {

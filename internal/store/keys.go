@@ -39,13 +39,21 @@ type keys struct {
 	strategy   string // the strategy every dispatcher runs, if stored (strategy.go)
 	version    string // changes with every change of the list's entries or down set (version.go)
 	quarantine string // entries too long to be a backend, moved out of the list (rotate.go)
+	member     string // prefix of one backend's registration, + its URL (members.go)
+	members    string // the URLs that registered: the reconciler's index (members.go)
+	joined     string // the entries the reconciler put in the list, and when (members.go)
+	since      string // when each entry last became eligible: slow start's ramp (members.go)
+	ejected    string // the entries ejected now, and until when (eject.go)
+	ejection   string // how many times each entry was ejected, and when last (eject.go)
 }
 
 func keysOf(key string) keys {
 	return keys{tally: tallyKey(key), down: sibling(key, "down"), probes: sibling(key, "probe"),
 		reports: sibling(key, "reports"), lease: sibling(key, "lease"),
 		inflight: sibling(key, "inflight"), alive: sibling(key, "alive"), turn: sibling(key, "turn"), cands: sibling(key, "cands"),
-		strategy: sibling(key, "strategy"), version: sibling(key, "version"), quarantine: sibling(key, "quarantine")}
+		strategy: sibling(key, "strategy"), version: sibling(key, "version"), quarantine: sibling(key, "quarantine"),
+		member: sibling(key, "member") + ":", members: sibling(key, "members"), joined: sibling(key, "joined"),
+		since: sibling(key, "since"), ejected: sibling(key, "ejected"), ejection: sibling(key, "ejections")}
 }
 
 // LeaseKey returns the Redis key of the health checks' lease, in the list's

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"net/url"
 	"slices"
 	"strconv"
@@ -32,6 +33,7 @@ type Rotation struct {
 
 	skipped   atomic.Uint64                          // invalid entries stepped over (Skipped)
 	invalid   atomic.Pointer[[]any]                  // entries found invalid, at most maxInvalid, for stepScript to skip
+	hints     atomic.Pointer[hints]                  // what this dispatcher's pool knows ahead of Redis (SetHints)
 	invalidMu sync.Mutex                             // serializes additions to invalid
 	parsed    atomic.Pointer[map[string]parsedEntry] // backend.Parse's verdicts, by entry
 
@@ -48,7 +50,31 @@ func NewRotation(s *Store) *Rotation {
 	r.steps = batch.Batcher[struct{}, string]{Trip: r.trip, Timeout: s.stepTimeout, Short: pick.ErrNoBackends}
 	r.invalid.Store(&[]any{})
 	r.parsed.Store(&map[string]parsedEntry{})
+	r.hints.Store(&hints{})
 	return r
+}
+
+// hints are what a dispatcher's pool tells the rotation step, as ARGV.
+type hints struct {
+	ejected []any // entries to step over as ejected (ahead of Redis)
+	ramp    []any // pairs ENTRY SHARE, SHARE in (0, 1): slow start
+}
+
+// SetHints tells the rotation what this dispatcher knows that Redis may not
+// yet: entries it has just ejected (stepped over as the ejected set's are,
+// until Redis has them), and slow start's shares: an entry with share s
+// (below 1) that a step lands on is taken with probability s, else
+// stepped over. Shares are relative: the largest share among the eligible
+// entries should be 1 (entries not listed are 1). It applies from the next
+// round trip.
+func (r *Rotation) SetHints(ejected []string, ramp map[string]float64) {
+	h := &hints{ejected: toArgs(ejected)}
+	for _, e := range slices.Sorted(maps.Keys(ramp)) {
+		if s := ramp[e]; s < 1 {
+			h.ramp = append(h.ramp, e, strconv.FormatFloat(max(s, 0.001), 'f', 4, 64))
+		}
+	}
+	r.hints.Store(h)
 }
 
 // MaxSkips bounds how many invalid entries one pick steps over before it
@@ -63,18 +89,24 @@ const MaxSkips = 16
 // logged the first time this Store meets it, skipped (it stays in the list)
 // and the next step is taken, at most MaxSkips times.
 func (r *Rotation) Next(ctx context.Context) (*url.URL, error) {
+	_, u, err := r.NextEntry(ctx)
+	return u, err
+}
+
+// NextEntry is Next, and also returns the entry as the list holds it.
+func (r *Rotation) NextEntry(ctx context.Context) (string, *url.URL, error) {
 	for range MaxSkips + 1 {
 		entry, err := r.steps.Do(ctx, struct{}{})
 		if err != nil {
-			return nil, r.s.classify(err)
+			return "", nil, r.s.classify(err)
 		}
 		u, err := r.parse(entry)
 		if err == nil {
-			return u, nil
+			return entry, u, nil
 		}
 		r.skipped.Add(1)
 	}
-	return nil, pick.ErrNoValidBackend
+	return "", nil, pick.ErrNoValidBackend
 }
 
 // Skipped is how many invalid entries this rotation's picks have stepped
@@ -136,8 +168,8 @@ func (r *Rotation) parse(entry string) (*url.URL, error) {
 // shows, with one HINCRBY per distinct entry.
 //
 // Entries in the set KEYS[3] (the down set, which the health checks keep;
-// see health.go), and the entries ARGV[3...] (the ones this Store has found
-// invalid, see Store.parse), are stepped over inside the same script: a
+// see health.go), and the invalid entries of ARGV (the ones this Store has
+// found invalid, see Store.parse), are stepped over inside the same script: a
 // pick that lands on one takes another LMOVE, and another, until it lands
 // on an entry that is neither. The list keeps its members and its order (a
 // skipped entry goes to the front like any other), and the remaining
@@ -148,6 +180,28 @@ func (r *Rotation) parse(entry string) (*url.URL, error) {
 // script runs, so then every pick of the batch would fail. With nothing
 // down or invalid, the usual case, a pick is exactly one LMOVE, and the
 // down set costs one SCARD per batch.
+//
+// Entries ejected now (the sorted set KEYS[6], scored with the end of
+// their ejection; see eject.go), and those this dispatcher has just ejected
+// (its hints, below), are stepped over the same way; the set is read once
+// per batch (ZCARD, and only when it is not empty, TIME and
+// ZRANGEBYSCORE). If every other entry is down or invalid, a pick takes the
+// first ejected entry it passed rather than fail: an ejection takes a
+// backend out of a pool that has others, never the last one.
+//
+// Slow start: an entry with a share s below 1 in the ramp table (ARGV, from
+// this dispatcher's pool, SetHints) is taken with probability s when a step
+// lands on it, else stepped over like a down one. Over a turn of the list
+// the others are each taken once and it s times, so it gets s/(n-1+s) of
+// the picks where a full one gets 1/n: its weight times s, as slow start
+// means. The draws come from a Park-Miller generator seeded by the caller
+// for each round trip (Redis's own math.random restarts from one seed in
+// every script). A pick that passes over every entry takes the first one it
+// passed for the ramp.
+//
+// ARGV: [1] the picks, [2] "1" for RPOPLPUSH, [3] K, then K invalid
+// entries, then J, then J entries ejected here, then the seed, then pairs
+// ENTRY SHARE.
 //
 // Skipping known-invalid entries here, rather than with one more round trip
 // per entry met, keeps a pick from meeting invalid entries again and again
@@ -169,7 +223,7 @@ func (r *Rotation) parse(entry string) (*url.URL, error) {
 // Any other error of any command (a command the user may not run, above
 // all) fails the script, and so the picks (see luaCall): a pick that could
 // not read the down set must not go to a backend marked down.
-// All five keys share a hash slot (see sibling), so the script is
+// All six keys share a hash slot (see sibling), so the script is
 // Cluster-safe.
 var stepScript = redis.NewScript(luaCall + bumpLua + `
 local maxlen = ` + strconv.Itoa(backend.MaxLen) + `
@@ -179,10 +233,29 @@ local function step()
   end
   return call("LMOVE", KEYS[1], KEYS[1], "RIGHT", "LEFT")
 end
-local invalid = {}
-for i = 3, #ARGV do invalid[ARGV[i]] = true end
+local invalid, ejected, ramp = {}, {}, {}
+local checkEjected, checkRamp = false, false
+local a = 3
+for _ = 1, tonumber(ARGV[a]) do a = a + 1; invalid[ARGV[a]] = true end
+a = a + 1
+for _ = 1, tonumber(ARGV[a]) do a = a + 1; ejected[ARGV[a]], checkEjected = true, true end
+a = a + 1
+local seed = tonumber(ARGV[a]) or 1
+for j = a + 1, #ARGV - 1, 2 do ramp[ARGV[j]], checkRamp = tonumber(ARGV[j + 1]), true end
+local function draw()
+  seed = (seed * 16807) % 2147483647
+  return seed / 2147483647
+end
 local ndown = try("SCARD", KEYS[3])
 local checkDown = ndown ~= nil and ndown > 0
+local nejected = try("ZCARD", KEYS[6])
+if nejected ~= nil and nejected > 0 then
+  local t = call("TIME")
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  for _, e in ipairs(call("ZRANGEBYSCORE", KEYS[6], "(" .. now, "+inf")) do
+    ejected[e], checkEjected = true, true
+  end
+end
 local len = 0
 local picks, tally, skipped, quarantined = {"0"}, {}, 0, false
 local function refuse(msg)
@@ -191,7 +264,7 @@ local function refuse(msg)
 end
 for i = 1, tonumber(ARGV[1]) do
   local e = step()
-  local moved, sawDown = 0, false
+  local moved, sawDown, fallback, passed = 0, false, nil, nil
   while e do
     if #e > maxlen then
       call("LPOP", KEYS[1])
@@ -201,11 +274,24 @@ for i = 1, tonumber(ARGV[1]) do
     else
       moved = moved + 1
       local isDown = checkDown and call("SISMEMBER", KEYS[3], e) == 1
-      if not isDown and not invalid[e] then break end
-      sawDown = sawDown or isDown
-      if not isDown then skipped = skipped + 1 end
+      if not isDown and not invalid[e] then
+        if checkEjected and ejected[e] then
+          fallback = fallback or e
+        elseif checkRamp and ramp[e] and draw() >= ramp[e] then
+          passed = passed or e
+        else
+          break
+        end
+      else
+        sawDown = sawDown or isDown
+        if not isDown then skipped = skipped + 1 end
+      end
       if len == 0 then len = call("LLEN", KEYS[1]) end
       if moved >= len then
+        if passed or fallback then
+          e = passed or fallback
+          break
+        end
         if sawDown then
           return refuse("ALLDOWN every entry of the list is marked down or invalid")
         end
@@ -244,8 +330,12 @@ func (r *Rotation) trip(ctx context.Context, picks []struct{}) ([]string, error)
 		if r.legacy.Load() {
 			legacy = "1"
 		}
-		args := append([]any{len(picks), legacy}, *r.invalid.Load()...)
-		keys := []string{r.s.key, r.s.keys.tally, r.s.keys.down, r.s.keys.quarantine, r.s.keys.version}
+		invalid, h := *r.invalid.Load(), r.hints.Load()
+		args := make([]any, 0, 6+len(invalid)+len(h.ejected)+len(h.ramp))
+		args = append(append(append(args, len(picks), legacy, len(invalid)), invalid...), len(h.ejected))
+		args = append(append(args, h.ejected...), rand.Int32N(2147483646)+1)
+		args = append(args, h.ramp...)
+		keys := []string{r.s.key, r.s.keys.tally, r.s.keys.down, r.s.keys.quarantine, r.s.keys.version, r.s.keys.ejected}
 		res, err := stepScript.Run(ctx, r.s.rdb, keys, args...).StringSlice()
 		if isUnknownCommand(err) && !r.legacy.Load() {
 			r.legacy.Store(true)

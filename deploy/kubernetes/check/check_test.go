@@ -174,6 +174,19 @@ func checkStack(t *testing.T, objs []Object) {
 			t.Errorf("rendered %q, want %s among them", got, want)
 		}
 	}
+	// The kustomizations' images entries reach every container: each runs
+	// an image with a tag, as a user's own entries would rewrite it.
+	for _, pt := range podTemplates(objs) {
+		for _, c := range append(pt.spec.InitContainers, pt.spec.Containers...) {
+			want := "latest"
+			if ProgramOf(c.Image) == "" {
+				want = "7-alpine"
+			}
+			if _, tag, _ := strings.Cut(c.Image, ":"); tag != want {
+				t.Errorf("%s container %s: image %s, want the tag %s from an images entry", pt.obj, c.Name, c.Image, want)
+			}
+		}
+	}
 	for _, o := range objs {
 		if svc, ok := o.Obj.(*corev1.Service); ok && o.Name == "dispatcher" && svc.Spec.Ports[0].Port != 80 {
 			t.Errorf("%s: port %d, want 80", o, svc.Spec.Ports[0].Port)

@@ -208,7 +208,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if len(args) > 0 {
 		switch args[0] {
 		case "healthcheck":
-			return app.Healthcheck(ctx, app.LocalURL(c.port, "/healthz"))
+			return app.Healthcheck(ctx, app.LocalURL("", c.port, "/healthz"))
 		case "check": // loadConfig accepted every setting
 			return app.PrintSettings(os.Stdout, settings, getenv)
 		}

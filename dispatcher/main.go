@@ -61,7 +61,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	if len(args) > 0 {
 		if args[0] == "healthcheck" {
-			return app.Healthcheck(ctx, app.LocalURL(cfg.adminPort, "/readyz"))
+			return app.Healthcheck(ctx, app.LocalURL(cfg.adminBindHost, cfg.adminPort, "/readyz"))
 		}
 		if args[0] == "check" {
 			return checkConfig(cfg, getenv, os.Stdout)

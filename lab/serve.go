@@ -249,11 +249,11 @@ func consoleURL(cfg serveConfig, addr net.Addr) string {
 
 // healthcheck GETs the console's /healthz on LAB_ADDR's port, for compose.
 func healthcheck(ctx context.Context, getenv func(string) string) error {
-	_, port, err := net.SplitHostPort(addrSetting.get(getenv))
+	host, port, err := net.SplitHostPort(addrSetting.get(getenv))
 	if err != nil {
 		return fmt.Errorf("%s: %w", addrSetting.name, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	return app.Healthcheck(ctx, app.LocalURL(port, "/healthz"))
+	return app.Healthcheck(ctx, app.LocalURL(host, port, "/healthz"))
 }

@@ -181,9 +181,16 @@ func Healthcheck(ctx context.Context, url string) error {
 	return nil
 }
 
-// LocalURL returns http://127.0.0.1:port + path, for a healthcheck.
-func LocalURL(port, path string) string {
-	return "http://" + net.JoinHostPort("127.0.0.1", port) + path
+// LocalURL returns the URL of path on a listener of this host's at
+// host:port, for a healthcheck: host is what the listener was bound to, and
+// when that is empty or every interface (0.0.0.0, ::), 127.0.0.1 reaches it.
+// A listener bound to one address (ADMIN_BIND_HOST=10.0.0.5, say) is only
+// reachable there, so that address is dialled.
+func LocalURL(host, port, path string) string {
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + path
 }
 
 // Undocumented returns the settings of program that readme's configuration

@@ -217,3 +217,38 @@ func TestPrintSettings(t *testing.T) {
 		}
 	}
 }
+
+// A healthcheck reaches a listener bound to one address there, and one bound
+// to every interface on 127.0.0.1: a dispatcher with ADMIN_BIND_HOST=127.0.0.2
+// was reported unhealthy because the check dialled 127.0.0.1.
+func TestHealthcheckFollowsTheBindAddress(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := Healthcheck(ctx, LocalURL("127.0.0.2", port, "/readyz")); err != nil {
+		t.Errorf("bound to 127.0.0.2: %v", err)
+	}
+	if err := Healthcheck(ctx, LocalURL("", port, "/readyz")); err == nil {
+		t.Errorf("127.0.0.1:%s answered, but nothing listens there", port)
+	}
+
+	for _, tc := range []struct{ host, want string }{
+		{"", "http://127.0.0.1:81/readyz"},
+		{"0.0.0.0", "http://127.0.0.1:81/readyz"},
+		{"::", "http://127.0.0.1:81/readyz"},
+		{"::1", "http://[::1]:81/readyz"},
+		{"10.1.2.3", "http://10.1.2.3:81/readyz"},
+		{"admin.internal", "http://admin.internal:81/readyz"},
+	} {
+		if got := LocalURL(tc.host, "81", "/readyz"); got != tc.want {
+			t.Errorf("LocalURL(%q): got %q, want %q", tc.host, got, tc.want)
+		}
+	}
+}

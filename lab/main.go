@@ -20,6 +20,8 @@
 //	            LAB_ADDR that shows each second and turns the knobs (serve.go)
 //	lab healthcheck
 //	            GET the console's /healthz on LAB_ADDR's port (for compose)
+//	lab check   read the settings as lab serve does and print them as
+//	            NAME=value; a bad one is an error naming it (check.go)
 //	lab help    list the commands, the files each writes, and the settings
 //
 // Settings are environment variables (see settings, and docs/lab.md).
@@ -65,6 +67,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return serve(ctx, getenv, stdout)
 		case "healthcheck":
 			return healthcheck(ctx, getenv)
+		case "check":
+			return checkSettings(getenv, stdout)
 		}
 		return fmt.Errorf("unknown argument %q: the lab takes its settings from the environment (lab help lists them)", args[0])
 	}
@@ -302,6 +306,8 @@ func printHelp(w io.Writer) {
               turns the knobs (strategy, rate, each backend); its own stack, or a running one
   lab healthcheck
               GET the console's /healthz on LAB_ADDR's port: exit 0 if it answers
+  lab check   read the settings as lab serve does and print each as NAME=value; a bad one is
+              an error naming it (make k8s-check asks it about the Kubernetes manifests)
   lab help    print this
 
 lab writes into LAB_OUT:

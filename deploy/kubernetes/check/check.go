@@ -5,10 +5,12 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
@@ -146,6 +148,11 @@ type container struct {
 	// nothing outside the pod reaches, with their settings, for messages.
 	loopback []string
 	named    map[string]int32 // its containerPorts' names
+	// stop is how long the program may take to stop after SIGTERM, as its
+	// setting of stopSettings says (stopSetting: NAME=value); 0 if it has
+	// none.
+	stop        time.Duration
+	stopSetting string
 }
 
 // describe says what c listens on, for a message.
@@ -203,7 +210,25 @@ func (c *checker) pod(t template) pod {
 			p.containers = append(p.containers, c.container(o, field, ctr))
 		}
 	}
+	c.gracePeriod(t, p.containers)
 	return p
+}
+
+// gracePeriod checks that the pod's terminationGracePeriodSeconds (30 by
+// default) is longer than each of its programs may take to stop after
+// SIGTERM: Kubernetes kills them when it ends.
+func (c *checker) gracePeriod(t template, containers []container) {
+	grace, set := int64(corev1.DefaultTerminationGracePeriodSeconds), " (the default)"
+	if g := t.spec.TerminationGracePeriodSeconds; g != nil {
+		grace, set = *g, ""
+	}
+	for _, k := range containers {
+		if k.stop > 0 && time.Duration(grace)*time.Second <= k.stop {
+			c.problem(t.obj.String(), t.specPath+".terminationGracePeriodSeconds",
+				"%d%s: the %s may take %s to stop after SIGTERM (%s), and Kubernetes kills it after %d s; give the pod more time than that",
+				grace, set, k.program, k.stop, k.stopSetting, grace)
+		}
+	}
 }
 
 // container checks one container: a program's variables and their values,
@@ -225,6 +250,13 @@ func (c *checker) container(o, field string, ctr corev1.Container) container {
 					k.listens[l.Port] = l.Setting
 				}
 			}
+			if name := stopSettings[k.program]; name != "" {
+				v, _ := settings.Get(name)
+				if d, err := time.ParseDuration(v); err == nil {
+					k.stop, k.stopSetting = d, name+"="+v
+				}
+			}
+			c.advertised(o, field, ctr, k, settings)
 			c.report.Checked = append(c.report.Checked, Checked{Object: o, Container: ctr.Name, Program: k.program, Settings: settings})
 			for i, p := range ctr.Ports {
 				if _, ok := k.listens[p.ContainerPort]; !ok {
@@ -268,6 +300,39 @@ func (c *checker) container(o, field string, ctr corev1.Container) container {
 	return k
 }
 
+// advertised checks that the URL a program gives for itself (see
+// advertiseSettings), as its check printed it, is on a port it listens on
+// where the pod is reached.
+func (c *checker) advertised(o, field string, ctr corev1.Container, k container, settings Settings) {
+	a, ok := advertiseSettings[k.program]
+	if !ok {
+		return
+	}
+	if name, want, _ := strings.Cut(a.when, "="); a.when != "" {
+		if v, _ := settings.Get(name); v != want {
+			return
+		}
+	}
+	raw, _ := settings.Get(a.url)
+	u, err := url.Parse(raw)
+	if err != nil {
+		return // the program accepted it
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	n, err := strconv.Atoi(port)
+	if _, listens := k.listens[int32(n)]; err == nil && listens {
+		return
+	}
+	f := field + ".env"
+	if i := slices.IndexFunc(ctr.Env, func(e corev1.EnvVar) bool { return e.Name == a.url }); i >= 0 {
+		f = fmt.Sprintf("%s.env[%d]", field, i)
+	}
+	c.problem(o, f, "%s=%s: the other programs would reach the %s on port %s, and %s", a.url, raw, k.program, port, k.describe())
+}
+
 // env checks the variables set on a container of prog: each must be one of
 // its settings (or the Go runtime's, or feed another through $(NAME)), and
 // prog's own `check` must accept them all. It returns what check printed.
@@ -280,8 +345,14 @@ func (c *checker) env(o, field string, ctr corev1.Container, prog *Program) (Set
 	values := map[string]string{}
 	for i, e := range ctr.Env {
 		if !slices.Contains(names, e.Name) && !slices.Contains(goRuntime, e.Name) && !referenced(e.Name, ctr.Env[i+1:]) {
-			c.problem(o, fmt.Sprintf("%s.env[%d].name", field, i), "%s is not a setting of the %s, which reads %s (and the Go runtime's %s)",
-				e.Name, prog.Name, strings.Join(names, ", "), strings.Join(goRuntime, ", "))
+			if j := slices.IndexFunc(ctr.Env[:i], func(x corev1.EnvVar) bool { return referenced(e.Name, []corev1.EnvVar{x}) }); j >= 0 {
+				// A patch that sets the user again puts it first.
+				c.problem(o, fmt.Sprintf("%s.env[%d].name", field, i), "%s is used by %s, env[%d], before it is set: Kubernetes expands $(%s) only from variables listed earlier; list %s first",
+					e.Name, ctr.Env[j].Name, j, e.Name, e.Name)
+			} else {
+				c.problem(o, fmt.Sprintf("%s.env[%d].name", field, i), "%s is not a setting of the %s, which reads %s (and the Go runtime's %s)",
+					e.Name, prog.Name, strings.Join(names, ", "), strings.Join(goRuntime, ", "))
+			}
 		}
 		var v string
 		switch {

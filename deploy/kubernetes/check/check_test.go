@@ -3,14 +3,18 @@ package check
 import (
 	"context"
 	"fmt"
+	"maps"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -66,7 +70,7 @@ func render(t *testing.T, dir string) ([]Object, Report) {
 // the programs: no problem, and each overlay does what it says.
 func TestManifests(t *testing.T) {
 	dirs := kustomizations(t)
-	if want := []string{"../base", "../overlays/proxy", "../overlays/sentinel"}; !slices.Equal(dirs, want) {
+	if want := []string{"../base", "../overlays/lab", "../overlays/proxy", "../overlays/sentinel"}; !slices.Equal(dirs, want) {
 		t.Errorf("kustomizations: got %q, want %q", dirs, want)
 	}
 	for _, dir := range dirs {
@@ -75,35 +79,70 @@ func TestManifests(t *testing.T) {
 			for _, p := range r.Problems {
 				t.Errorf("%s: %s", dir, p)
 			}
-			// Every program runs, and its check accepted its settings.
+			// Every program runs, and its check accepted its settings:
+			// one container each, Kind/name program.
 			var ran []string
 			for _, c := range r.Checked {
-				ran = append(ran, c.Program)
+				ran = append(ran, c.Object+" "+c.Program)
 			}
 			slices.Sort(ran)
-			if want := []string{"backend", "dispatcher", "seeder"}; !slices.Equal(ran, want) {
+			want := []string{"Deployment/backend backend", "Deployment/dispatcher dispatcher"}
+			if filepath.Base(dir) == "lab" {
+				want = []string{"Deployment/backend backend", "Deployment/dispatcher dispatcher",
+					"Deployment/lab-console lab", "Deployment/lab-fast1 backend", "Deployment/lab-fast2 backend",
+					"Deployment/lab-slow backend", "Job/lab-seed seeder", "StatefulSet/lab-dispatcher dispatcher"}
+			}
+			if !slices.Equal(ran, want) {
 				t.Errorf("containers checked: got %q, want %q", ran, want)
 			}
 			checkStack(t, objs)
 			checkHardened(t, objs)
 
-			want := map[string]string{"dispatcher MODE": "redirect", "dispatcher STRATEGY": "round-robin",
-				"dispatcher PORT": "8000", "dispatcher ADMIN_PORT": "8080", "backend PORT": "5000",
-				"dispatcher REDIS_URL": "redis://redis:6379/0", "seeder REDIS_URL": "redis://redis:6379/0"}
+			// What each workload's program uses, as its check printed it.
+			// The backends register themselves, each advertising its pod's
+			// IP (the check's sample, 192.0.2.10).
+			settings := map[string]string{
+				"Deployment/dispatcher MODE": "redirect", "Deployment/dispatcher STRATEGY": "round-robin",
+				"Deployment/dispatcher PORT": "8000", "Deployment/dispatcher ADMIN_PORT": "8080",
+				"Deployment/dispatcher REDIS_URL": "redis://redis:6379/0", "Deployment/dispatcher REDIS_KEY": "servers",
+				"Deployment/backend PORT": "5000", "Deployment/backend REGISTER": "1",
+				"Deployment/backend ADVERTISE_URL": "http://192.0.2.10:5000", "Deployment/backend DRAIN_TIMEOUT": "10s",
+				"Deployment/backend REDIS_URL": "redis://redis:6379/0", "Deployment/backend REDIS_KEY": "servers",
+			}
 			switch filepath.Base(dir) {
 			case "proxy":
-				want["dispatcher MODE"], want["dispatcher STRATEGY"] = "proxy", "least-conn"
+				settings["Deployment/dispatcher MODE"], settings["Deployment/dispatcher STRATEGY"] = "proxy", "least-conn"
 			case "sentinel":
 				sentinel := "redis+sentinel://redis-0.redis:26379/0?master_name=mymaster&addr=redis-1.redis:26379&addr=redis-2.redis:26379"
-				want["dispatcher REDIS_URL"], want["seeder REDIS_URL"] = sentinel, sentinel
+				settings["Deployment/dispatcher REDIS_URL"], settings["Deployment/backend REDIS_URL"] = sentinel, sentinel
 				checkSentinel(t, objs)
+			case "lab":
+				maps.Copy(settings, map[string]string{
+					"StatefulSet/lab-dispatcher MODE": "proxy", "StatefulSet/lab-dispatcher STRATEGY": "round-robin",
+					"StatefulSet/lab-dispatcher REDIS_KEY": "lab", "StatefulSet/lab-dispatcher HASH_KEY": "header:X-User",
+					"StatefulSet/lab-dispatcher EJECT_AFTER": "0", "StatefulSet/lab-dispatcher HEALTH_INTERVAL": "1s",
+					"Job/lab-seed REDIS_KEY": "lab", "Deployment/lab-console REDIS_KEY": "lab",
+					"Deployment/lab-console LAB_ADDR": "0.0.0.0:8099", "Deployment/lab-console REDIS_URL": "redis://redis:6379/0",
+					"Deployment/lab-slow BACKEND_NAME": "slow", "Deployment/lab-slow LATENCY": "200ms", "Deployment/lab-slow CAPACITY": "4",
+					"Deployment/lab-fast1 BACKEND_NAME": "fast1", "Deployment/lab-fast1 LATENCY": "40ms", "Deployment/lab-fast1 CAPACITY": "8",
+					"Deployment/lab-fast2 CONTROL": "1", "Deployment/lab-fast2 CONTROL_BIND_HOST": "0.0.0.0",
+					"Deployment/lab-fast2 REGISTER": "0",
+				})
+				checkLab(t, objs, r)
 			}
-			for key, v := range want {
-				prog, name, _ := strings.Cut(key, " ")
+			for key, want := range settings {
+				obj, name, _ := strings.Cut(key, " ")
+				found := false
 				for _, c := range r.Checked {
-					if got, _ := c.Settings.Get(name); c.Program == prog && got != v {
-						t.Errorf("%s %s: the %s uses %s=%q, want %q", c.Object, c.Container, prog, name, got, v)
+					if c.Object == obj {
+						found = true
+						if got, _ := c.Settings.Get(name); got != want {
+							t.Errorf("%s %s: the %s uses %s=%q, want %q", c.Object, c.Container, c.Program, name, got, want)
+						}
 					}
+				}
+				if !found {
+					t.Errorf("%s: no container of it was checked", obj)
 				}
 			}
 		})
@@ -119,7 +158,7 @@ func checkStack(t *testing.T, objs []Object) {
 		got = append(got, o.String())
 		switch obj := o.Obj.(type) {
 		case *appsv1.Deployment:
-			if want := map[string]int32{"backend": 3, "dispatcher": 2}[o.Name]; obj.Spec.Replicas == nil || *obj.Spec.Replicas != want {
+			if want, ok := map[string]int32{"backend": 3, "dispatcher": 2}[o.Name]; ok && (obj.Spec.Replicas == nil || *obj.Spec.Replicas != want) {
 				t.Errorf("%s: replicas %v, want %d", o, obj.Spec.Replicas, want)
 			}
 		case *autoscalingv2.HorizontalPodAutoscaler:
@@ -128,11 +167,24 @@ func checkStack(t *testing.T, objs []Object) {
 			}
 		}
 	}
-	for _, want := range []string{"StatefulSet/redis", "Service/redis", "Deployment/backend", "Service/backend",
+	for _, want := range []string{"StatefulSet/redis", "Service/redis", "Deployment/backend",
 		"Deployment/dispatcher", "Service/dispatcher", "Service/dispatcher-admin", "PodDisruptionBudget/dispatcher",
-		"HorizontalPodAutoscaler/dispatcher", "Job/seed", "NetworkPolicy/redis"} {
+		"HorizontalPodAutoscaler/dispatcher", "NetworkPolicy/redis"} {
 		if !slices.Contains(got, want) {
 			t.Errorf("rendered %q, want %s among them", got, want)
+		}
+	}
+	// The kustomizations' images entries reach every container: each runs
+	// an image with a tag, as a user's own entries would rewrite it.
+	for _, pt := range podTemplates(objs) {
+		for _, c := range append(pt.spec.InitContainers, pt.spec.Containers...) {
+			want := "latest"
+			if ProgramOf(c.Image) == "" {
+				want = "7-alpine"
+			}
+			if _, tag, _ := strings.Cut(c.Image, ":"); tag != want {
+				t.Errorf("%s container %s: image %s, want the tag %s from an images entry", pt.obj, c.Name, c.Image, want)
+			}
 		}
 	}
 	for _, o := range objs {
@@ -143,6 +195,93 @@ func checkStack(t *testing.T, objs []Object) {
 			t.Errorf("%s: minAvailable %v, want 1", o, pdb.Spec.MinAvailable)
 		}
 	}
+}
+
+// checkLab checks that the lab overlay's console drives what the overlay
+// runs: each of its LAB_BACKENDS is an entry that the Job seeds into the
+// list "lab", with a control URL that is a Service's port 9000 sending to
+// that backend's control port; each of its LAB_DISPATCHERS names a pod of
+// the lab's dispatchers by its DNS name, main port then admin port; and
+// only the console may reach the backends' control port.
+func checkLab(t *testing.T, objs []Object, r Report) {
+	t.Helper()
+	env := map[string]string{}
+	for _, c := range r.Checked {
+		if c.Object == "Deployment/lab-console" {
+			for _, s := range c.Settings {
+				env[s.Name] = s.Value
+			}
+		}
+	}
+	var seeded []string
+	services := map[string]*corev1.Service{}
+	var dispatchers *appsv1.StatefulSet
+	for _, o := range objs {
+		switch obj := o.Obj.(type) {
+		case *batchv1.Job:
+			if o.Name == "lab-seed" {
+				seeded = obj.Spec.Template.Spec.Containers[0].Args
+			}
+		case *corev1.Service:
+			services[o.Name] = obj
+		case *appsv1.StatefulSet:
+			if o.Name == "lab-dispatcher" {
+				dispatchers = obj
+			}
+		case *networkingv1.NetworkPolicy:
+			if o.Name != "lab-backend" {
+				continue
+			}
+			var rules []string
+			for _, in := range obj.Spec.Ingress {
+				rules = append(rules, fmt.Sprintf("%s from %s", in.Ports[0].Port, in.From[0].PodSelector.MatchLabels["app.kubernetes.io/name"]))
+			}
+			if want := []string{"http from lab-dispatcher", "control from lab-console"}; !slices.Equal(rules, want) {
+				t.Errorf("%s: ingress %q, want %q", o, rules, want)
+			}
+		}
+	}
+	var entries []string
+	for pair := range strings.SplitSeq(env["LAB_BACKENDS"], ",") {
+		entry, control, _ := strings.Cut(pair, "=")
+		entries = append(entries, entry)
+		host, port := hostPort(t, control)
+		svc := services[host]
+		if svc == nil {
+			t.Errorf("LAB_BACKENDS: %s: no Service %s", control, host)
+			continue
+		}
+		if i := slices.IndexFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return strconv.Itoa(int(p.Port)) == port }); i < 0 || svc.Spec.Ports[i].TargetPort.String() != "control" {
+			t.Errorf("LAB_BACKENDS: %s: Service/%s has no port %s to the control port", control, host, port)
+		}
+	}
+	if want := append([]string{"seed"}, entries...); !slices.Equal(seeded, want) {
+		t.Errorf("Job/lab-seed: args %q, want %q: the console's LAB_BACKENDS", seeded, want)
+	}
+	if dispatchers == nil {
+		t.Fatal("no StatefulSet/lab-dispatcher")
+	}
+	var want []string
+	for i := range *dispatchers.Spec.Replicas {
+		host := fmt.Sprintf("http://%s-%d.%s", dispatchers.Name, i, dispatchers.Spec.ServiceName)
+		want = append(want, host+":8000="+host+":8080")
+	}
+	if got := env["LAB_DISPATCHERS"]; got != strings.Join(want, ",") {
+		t.Errorf("Deployment/lab-console: LAB_DISPATCHERS=%q, want %q", got, strings.Join(want, ","))
+	}
+	if svc := services[dispatchers.Spec.ServiceName]; svc == nil || svc.Spec.ClusterIP != corev1.ClusterIPNone {
+		t.Errorf("Service/%s: want a headless Service, which gives the pods their DNS names", dispatchers.Spec.ServiceName)
+	}
+}
+
+// hostPort splits an http URL into its host and port.
+func hostPort(t *testing.T, raw string) (string, string) {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatalf("%q: %v", raw, err)
+	}
+	return u.Hostname(), u.Port()
 }
 
 // checkHardened checks that every container runs as a user other than
@@ -209,10 +348,10 @@ func checkSentinel(t *testing.T, objs []Object) {
 	}
 }
 
-// TestBrokenManifests renders small overlays of the base from testdata,
-// each broken in one way, and checks that the check finds exactly that,
-// naming the object and the field; and what is right in a way the check
-// must accept (control-port, and POD_NAME in helper-variable).
+// TestBrokenManifests renders small overlays of the base or the lab overlay
+// from testdata, each broken in one way, and checks that the check finds
+// exactly that, naming the object and the field; and what is right in a way
+// the check must accept (control-port, and POD_NAME in helper-variable).
 func TestBrokenManifests(t *testing.T) {
 	tests := []struct {
 		dir  string
@@ -250,10 +389,32 @@ func TestBrokenManifests(t *testing.T) {
 			"Deployment/backend: spec.template.spec.containers[0].imagePulPolicy: unknown field",
 		}},
 		{"selector-matches-nothing", []string{
-			"Service/backend: spec.selector: app.kubernetes.io/name=backends matches no pod template",
+			"Service/dispatcher-admin: spec.selector: app.kubernetes.io/name=dispatchers matches no pod template",
 		}},
 		{"service-link", []string{
 			"Deployment/dispatcher: spec.template.spec.enableServiceLinks: Service/admin makes Kubernetes set ADMIN_PORT in the pod, and the dispatcher reads it as its setting",
+		}},
+		{"advertised-wrong-port", []string{
+			"Deployment/backend: spec.template.spec.containers[0].env[1]: ADVERTISE_URL=http://192.0.2.10:5001: the other programs would reach the backend on port 5001, and the backend listens on 5000 (PORT)",
+		}},
+		{"helper-after-use", []string{
+			"Deployment/backend: spec.template.spec.containers[0].env[4].name: POD_IP is used by ADVERTISE_URL, env[0], before it is set",
+			`Deployment/backend: spec.template.spec.containers[0].env[0]: the backend refuses it: backend: ADVERTISE_URL="http://$(POD_IP):5000"`,
+		}},
+		{"grace-shorter-than-drain", []string{
+			"Deployment/backend: spec.template.spec.terminationGracePeriodSeconds: 15: the backend may take 20s to stop after SIGTERM (DRAIN_TIMEOUT=20s), and Kubernetes kills it after 15 s",
+		}},
+		{"lab-unknown-env", []string{
+			"Deployment/lab-console: spec.template.spec.containers[0].env[0].name: LAB_RATES is not a setting of the lab, which reads LAB_DURATION, LAB_RATE,",
+		}},
+		{"lab-refused-value", []string{
+			`Deployment/lab-console: spec.template.spec.containers[0].env[0]: the lab refuses it: lab: LAB_BACKENDS="http://lab-slow:5000=http://lab-slow:9000": want two backends or more`,
+		}},
+		{"lab-moved-addr", []string{
+			"Deployment/lab-console: spec.template.spec.containers[0].ports[0].containerPort: 8099: the lab listens on 8098 (LAB_ADDR)",
+			"Deployment/lab-console: spec.template.spec.containers[0].readinessProbe.httpGet.port: http: the lab listens on 8098 (LAB_ADDR)",
+			"Deployment/lab-console: spec.template.spec.containers[0].livenessProbe.httpGet.port: http: the lab listens on 8098 (LAB_ADDR)",
+			"Service/lab-console: spec.ports[0].targetPort: http: no container of Deployment/lab-console listens there (the lab listens on 8098 (LAB_ADDR))",
 		}},
 		{"helper-variable", []string{
 			"Deployment/backend: spec.template.spec.containers[0].env[2].name: STRAY_POD_IP is not a setting of the backend",
@@ -308,7 +469,8 @@ func TestProgramOf(t *testing.T) {
 		"registry.example.com:5000/team/spread-seeder:v1.2":  "seeder",
 		"registry.example.com/spread-backend@sha256:0123abc": "backend",
 		"redis:7-alpine":                                     "",
-		"spread-lab":                                         "",
+		"spread-lab":                                         "lab",
+		"spread-labs":                                        "",
 		"example.com/spread-dispatcher-old":                  "",
 	} {
 		if got := ProgramOf(image); got != want {

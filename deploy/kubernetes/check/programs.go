@@ -15,13 +15,14 @@ import (
 )
 
 // Programs are the project's programs that the manifests run, each image
-// spread-NAME holding the binary NAME.
-var Programs = []string{"dispatcher", "backend", "seeder"}
+// spread-NAME holding the binary NAME: the three of the tutorial's stack,
+// and the lab, whose console (lab serve) the lab overlay runs.
+var Programs = []string{"dispatcher", "backend", "seeder", "lab"}
 
 // A Program is one of Programs, built from the checkout, that the check
 // asks about its settings through its `check` command.
 type Program struct {
-	Name string // dispatcher, backend or seeder
+	Name string // dispatcher, backend, seeder or lab
 	Path string // the binary
 	// Defaults is what `NAME check` printed with no variable set: every
 	// setting the program reads, with its default.
@@ -56,19 +57,35 @@ func (s Settings) Names() []string {
 // listenSettings are the settings that say where a program listens: a
 // port, the address it binds that port to, and when it listens there at
 // all: the dispatcher's PORT and ADMIN_PORT, the backend's PORT, and, with
-// CONTROL=1, its CONTROL_PORT. A program lacking a setting of the table
-// does not listen there (the seeder listens nowhere) or binds every
-// interface (the backend's PORT has no bind setting).
-var listenSettings = []struct{ port, host, when string }{
-	{"PORT", "BIND_HOST", ""},
-	{"ADMIN_PORT", "ADMIN_BIND_HOST", ""},
-	{"CONTROL_PORT", "CONTROL_BIND_HOST", "CONTROL=1"},
+// CONTROL=1, its CONTROL_PORT; or one host:port setting, the lab console's
+// LAB_ADDR. A program lacking a setting of the table does not listen there
+// (the seeder listens nowhere) or binds every interface (the backend's PORT
+// has no bind setting).
+var listenSettings = []struct{ port, host, when, addr string }{
+	{port: "PORT", host: "BIND_HOST"},
+	{port: "ADMIN_PORT", host: "ADMIN_BIND_HOST"},
+	{port: "CONTROL_PORT", host: "CONTROL_BIND_HOST", when: "CONTROL=1"},
+	{addr: "LAB_ADDR"},
+}
+
+// stopSettings name, for each program that has one, the setting that
+// bounds how long it may take to stop after SIGTERM: its pod's
+// terminationGracePeriodSeconds must be longer, or Kubernetes kills it
+// before it is done (a backend still in the list, requests cut).
+var stopSettings = map[string]string{"backend": "DRAIN_TIMEOUT", "dispatcher": "SHUTDOWN_TIMEOUT"}
+
+// advertiseSettings are the settings that give the URL other programs
+// reach a program at, and when it is used: a backend with REGISTER=1 puts
+// ADVERTISE_URL in the list, so its port must be one the backend listens
+// on where the pod is reached.
+var advertiseSettings = map[string]struct{ url, when string }{
+	"backend": {url: "ADVERTISE_URL", when: "REGISTER=1"},
 }
 
 // A Listener is a port a program listens on, as its settings say.
 type Listener struct {
 	Port    int32
-	Setting string // PORT, ADMIN_PORT, ...
+	Setting string // PORT, ADMIN_PORT, ..., LAB_ADDR
 	// Loopback is the address when it is a loopback one (127.0.0.1, ::1,
 	// localhost): then neither the kubelet's probes nor a Service reach it.
 	Loopback string
@@ -78,21 +95,35 @@ type Listener struct {
 func (s Settings) Listeners() []Listener {
 	var ls []Listener
 	for _, l := range listenSettings {
-		port, ok := s.Get(l.port)
-		if !ok {
-			continue
-		}
-		if name, want, _ := strings.Cut(l.when, "="); l.when != "" {
-			if v, _ := s.Get(name); v != want {
+		var port, host, setting string
+		if l.addr != "" {
+			v, ok := s.Get(l.addr)
+			if !ok {
 				continue
 			}
+			var err error
+			if host, port, err = net.SplitHostPort(v); err != nil {
+				continue // the program accepted it, so this is not one of its addresses
+			}
+			setting = l.addr
+		} else {
+			var ok bool
+			if port, ok = s.Get(l.port); !ok {
+				continue
+			}
+			if name, want, _ := strings.Cut(l.when, "="); l.when != "" {
+				if v, _ := s.Get(name); v != want {
+					continue
+				}
+			}
+			host, _ = s.Get(l.host)
+			setting = l.port
 		}
 		n, err := strconv.Atoi(port)
 		if err != nil {
 			continue // the program accepted it, so this is not one of its ports
 		}
-		host, _ := s.Get(l.host)
-		ln := Listener{Port: int32(n), Setting: l.port}
+		ln := Listener{Port: int32(n), Setting: setting}
 		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() || host == "localhost" {
 			ln.Loopback = host
 		}

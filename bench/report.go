@@ -21,6 +21,12 @@ const (
 	minRedirectVsHAProxy = 1.2 // ROTATION=redis rps / HAProxy redir rps, at least
 	minProxyVsCaddy      = 1.0 // MODE=proxy rps / Caddy rps, at least
 	maxProxyP99VsCaddy   = 1.0 // MODE=proxy p99 / Caddy p99, at most
+
+	// Issue 24: proxy mode at HAProxy's speed; redirect mode keeps its lead.
+	minRedirectVsHAProxy24 = 1.3 // ROTATION=redis rps / HAProxy redir rps, at least
+	minProxyVsHAProxy      = 1.0 // MODE=proxy rps / HAProxy (nbthread 1) rps, at least
+	maxProxyP99VsHAProxy   = 1.0 // MODE=proxy p99 / HAProxy p99, at most
+	minProxyVsNginx        = 0.9 // MODE=proxy rps / nginx rps, at least
 )
 
 // row is one contestant's figures over the run, and how its group's
@@ -187,6 +193,15 @@ func checks(rows []row, idle map[string]float64) []check {
 		throughput(minProxyVsCaddy), fmt.Sprintf("≥ %.1f", minProxyVsCaddy))
 	compare("proxy", "caddy", "issue 15: proxy p99 MODE=proxy / Caddy",
 		tail(maxProxyP99VsCaddy), fmt.Sprintf("≤ %.1f", maxProxyP99VsCaddy))
+
+	compare("redis", "haproxy-redir", "issue 24: redirect throughput ROTATION=redis / HAProxy redir",
+		throughput(minRedirectVsHAProxy24), fmt.Sprintf("≥ %.1f", minRedirectVsHAProxy24))
+	compare("proxy", "haproxy", "issue 24: proxy throughput MODE=proxy / HAProxy",
+		throughput(minProxyVsHAProxy), fmt.Sprintf("≥ %.1f", minProxyVsHAProxy))
+	compare("proxy", "haproxy", "issue 24: proxy p99 MODE=proxy / HAProxy",
+		tail(maxProxyP99VsHAProxy), fmt.Sprintf("≤ %.1f", maxProxyP99VsHAProxy))
+	compare("proxy", "nginx", "issue 24: proxy throughput MODE=proxy / nginx",
+		throughput(minProxyVsNginx), fmt.Sprintf("≥ %.1f", minProxyVsNginx))
 
 	// Issue 21: the long group.
 	target := fmt.Sprintf("≥ %.1f", minLongListThroughput)

@@ -68,7 +68,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 		return fmt.Errorf("unknown command %q (want no argument, healthcheck or check)", args[0])
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	// Lines leave in batches, off the request's goroutine (logbuf.go);
+	// what is left is written before run returns.
+	logs := newLogBuffer(stderr)
+	defer logs.Close()
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: cfg.logLevel}))
 	redisconn.LogTo(log)
 
 	rdb, err := redisconn.ConnectTLS(cfg.redisURL, "dispatcher", cfg.redisTLS)

@@ -33,6 +33,10 @@ func observeRequests(m *metrics, log *slog.Logger) echo.MiddlewareFunc {
 			status := c.Response().Status
 			m.request(backend, status)
 			req := c.Request()
+			if !log.Enabled(req.Context(), slog.LevelInfo) {
+				// Not even the attributes: they would be allocated for nothing.
+				return nil
+			}
 			log.LogAttrs(req.Context(), slog.LevelInfo, "request",
 				slog.String("method", req.Method), slog.String("path", req.URL.Path),
 				slog.Int("status", status), slog.String("backend", backend),

@@ -151,9 +151,15 @@ func (copyBuffers) Put(b []byte) {
 // newTransport is the client side of the proxy: direct connections only
 // (no HTTP_PROXY from the environment), bounded dial and response-header
 // waits, and enough idle connections per backend for a busy dispatcher.
+// DisableCompression: the client's Accept-Encoding goes to the backend as
+// it is, and the answer comes back as the backend encoded it. (Otherwise
+// the transport asks for gzip on behalf of a client that did not, and
+// unpacks the answer: work for the dispatcher, a lost Content-Length for
+// the client.)
 func newTransport(cfg proxyConfig) *http.Transport {
 	return &http.Transport{
 		Proxy:                 nil,
+		DisableCompression:    true,
 		DialContext:           (&net.Dialer{Timeout: cfg.dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          512,

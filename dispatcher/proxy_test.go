@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -580,6 +582,60 @@ func TestConnectIsRefusedInBothModes(t *testing.T) {
 	for mode, st := range map[string]*store.Store{"redirect": r.store, "proxy": p.store} {
 		if tally, _ := st.Tally(ctx); len(tally) != 0 {
 			t.Errorf("%s mode: CONNECT took rotation steps: tally %v, want none", mode, tally)
+		}
+	}
+}
+
+// The client's Accept-Encoding reaches the backend as the client sent it,
+// and the answer comes back as the backend encoded it: the proxy neither
+// asks for gzip on the client's behalf nor unpacks what it gets.
+func TestProxyPassesEncodingThrough(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const plain = "the same words, packed or not"
+	var packed bytes.Buffer
+	zw := gzip.NewWriter(&packed)
+	io.WriteString(zw, plain)
+	zw.Close()
+	b := newBackend(t, "b1", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Accept-Encoding", r.Header.Get("Accept-Encoding"))
+		if r.Header.Get("Accept-Encoding") == "gzip" {
+			w.Header().Set("Content-Encoding", "gzip")
+			w.Write(packed.Bytes())
+			return
+		}
+		io.WriteString(w, plain)
+	}))
+	s := startServe(t, ctx, proxyEnv(), b.srv.URL)
+	// A client that sends Accept-Encoding only when told, and unpacks
+	// nothing.
+	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	defer client.CloseIdleConnections()
+	for _, c := range []struct{ accept, wantEncoding, wantBody string }{
+		{"", "", plain},
+		{"gzip", "gzip", packed.String()},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, s.main+"/packed", nil)
+		if c.accept != "" {
+			req.Header.Set("Accept-Encoding", c.accept)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := resp.Header.Get("X-Accept-Encoding"); got != c.accept {
+			t.Errorf("client sent Accept-Encoding %q: the backend got %q, want %q", c.accept, got, c.accept)
+		}
+		if got := resp.Header.Get("Content-Encoding"); got != c.wantEncoding {
+			t.Errorf("client sent Accept-Encoding %q: got Content-Encoding %q, want %q", c.accept, got, c.wantEncoding)
+		}
+		if string(body) != c.wantBody {
+			t.Errorf("client sent Accept-Encoding %q: got body %q, want %q", c.accept, body, c.wantBody)
 		}
 	}
 }

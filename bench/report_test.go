@@ -86,16 +86,17 @@ func TestSummarize(t *testing.T) {
 		"ok   issue 15: proxy throughput MODE=proxy / Caddy = 1.000 (target ≥ 1.0)",
 		"MISS issue 15: proxy p99 MODE=proxy / Caddy = 1.250 (target ≤ 1.0)",
 		"MISS issue 24: redirect throughput ROTATION=redis / HAProxy redir = 1.100 (target ≥ 1.3)",
-		"MISS issue 24: proxy throughput MODE=proxy / HAProxy = 0.850 (target ≥ 1.0)",
-		"MISS issue 24: proxy p99 MODE=proxy / HAProxy = 2.000 (target ≤ 1.0)",
+		// issue 24's proxy goals print, but a miss does not fail the bench
+		"open issue 24: proxy throughput MODE=proxy / HAProxy = 0.850 (target ≥ 1.0)",
+		"open issue 24: proxy p99 MODE=proxy / HAProxy = 2.000 (target ≤ 1.0)",
 	}
 	for _, w := range wantChecks {
 		if !strings.Contains(out.String(), w+"\n") {
 			t.Errorf("report lacks the line %q; got:\n%s", w, out.String())
 		}
 	}
-	if err == nil || err.Error() != "6 of 12 targets missed" {
-		t.Errorf("got error %v, want \"6 of 12 targets missed\"", err)
+	if err == nil || err.Error() != "4 of 10 targets missed" {
+		t.Errorf("got error %v, want \"4 of 10 targets missed\"", err)
 	}
 	for _, w := range []string{"HAProxy roundrobin + redir", "1.10 ×", "1.25 ×", "1.00–1.10–1.20", "0.75–0.75–0.90"} {
 		if !strings.Contains(out.String(), w) {

@@ -1,0 +1,6 @@
+package main
+
+var herdBatch = batch{name: "herd"}
+
+// maxHerd bounds LAB_HERD_DISPATCHERS.
+const maxHerd = 16

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"maps"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestMovedFraction(t *testing.T) {
+	before := map[string]string{"a": "b1", "b": "b1", "c": "b2", "d": "b3"}
+	for _, tc := range []struct {
+		after map[string]string
+		want  float64
+	}{
+		{map[string]string{"a": "b1", "b": "b1", "c": "b2", "d": "b3"}, 0},
+		{map[string]string{"a": "b4", "b": "b1", "c": "b2", "d": "b3"}, 0.25},
+		{map[string]string{"a": "b2", "b": "b3", "c": "b2"}, 2.0 / 3}, // d unanswered: left out
+		{map[string]string{}, 0},
+	} {
+		if got := movedFraction(before, tc.after); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("movedFraction(%v, %v): got %v, want %v", before, tc.after, got, tc.want)
+		}
+	}
+}
+
+// readReport reads LAB_OUT/<scenario>/report.json, checks that it is
+// {"scenario": {"name": scenario, ...}, "results": [...]} and that every row
+// holds variant, requests, errors, p50_ms, p99_ms, share and the
+// scenario's own keys, and returns the rows.
+func readReport(t *testing.T, out, scenario string, own ...string) []map[string]json.RawMessage {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(out, scenario, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Scenario map[string]json.RawMessage   `json:"scenario"`
+		Results  []map[string]json.RawMessage `json:"results"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var name string
+	json.Unmarshal(doc.Scenario["name"], &name)
+	if name != scenario {
+		t.Errorf("scenario.name: got %q, want %q", name, scenario)
+	}
+	var variants map[string]map[string]string
+	if err := json.Unmarshal(doc.Scenario["variants"], &variants); err != nil || len(variants) == 0 {
+		t.Errorf("scenario.variants: got %s (%v), want each variant's settings", doc.Scenario["variants"], err)
+	}
+	want := slices.Sorted(slices.Values(append([]string{"variant", "requests", "errors", "p50_ms", "p99_ms", "share"}, own...)))
+	for i, r := range doc.Results {
+		if got := slices.Sorted(maps.Keys(r)); !slices.Equal(got, want) {
+			t.Errorf("results[%d] has keys %q, want %q", i, got, want)
+		}
+		var v string
+		json.Unmarshal(r["variant"], &v)
+		if _, ok := variants[v]; !ok {
+			t.Errorf("results[%d].variant %q is not one of scenario.variants", i, v)
+		}
+	}
+	return doc.Results
+}
+
+// churn through real dispatchers: rendezvous moves only the users of the
+// backend that joins or leaves (at most 1.5 × 1/N), modulo more than half.
+// This is arithmetic, not timing: which backend answers each user does not
+// depend on how fast anything runs.
+func TestChurn(t *testing.T) {
+	out := t.TempDir()
+	var stdout bytes.Buffer
+	env := map[string]string{"LAB_OUT": out, "LAB_SCENARIO": "churn", "LAB_CHURN_USERS": "2000"}
+	if err := run(t.Context(), nil, envOf(env), &stdout); err != nil {
+		t.Fatalf("%v\n%s", err, stdout.String())
+	}
+	t.Log(stdout.String())
+	rows := readReport(t, out, "churn", "moved_fraction")
+	var variants []string
+	for _, r := range rows {
+		var v string
+		var moved map[string]float64
+		var requests, errors int
+		json.Unmarshal(r["variant"], &v)
+		json.Unmarshal(r["moved_fraction"], &moved)
+		json.Unmarshal(r["requests"], &requests)
+		json.Unmarshal(r["errors"], &errors)
+		variants = append(variants, v)
+		if requests != 3*2000 || errors != 0 {
+			t.Errorf("%s: got %d requests, %d errors; want 6000 (2000 users, three rounds), none failed", v, requests, errors)
+		}
+		for _, ev := range []string{"add", "remove"} {
+			got := moved[ev]
+			switch v {
+			case "rendezvous":
+				if got <= 0 || got > 1.5*0.25 {
+					t.Errorf("rendezvous moved %v of the users at %s, want above 0 and at most 1.5 × 1/4", got, ev)
+				}
+			case "modulo":
+				if got <= 0.5 {
+					t.Errorf("modulo moved %v of the users at %s, want more than half", got, ev)
+				}
+			}
+		}
+	}
+	if want := []string{"modulo", "rendezvous", "rendezvous-bounded"}; !slices.Equal(variants, want) {
+		t.Errorf("got variants %q, want %q", variants, want)
+	}
+	b, err := os.ReadFile(filepath.Join(out, "churn", "moved.svg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{">HASH_METHOD=modulo<", ">least possible: 1/N<", ">25.0%<"} {
+		if !strings.Contains(string(b), w) {
+			t.Errorf("moved.svg has no text %q", strings.Trim(w, "<>"))
+		}
+	}
+}

@@ -135,4 +135,3 @@ func wait(ctx context.Context, d time.Duration) error {
 		return nil
 	}
 }
-

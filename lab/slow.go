@@ -166,4 +166,3 @@ func newScenario(cfg config) scenario {
 		Machine: machine(), Date: time.Now().UTC().Format(time.DateOnly),
 		RedisRoundTripsPerRequest: map[string]float64{}, StickyUsers: map[string]float64{}, LoadAverage: map[string]float64{}}
 }
-

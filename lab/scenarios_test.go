@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -119,6 +120,55 @@ func TestChurn(t *testing.T) {
 	for _, w := range []string{">HASH_METHOD=modulo<", ">least possible: 1/N<", ">25.0%<"} {
 		if !strings.Contains(string(b), w) {
 			t.Errorf("moved.svg has no text %q", strings.Trim(w, "<>"))
+		}
+	}
+}
+
+// herd's plumbing on a short, light run: a row per strategy and number of
+// dispatchers, each with its dispatchers, every request answered by a
+// backend of the pool, and the charts naming each strategy's knobs.
+func TestHerd(t *testing.T) {
+	out := t.TempDir()
+	var stdout bytes.Buffer
+	env := map[string]string{"LAB_OUT": out, "LAB_SCENARIO": "herd", "LAB_HERD_DISPATCHERS": "1,2",
+		"LAB_DURATION": "1s", "LAB_RATE": "40", "LAB_ARRIVALS": "constant", "LAB_FAST_LATENCY": "1ms",
+		"LAB_SLOW_LATENCY": "5ms", "LAB_TIMEOUT": "30s"}
+	if err := run(t.Context(), nil, envOf(env), &stdout); err != nil {
+		t.Fatalf("%v\n%s", err, stdout.String())
+	}
+	rows := readReport(t, out, "herd", "dispatchers")
+	var got []string
+	for _, r := range rows {
+		var v string
+		var n, requests, errors int
+		var share map[string]float64
+		json.Unmarshal(r["variant"], &v)
+		json.Unmarshal(r["dispatchers"], &n)
+		json.Unmarshal(r["requests"], &requests)
+		json.Unmarshal(r["errors"], &errors)
+		json.Unmarshal(r["share"], &share)
+		got = append(got, v+"×"+strconv.Itoa(n))
+		var sum float64
+		for _, s := range share {
+			sum += s
+		}
+		if requests != 40 || errors != 0 || math.Abs(sum-1) > 0.001 {
+			t.Errorf("%s ×%d: got %d requests, %d errors, shares adding up to %v; want 40, 0, 1", v, n, requests, errors, sum)
+		}
+	}
+	want := []string{"least-conn×1", "least-conn×2", "least-conn-local×1", "least-conn-local×2", "p2c×1", "p2c×2", "least-time×1", "least-time×2"}
+	if !slices.Equal(got, want) {
+		t.Errorf("got rows %q, want %q", got, want)
+	}
+	for _, f := range []string{"p99.svg", "slow-share.svg"} {
+		b, err := os.ReadFile(filepath.Join(out, "herd", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range []string{">LEAST_CONN_SCOPE=local<", ">STRATEGY=p2c<", ">dispatchers on one list<"} {
+			if !strings.Contains(string(b), w) {
+				t.Errorf("%s has no text %q", f, strings.Trim(w, "<>"))
+			}
 		}
 	}
 }

@@ -1,3 +1,0 @@
-package main
-
-var retriesBatch = batch{name: "retries"}

@@ -172,3 +172,48 @@ func TestHerd(t *testing.T) {
 		}
 	}
 }
+
+// failure's plumbing on a short run: a row per mechanism, each with a
+// count of errors for every second of the run that adds up to its errors.
+func TestFailure(t *testing.T) {
+	out := t.TempDir()
+	var stdout bytes.Buffer
+	env := map[string]string{"LAB_OUT": out, "LAB_SCENARIO": "failure", "LAB_FAILURE_RUN": "4s", "LAB_TIMEOUT": "30s"}
+	if err := run(t.Context(), nil, envOf(env), &stdout); err != nil {
+		t.Fatalf("%v\n%s", err, stdout.String())
+	}
+	t.Log(stdout.String())
+	rows := readReport(t, out, "failure", "errors_per_s", "sent_per_s")
+	var got []string
+	for _, r := range rows {
+		var v string
+		var errors, requests int
+		var perS, sentPerS []float64
+		json.Unmarshal(r["variant"], &v)
+		json.Unmarshal(r["errors"], &errors)
+		json.Unmarshal(r["requests"], &requests)
+		json.Unmarshal(r["errors_per_s"], &perS)
+		json.Unmarshal(r["sent_per_s"], &sentPerS)
+		got = append(got, v)
+		var sum, sent float64
+		for i := range perS {
+			sum += perS[i]
+			sent += sentPerS[i]
+		}
+		if len(perS) != 4 || len(sentPerS) != 4 || int(sum) != errors || int(sent) != requests {
+			t.Errorf("%s: errors_per_s %v and sent_per_s %v: want 4 seconds adding up to %d errors and %d requests", v, perS, sentPerS, errors, requests)
+		}
+	}
+	if want := []string{"health-checks", "retries", "ejection", "ejection+slow-start"}; !slices.Equal(got, want) {
+		t.Errorf("got rows %q, want %q", got, want)
+	}
+	b, err := os.ReadFile(filepath.Join(out, "failure", "errors.svg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{">+ PROXY_RETRIES=2<", ">backend3 down<", ">time into the run (s)<"} {
+		if !strings.Contains(string(b), w) {
+			t.Errorf("errors.svg has no text %q", strings.Trim(w, "<>"))
+		}
+	}
+}

@@ -29,7 +29,7 @@ type batch struct {
 }
 
 // batches are the scenarios, in the order LAB_SCENARIO=all runs them.
-var batches = []batch{slowBatch, churnBatch, herdBatch, failureBatch}
+var batches = []batch{slowBatch, churnBatch, herdBatch, failureBatch, retriesBatch}
 
 func lookupBatch(name string) (batch, bool) {
 	for _, b := range batches {

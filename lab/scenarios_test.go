@@ -217,3 +217,53 @@ func TestFailure(t *testing.T) {
 		}
 	}
 }
+
+// retries' plumbing on a short run: a row per variant with its
+// amplification, and a series for every second whose upstream requests
+// are at least the clients'.
+func TestRetries(t *testing.T) {
+	out := t.TempDir()
+	var stdout bytes.Buffer
+	env := map[string]string{"LAB_OUT": out, "LAB_SCENARIO": "retries", "LAB_RETRIES_RUN": "3s", "LAB_TIMEOUT": "30s"}
+	if err := run(t.Context(), nil, envOf(env), &stdout); err != nil {
+		t.Fatalf("%v\n%s", err, stdout.String())
+	}
+	t.Log(stdout.String())
+	rows := readReport(t, out, "retries", "amplification", "amplification_per_s", "retries_refused",
+		"errors_per_s", "sent_per_s", "upstream_per_s")
+	var got []string
+	for _, r := range rows {
+		var v string
+		var amp float64
+		var sent, up []float64
+		json.Unmarshal(r["variant"], &v)
+		json.Unmarshal(r["amplification"], &amp)
+		json.Unmarshal(r["sent_per_s"], &sent)
+		json.Unmarshal(r["upstream_per_s"], &up)
+		got = append(got, v)
+		if len(sent) != 3 || len(up) != 3 {
+			t.Errorf("%s: sent_per_s %v, upstream_per_s %v: want 3 seconds each", v, sent, up)
+			continue
+		}
+		for i := range sent {
+			if up[i] < sent[i] {
+				t.Errorf("%s: second %d: %v upstream requests for %v sent by the clients, want at least as many", v, i, up[i], sent[i])
+			}
+		}
+		if amp < 1 || (v == "no-retries" && amp != 1) {
+			t.Errorf("%s: amplification %v, want 1 or more (exactly 1 without retries)", v, amp)
+		}
+	}
+	if want := []string{"no-retries", "retries", "retries+budget"}; !slices.Equal(got, want) {
+		t.Errorf("got rows %q, want %q", got, want)
+	}
+	b, err := os.ReadFile(filepath.Join(out, "retries", "amplification.svg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{">RETRY_BUDGET=20%<", ">PROXY_RETRIES=0<", ">upstream requests ÷ client requests<"} {
+		if !strings.Contains(string(b), w) {
+			t.Errorf("amplification.svg has no text %q", strings.Trim(w, "<>"))
+		}
+	}
+}

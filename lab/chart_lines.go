@@ -17,6 +17,10 @@ import (
 // number, and grouped bars, with the slow scenario's fonts, sizes and
 // background (chart.go).
 
+// wideLegend is the legend's width in these charts: each entry names
+// its knobs, such as PROXY_RETRY_ON=per-try-timeout.
+const wideLegend = 205 * vg.Inch / 72
+
 // seriesColors tell the variants of a chart apart, in order
 // (ColorBrewer's Set1, readable on white).
 var seriesColors = []color.Color{
@@ -130,8 +134,9 @@ func groupedBars(p *plot.Plot, groups []string, bars []barGroup, label func(floa
 	p.NominalX(groups...)
 	p.X.Min, p.X.Max = -0.5, float64(len(groups))-0.5
 	p.X.Padding = 0
-	width := vg.Length(math.Min(40, 360/float64(len(bars)*len(groups))))
+	width := vg.Length(math.Min(36, 260/float64(len(bars)*len(groups))))
 	l := newLegend()
+	var labels []plot.Plotter // drawn after every bar, so that none covers a label
 	for i, b := range bars {
 		bc, err := plotter.NewBarChart(plotter.Values(b.values), width)
 		if err != nil {
@@ -143,9 +148,11 @@ func groupedBars(p *plot.Plot, groups []string, bars []barGroup, label func(floa
 		}
 		bc.Color, bc.LineStyle.Width = c, 0
 		bc.Offset = (vg.Length(i) - vg.Length(len(bars)-1)/2) * (width + 2)
-		p.Add(bc, &offsetLabels{bars: bc, label: label})
+		p.Add(bc)
+		labels = append(labels, &offsetLabels{bars: bc, label: label})
 		l.Add(b.name, bc)
 	}
+	p.Add(labels...)
 	return p, l, nil
 }
 
@@ -174,7 +181,7 @@ func saveChart(dir, file string, p *plot.Plot, l *plot.Legend, err error) (strin
 		return "", fmt.Errorf("%s: %w", file, err)
 	}
 	path := filepath.Join(dir, file)
-	if err := saveSVG(path, p, l); err != nil {
+	if err := saveSVGLegend(path, p, l, wideLegend); err != nil {
 		return "", fmt.Errorf("%s: %w", file, err)
 	}
 	return path, nil

@@ -291,7 +291,7 @@ func writeChurnCharts(dir string, r churnReport) ([]string, error) {
 	var groups []string
 	least := barGroup{name: "least possible: 1/N", color: guideColor}
 	for _, ev := range r.Scenario.Events {
-		groups = append(groups, fmt.Sprintf("%s (%d → %d backends)", ev.What, ev.Before, ev.After))
+		groups = append(groups, fmt.Sprintf("%s\n(%d → %d backends)", ev.What, ev.Before, ev.After))
 		least.values = append(least.values, 100*ev.Minimum)
 	}
 	bars := []barGroup{least}
@@ -302,8 +302,8 @@ func writeChurnCharts(dir string, r churnReport) ([]string, error) {
 		}
 		bars = append(bars, b)
 	}
-	p := newFreePlot("Users whose backend changed, per change of the list",
-		fmt.Sprintf("STRATEGY=hash on %s, %d users, each asked for once before and after", r.Scenario.HashKey, r.Scenario.Users),
+	p := newFreePlot("Users whose backend changed",
+		fmt.Sprintf("STRATEGY=hash on %s, %d users", r.Scenario.HashKey, r.Scenario.Users),
 		"", "share of users moved")
 	p.Y.Min, p.Y.Max = 0, 100
 	p.Y.Tick.Marker = percentTicks{}

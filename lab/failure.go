@@ -160,8 +160,8 @@ func failureCharts(dir string, raw []byte) ([]string, error) {
 // one line per mechanism, the events marked.
 func writeFailureCharts(dir string, r failureReport) ([]string, error) {
 	sc := r.Scenario
-	p := newFreePlot("Errors per second as a backend dies and comes back",
-		fmt.Sprintf("%d req/s, round robin over %d backends, health checks every 1 s", sc.RateRPS, len(sc.Backends)),
+	p := newFreePlot("Errors per second as a backend dies",
+		fmt.Sprintf("%d req/s, round robin over %d backends", sc.RateRPS, len(sc.Backends)),
 		"time into the run (s)", "errors per second (by when sent)")
 	p.Y.Min = 0
 	var lines []series
@@ -193,7 +193,7 @@ func writeFailureCharts(dir string, r failureReport) ([]string, error) {
 func failureLegend(name string, settings map[string]string) string {
 	switch name {
 	case "health-checks":
-		return "health checks only\n(HEALTH_INTERVAL=1s)"
+		return "health checks only:\nHEALTH_INTERVAL=1s"
 	case "retries":
 		return "+ PROXY_RETRIES=" + settings["PROXY_RETRIES"]
 	}

@@ -180,7 +180,7 @@ func herdCharts(dir string, raw []byte) ([]string, error) {
 // strategy against the number of dispatchers, on a log₂ axis.
 func writeHerdCharts(dir string, r herdReport) ([]string, error) {
 	sc := r.Scenario
-	sub := fmt.Sprintf("%d req/s in all (%.0f%% of the pool's capacity), spread over the dispatchers, %s each",
+	sub := fmt.Sprintf("%d req/s in all (%.0f%% of capacity), %s per point",
 		sc.RateRPS, 100*sc.Load, fmtSeconds(sc.DurationS))
 	lines := func(value func(herdRow) float64) []series {
 		var out []series
@@ -199,7 +199,7 @@ func writeHerdCharts(dir string, r herdReport) ([]string, error) {
 		return out
 	}
 	var paths []string
-	p := newFreePlot("p99 latency against the number of dispatchers", sub, "dispatchers on one list", "p99 latency (log scale)")
+	p := newFreePlot("p99 latency against dispatchers", sub, "dispatchers on one list", "p99 latency (log scale)")
 	p.Y.Scale, p.Y.Tick.Marker = plot.LogScale{}, msTicks{}
 	p.X.Tick.Marker = dispatcherTicks(sc.Dispatchers)
 	ls := lines(func(r herdRow) float64 { return max(r.P99MS, 1) })
@@ -221,7 +221,7 @@ func writeHerdCharts(dir string, r herdReport) ([]string, error) {
 	}
 	paths = append(paths, path)
 
-	p = newFreePlot("The slow backend's share of the requests", sub, "dispatchers on one list", "share of requests sent to "+sc.SlowBackend)
+	p = newFreePlot("The slow backend's share", sub, "dispatchers on one list", "share of requests sent to "+sc.SlowBackend)
 	p.X.Tick.Marker = dispatcherTicks(sc.Dispatchers)
 	p.Y.Min = 0
 	share, l, err := lineChart(p, lines(func(r herdRow) float64 { return 100 * r.Share[sc.SlowBackend] }), nil)

@@ -245,9 +245,8 @@ func retriesCharts(dir string, raw []byte) ([]string, error) {
 // client requests, second by second, one line per variant.
 func writeRetriesCharts(dir string, r retriesReport) ([]string, error) {
 	sc := r.Scenario
-	p := newFreePlot("Requests the backends were sent, per request the clients sent",
-		fmt.Sprintf("%d req/s, round robin over %d backends of 40 ms; one slows to %s; PROXY_TRY_TIMEOUT=250ms",
-			sc.RateRPS, len(sc.Backends), fmtMS(sc.SlowedTo)),
+	p := newFreePlot("Upstream requests per client request",
+		fmt.Sprintf("%d req/s, round robin, PROXY_TRY_TIMEOUT=250ms", sc.RateRPS),
 		"time into the run (s)", "upstream requests ÷ client requests")
 	p.Y.Min = 0.9
 	var lines []series
@@ -279,7 +278,7 @@ func retriesLegend(name string, settings map[string]string) string {
 	if settings["PROXY_RETRIES"] == "0" {
 		return "PROXY_RETRIES=0"
 	}
-	s := "PROXY_RETRIES=" + settings["PROXY_RETRIES"] + ",\nRETRY_ON=per-try-timeout"
+	s := "PROXY_RETRIES=" + settings["PROXY_RETRIES"] + ",\nPROXY_RETRY_ON=per-try-timeout"
 	if b := settings["RETRY_BUDGET"]; b != "" && b != "0" {
 		s += ",\nRETRY_BUDGET=" + b
 	}

@@ -15,8 +15,9 @@ import (
 
 // The churn scenario: when a backend joins or leaves the list, how many
 // users does STRATEGY=hash send to another backend? LAB_CHURN_USERS users
-// are each asked for once on a list of three backends, once more after a
-// fourth is added, and once more after the first is removed, through one
+// are each asked for once on a list of three backends, once more on the
+// same list, once more after a fourth is added, and once more after the
+// first is removed, through one
 // dispatcher per hash variant: HASH_METHOD=modulo, rendezvous, and
 // rendezvous with bounded loads. The least any method can move is the
 // share the changed backend holds: 1/N, N the larger of the two lists.
@@ -78,6 +79,7 @@ type churnRow struct {
 
 func churnEvents() []churnEvent {
 	return []churnEvent{
+		{Name: "unchanged", What: "list unchanged", Before: 3, After: 3, Minimum: 0},
 		{Name: "add", What: "backend4 added", Before: 3, After: 4, Minimum: 0.25},
 		{Name: "remove", What: "backend1 removed", Before: 4, After: 3, Minimum: 0.25},
 	}
@@ -104,15 +106,15 @@ func runChurn(ctx context.Context, lr labRun) ([]string, error) {
 	for i := range users {
 		users[i] = "user-" + strconv.Itoa(i)
 	}
-	fmt.Fprintf(stdout, "%d users, each asked for once per round; list %v, then + backend4, then - backend1\n", len(users), rep.Scenario.ListAtStart)
+	fmt.Fprintf(stdout, "%d users, each asked for once per round; list %v, again, then + backend4, then - backend1\n", len(users), rep.Scenario.ListAtStart)
 	for _, v := range churnVariants {
 		rep.Scenario.Variants[v.name] = v.settings
 		r, err := churnVariant(ctx, st, v.name, v.settings, users)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", v.name, err)
 		}
-		fmt.Fprintf(stdout, "%-19s moved: add %5.1f%%, remove %5.1f%% (least possible 25.0%%); %d requests, %d errors\n",
-			v.name, 100*r.MovedFraction["add"], 100*r.MovedFraction["remove"], r.Requests, r.Errors)
+		fmt.Fprintf(stdout, "%-19s moved: unchanged %5.1f%%, add %5.1f%%, remove %5.1f%% (least possible 0, 25%%, 25%%); %d requests, %d errors\n",
+			v.name, 100*r.MovedFraction["unchanged"], 100*r.MovedFraction["add"], 100*r.MovedFraction["remove"], r.Requests, r.Errors)
 		noteLoad(stdout, rep.Scenario.LoadAverage, v.name)
 		rep.Results = append(rep.Results, r)
 	}
@@ -146,16 +148,20 @@ func churnVariant(ctx context.Context, st *stack, name string, settings map[stri
 		// seen: the dispatcher reads the new list, as a probe shows
 		seen func(user, backend string, was map[string]string) bool
 	}{
+		// A round on the same list: what moves without any change.
+		{"unchanged", nil, nil},
 		{"add", []string{"add", b[3].url}, func(_, backend string, _ map[string]string) bool { return backend == b[3].Name }},
 		{"remove", []string{"remove", b[0].url}, func(user, backend string, was map[string]string) bool {
 			return was[user] == b[0].Name && backend != b[0].Name
 		}},
 	} {
-		if err := st.seeder(ctx, ev.args...); err != nil {
-			return churnRow{}, err
-		}
-		if err := waitForList(ctx, client, d.url, users, before, ev.seen); err != nil {
-			return churnRow{}, fmt.Errorf("after seeder %v: %w", ev.args, err)
+		if ev.args != nil {
+			if err := st.seeder(ctx, ev.args...); err != nil {
+				return churnRow{}, err
+			}
+			if err := waitForList(ctx, client, d.url, users, before, ev.seen); err != nil {
+				return churnRow{}, fmt.Errorf("after seeder %v: %w", ev.args, err)
+			}
 		}
 		after := askEach(ctx, client, d.url, users, &all)
 		moved[ev.event] = round(movedFraction(before, after), 4)
@@ -289,7 +295,7 @@ func churnCharts(dir string, raw []byte) ([]string, error) {
 // each hash method moved, beside the least possible, 1/N.
 func writeChurnCharts(dir string, r churnReport) ([]string, error) {
 	var groups []string
-	least := barGroup{name: "least possible: 1/N", color: guideColor}
+	least := barGroup{name: "least possible: 1/N\n(0 if unchanged)", color: guideColor}
 	for _, ev := range r.Scenario.Events {
 		groups = append(groups, fmt.Sprintf("%s\n(%d → %d backends)", ev.What, ev.Before, ev.After))
 		least.values = append(least.values, 100*ev.Minimum)

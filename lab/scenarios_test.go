@@ -70,8 +70,9 @@ func readReport(t *testing.T, out, scenario string, own ...string) []map[string]
 	return doc.Results
 }
 
-// churn through real dispatchers: rendezvous moves only the users of the
-// backend that joins or leaves (at most 1.5 × 1/N), modulo more than half.
+// churn through real dispatchers: with the list unchanged nobody moves;
+// rendezvous moves only the users of the backend that joins or leaves (at
+// most 1.5 × 1/N), modulo more than half.
 // This is arithmetic, not timing: which backend answers each user does not
 // depend on how fast anything runs.
 func TestChurn(t *testing.T) {
@@ -93,8 +94,12 @@ func TestChurn(t *testing.T) {
 		json.Unmarshal(r["requests"], &requests)
 		json.Unmarshal(r["errors"], &errors)
 		variants = append(variants, v)
-		if requests != 3*2000 || errors != 0 {
-			t.Errorf("%s: got %d requests, %d errors; want 6000 (2000 users, three rounds), none failed", v, requests, errors)
+		if requests != 4*2000 || errors != 0 {
+			t.Errorf("%s: got %d requests, %d errors; want 8000 (2000 users, four rounds), none failed", v, requests, errors)
+		}
+		// Without a change of the list, a hash of the key alone moves nobody.
+		if got := moved["unchanged"]; v != "rendezvous-bounded" && got != 0 {
+			t.Errorf("%s moved %v of the users with the list unchanged, want 0", v, got)
 		}
 		for _, ev := range []string{"add", "remove"} {
 			got := moved[ev]

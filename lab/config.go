@@ -24,7 +24,7 @@ func (s setting) get(getenv func(string) string) string {
 
 // The lab's settings, each read once from the environment.
 var (
-	durationSetting     = setting{"LAB_DURATION", "20s", "load per strategy"}
+	durationSetting     = setting{"LAB_DURATION", "20s", "load per strategy (slow) or per point (herd)"}
 	rateSetting         = setting{"LAB_RATE", "", "requests per second, a whole number; empty means 75% of the pool's capacity"}
 	scenarioSetting     = setting{"LAB_SCENARIO", "slow", "what to measure: " + strings.Join(batchNames(), ", ") + ", a comma-separated list of them, or all"}
 	outSetting          = setting{"LAB_OUT", "docs/lab", "directory that receives, for each scenario, <scenario>/report.json and its charts"}

@@ -47,6 +47,8 @@ import (
 // waiting for the answer) gets 502 (504 for a timeout) at once, never a
 // second delivery. Each retry is a real step of the shared rotation, so
 // while a backend is down its neighbour in the list takes its turns.
+// PROXY_RETRY_ON can also retry a per-try timeout or a 5xx answer, and
+// RETRY_BUDGET bounds the retries in flight (retrybudget.go).
 
 // proxier delivers in MODE=proxy: it forwards the request to the picked
 // backend with rp and relays the answer.
@@ -180,7 +182,7 @@ func (p *proxier) deliver(c echo.Context, b balance.Backend, try int) (retry boo
 	ctx, ts, end := p.retry.begin(req.Context(), try)
 	a.try = ts
 	p.rp.ServeHTTP(c.Response(), req.WithContext(context.WithValue(ctx, attemptKey{}, a)))
-	end(a.retry)
+	end()
 	res := balance.Result{Latency: a.latency, Duration: time.Since(a.start), Status: a.status, Err: a.err}
 	b.Done(res)
 	if p.outcome != nil {
@@ -271,7 +273,7 @@ func newProxyMetrics(m *metrics) *proxyMetrics {
 		}, []string{"backend"}),
 		retried: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "spread_proxy_retries_total",
-			Help: "Requests that moved on to the next rotation step after a failed connection, in MODE=proxy.",
+			Help: "Requests that moved on to the next rotation step after a failure that PROXY_RETRY_ON names (a failed connection by default), in MODE=proxy.",
 		}),
 	}
 	m.reg.MustRegister(pm.connectErrors, pm.retried)

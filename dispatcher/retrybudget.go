@@ -26,7 +26,7 @@ import (
 //   - PROXY_TRY_TIMEOUT bounds each attempt's wait for the response
 //     headers; without per-try-timeout in PROXY_RETRY_ON, it answers 504.
 //   - RETRY_BUDGET caps the retries in flight at a share of the requests
-//     in flight at this dispatcher (Envoy's retry_budget.budget_percent,
+//     in flight from this dispatcher to the backends, retries included (Envoy's retry_budget.budget_percent,
 //     20% when a budget is configured), never below minRetryConcurrency
 //     (its min_retry_concurrency, 3), so that a quiet dispatcher still
 //     retries. A retry past the cap is not made: the client gets the
@@ -110,7 +110,7 @@ var retrySettings = []app.Setting{proxyRetryOnSetting, proxyTryTimeoutSetting, r
 // to the next backend, and keeps the counts the budget needs.
 type retryPolicy struct {
 	cfg      retryConfig
-	active   atomic.Int64 // client requests in flight
+	active   atomic.Int64 // attempts in flight, first tries and retries: Envoy's active requests
 	retrying atomic.Int64 // retries (attempts after the first) in flight
 	refused  func()       // a retry the budget refused; nil: not counted
 }
@@ -133,11 +133,12 @@ type tryState struct {
 
 // begin counts an attempt (try 0 is the request's first) and returns the
 // context it runs in, with PROXY_TRY_TIMEOUT's deadline if set, and end,
-// to call once the attempt is over with whether it goes on to another.
-func (rp *retryPolicy) begin(ctx context.Context, try int) (context.Context, *tryState, func(retrying bool)) {
-	if try == 0 {
-		rp.active.Add(1)
-	} else {
+// to call once the attempt is over. Each attempt is counted on its own,
+// so that a request whose retry finds no backend to pick leaves no count
+// behind.
+func (rp *retryPolicy) begin(ctx context.Context, try int) (context.Context, *tryState, func()) {
+	rp.active.Add(1)
+	if try > 0 {
 		rp.retrying.Add(1)
 	}
 	ts := &tryState{retry: try > 0}
@@ -145,7 +146,7 @@ func (rp *retryPolicy) begin(ctx context.Context, try int) (context.Context, *tr
 	if rp.cfg.tryTimeout > 0 {
 		ts.timer = time.AfterFunc(rp.cfg.tryTimeout, func() { ts.cancel(errTryTimeout) })
 	}
-	return ctx, ts, func(retrying bool) {
+	return ctx, ts, func() {
 		if ts.timer != nil {
 			ts.timer.Stop()
 		}
@@ -153,9 +154,7 @@ func (rp *retryPolicy) begin(ctx context.Context, try int) (context.Context, *tr
 		if ts.retry {
 			rp.retrying.Add(-1)
 		}
-		if !retrying {
-			rp.active.Add(-1)
-		}
+		rp.active.Add(-1)
 	}
 }
 

@@ -125,9 +125,11 @@ fuzz:
 bench:
 	cd bench && GOWORK=off go run . $(BENCH_FLAGS)
 
-## lab: redis-server, a pool of backends (one slow and small) and a proxying
-## dispatcher per strategy as local processes, under the same open-loop load;
-## prints a table and writes LAB_OUT/report.json and charts (docs/lab.md)
+## lab: redis-server, a pool of backends and proxying dispatchers as local
+## processes, under open-loop load; LAB_SCENARIO picks what it measures (slow,
+## the default: one slow, small backend, every strategy; churn, herd, failure,
+## retries; all); prints tables and writes LAB_OUT/<scenario>/report.json and
+## charts (docs/lab.md)
 lab:
 	@mkdir -p bin
 	cd lab && GOWORK=off go build -o ../bin/lab .

@@ -77,7 +77,7 @@ var (
 		statusSetting, timeoutSetting, shutdownSetting, logLevelSetting, adminWriteSetting, maxStreamsSetting,
 		healthIntervalSetting, healthTimeoutSetting, healthFallsSetting, healthRisesSetting,
 		proxyRetriesSetting, proxyDialTimeoutSetting, proxyResponseTimeoutSetting,
-		ejectAfterSetting, ejectTimeSetting, ejectMaxSetting, slowStartSetting, slowStartMinSetting}, balance.Settings())
+		ejectAfterSetting, ejectTimeSetting, ejectMaxSetting, slowStartSetting, slowStartMinSetting}, retrySettings, balance.Settings())
 )
 
 // proxyOnly lists the strategies that need MODE=proxy.
@@ -123,6 +123,7 @@ type proxyConfig struct {
 	retries         int
 	dialTimeout     time.Duration
 	responseTimeout time.Duration
+	retry           retryConfig       // PROXY_RETRY_ON, PROXY_TRY_TIMEOUT, RETRY_BUDGET
 	ejectAfter      int               // EJECT_AFTER; 0: no ejection
 	eject           store.EjectPolicy // EJECT_TIME, EJECT_MAX_PERCENT
 }
@@ -291,6 +292,9 @@ func loadProxy(getenv func(string) string) (proxyConfig, error) {
 		return pc, err
 	}
 	if pc.responseTimeout, err = duration(proxyResponseTimeoutSetting, getenv); err != nil {
+		return pc, err
+	}
+	if pc.retry, err = loadRetry(getenv); err != nil {
 		return pc, err
 	}
 	v = ejectAfterSetting.Get(getenv)

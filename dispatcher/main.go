@@ -182,6 +182,7 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 			report(backend)
 		}, pm.retried.Inc)
 		f.deliver.(*proxier).inflight = m.inflightGauge
+		f.deliver.(*proxier).retry.refused = newRetryRefused(m).Inc
 		if cfg.proxy.ejectAfter > 0 {
 			ej := newEjector(cfg.proxy, st, pl, cfg.redisTimeout, log)
 			ej.ejected = m.ejection

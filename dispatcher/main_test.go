@@ -34,7 +34,7 @@ func TestLoadConfig(t *testing.T) {
 		strategy: "round-robin", status: 302, redisTimeout: time.Second, shutdownTimeout: 10 * time.Second, maxStreams: 16,
 		health: health.Config{Interval: 2 * time.Second, Timeout: time.Second, Falls: 2, Rises: 2},
 		mode:   "redirect", proxy: proxyConfig{retries: 2, dialTimeout: 2 * time.Second, responseTimeout: 30 * time.Second,
-			ejectAfter: 5, eject: store.EjectPolicy{Base: 30 * time.Second, MaxPercent: 50}},
+			retry: retryConfig{onConnect: true}, ejectAfter: 5, eject: store.EjectPolicy{Base: 30 * time.Second, MaxPercent: 50}},
 		slowStartMin: 0.1}
 	if !slices.Equal(cfg.plan.Needs, []balance.Need{balance.NeedRotation}) || cfg.plan.New == nil {
 		t.Errorf("defaults: got the strategy's plan %+v, want the shared rotation's", cfg.plan)
@@ -89,6 +89,13 @@ func TestLoadConfig(t *testing.T) {
 		{"PROXY_RETRIES", "11", "PROXY_RETRIES"},
 		{"PROXY_RETRIES", "two", "PROXY_RETRIES"},
 		{"PROXY_DIAL_TIMEOUT", "0s", "PROXY_DIAL_TIMEOUT"},
+		{"PROXY_RETRY_ON", "timeout", `PROXY_RETRY_ON="timeout": want a comma-separated list of connect-failure, per-try-timeout, 5xx`},
+		{"PROXY_RETRY_ON", "5xx,,", "PROXY_RETRY_ON"},
+		{"PROXY_RETRY_ON", "per-try-timeout", "needs PROXY_TRY_TIMEOUT"},
+		{"PROXY_TRY_TIMEOUT", "-1s", `PROXY_TRY_TIMEOUT="-1s": want 0 or a positive duration`},
+		{"PROXY_TRY_TIMEOUT", "soon", "PROXY_TRY_TIMEOUT"},
+		{"RETRY_BUDGET", "120%", `RETRY_BUDGET="120%": want a percentage from 0 (no budget) to 100`},
+		{"RETRY_BUDGET", "a fifth", "RETRY_BUDGET"},
 		{"PROXY_RESPONSE_TIMEOUT", "forever", "PROXY_RESPONSE_TIMEOUT"},
 		{"EJECT_AFTER", "-1", `EJECT_AFTER="-1": want a whole number, 0 (no ejection) or more`},
 		{"EJECT_AFTER", "five", "EJECT_AFTER"},

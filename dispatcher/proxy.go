@@ -47,11 +47,14 @@ import (
 // waiting for the answer) gets 502 (504 for a timeout) at once, never a
 // second delivery. Each retry is a real step of the shared rotation, so
 // while a backend is down its neighbour in the list takes its turns.
+// PROXY_RETRY_ON can also retry a per-try timeout or a 5xx answer, and
+// RETRY_BUDGET bounds the retries in flight (retrybudget.go).
 
 // proxier delivers in MODE=proxy: it forwards the request to the picked
 // backend with rp and relays the answer.
 type proxier struct {
-	retries  int // PROXY_RETRIES
+	retries  int          // PROXY_RETRIES
+	retry    *retryPolicy // PROXY_RETRY_ON, PROXY_TRY_TIMEOUT, RETRY_BUDGET (retrybudget.go)
 	log      *slog.Logger
 	rp       *httputil.ReverseProxy
 	inflight func(backend string) prometheus.Gauge // spread_inflight's child for backend; nil: not counted
@@ -78,6 +81,7 @@ type attempt struct {
 	retry    bool          // set by the ErrorHandler: nothing was written, try the next one
 	status   int           // the backend's status code, once it answered
 	err      error         // set by the ErrorHandler: why delivering failed
+	try      *tryState     // the retry policy's part (retrybudget.go)
 }
 
 type attemptKey struct{}
@@ -98,7 +102,7 @@ func newProxier(cfg proxyConfig, log *slog.Logger, connectFailed func(backend st
 	if retried == nil {
 		retried = func() {}
 	}
-	p := &proxier{retries: cfg.retries, log: log, connectFailed: connectFailed, retried: retried}
+	p := &proxier{retries: cfg.retries, retry: &retryPolicy{cfg: cfg.retry}, log: log, connectFailed: connectFailed, retried: retried}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			b := attemptOf(r.In).backend
@@ -112,6 +116,7 @@ func newProxier(cfg proxyConfig, log *slog.Logger, connectFailed func(backend st
 		ModifyResponse: func(res *http.Response) error {
 			if a := attemptOf(res.Request); a != nil {
 				a.status, a.latency = res.StatusCode, time.Since(a.start)
+				return p.retry.answered(a.try, a.mayRetry, res.StatusCode)
 			}
 			return nil
 		},
@@ -180,7 +185,10 @@ func (p *proxier) deliver(c echo.Context, b balance.Backend, try int) (retry boo
 		g.Inc()
 		defer g.Dec()
 	}
-	p.rp.ServeHTTP(c.Response(), req.WithContext(context.WithValue(req.Context(), attemptKey{}, a)))
+	ctx, ts, end := p.retry.begin(req.Context(), try)
+	a.try = ts
+	p.rp.ServeHTTP(c.Response(), req.WithContext(context.WithValue(ctx, attemptKey{}, a)))
+	end()
 	res := balance.Result{Latency: a.latency, Duration: time.Since(a.start), Status: a.status, Err: a.err}
 	b.Done(res)
 	if p.outcome != nil {
@@ -209,22 +217,23 @@ func (p *proxier) failed(w http.ResponseWriter, r *http.Request, err error) {
 		backend = a.backend.String()
 		a.err, a.latency = err, time.Since(a.start)
 	}
-	gone := r.Context().Err() != nil
-	connect := isConnectError(err) && !gone
+	tryOut := timedOut(r)
+	gone := r.Context().Err() != nil && !tryOut
+	connect := isConnectError(err) && !gone && !tryOut
 	if connect && a != nil {
 		p.connectFailed(backend, err)
-		if a.mayRetry {
-			p.log.Warn("cannot connect to backend; trying the next one", "backend", backend, "err", err)
-			a.retry = true
-			return
-		}
+	}
+	if a != nil && p.retry.retryAfter(r, err, connect, a.mayRetry) {
+		p.log.Warn("backend failed; trying the next one", "backend", backend, "err", err)
+		a.retry = true
+		return
 	}
 	status, msg := http.StatusBadGateway, "bad gateway: the backend could not be reached or did not answer"
 	var ne net.Error
 	switch {
 	case gone:
 		p.log.Debug("client gone while proxying", "backend", backend, "path", r.URL.Path)
-	case errors.As(err, &ne) && ne.Timeout() && !connect:
+	case tryOut || errors.As(err, &ne) && ne.Timeout() && !connect:
 		status, msg = http.StatusGatewayTimeout, "gateway timeout: the backend did not answer in time"
 		fallthrough
 	default:
@@ -270,7 +279,7 @@ func newProxyMetrics(m *metrics) *proxyMetrics {
 		}, []string{"backend"}),
 		retried: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "spread_proxy_retries_total",
-			Help: "Requests that moved on to the next rotation step after a failed connection, in MODE=proxy.",
+			Help: "Requests that moved on to the next rotation step after a failure that PROXY_RETRY_ON names (a failed connection by default), in MODE=proxy.",
 		}),
 	}
 	m.reg.MustRegister(pm.connectErrors, pm.retried)

@@ -307,6 +307,11 @@ func (b *barLabels) Plot(c draw.Canvas, p *plot.Plot) {
 // saveSVG draws p with the legend l to its right on a background that
 // covers them both, and writes it to path.
 func saveSVG(path string, p *plot.Plot, l *plot.Legend) error {
+	return saveSVGLegend(path, p, l, legendWidth)
+}
+
+// saveSVGLegend is saveSVG with a legend legendWidth wide.
+func saveSVGLegend(path string, p *plot.Plot, l *plot.Legend, legendWidth vg.Length) error {
 	c := vgsvg.New(chartWidth, chartHeight)
 	dc := draw.New(c)
 	dc.FillPolygon(backgroundColor, []vg.Point{{X: 0, Y: 0}, {X: chartWidth, Y: 0}, {X: chartWidth, Y: chartHeight}, {X: 0, Y: chartHeight}})

@@ -33,13 +33,17 @@ func testReport(t *testing.T) report {
 // `lab charts` draws the four charts from a report.json alone, labelled
 // with the strategies and the measured values.
 func TestChartsFromReport(t *testing.T) {
-	dir := t.TempDir()
+	top := t.TempDir()
+	dir := filepath.Join(top, "slow") // LAB_OUT/<scenario>
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	r := testReport(t)
 	if err := writeReport(dir, r); err != nil {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	if err := run(t.Context(), []string{"charts"}, envOf(map[string]string{"LAB_OUT": dir}), &out); err != nil {
+	if err := run(t.Context(), []string{"charts"}, envOf(map[string]string{"LAB_OUT": top}), &out); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {

@@ -24,9 +24,10 @@ func (s setting) get(getenv func(string) string) string {
 
 // The lab's settings, each read once from the environment.
 var (
-	durationSetting     = setting{"LAB_DURATION", "20s", "load per strategy"}
+	durationSetting     = setting{"LAB_DURATION", "20s", "load per strategy (slow) or per point (herd)"}
 	rateSetting         = setting{"LAB_RATE", "", "requests per second, a whole number; empty means 75% of the pool's capacity"}
-	outSetting          = setting{"LAB_OUT", "docs/lab", "directory that receives report.json and the charts"}
+	scenarioSetting     = setting{"LAB_SCENARIO", "slow", "what to measure: " + strings.Join(batchNames(), ", ") + ", a comma-separated list of them, or all"}
+	outSetting          = setting{"LAB_OUT", "docs/lab", "directory that receives, for each scenario, <scenario>/report.json and its charts"}
 	strategiesSetting   = setting{"LAB_STRATEGIES", strings.Join(strategyLabels(), ","), "comma-separated strategies (or variants, such as hash-bounded) to run, in this order"}
 	arrivalsSetting     = setting{"LAB_ARRIVALS", "poisson", "poisson (random gaps, as independent clients make) or constant (evenly spaced)"}
 	timeoutSetting      = setting{"LAB_TIMEOUT", "5s", "how long a request may take before it counts as an error"}
@@ -38,10 +39,15 @@ var (
 	slowCapacitySetting = setting{"LAB_SLOW_CAPACITY", "4", "CAPACITY of the slow backend"}
 	jitterSetting       = setting{"LAB_JITTER", "0s", "LATENCY_JITTER of every backend"}
 	seedSetting         = setting{"LAB_SEED", "1", "seed of the arrival times and of the X-User sequence"}
+	churnUsersSetting   = setting{"LAB_CHURN_USERS", "10000", "churn: how many users, each asked for once before and after each change of the list"}
+	herdSetting         = setting{"LAB_HERD_DISPATCHERS", "1,2,4,8", "herd: the numbers of dispatchers to run on one list, comma-separated, each from 1 to 16"}
+	failureRunSetting   = setting{"LAB_FAILURE_RUN", "40s", "failure: each mechanism's run; a backend goes down at a quarter of it (10 s of 40 s) and comes back at five eighths (25 s)"}
+	retriesRunSetting   = setting{"LAB_RETRIES_RUN", "30s", "retries: each variant's run; a backend slows down at a third of it (10 s of 30 s)"}
 
-	settings = []setting{durationSetting, rateSetting, outSetting, strategiesSetting, arrivalsSetting,
+	settings = []setting{scenarioSetting, durationSetting, rateSetting, outSetting, strategiesSetting, arrivalsSetting,
 		timeoutSetting, usersSetting, fastSetting, fastLatencySetting, fastCapacitySetting,
-		slowLatencySetting, slowCapacitySetting, jitterSetting, seedSetting}
+		slowLatencySetting, slowCapacitySetting, jitterSetting, seedSetting,
+		churnUsersSetting, herdSetting, failureRunSetting, retriesRunSetting}
 )
 
 // labStrategy is one column of the lab: a strategy of the dispatcher's, as
@@ -105,6 +111,11 @@ const slowName = "slow"
 
 // config is the lab's configuration, checked.
 type config struct {
+	scenarios         []string // LAB_SCENARIO, "all" spelled out
+	churnUsers        int
+	herd              []int         // LAB_HERD_DISPATCHERS
+	failureRun        time.Duration // LAB_FAILURE_RUN
+	retriesRun        time.Duration // LAB_RETRIES_RUN
 	duration, timeout time.Duration
 	rate              int // requests per second
 	out               string
@@ -154,6 +165,36 @@ func capacityRPS(bs []backendSpec) float64 {
 func loadConfig(getenv func(string) string) (config, error) {
 	var c config
 	var err error
+	v := scenarioSetting.get(getenv)
+	if v == "all" {
+		c.scenarios = batchNames()
+	} else {
+		for s := range strings.SplitSeq(v, ",") {
+			s = strings.TrimSpace(s)
+			if _, ok := lookupBatch(s); !ok || slices.Contains(c.scenarios, s) {
+				return c, fmt.Errorf("%s=%q: want one of %s, a comma-separated list of distinct ones, or all",
+					scenarioSetting.name, v, strings.Join(batchNames(), ", "))
+			}
+			c.scenarios = append(c.scenarios, s)
+		}
+	}
+	if c.churnUsers, err = atLeast(churnUsersSetting, 10, getenv); err != nil {
+		return c, err
+	}
+	v = herdSetting.get(getenv)
+	for s := range strings.SplitSeq(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 || n > maxHerd || slices.Contains(c.herd, n) {
+			return c, fmt.Errorf("%s=%q: want a comma-separated list of distinct whole numbers from 1 to %d", herdSetting.name, v, maxHerd)
+		}
+		c.herd = append(c.herd, n)
+	}
+	if c.failureRun, err = atLeastDuration(failureRunSetting, 4*time.Second, getenv); err != nil {
+		return c, err
+	}
+	if c.retriesRun, err = atLeastDuration(retriesRunSetting, 3*time.Second, getenv); err != nil {
+		return c, err
+	}
 	if c.duration, err = positiveDuration(durationSetting, getenv); err != nil {
 		return c, err
 	}
@@ -163,7 +204,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if c.out = outSetting.get(getenv); c.out == "" {
 		return c, fmt.Errorf("%s is empty: want a directory", outSetting.name)
 	}
-	v := strategiesSetting.get(getenv)
+	v = strategiesSetting.get(getenv)
 	for s := range strings.SplitSeq(v, ",") {
 		s = strings.TrimSpace(s)
 		if _, ok := lookupStrategy(s); !ok || slices.Contains(c.strategies, s) {
@@ -231,6 +272,16 @@ func positiveDuration(s setting, getenv func(string) string) (time.Duration, err
 	d, err := time.ParseDuration(v)
 	if err != nil || d <= 0 {
 		return 0, fmt.Errorf("%s=%q: want a positive duration such as %s", s.name, v, s.def)
+	}
+	return d, nil
+}
+
+// atLeastDuration reads a duration of at least least.
+func atLeastDuration(s setting, least time.Duration, getenv func(string) string) (time.Duration, error) {
+	v := s.get(getenv)
+	d, err := time.ParseDuration(v)
+	if err != nil || d < least {
+		return 0, fmt.Errorf("%s=%q: want a duration of %s or more, such as %s", s.name, v, least, s.def)
 	}
 	return d, nil
 }

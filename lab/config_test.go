@@ -85,6 +85,15 @@ func TestBadSettingsChangeNothing(t *testing.T) {
 		{"LAB_SLOW_CAPACITY", "-2"},
 		{"LAB_JITTER", "-5ms"},
 		{"LAB_SEED", "-1"},
+		{"LAB_SCENARIO", "slowest"},
+		{"LAB_SCENARIO", "slow,slow"},
+		{"LAB_CHURN_USERS", "5"},
+		{"LAB_HERD_DISPATCHERS", "1,2,2"},
+		{"LAB_HERD_DISPATCHERS", "0"},
+		{"LAB_HERD_DISPATCHERS", "17"},
+		{"LAB_FAILURE_RUN", "1s"},
+		{"LAB_FAILURE_RUN", "long"},
+		{"LAB_RETRIES_RUN", "2s"},
 	} {
 		out := filepath.Join(t.TempDir(), "out")
 		var stdout bytes.Buffer

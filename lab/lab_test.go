@@ -37,6 +37,7 @@ func TestLabRun(t *testing.T) {
 	}
 	t.Log(stdout.String())
 
+	out = filepath.Join(out, "slow") // LAB_OUT/<scenario>
 	raw, err := os.ReadFile(filepath.Join(out, "report.json"))
 	if err != nil {
 		t.Fatal(err)

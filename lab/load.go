@@ -115,13 +115,22 @@ func newOutcome() outcome {
 // every result. It returns once every request has been answered or has
 // timed out.
 func attack(ctx context.Context, cfg config, url, name string) outcome {
+	return attackAll(ctx, cfg, []string{url}, name, nil)
+}
+
+// attackAll is attack spread over urls in turn (each dispatcher of a
+// scenario), calling each, if not nil, with every result as it comes.
+func attackAll(ctx context.Context, cfg config, urls []string, name string, each func(*vegeta.Result)) outcome {
 	a := vegeta.NewAttacker(vegeta.Timeout(cfg.timeout), vegeta.Redirects(vegeta.NoFollow),
 		vegeta.KeepAlive(true), vegeta.MaxBody(4096))
 	o := newOutcome()
 	stop := context.AfterFunc(ctx, func() { a.Stop() })
 	defer stop()
-	for res := range a.Attack(userTargeter([]string{url}, cfg.users, cfg.seed, nil), pacer(cfg), cfg.duration, name) {
+	for res := range a.Attack(userTargeter(urls, cfg.users, cfg.seed, nil), pacer(cfg), cfg.duration, name) {
 		o.add(res)
+		if each != nil {
+			each(res)
+		}
 	}
 	return o
 }

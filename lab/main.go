@@ -31,7 +31,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -39,7 +38,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -80,9 +78,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(cfg.out, 0o755); err != nil {
-		return fmt.Errorf("%s: %w", outSetting.name, err)
-	}
 	dir, err := os.MkdirTemp("", "spread-lab")
 	if err != nil {
 		return err
@@ -95,166 +90,53 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			os.RemoveAll(dir)
 		}
 	}()
-
 	bins, err := build(ctx, root, dir)
 	if err != nil {
 		return err
 	}
-	st, err := startStack(ctx, dir, bins, cfg.backends, false)
-	defer st.stop()
-	if err != nil {
-		return err
-	}
-
-	sc := newScenario(cfg)
-	fmt.Fprintf(stdout, "machine: %s\n", sc.Machine)
-	fmt.Fprintf(stdout, "pool: %s; capacity %.0f req/s\n", poolString(cfg.backends), sc.CapacityRPS)
-	fmt.Fprintf(stdout, "load: %d req/s (%.0f%% of capacity), %s arrivals, %s per strategy, timeout %s, %d users in %s\n\n",
-		cfg.rate, 100*sc.Load, cfg.arrivals, cfg.duration, cfg.timeout, cfg.users, userHeader)
-	rep := report{Scenario: sc}
-	for _, s := range cfg.strategies {
-		r, err := runStrategy(ctx, st, cfg, s)
-		if err != nil {
-			return fmt.Errorf("STRATEGY=%s: %w", s, err)
-		}
-		fmt.Fprintf(stdout, "%-11s %6d requests, %5d errors, p99 %8.1f ms, %s sent %4.1f%%\n",
-			s, r.Requests, r.Errors, r.P99MS, slowName, 100*r.Share[slowName])
-		rep.Results = append(rep.Results, r)
-		rep.Scenario.RedisRoundTripsPerRequest[s] = round(r.redisPerRequest, 3)
-		rep.Scenario.StickyUsers[s] = round(r.sticky, 4)
-		if load, ok := loadAverage(); ok {
-			rep.Scenario.LoadAverage[s] = load
-			if load > float64(runtime.NumCPU()) {
-				fmt.Fprintf(stdout, "            the machine was busy: load average %.1f on %d CPUs, the lab's own programs included; waiting for a CPU shows in these latencies\n",
-					load, runtime.NumCPU())
+	fmt.Fprintf(stdout, "machine: %s\n", machine())
+	for _, name := range cfg.scenarios {
+		b, _ := lookupBatch(name)
+		lr := labRun{cfg: cfg, bins: bins, dir: filepath.Join(dir, name), out: filepath.Join(cfg.out, name), stdout: stdout}
+		for _, d := range []string{lr.dir, lr.out} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return fmt.Errorf("%s: %w", outSetting.name, err)
 			}
 		}
+		fmt.Fprintf(stdout, "\n== %s: %s\n", name, b.what)
+		start := time.Now()
+		files, err := b.run(ctx, lr)
+		if err != nil {
+			return fmt.Errorf("%s=%s: %w", scenarioSetting.name, name, err)
+		}
+		fmt.Fprintf(stdout, "\n%s took %s; wrote %s\n", name, time.Since(start).Round(time.Second),
+			strings.Join(append([]string{filepath.Join(lr.out, "report.json")}, files...), ", "))
 	}
-	fmt.Fprintln(stdout)
-	printTable(stdout, rep)
-
-	if err := writeReport(cfg.out, rep); err != nil {
-		return err
-	}
-	files, err := writeCharts(cfg.out, rep)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "\nwrote %s\n", strings.Join(append([]string{cfg.out + "/report.json"}, files...), ", "))
 	keep = false
 	return nil
 }
 
-// redrawCharts draws the charts of LAB_OUT/report.json again.
+// redrawCharts draws the charts of LAB_OUT/<scenario>/report.json again,
+// for each scenario of LAB_SCENARIO.
 func redrawCharts(getenv func(string) string, stdout io.Writer) error {
-	dir := outSetting.get(getenv)
-	b, err := os.ReadFile(filepath.Join(dir, "report.json"))
+	cfg, err := loadConfig(getenv)
 	if err != nil {
 		return err
 	}
-	var r report
-	if err := json.Unmarshal(b, &r); err != nil {
-		return fmt.Errorf("%s: %w", filepath.Join(dir, "report.json"), err)
-	}
-	files, err := writeCharts(dir, r)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "wrote %s\n", strings.Join(files, ", "))
-	return nil
-}
-
-// runStrategy starts a dispatcher with STRATEGY=strategy, drives the load
-// through it, stops it, and waits until the backends are idle again.
-func runStrategy(ctx context.Context, st *stack, cfg config, strategy string) (result, error) {
-	d, err := st.startDispatcher(ctx, strategy)
-	if d != nil {
-		defer d.proc.Stop()
-	}
-	if err != nil {
-		return result{}, err
-	}
-	if err := st.checkProxy(ctx, d); err != nil {
-		return result{}, err
-	}
-	before, err := d.picks(ctx)
-	if err != nil {
-		return result{}, err
-	}
-	tripsBefore, err := st.redisRoundTrips(ctx)
-	if err != nil {
-		return result{}, err
-	}
-	o := attack(ctx, cfg, d.url, strategy)
-	if err := ctx.Err(); err != nil {
-		return result{}, err
-	}
-	for name := range o.answered {
-		if !slices.Contains(st.names(), name) {
-			return result{}, fmt.Errorf("an answer came with X-Backend %q, which is none of the pool's %q", name, st.names())
-		}
-	}
-	sent, err := st.sentSince(ctx, d, before, o.requests)
-	if err != nil {
-		return result{}, err
-	}
-	tripsAfter, err := st.redisRoundTrips(ctx)
-	if err != nil {
-		return result{}, err
-	}
-	d.proc.Stop()
-	if err := st.drain(ctx); err != nil {
-		return result{}, err
-	}
-	r := newResult(strategy, st.names(), o, sent)
-	r.redisPerRequest = float64(tripsAfter-tripsBefore) / float64(max(1, o.requests))
-	return r, nil
-}
-
-// sentSince returns how many requests d has sent to each backend, by name,
-// since it counted before. The dispatcher counts a request when its handler
-// returns, which can be a moment after the client saw the answer or gave
-// up, so it waits (up to 5 s) for the count to reach want.
-func (s *stack) sentSince(ctx context.Context, d *dispatcher, before map[string]int64, want int) (map[string]int64, error) {
-	byURL := map[string]string{}
-	for _, b := range s.backends {
-		byURL[b.url] = b.Name
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		after, err := d.picks(ctx)
+	for _, name := range cfg.scenarios {
+		b, _ := lookupBatch(name)
+		dir := filepath.Join(cfg.out, name)
+		raw, err := os.ReadFile(filepath.Join(dir, "report.json"))
 		if err != nil {
-			return nil, err
+			return err
 		}
-		sent := map[string]int64{}
-		var total int64
-		for u, n := range after {
-			name, ok := byURL[strings.TrimSuffix(u, "/")]
-			if !ok {
-				return nil, fmt.Errorf("the dispatcher counts requests to %q, which is none of the pool's backends", u)
-			}
-			sent[name] += n - before[u]
-			total += n - before[u]
+		files, err := b.charts(dir, raw)
+		if err != nil {
+			return fmt.Errorf("%s: %w", filepath.Join(dir, "report.json"), err)
 		}
-		if total >= int64(want) || time.Now().After(deadline) {
-			return sent, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
+		fmt.Fprintf(stdout, "wrote %s\n", strings.Join(files, ", "))
 	}
-}
-
-func newScenario(cfg config) scenario {
-	c := capacityRPS(cfg.backends)
-	return scenario{Backends: cfg.backends, SlowBackend: slowName, CapacityRPS: round(c, 1),
-		RateRPS: cfg.rate, Load: round(float64(cfg.rate)/c, 3), Arrivals: cfg.arrivals,
-		DurationS: cfg.duration.Seconds(), TimeoutS: cfg.timeout.Seconds(), Users: cfg.users,
-		HashKey: hashKey, Seed: cfg.seed, Dispatchers: 1, Share: shareMeaning,
-		Machine: machine(), Date: time.Now().UTC().Format(time.DateOnly),
-		RedisRoundTripsPerRequest: map[string]float64{}, StickyUsers: map[string]float64{}, LoadAverage: map[string]float64{}}
+	return nil
 }
 
 // poolString describes the pool: "fast1 40ms×8, fast2 40ms×8, slow 200ms×4".
@@ -300,9 +182,10 @@ func loadAverage() (float64, bool) {
 // printHelp lists the commands, the files the lab writes and its settings.
 func printHelp(w io.Writer) {
 	fmt.Fprint(w, `usage:
-  lab         run every strategy, print a table, write report.json and the charts into LAB_OUT
-  lab charts  draw the charts again from LAB_OUT/report.json, without running anything
-  lab serve   the console: the scenario live, a page at LAB_ADDR that shows every second and
+  lab         run the scenarios of LAB_SCENARIO (default slow), print their tables, and write
+              LAB_OUT/<scenario>/report.json and the scenario's charts
+  lab charts  draw the charts again from LAB_OUT/<scenario>/report.json, without running anything
+  lab serve   the console: the slow scenario live, a page at LAB_ADDR that shows every second and
               turns the knobs (strategy, rate, each backend); its own stack, or a running one
   lab healthcheck
               GET the console's /healthz on LAB_ADDR's port: exit 0 if it answers
@@ -310,15 +193,25 @@ func printHelp(w io.Writer) {
               an error naming it (make k8s-check asks it about the Kubernetes manifests)
   lab help    print this
 
-lab writes into LAB_OUT:
-  report.json     the scenario, and each strategy's requests, errors, percentiles and shares
+every scenario writes into LAB_OUT/<scenario>/:
+  report.json       its knobs ("scenario") and one row per variant ("results")
+scenarios (LAB_SCENARIO), and the charts each writes beside its report.json:
 `)
-	for _, c := range charts {
-		fmt.Fprintf(w, "  %-15s %s\n", c.file, c.what)
+	for _, b := range batches {
+		fmt.Fprintf(w, "  %-8s %s\n", b.name, b.what)
+		files := b.files
+		if b.name == slowBatch.name {
+			for _, c := range charts {
+				files = append(files, [2]string{c.file, c.what})
+			}
+		}
+		for _, f := range files {
+			fmt.Fprintf(w, "    %-17s %s\n", f[0], f[1])
+		}
 	}
 	fmt.Fprintln(w, "\nsettings, each an environment variable (make lab passes them on):")
 	printSettings(w, settings)
-	fmt.Fprintln(w, "\nlab serve also reads these (LAB_DURATION, LAB_OUT, LAB_STRATEGIES and LAB_ARRIVALS are the batch's only):")
+	fmt.Fprintln(w, "\nlab serve also reads these (LAB_SCENARIO, LAB_DURATION, LAB_OUT, LAB_STRATEGIES and LAB_ARRIVALS are the batch's only):")
 	printSettings(w, serveSettings)
 }
 

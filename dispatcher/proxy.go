@@ -81,7 +81,7 @@ type attempt struct {
 	retry    bool          // set by the ErrorHandler: nothing was written, try the next one
 	status   int           // the backend's status code, once it answered
 	err      error         // set by the ErrorHandler: why delivering failed
-	try      *tryState     // the retry policy's part (retrybudget.go)
+	try      tryState      // the retry policy's part (retrybudget.go)
 }
 
 type attemptKey struct{}
@@ -116,7 +116,7 @@ func newProxier(cfg proxyConfig, log *slog.Logger, connectFailed func(backend st
 		ModifyResponse: func(res *http.Response) error {
 			if a := attemptOf(res.Request); a != nil {
 				a.status, a.latency = res.StatusCode, time.Since(a.start)
-				return p.retry.answered(a.try, a.mayRetry, res.StatusCode)
+				return p.retry.answered(&a.try, a.mayRetry, res.StatusCode)
 			}
 			return nil
 		},
@@ -185,10 +185,9 @@ func (p *proxier) deliver(c echo.Context, b balance.Backend, try int) (retry boo
 		g.Inc()
 		defer g.Dec()
 	}
-	ctx, ts, end := p.retry.begin(req.Context(), try)
-	a.try = ts
+	ctx := p.retry.begin(req.Context(), try, &a.try)
 	p.rp.ServeHTTP(c.Response(), req.WithContext(context.WithValue(ctx, attemptKey{}, a)))
-	end()
+	p.retry.end(&a.try)
 	res := balance.Result{Latency: a.latency, Duration: time.Since(a.start), Status: a.status, Err: a.err}
 	b.Done(res)
 	if p.outcome != nil {

@@ -131,31 +131,37 @@ type tryState struct {
 	retry  bool // try > 0
 }
 
-// begin counts an attempt (try 0 is the request's first) and returns the
-// context it runs in, with PROXY_TRY_TIMEOUT's deadline if set, and end,
-// to call once the attempt is over. Each attempt is counted on its own,
-// so that a request whose retry finds no backend to pick leaves no count
-// behind.
-func (rp *retryPolicy) begin(ctx context.Context, try int) (context.Context, *tryState, func()) {
+// begin counts an attempt (try 0 is the request's first) in ts, the
+// attempt's own part of the policy, and returns the context it runs in,
+// with PROXY_TRY_TIMEOUT's deadline if set. Call end(ts) once the attempt
+// is over. Each attempt is counted on its own, so that a request whose
+// retry finds no backend to pick leaves no count behind. Without
+// PROXY_TRY_TIMEOUT (the default) the attempt runs in the request's own
+// context: begin and end allocate nothing on the request's path.
+func (rp *retryPolicy) begin(ctx context.Context, try int, ts *tryState) context.Context {
 	rp.active.Add(1)
 	if try > 0 {
 		rp.retrying.Add(1)
 	}
-	ts := &tryState{retry: try > 0}
-	ctx, ts.cancel = context.WithCancelCause(ctx)
+	*ts = tryState{retry: try > 0}
 	if rp.cfg.tryTimeout > 0 {
-		ts.timer = time.AfterFunc(rp.cfg.tryTimeout, func() { ts.cancel(errTryTimeout) })
+		ctx, ts.cancel = context.WithCancelCause(ctx)
+		cancel := ts.cancel
+		ts.timer = time.AfterFunc(rp.cfg.tryTimeout, func() { cancel(errTryTimeout) })
 	}
-	return ctx, ts, func() {
-		if ts.timer != nil {
-			ts.timer.Stop()
-		}
+	return ctx
+}
+
+// end uncounts the attempt that begin counted in ts.
+func (rp *retryPolicy) end(ts *tryState) {
+	if ts.timer != nil {
+		ts.timer.Stop()
 		ts.cancel(context.Canceled)
-		if ts.retry {
-			rp.retrying.Add(-1)
-		}
-		rp.active.Add(-1)
 	}
+	if ts.retry {
+		rp.retrying.Add(-1)
+	}
+	rp.active.Add(-1)
 }
 
 // answered is called when the response headers arrive: the per-try

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -99,7 +100,7 @@ func TestRetryBudget(t *testing.T) {
 			s := startServe(t, ctx, proxyEnv("PROXY_RETRY_ON", "5xx", "RETRY_BUDGET", tc.budget, "EJECT_AFTER", "0"),
 				hold.srv.URL, bad.srv.URL)
 			var wg sync.WaitGroup
-			statuses := make([]int, 4)
+			var answered [4]atomic.Int64 // each request's status, read while others run
 			for i := range 4 {
 				wg.Go(func() {
 					resp, err := http.Get(s.main + "/x")
@@ -109,7 +110,7 @@ func TestRetryBudget(t *testing.T) {
 					}
 					io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
-					statuses[i] = resp.StatusCode
+					answered[i].Store(int64(resp.StatusCode))
 				})
 				// One at a time, so that the rotation alternates: wait
 				// until this one has been retried (or answered).
@@ -125,7 +126,7 @@ func TestRetryBudget(t *testing.T) {
 			if tc.status == 500 {
 				// The fourth is answered at once; the others still wait.
 				deadline := time.Now().Add(5 * time.Second)
-				for statuses[3] == 0 && time.Now().Before(deadline) {
+				for answered[3].Load() == 0 && time.Now().Before(deadline) {
 					time.Sleep(5 * time.Millisecond)
 				}
 			} else {
@@ -136,6 +137,10 @@ func TestRetryBudget(t *testing.T) {
 			}
 			free()
 			wg.Wait()
+			statuses := make([]int, len(answered))
+			for i := range answered {
+				statuses[i] = int(answered[i].Load())
+			}
 			if statuses[3] != tc.status {
 				t.Errorf("the fourth request got %d, want %d (all: %v)", statuses[3], tc.status, statuses)
 			}

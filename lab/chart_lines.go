@@ -17,8 +17,9 @@ import (
 // number, and grouped bars, with the slow scenario's fonts, sizes and
 // background (chart.go).
 
-// wideLegend is the legend's width in these charts: each entry names
-// its knobs, such as PROXY_RETRY_ON=per-try-timeout.
+// wideLegend is the legend's least width in these charts: each entry
+// names its knobs, such as PROXY_RETRY_ON=per-try-timeout, and a longer
+// line widens it (saveChart).
 const wideLegend = 205 * vg.Inch / 72
 
 // seriesColors tell the variants of a chart apart, in order
@@ -181,7 +182,9 @@ func saveChart(dir, file string, p *plot.Plot, l *plot.Legend, err error) (strin
 		return "", fmt.Errorf("%s: %w", file, err)
 	}
 	path := filepath.Join(dir, file)
-	if err := saveSVGLegend(path, p, l, wideLegend); err != nil {
+	// As wide as its longest line needs, so that no knob is cut off.
+	width := max(wideLegend, l.Rectangle(draw.Canvas{}).Size().X+16)
+	if err := saveSVGLegend(path, p, l, width); err != nil {
 		return "", fmt.Errorf("%s: %w", file, err)
 	}
 	return path, nil

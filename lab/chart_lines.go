@@ -176,6 +176,35 @@ func (b *offsetLabels) Plot(c draw.Canvas, p *plot.Plot) {
 // pct writes a fraction as a percentage: "25.1%".
 func pct(v float64) string { return fmt.Sprintf("%.1f%%", v) }
 
+// secondsLine is a line of one value per second of a timed run, each drawn
+// at the middle of its second.
+func secondsLine(name string, values []float64) series {
+	s := series{name: name}
+	for i, v := range values {
+		s.xs = append(s.xs, float64(i)+0.5)
+		s.ys = append(s.ys, v)
+	}
+	return s
+}
+
+// timelineChart draws lines over a timed run of runS seconds, its events
+// marked where they happened, and writes it as dir/file.
+func timelineChart(dir, file string, p *plot.Plot, lines []series, events []eventDoc, runS float64) ([]string, error) {
+	var marks []vmark
+	for _, e := range events {
+		marks = append(marks, vmark{x: e.AtS, label: e.What})
+	}
+	p, l, err := lineChart(p, lines, marks)
+	if err == nil {
+		p.X.Min, p.X.Max = 0, runS
+	}
+	path, err := saveChart(dir, file, p, l, err)
+	if err != nil {
+		return nil, err
+	}
+	return []string{path}, nil
+}
+
 // saveChart makes a chart and writes it as dir/file.
 func saveChart(dir, file string, p *plot.Plot, l *plot.Legend, err error) (string, error) {
 	if err != nil {

@@ -166,26 +166,9 @@ func writeFailureCharts(dir string, r failureReport) ([]string, error) {
 	p.Y.Min = 0
 	var lines []series
 	for _, res := range r.Results {
-		s := series{name: failureLegend(res.Variant, sc.Variants[res.Variant])}
-		for i, v := range res.ErrorsPerS {
-			s.xs = append(s.xs, float64(i)+0.5)
-			s.ys = append(s.ys, v)
-		}
-		lines = append(lines, s)
+		lines = append(lines, secondsLine(failureLegend(res.Variant, sc.Variants[res.Variant]), res.ErrorsPerS))
 	}
-	var marks []vmark
-	for _, e := range sc.Events {
-		marks = append(marks, vmark{x: e.AtS, label: e.What})
-	}
-	p, l, err := lineChart(p, lines, marks)
-	if err == nil {
-		p.X.Min, p.X.Max = 0, sc.RunS
-	}
-	path, err := saveChart(dir, "errors.svg", p, l, err)
-	if err != nil {
-		return nil, err
-	}
-	return []string{path}, nil
+	return timelineChart(dir, "errors.svg", p, lines, sc.Events, sc.RunS)
 }
 
 // failureLegend names a mechanism by the knobs that differ from health

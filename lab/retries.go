@@ -251,26 +251,9 @@ func writeRetriesCharts(dir string, r retriesReport) ([]string, error) {
 	p.Y.Min = 0.9
 	var lines []series
 	for _, res := range r.Results {
-		s := series{name: retriesLegend(res.Variant, sc.Variants[res.Variant])}
-		for i, v := range res.AmplificationPerS {
-			s.xs = append(s.xs, float64(i)+0.5)
-			s.ys = append(s.ys, v)
-		}
-		lines = append(lines, s)
+		lines = append(lines, secondsLine(retriesLegend(res.Variant, sc.Variants[res.Variant]), res.AmplificationPerS))
 	}
-	var marks []vmark
-	for _, e := range sc.Events {
-		marks = append(marks, vmark{x: e.AtS, label: e.What})
-	}
-	p, l, err := lineChart(p, lines, marks)
-	if err == nil {
-		p.X.Min, p.X.Max = 0, sc.RunS
-	}
-	path, err := saveChart(dir, "amplification.svg", p, l, err)
-	if err != nil {
-		return nil, err
-	}
-	return []string{path}, nil
+	return timelineChart(dir, "amplification.svg", p, lines, sc.Events, sc.RunS)
 }
 
 // retriesLegend names a variant by its knobs.

@@ -216,7 +216,7 @@ func (p *proxier) failed(w http.ResponseWriter, r *http.Request, err error) {
 		backend = a.backend.String()
 		a.err, a.latency = err, time.Since(a.start)
 	}
-	tryOut := timedOut(r)
+	tryOut := timedOut(r, err)
 	gone := r.Context().Err() != nil && !tryOut
 	connect := isConnectError(err) && !gone && !tryOut
 	if connect && a != nil {

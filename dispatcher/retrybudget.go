@@ -171,8 +171,11 @@ func (rp *retryPolicy) answered(ts *tryState, mayRetry bool, status int) error {
 	if ts == nil {
 		return nil
 	}
-	if ts.timer != nil {
-		ts.timer.Stop()
+	if ts.timer != nil && !ts.timer.Stop() {
+		// The timeout fired as the headers arrived: the attempt's context is
+		// cancelled, or about to be, so its body would be cut short. It
+		// timed out, like one whose headers came a moment later.
+		return errTryTimeout
 	}
 	if status >= 500 && status <= 599 && rp.cfg.on5xx && mayRetry && rp.allow() {
 		return errRetryStatus
@@ -180,9 +183,10 @@ func (rp *retryPolicy) answered(ts *tryState, mayRetry bool, status int) error {
 	return nil
 }
 
-// timedOut reports whether r's attempt ran out of PROXY_TRY_TIMEOUT.
-func timedOut(r *http.Request) bool {
-	return errors.Is(context.Cause(r.Context()), errTryTimeout)
+// timedOut reports whether r's attempt, which failed with err, ran out of
+// PROXY_TRY_TIMEOUT.
+func timedOut(r *http.Request, err error) bool {
+	return errors.Is(err, errTryTimeout) || errors.Is(context.Cause(r.Context()), errTryTimeout)
 }
 
 // retryAfter reports whether an attempt that failed with err goes on to
@@ -195,7 +199,7 @@ func (rp *retryPolicy) retryAfter(r *http.Request, err error, connect, mayRetry 
 		return true
 	case !mayRetry:
 		return false
-	case timedOut(r):
+	case timedOut(r, err):
 		return rp.cfg.onTimeout && rp.allow()
 	case connect:
 		return rp.cfg.onConnect && rp.allow()

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -157,5 +159,37 @@ func TestRetryBudget(t *testing.T) {
 				t.Errorf("spread_proxy_retries_refused_total: got %v, want %v", got, tc.refused)
 			}
 		})
+	}
+}
+
+// An attempt whose PROXY_TRY_TIMEOUT fires just as its headers arrive
+// counts as timed out (its context is cancelled, so its body would be cut
+// short); one whose headers came first keeps its answer.
+func TestTryTimeoutAtTheHeaders(t *testing.T) {
+	rp := &retryPolicy{cfg: retryConfig{tryTimeout: time.Millisecond, onTimeout: true}}
+	var late tryState
+	ctx := rp.begin(context.Background(), 0, &late)
+	<-ctx.Done() // the timer fired and cancelled the attempt
+	if err := rp.answered(&late, true, 200); !errors.Is(err, errTryTimeout) {
+		t.Errorf("headers after the timeout: got %v, want errTryTimeout", err)
+	}
+	req := httptest.NewRequest("GET", "/x", nil).WithContext(ctx)
+	if !timedOut(req, errTryTimeout) {
+		t.Error("the attempt is not reported as timed out")
+	}
+	rp.end(&late)
+
+	rp = &retryPolicy{cfg: retryConfig{tryTimeout: time.Hour, onTimeout: true}}
+	var early tryState
+	ctx = rp.begin(context.Background(), 0, &early)
+	if err := rp.answered(&early, true, 200); err != nil {
+		t.Errorf("headers before the timeout: got %v, want nil", err)
+	}
+	if ctx.Err() != nil {
+		t.Errorf("the answered attempt's context was cancelled: %v", context.Cause(ctx))
+	}
+	rp.end(&early)
+	if n := rp.active.Load(); n != 0 {
+		t.Errorf("%d attempts still counted in flight after both ended", n)
 	}
 }

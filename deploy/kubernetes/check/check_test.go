@@ -405,7 +405,7 @@ func TestBrokenManifests(t *testing.T) {
 			"Deployment/backend: spec.template.spec.terminationGracePeriodSeconds: 15: the backend may take 20s to stop after SIGTERM (DRAIN_TIMEOUT=20s), and Kubernetes kills it after 15 s",
 		}},
 		{"lab-unknown-env", []string{
-			"Deployment/lab-console: spec.template.spec.containers[0].env[0].name: LAB_RATES is not a setting of the lab, which reads LAB_DURATION, LAB_RATE,",
+			"Deployment/lab-console: spec.template.spec.containers[0].env[0].name: LAB_RATES is not a setting of the lab, which reads LAB_SCENARIO, LAB_DURATION, LAB_RATE,",
 		}},
 		{"lab-refused-value", []string{
 			`Deployment/lab-console: spec.template.spec.containers[0].env[0]: the lab refuses it: lab: LAB_BACKENDS="http://lab-slow:5000=http://lab-slow:9000": want two backends or more`,

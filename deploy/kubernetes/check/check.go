@@ -151,7 +151,10 @@ type container struct {
 	// stop is how long the program may take to stop after SIGTERM, as its
 	// setting of stopSettings says (stopSetting: NAME=value); 0 if it has
 	// none.
-	stop        time.Duration
+	stop time.Duration
+	// preStop is the container's preStop sleep, which Kubernetes waits
+	// out before it sends SIGTERM, within the same grace period.
+	preStop     time.Duration
 	stopSetting string
 }
 
@@ -223,10 +226,14 @@ func (c *checker) gracePeriod(t template, containers []container) {
 		grace, set = *g, ""
 	}
 	for _, k := range containers {
-		if k.stop > 0 && time.Duration(grace)*time.Second <= k.stop {
+		if k.stop > 0 && time.Duration(grace)*time.Second <= k.preStop+k.stop {
+			wait := ""
+			if k.preStop > 0 {
+				wait = fmt.Sprintf(", after its preStop sleep of %s", k.preStop)
+			}
 			c.problem(t.obj.String(), t.specPath+".terminationGracePeriodSeconds",
-				"%d%s: the %s may take %s to stop after SIGTERM (%s), and Kubernetes kills it after %d s; give the pod more time than that",
-				grace, set, k.program, k.stop, k.stopSetting, grace)
+				"%d%s: the %s may take %s to stop after SIGTERM (%s)%s, and Kubernetes kills it after %d s; give the pod more time than that",
+				grace, set, k.program, k.stop, k.stopSetting, wait, grace)
 		}
 	}
 }
@@ -235,6 +242,9 @@ func (c *checker) gracePeriod(t template, containers []container) {
 // then every container's ports and probes.
 func (c *checker) container(o, field string, ctr corev1.Container) container {
 	k := container{name: ctr.Name, program: ProgramOf(ctr.Image), named: map[string]int32{}}
+	if l := ctr.Lifecycle; l != nil && l.PreStop != nil && l.PreStop.Sleep != nil {
+		k.preStop = time.Duration(l.PreStop.Sleep.Seconds) * time.Second
+	}
 	for _, p := range ctr.Ports {
 		if p.Name != "" {
 			k.named[p.Name] = p.ContainerPort

@@ -404,6 +404,9 @@ func TestBrokenManifests(t *testing.T) {
 		{"grace-shorter-than-drain", []string{
 			"Deployment/backend: spec.template.spec.terminationGracePeriodSeconds: 15: the backend may take 20s to stop after SIGTERM (DRAIN_TIMEOUT=20s), and Kubernetes kills it after 15 s",
 		}},
+		{"prestop-beyond-grace", []string{
+			"Deployment/dispatcher: spec.template.spec.terminationGracePeriodSeconds: 15: the dispatcher may take 10s to stop after SIGTERM (SHUTDOWN_TIMEOUT=10s), after its preStop sleep of 10s, and Kubernetes kills it after 15 s",
+		}},
 		{"lab-unknown-env", []string{
 			"Deployment/lab-console: spec.template.spec.containers[0].env[0].name: LAB_RATES is not a setting of the lab, which reads LAB_SCENARIO, LAB_DURATION, LAB_RATE,",
 		}},

@@ -52,7 +52,7 @@ var (
 		Usage: "passed probes in a row that bring a down backend back"}
 
 	proxyRetriesSetting = app.Setting{Name: "PROXY_RETRIES", Default: "2",
-		Usage: "MODE=proxy: how many more backends an idempotent request without a body tries when connecting fails, 0-10"}
+		Usage: "MODE=proxy: how many more backends an idempotent request without a body tries after a failure that PROXY_RETRY_ON names (by default, connecting failed), 0-10"}
 	proxyDialTimeoutSetting = app.Setting{Name: "PROXY_DIAL_TIMEOUT", Default: "2s",
 		Usage: "MODE=proxy: how long connecting to a backend may take"}
 	proxyResponseTimeoutSetting = app.Setting{Name: "PROXY_RESPONSE_TIMEOUT", Default: "30s",

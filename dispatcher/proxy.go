@@ -185,14 +185,7 @@ func (p *proxier) deliver(c echo.Context, b balance.Backend, try int) (retry boo
 		g.Inc()
 		defer g.Dec()
 	}
-	ctx := p.retry.begin(req.Context(), try, &a.try)
-	p.rp.ServeHTTP(c.Response(), req.WithContext(context.WithValue(ctx, attemptKey{}, a)))
-	p.retry.end(&a.try)
-	res := balance.Result{Latency: a.latency, Duration: time.Since(a.start), Status: a.status, Err: a.err}
-	b.Done(res)
-	if p.outcome != nil {
-		p.outcome(b, res)
-	}
+	p.sendOnce(c.Response(), req, b, a, try)
 	if a.retry {
 		p.retried()
 		return true
@@ -203,6 +196,40 @@ func (p *proxier) deliver(c echo.Context, b balance.Backend, try int) (retry boo
 		c.Response().Status = a.status
 	}
 	return false
+}
+
+// errBodyCut is the Err of an attempt whose answer was cut short while the
+// client was still there: the backend's body ended before its length, or
+// its connection broke.
+var errBodyCut = errors.New("the backend's answer was cut short")
+
+// sendOnce sends req to b once and settles its accounts: the retry
+// budget's counts, the strategy's Done (a least-conn count released), and
+// ejection's outcome. The ReverseProxy aborts the handler with
+// panic(http.ErrAbortHandler) when copying the answer fails (the client
+// left, or the backend's body was cut), so they are settled in a defer,
+// and the panic goes on to net/http, which closes the connection.
+func (p *proxier) sendOnce(w http.ResponseWriter, req *http.Request, b balance.Backend, a *attempt, try int) {
+	ctx := p.retry.begin(req.Context(), try, &a.try, !hasBody(req))
+	defer func() {
+		p.retry.end(&a.try)
+		res := balance.Result{Latency: a.latency, Duration: time.Since(a.start), Status: a.status, Err: a.err}
+		v := recover()
+		if v != nil && res.Err == nil {
+			res.Err = errBodyCut
+			if req.Context().Err() != nil {
+				res.Err = context.Canceled // a client that left says nothing of the backend
+			}
+		}
+		b.Done(res)
+		if p.outcome != nil {
+			p.outcome(b, res)
+		}
+		if v != nil {
+			panic(v)
+		}
+	}()
+	p.rp.ServeHTTP(w, req.WithContext(context.WithValue(ctx, attemptKey{}, a)))
 }
 
 // failed is the ReverseProxy's ErrorHandler: the request could not be
@@ -253,9 +280,14 @@ func isConnectError(err error) bool {
 func replayable(r *http.Request) bool {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
-		return r.ContentLength == 0 && len(r.TransferEncoding) == 0
+		return !hasBody(r)
 	}
 	return false
+}
+
+// hasBody reports whether r comes with a body to send on.
+func hasBody(r *http.Request) bool {
+	return r.ContentLength != 0 || len(r.TransferEncoding) > 0
 }
 
 // proxyMetrics are the metrics MODE=proxy adds to the dispatcher's registry:

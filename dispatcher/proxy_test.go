@@ -639,3 +639,94 @@ func TestProxyPassesEncodingThrough(t *testing.T) {
 		}
 	}
 }
+
+// cutShort answers 200 with Content-Length 1000, sends 10 bytes and drops
+// the connection: an answer cut short, on which the ReverseProxy aborts
+// the handler (panic(http.ErrAbortHandler)). Once whole is set, it answers
+// in full.
+type cutShort struct{ whole atomic.Bool }
+
+func (h *cutShort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.whole.Load() {
+		io.WriteString(w, "whole")
+		return
+	}
+	w.Header().Set("Content-Length", "1000")
+	w.WriteHeader(http.StatusOK)
+	io.WriteString(w, "0123456789")
+	w.(http.Flusher).Flush()
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err == nil {
+		conn.Close()
+	}
+}
+
+// getAll GETs url n times, reading each answer to its end (or its cut),
+// and returns the statuses.
+func getAll(t *testing.T, url string, n int) []int {
+	t.Helper()
+	var statuses []int
+	for range n {
+		resp, err := http.Get(url)
+		if err != nil {
+			statuses = append(statuses, 0)
+			continue
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		statuses = append(statuses, resp.StatusCode)
+	}
+	return statuses
+}
+
+// An answer cut short still ends its request everywhere the dispatcher
+// counts it: least-conn's count in Redis is released (the backend is not
+// left looking busy for ever), and the retry budget's counts go back down
+// (they would otherwise fill the budget, and every later retry would be
+// refused).
+func TestCutAnswersEndTheirRequests(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	t.Run("least-conn", func(t *testing.T) {
+		cut := newBackend(t, "cut", &cutShort{})
+		s := startServe(t, ctx, proxyEnv("STRATEGY", "least-conn", "EJECT_AFTER", "0"), cut.srv.URL)
+		waitFor(t, "the snapshot is read", func() bool { code, _ := s.readyz(t); return code == 200 })
+		getAll(t, s.main+"/cut", 5)
+		if n := cut.hits.Load(); n != 5 {
+			t.Fatalf("the backend got %d requests, want 5", n)
+		}
+		waitFor(t, "least-conn's counts are released in Redis", func() bool {
+			n, err := s.store.InFlight(ctx)
+			return err == nil && len(n) == 0
+		})
+	})
+
+	t.Run("retry budget", func(t *testing.T) {
+		bad := newBackend(t, "bad", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "broken", 500)
+		}))
+		h := &cutShort{}
+		cut := newBackend(t, "cut", h)
+		// Round robin alternates: a request that starts at bad gets 500
+		// and is retried at cut, where its answer is cut short.
+		s := startServe(t, ctx, proxyEnv("PROXY_RETRY_ON", "5xx", "RETRY_BUDGET", "20%", "EJECT_AFTER", "0"),
+			cut.srv.URL, bad.srv.URL)
+		waitFor(t, "the snapshot is read", func() bool { code, _ := s.readyz(t); return code == 200 })
+		getAll(t, s.main+"/cut", 8)
+		if n := bad.hits.Load(); n < 4 {
+			t.Fatalf("bad got %d requests, want at least 4 (retried at cut)", n)
+		}
+		h.whole.Store(true)
+		for i, st := range getAll(t, s.main+"/cut", 6) {
+			if st != 200 {
+				t.Errorf("request %d after the cut answers: got %d, want 200 (a 500 retried at cut)", i+1, st)
+			}
+		}
+		fams := scrape(t, s.adm+"/metrics")
+		if got, _ := sample(fams, "spread_proxy_retries_refused_total", nil); got != 0 {
+			t.Errorf("spread_proxy_retries_refused_total: got %v, want 0: nothing else was in flight", got)
+		}
+	})
+}

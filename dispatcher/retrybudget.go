@@ -24,7 +24,9 @@ import (
 //     so a backend that queues sees its client leave) and 5xx (the backend
 //     answered 500-599; that answer is dropped, never relayed).
 //   - PROXY_TRY_TIMEOUT bounds each attempt's wait for the response
-//     headers; without per-try-timeout in PROXY_RETRY_ON, it answers 504.
+//     headers, for a request without a body (a body's upload may take the
+//     client any time, and such a request is never retried); without
+//     per-try-timeout in PROXY_RETRY_ON, it answers 504.
 //   - RETRY_BUDGET caps the retries in flight at a share of the requests
 //     in flight from this dispatcher to the backends, retries included (Envoy's retry_budget.budget_percent,
 //     20% when a budget is configured), never below minRetryConcurrency
@@ -42,7 +44,7 @@ var (
 	proxyRetryOnSetting = app.Setting{Name: "PROXY_RETRY_ON", Default: retryOnConnect,
 		Usage: "MODE=proxy: which failures send an idempotent request without a body to the next backend, comma-separated: connect-failure, per-try-timeout (needs PROXY_TRY_TIMEOUT), 5xx"}
 	proxyTryTimeoutSetting = app.Setting{Name: "PROXY_TRY_TIMEOUT", Default: "0",
-		Usage: "MODE=proxy: how long each attempt may wait for the response headers before it is abandoned (then retried with PROXY_RETRY_ON=per-try-timeout, else 504); 0: no limit but PROXY_RESPONSE_TIMEOUT"}
+		Usage: "MODE=proxy: how long each attempt of a request without a body may wait for the response headers before it is abandoned (then retried with PROXY_RETRY_ON=per-try-timeout, else 504); 0: no limit but PROXY_RESPONSE_TIMEOUT"}
 	retryBudgetSetting = app.Setting{Name: "RETRY_BUDGET", Default: "0",
 		Usage: "MODE=proxy: the most retries in flight, as a percentage of the requests in flight at this dispatcher (Envoy's default budget: 20%), but always at least 3; 0: no budget"}
 )
@@ -133,18 +135,22 @@ type tryState struct {
 
 // begin counts an attempt (try 0 is the request's first) in ts, the
 // attempt's own part of the policy, and returns the context it runs in,
-// with PROXY_TRY_TIMEOUT's deadline if set. Call end(ts) once the attempt
-// is over. Each attempt is counted on its own, so that a request whose
-// retry finds no backend to pick leaves no count behind. Without
-// PROXY_TRY_TIMEOUT (the default) the attempt runs in the request's own
-// context: begin and end allocate nothing on the request's path.
-func (rp *retryPolicy) begin(ctx context.Context, try int, ts *tryState) context.Context {
+// with PROXY_TRY_TIMEOUT's deadline if set and timed (the request has no
+// body: the per-try timeout bounds the wait for the headers, and sending
+// a body, which may take the client any time, would count against it;
+// such a request is never retried anyway, and PROXY_RESPONSE_TIMEOUT
+// bounds it). Call end(ts) once the attempt is over. Each attempt is
+// counted on its own, so that a request whose retry finds no backend to
+// pick leaves no count behind. Without PROXY_TRY_TIMEOUT (the default) the
+// attempt runs in the request's own context: begin and end allocate
+// nothing on the request's path.
+func (rp *retryPolicy) begin(ctx context.Context, try int, ts *tryState, timed bool) context.Context {
 	rp.active.Add(1)
 	if try > 0 {
 		rp.retrying.Add(1)
 	}
 	*ts = tryState{retry: try > 0}
-	if rp.cfg.tryTimeout > 0 {
+	if rp.cfg.tryTimeout > 0 && timed {
 		ctx, ts.cancel = context.WithCancelCause(ctx)
 		cancel := ts.cancel
 		ts.timer = time.AfterFunc(rp.cfg.tryTimeout, func() { cancel(errTryTimeout) })

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -168,7 +170,7 @@ func TestRetryBudget(t *testing.T) {
 func TestTryTimeoutAtTheHeaders(t *testing.T) {
 	rp := &retryPolicy{cfg: retryConfig{tryTimeout: time.Millisecond, onTimeout: true}}
 	var late tryState
-	ctx := rp.begin(context.Background(), 0, &late)
+	ctx := rp.begin(context.Background(), 0, &late, true)
 	<-ctx.Done() // the timer fired and cancelled the attempt
 	if err := rp.answered(&late, true, 200); !errors.Is(err, errTryTimeout) {
 		t.Errorf("headers after the timeout: got %v, want errTryTimeout", err)
@@ -181,7 +183,7 @@ func TestTryTimeoutAtTheHeaders(t *testing.T) {
 
 	rp = &retryPolicy{cfg: retryConfig{tryTimeout: time.Hour, onTimeout: true}}
 	var early tryState
-	ctx = rp.begin(context.Background(), 0, &early)
+	ctx = rp.begin(context.Background(), 0, &early, true)
 	if err := rp.answered(&early, true, 200); err != nil {
 		t.Errorf("headers before the timeout: got %v, want nil", err)
 	}
@@ -191,5 +193,39 @@ func TestTryTimeoutAtTheHeaders(t *testing.T) {
 	rp.end(&early)
 	if n := rp.active.Load(); n != 0 {
 		t.Errorf("%d attempts still counted in flight after both ended", n)
+	}
+}
+
+// PROXY_TRY_TIMEOUT bounds the wait for the headers of a request without a
+// body; a request whose body takes the client longer than that to send is
+// not cut off mid-upload (it is never retried, and PROXY_RESPONSE_TIMEOUT
+// bounds it).
+func TestTryTimeoutLeavesUploadsAlone(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b := newBackend(t, "b1", nil)
+	s := startServe(t, ctx, proxyEnv("PROXY_TRY_TIMEOUT", "200ms", "PROXY_RETRY_ON", "per-try-timeout"), b.srv.URL)
+	waitFor(t, "the snapshot is read", func() bool { code, _ := s.readyz(t); return code == 200 })
+
+	body, w := io.Pipe()
+	go func() {
+		for range 5 { // 5000 bytes over about 500 ms
+			w.Write(bytes.Repeat([]byte("x"), 1000))
+			time.Sleep(100 * time.Millisecond)
+		}
+		w.Close()
+	}()
+	resp, err := http.Post(s.main+"/whoami", "text/plain", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got seen
+	if err := json.NewDecoder(resp.Body).Decode(&got); resp.StatusCode != 200 || err != nil {
+		t.Fatalf("a slow upload: got %d (%v), want 200 with the backend's echo", resp.StatusCode, err)
+	}
+	if len(got.Body) != 5000 {
+		t.Errorf("the backend read %d bytes of the body, want 5000", len(got.Body))
 	}
 }

@@ -145,6 +145,8 @@ func retriesRun(ctx context.Context, st *stack, cfg config, rate int, run time.D
 	// The retries counter, read at the start of each second and once the
 	// load is over: retries[i+1]-retries[i] were made in second i.
 	retries := make([]float64, secs+1)
+	read := make([]bool, secs+1) // whether retries[i] was read
+	read[0], read[secs] = true, true
 	first, _, err := d.retryCounts(ctx)
 	if err != nil {
 		return retriesRow{}, err
@@ -158,7 +160,7 @@ func retriesRun(ctx context.Context, st *stack, cfg config, rate int, run time.D
 				return
 			}
 			if n, _, err := d.retryCounts(sampleCtx); err == nil {
-				retries[i] = n - first
+				retries[i], read[i] = n-first, true
 			}
 		}
 	})
@@ -176,6 +178,7 @@ func retriesRun(ctx context.Context, st *stack, cfg config, rate int, run time.D
 		return retriesRow{}, err
 	}
 	retries[secs] = last - first
+	fillReadings(retries, read)
 	sent, err := st.sentSince(ctx, d, before, o.requests)
 	if err != nil {
 		return retriesRow{}, err
@@ -185,7 +188,6 @@ func retriesRun(ctx context.Context, st *stack, cfg config, rate int, run time.D
 	from := int(events[0].at / time.Second)
 	var client, upstream float64
 	for i := range secs {
-		// A second whose reading failed borrows the next one's.
 		n := max(retries[i+1]-retries[i], 0)
 		up := float64(ps.sent[i]) + n
 		r.UpstreamPerS = append(r.UpstreamPerS, up)
@@ -266,4 +268,17 @@ func retriesLegend(name string, settings map[string]string) string {
 		s += ",\nRETRY_BUDGET=" + b
 	}
 	return s
+}
+
+// fillReadings gives a counter's reading that failed (read[i] false) the
+// next one's, so that the retries of the second before it and of its own
+// are both counted in the second before: none is lost, none is counted
+// twice, and no second shows the total since the start. The last reading
+// must have been read.
+func fillReadings(counts []float64, read []bool) {
+	for i := len(counts) - 2; i >= 0; i-- {
+		if !read[i] {
+			counts[i] = counts[i+1]
+		}
+	}
 }

@@ -317,8 +317,13 @@ func TestBackendsComeAndGo(t *testing.T) {
 		waitFor(t, "b6 in the list", func() bool { return slices.Contains(m.list(t), failing) })
 		var line string
 		waitFor(t, "b6 ejected", func() bool {
+			// The log is written in batches: b6 may not be in it yet.
 			log := m.dispatcherLog(t)
-			line = lineWith(log[strings.Index(log, failing):], "backend ejected for every dispatcher")
+			i := strings.Index(log, failing)
+			if i < 0 {
+				return false
+			}
+			line = lineWith(log[i:], "backend ejected for every dispatcher")
 			return line != ""
 		})
 		// The dispatcher's clock is this host's: the log's time is when

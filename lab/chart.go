@@ -283,24 +283,26 @@ func simpleBars(r report, title, ylabel, legend string, value map[string]float64
 	}
 	bc.Color = percentileColors[1]
 	bc.LineStyle.Width = 0
-	p.Add(bc, &barLabels{bars: bc, label: label})
+	p.Add(bc, &barLabels{bars: bc, label: label, size: 10, gap: 3})
 	l := newLegend()
 	l.Add(legend, bc)
 	return p, l, nil
 }
 
-// barLabels writes each bar's value above it.
+// barLabels writes each bar's value above it, in size points, gap points
+// up, bars offset from their group's centre (grouped bars) included.
 type barLabels struct {
-	bars  *plotter.BarChart
-	label func(float64) string
+	bars      *plotter.BarChart
+	label     func(float64) string
+	size, gap vg.Length
 }
 
 func (b *barLabels) Plot(c draw.Canvas, p *plot.Plot) {
 	trX, trY := p.Transforms(&c)
-	sty := textStyle(10)
+	sty := textStyle(b.size)
 	sty.XAlign = draw.XCenter
 	for i, v := range b.bars.Values {
-		c.FillText(sty, vg.Point{X: trX(float64(i)), Y: trY(v) + 3}, b.label(v))
+		c.FillText(sty, vg.Point{X: trX(float64(i)) + b.bars.Offset, Y: trY(v) + b.gap}, b.label(v))
 	}
 }
 

@@ -150,27 +150,11 @@ func groupedBars(p *plot.Plot, groups []string, bars []barGroup, label func(floa
 		bc.Color, bc.LineStyle.Width = c, 0
 		bc.Offset = (vg.Length(i) - vg.Length(len(bars)-1)/2) * (width + 2)
 		p.Add(bc)
-		labels = append(labels, &offsetLabels{bars: bc, label: label})
+		labels = append(labels, &barLabels{bars: bc, label: label, size: 8, gap: 2})
 		l.Add(b.name, bc)
 	}
 	p.Add(labels...)
 	return p, l, nil
-}
-
-// offsetLabels writes each bar's value above it, bars that are offset
-// from their group's centre included.
-type offsetLabels struct {
-	bars  *plotter.BarChart
-	label func(float64) string
-}
-
-func (b *offsetLabels) Plot(c draw.Canvas, p *plot.Plot) {
-	trX, trY := p.Transforms(&c)
-	sty := textStyle(8)
-	sty.XAlign = draw.XCenter
-	for i, v := range b.bars.Values {
-		c.FillText(sty, vg.Point{X: trX(float64(i)) + b.bars.Offset, Y: trY(v) + 2}, b.label(v))
-	}
 }
 
 // pct writes a fraction as a percentage: "25.1%".

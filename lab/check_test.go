@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"maps"
 	"strings"
 	"testing"
 )
@@ -59,10 +60,7 @@ func TestCheck(t *testing.T) {
 	}
 
 	with := func(k, v string) map[string]string {
-		m := map[string]string{}
-		for kk, vv := range running {
-			m[kk] = vv
-		}
+		m := maps.Clone(running)
 		m[k] = v
 		return m
 	}

@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
 	"strconv"
 	"sync"
 	"time"
@@ -25,7 +22,7 @@ var churnBatch = batch{name: "churn",
 	what:   "hash churn: the users whose backend changes when a backend is added, then one removed",
 	files:  [][2]string{{"moved.svg", "the users each hash method moved at each event, beside 1/N"}},
 	run:    runChurn,
-	charts: churnCharts}
+	charts: redraw(writeChurnCharts)}
 
 // churnVariants are the hash methods compared, in order.
 var churnVariants = []struct {
@@ -127,7 +124,7 @@ func runChurn(ctx context.Context, lr labRun) ([]string, error) {
 // churnVariant runs one hash variant through the three rounds.
 func churnVariant(ctx context.Context, st *stack, name string, settings map[string]string, users []string) (churnRow, error) {
 	b := st.backends
-	if err := st.seeder(ctx, "seed", b[0].url, b[1].url, b[2].url); err != nil {
+	if err := st.seederOn(ctx, "servers", "seed", b[0].url, b[1].url, b[2].url); err != nil {
 		return churnRow{}, err
 	}
 	d, err := st.startProxy(ctx, "dispatcher-"+name, append([]string{"HEALTH_INTERVAL=0"}, settingsEnv(settings)...))
@@ -156,7 +153,7 @@ func churnVariant(ctx context.Context, st *stack, name string, settings map[stri
 		}},
 	} {
 		if ev.args != nil {
-			if err := st.seeder(ctx, ev.args...); err != nil {
+			if err := st.seederOn(ctx, "servers", ev.args...); err != nil {
 				return churnRow{}, err
 			}
 			if err := waitForList(ctx, client, d.url, users, before, ev.seen); err != nil {
@@ -271,24 +268,6 @@ func movedFraction(before, after map[string]string) float64 {
 		return 0
 	}
 	return float64(moved) / float64(both)
-}
-
-// seeder runs the seeder on the stack's list, as a user would.
-func (s *stack) seeder(ctx context.Context, args ...string) error {
-	cmd := exec.CommandContext(ctx, s.bins.seeder, args...)
-	cmd.Env = append(os.Environ(), "REDIS_URL="+s.redisURL)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("seeder %v: %w: %s", args, err, out)
-	}
-	return nil
-}
-
-func churnCharts(dir string, raw []byte) ([]string, error) {
-	var r churnReport
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return nil, err
-	}
-	return writeChurnCharts(dir, r)
 }
 
 // writeChurnCharts draws moved.svg: for each event, the share of users

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -350,10 +351,7 @@ func TestServeConfig(t *testing.T) {
 		t.Errorf("got addr %q, token %q (made %v); want 127.0.0.1:8099 and none", cfg.addr, cfg.token, cfg.tokenMade)
 	}
 	with := func(k, v string) map[string]string {
-		m := map[string]string{}
-		for kk, vv := range running {
-			m[kk] = vv
-		}
+		m := maps.Clone(running)
 		m[k] = v
 		return m
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -19,7 +18,7 @@ import (
 var failureBatch = batch{name: "failure",
 	what:  "a backend dies and comes back: errors per second with health checks only, retries, ejection, ejection + slow start",
 	files: [][2]string{{"errors.svg", "errors per second over the run, one line per mechanism"}},
-	run:   runFailure, charts: failureCharts}
+	run:   runFailure, charts: redraw(writeFailureCharts)}
 
 // failureVariants are the mechanisms, in order. Every one runs health
 // checks every second (two failed probes mark a backend down, two passed
@@ -146,14 +145,6 @@ func runFailure(ctx context.Context, lr labRun) ([]string, error) {
 		return nil, err
 	}
 	return writeFailureCharts(lr.out, rep)
-}
-
-func failureCharts(dir string, raw []byte) ([]string, error) {
-	var r failureReport
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return nil, err
-	}
-	return writeFailureCharts(dir, r)
 }
 
 // writeFailureCharts draws errors.svg: errors per second over the run,

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"strconv"
@@ -23,7 +22,7 @@ var herdBatch = batch{name: "herd",
 	what: "the slow scenario through 1, 2, 4, 8 dispatchers on one list: least-conn shared and local, p2c, least-time",
 	files: [][2]string{{"p99.svg", "p99 against the number of dispatchers, one line per strategy"},
 		{"slow-share.svg", "the slow backend's share of the requests against the number of dispatchers"}},
-	run: runHerd, charts: herdCharts}
+	run: runHerd, charts: redraw(writeHerdCharts)}
 
 // maxHerd bounds LAB_HERD_DISPATCHERS.
 const maxHerd = 16
@@ -166,14 +165,6 @@ func (s *stack) sentByAll(ctx context.Context, ds []*dispatcher, before []map[st
 			return nil, err
 		}
 	}
-}
-
-func herdCharts(dir string, raw []byte) ([]string, error) {
-	var r herdReport
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return nil, err
-	}
-	return writeHerdCharts(dir, r)
 }
 
 // writeHerdCharts draws p99.svg and slow-share.svg: one line per

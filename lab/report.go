@@ -79,18 +79,25 @@ func newResult(strategy string, names []string, o outcome, sent map[string]int64
 	p50, p90, p99 := percentiles(o.latencies)
 	r := result{Strategy: strategy, Requests: o.requests, Errors: o.errors,
 		P50MS: round(ms(p50), 3), P90MS: round(ms(p90), 3), P99MS: round(ms(p99), 3),
-		Share: map[string]float64{}, answered: o.answered, sent: sent, kinds: o.errorKinds, sticky: o.sticky()}
+		Share: shares(names, sent), answered: o.answered, sent: sent, kinds: o.errorKinds, sticky: o.sticky()}
+	return r
+}
+
+// shares is each named backend's part of the requests sent, to 4 digits
+// (0 for one that got none, or when none was sent).
+func shares(names []string, sent map[string]int64) map[string]float64 {
 	var total int64
 	for _, n := range sent {
 		total += n
 	}
+	out := make(map[string]float64, len(names))
 	for _, name := range names {
-		r.Share[name] = 0
+		out[name] = 0
 		if total > 0 {
-			r.Share[name] = round(float64(sent[name])/float64(total), 4)
+			out[name] = round(float64(sent[name])/float64(total), 4)
 		}
 	}
-	return r
+	return out
 }
 
 func round(x float64, digits int) float64 {

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -22,7 +21,7 @@ import (
 var retriesBatch = batch{name: "retries",
 	what:  "one backend slows: upstream requests over client requests, without retries, with retries, with a retry budget",
 	files: [][2]string{{"amplification.svg", "upstream requests ÷ client requests, second by second, one line per variant"}},
-	run:   runRetries, charts: retriesCharts}
+	run:   runRetries, charts: redraw(writeRetriesCharts)}
 
 // retriesVariants are the retry settings compared, in order.
 var retriesVariants = []struct {
@@ -233,14 +232,6 @@ func (d *dispatcher) retryCounts(ctx context.Context) (retries, refused float64,
 		}
 	}
 	return retries, refused, sc.Err()
-}
-
-func retriesCharts(dir string, raw []byte) ([]string, error) {
-	var r retriesReport
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return nil, err
-	}
-	return writeRetriesCharts(dir, r)
 }
 
 // writeRetriesCharts draws amplification.svg: upstream requests over

@@ -28,6 +28,18 @@ type batch struct {
 	charts func(dir string, report []byte) ([]string, error)
 }
 
+// redraw is a batch's charts: it decodes report.json as the scenario's
+// own report type and draws the charts again with write.
+func redraw[R any](write func(dir string, r R) ([]string, error)) func(dir string, report []byte) ([]string, error) {
+	return func(dir string, report []byte) ([]string, error) {
+		var r R
+		if err := json.Unmarshal(report, &r); err != nil {
+			return nil, err
+		}
+		return write(dir, r)
+	}
+}
+
 // batches are the scenarios, in the order LAB_SCENARIO=all runs them.
 var batches = []batch{slowBatch, churnBatch, herdBatch, failureBatch, retriesBatch}
 
@@ -73,19 +85,8 @@ type row struct {
 // requests by backend name that the share divides.
 func newRow(variant string, names []string, o outcome, sent map[string]int64) row {
 	p50, _, p99 := percentiles(o.latencies)
-	r := row{Variant: variant, Requests: o.requests, Errors: o.errors,
-		P50MS: round(ms(p50), 3), P99MS: round(ms(p99), 3), Share: map[string]float64{}}
-	var total int64
-	for _, n := range sent {
-		total += n
-	}
-	for _, name := range names {
-		r.Share[name] = 0
-		if total > 0 {
-			r.Share[name] = round(float64(sent[name])/float64(total), 4)
-		}
-	}
-	return r
+	return row{Variant: variant, Requests: o.requests, Errors: o.errors,
+		P50MS: round(ms(p50), 3), P99MS: round(ms(p99), 3), Share: shares(names, sent)}
 }
 
 // common is what every new scenario's report says of the run: its name,

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"runtime"
@@ -17,7 +16,7 @@ import (
 // of chart.go.
 var slowBatch = batch{name: "slow",
 	what: "one slow, small backend among fast ones; each strategy in turn, at 75% of the pool's capacity",
-	run:  runSlow, charts: slowCharts}
+	run:  runSlow, charts: redraw(writeCharts)}
 
 func runSlow(ctx context.Context, lr labRun) ([]string, error) {
 	cfg, stdout := lr.cfg, lr.stdout
@@ -49,15 +48,6 @@ func runSlow(ctx context.Context, lr labRun) ([]string, error) {
 		return nil, err
 	}
 	return writeCharts(lr.out, rep)
-}
-
-// slowCharts draws the slow scenario's charts from its report.json.
-func slowCharts(dir string, raw []byte) ([]string, error) {
-	var r report
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return nil, err
-	}
-	return writeCharts(dir, r)
 }
 
 // noteLoad records the machine's load average under key, and says so when

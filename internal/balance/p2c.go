@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/spreadlb/spread/internal/backend"
@@ -11,8 +12,10 @@ import (
 )
 
 // p2c: the power of two choices, as Envoy's least-request balancer does it.
-// Each request looks at two different eligible backends chosen at random
-// and goes to the one with fewer requests in flight (per unit of weight).
+// Each request looks at two different eligible backends chosen at random,
+// in proportion to their weights, and goes to the one with fewer requests
+// in flight per unit of weight, the first chosen if they are equal: so an
+// idle or lightly loaded pool, where every load is 0, is shared by weight.
 // The counts are the other dispatchers' as last read from Redis, refreshed
 // every P2CRefresh, plus this process's own, exact: no Redis round trip on
 // the request path. Almost as good as least-connections under load, and it
@@ -47,26 +50,32 @@ func NewP2C(p *pool.Pool, in Counts) *P2C {
 	return &P2C{cands: pool.NewView(p, candidatesOf), in: in}
 }
 
-// Pick compares two random backends and counts the request to the less
-// loaded one.
+// Pick compares two backends drawn by weight and counts the request to
+// the less loaded one.
 func (p *P2C) Pick(context.Context, *http.Request) (Backend, error) {
-	return pickOfTwo(p.cands, p.in, p, func(a, b backend.Weighted) bool {
+	return pickTwo(p.cands, p.in, p, (*candidates).twoByWeight, func(a, b backend.Weighted) bool {
 		// a's load per weight is below b's: la/wa < lb/wb.
 		return p.in.Load(a.URL)*int64(b.Weight) < p.in.Load(b.URL)*int64(a.Weight)
 	})
 }
 
 // pickOfTwo is the power of two choices over cands: two different random
-// candidates, the first unless better says the second is better, counted
-// in in and heard of by by. One candidate alone is the pick.
+// candidates, drawn uniformly, the first unless better says the second is
+// better, counted in in and heard of by by. One candidate alone is the
+// pick.
 func pickOfTwo(cands *pool.View[*candidates], in Counts, by Finisher, better func(a, b backend.Weighted) bool) (Backend, error) {
+	return pickTwo(cands, in, by, func(c *candidates) (int, int) { return twoOf(len(c.list)) }, better)
+}
+
+// pickTwo is pickOfTwo with the two candidates' indexes drawn by draw.
+func pickTwo(cands *pool.View[*candidates], in Counts, by Finisher, draw func(*candidates) (int, int), better func(a, b backend.Weighted) bool) (Backend, error) {
 	c, err := cands.Get()
 	if err != nil {
 		return Backend{}, err
 	}
 	best := c.list[0]
-	if n := len(c.list); n > 1 {
-		i, j := twoOf(n)
+	if len(c.list) > 1 {
+		i, j := draw(c)
 		best = c.list[i]
 		if better(c.list[j], best) {
 			best = c.list[j]
@@ -84,6 +93,31 @@ func twoOf(n int) (int, int) {
 		j++
 	}
 	return i, j
+}
+
+// twoByWeight returns the indexes of two different candidates drawn at
+// random in proportion to their weights: the first among all of them, the
+// second among the others (len(c.list) > 1). With equal weights, the draw
+// is uniform.
+func (c *candidates) twoByWeight() (int, int) {
+	if c.cum == nil {
+		return twoOf(len(c.list))
+	}
+	total := c.cum[len(c.cum)-1]
+	i := c.weightAt(rand.IntN(total))
+	w := c.list[i].Weight
+	x := rand.IntN(total - w) // a point on the others' weights: skip i's
+	if x >= c.cum[i]-w {
+		x += w
+	}
+	return i, c.weightAt(x)
+}
+
+// weightAt is the index of the candidate whose share of the running sum of
+// the weights holds x, in [0, the sum).
+func (c *candidates) weightAt(x int) int {
+	i, _ := slices.BinarySearch(c.cum, x+1)
+	return i
 }
 
 // Done releases the request's count.

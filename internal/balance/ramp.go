@@ -23,7 +23,14 @@ import (
 //	             the same way
 //	least-conn, p2c, least-time
 //	             the candidate's weight (its load or cost is divided by it)
-//	             is multiplied by its Factor (candidatesOf)
+//	             is multiplied by its Factor (candidatesOf); least-conn's
+//	             ties go in a weighted rotation (dueAt) and p2c draws its
+//	             two candidates by weight, so that where every load is 0
+//	             (idle, or one request at a time) the Factor weighs too.
+//	             least-time's cost is (in flight + 1) ÷ weight × time: with
+//	             equal times and nothing in flight, the heavier candidate
+//	             always costs less, so a ramping one gets no request until
+//	             requests overlap
 //
 // While nothing ramps (Snapshot.Ramping is false: the usual case), every
 // strategy picks exactly as it does without slow start.

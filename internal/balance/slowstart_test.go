@@ -15,12 +15,15 @@ import (
 	"github.com/spreadlb/spread/internal/pool"
 )
 
-// slowStartCases are every strategy, and every setting that changes how it
-// picks, as a dispatcher would configure them.
-var slowStartCases = []struct {
+// slowStartCase is a strategy and its settings.
+type slowStartCase struct {
 	name string
 	set  map[string]string
-}{
+}
+
+// slowStartCases are every strategy, and every setting that changes how it
+// picks, as a dispatcher would configure them.
+var slowStartCases = []slowStartCase{
 	{"round-robin", nil},
 	{"round-robin", map[string]string{"ROTATION": "local"}},
 	{"random", nil},
@@ -34,16 +37,17 @@ var slowStartCases = []struct {
 }
 
 // share is the newcomer's share of picks by p: 100 picks to warm up, then
-// 2000 counted, from one client per key (X-User), with 50 requests in
-// flight at a time, one of them, at random, ending before each next pick,
-// as requests of equal length do.
-func share(t *testing.T, p balance.Picker, newcomer string) float64 {
+// 2000 counted, from one client per key (X-User), with inFlight requests
+// in flight at a time, one of them, at random, ending before each next
+// pick, as requests of equal length do (with 1, each request is over
+// before the next is picked: no load at all).
+func share(t *testing.T, p balance.Picker, newcomer string, inFlight int) float64 {
 	t.Helper()
 	ctx := context.Background()
 	var out []balance.Backend
 	n := 0
 	for i := range 2100 {
-		if len(out) == 50 {
+		if len(out) == inFlight {
 			k := rand.IntN(len(out))
 			out[k].Done(balance.Result{Latency: 10 * time.Millisecond, Duration: 10 * time.Millisecond, Status: 200})
 			out[k] = out[len(out)-1]
@@ -74,13 +78,25 @@ func share(t *testing.T, p balance.Picker, newcomer string) float64 {
 // picks. The ramp's start is when the entry joined, in Redis's clock
 // ({servers}:since).
 func TestSlowStartShares(t *testing.T) {
+	testSlowStartShares(t, 50, slowStartCases)
+}
+
+// Slow start at low load: one request at a time, so that every backend
+// has 0 requests in flight at every pick, the newcomer still gets its
+// Factor's share under the strategies that weigh backends by their load.
+func TestSlowStartSharesAtLowLoad(t *testing.T) {
+	var cases []slowStartCase
+	for _, c := range loadCases {
+		cases = append(cases, slowStartCase{c.name, c.set})
+	}
+	testSlowStartShares(t, 1, cases)
+}
+
+// testSlowStartShares is TestSlowStartShares for cases, with inFlight
+// requests in flight at a time.
+func testSlowStartShares(t *testing.T, inFlight int, cases []slowStartCase) {
 	for _, name := range balance.Names() {
-		if !slices.ContainsFunc(slowStartCases, func(c struct {
-			name string
-			set  map[string]string
-		}) bool {
-			return c.name == name
-		}) {
+		if inFlight > 1 && !slices.ContainsFunc(slowStartCases, func(c slowStartCase) bool { return c.name == name }) {
 			t.Errorf("strategy %s is not in slowStartCases: add it, with each setting that changes how it picks", name)
 		}
 	}
@@ -97,7 +113,7 @@ func TestSlowStartShares(t *testing.T) {
 	} {
 		want := stage.f / (1 + stage.f)
 		s, srv := newStore(t)
-		for _, c := range slowStartCases {
+		for _, c := range cases {
 			ctx := context.Background()
 			srv.Client.FlushAll(ctx) // each case afresh
 			if err := s.Replace(ctx, []string{old, newcomer}); err != nil {
@@ -114,10 +130,10 @@ func TestSlowStartShares(t *testing.T) {
 				t.Fatal(err)
 			}
 			label := c.name + describeSettings(c.set)
-			got := share(t, newStrategy(t, c.name, c.set, env(s, pl, label)), newcomer)
-			t.Logf("%s, %s: the newcomer got %.1f%% of the picks (want %.1f%%)", label, stage.name, 100*got, 100*want)
+			got := share(t, newStrategy(t, c.name, c.set, env(s, pl, label)), newcomer, inFlight)
+			t.Logf("%s, %s, %d in flight: the newcomer got %.1f%% of the picks (want %.1f%%)", label, stage.name, inFlight, 100*got, 100*want)
 			if math.Abs(got-want) > 0.05 {
-				t.Errorf("%s, %s (Factor %.1f): the newcomer got %.1f%% of 2000 picks, want %.1f%% ± 5", label, stage.name, stage.f, 100*got, 100*want)
+				t.Errorf("%s, %s (Factor %.1f), %d in flight: the newcomer got %.1f%% of 2000 picks, want %.1f%% ± 5", label, stage.name, stage.f, inFlight, 100*got, 100*want)
 			}
 		}
 	}

@@ -103,10 +103,17 @@ end
 // A pick takes the candidate with the fewest requests in flight per unit
 // of weight, over every live dispatcher, among the pickWindow candidates
 // at and after the turn (all of them, for a shorter list). Among equals it
-// takes the first, and moves the turn past it, so an idle pool still
-// rotates, and a longer list is weighed a window at a time, every entry in
-// its turn. The counts of dispatchers that are no longer live are taken
-// out of the sum as they are met.
+// takes the one due first in a weighted rotation, and moves the turn past
+// it, so an idle pool still rotates, each candidate taken as often as its
+// weight says, and a longer list is weighed a window at a time, every
+// entry in its turn. The turn is a cursor over rounds of the list: place
+// turn mod C of round turn / C. A candidate of weight W takes part in W
+// rounds of every M, the largest weight in the window, spread evenly
+// (round r, when floor((r+1)W/M) > floor(rW/M)), and is due at the first
+// cursor at or after the turn at its place in such a round: with equal
+// weights, every round, and the rotation is the plain one
+// (balance.dueAt computes the same). The counts of dispatchers that are no
+// longer live are taken out of the sum as they are met.
 var inflightScript = redis.NewScript(luaCall + dropLua + `
 local id, ttl, mode, nch = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local groups, missing = {}, {}
@@ -146,7 +153,7 @@ local turn, load, picked = nil, {}, {}
 for _, grp in ipairs(groups) do
   if grp.npick > 0 and grp.n > 0 then
     call("PEXPIRE", grp.key, ` + strconv.FormatInt(candsTTL.Milliseconds(), 10) + `)
-    turn = turn or tonumber(call("GET", KEYS[3]) or "0") or 0
+    turn = turn or math.floor(tonumber(call("GET", KEYS[3]) or "0") or 0)
     local cache = {}
     local function at(x)
       if not cache[x] then
@@ -158,12 +165,16 @@ for _, grp in ipairs(groups) do
       end
       return cache[x]
     end
-    local w = math.min(grp.n, ` + strconv.Itoa(pickWindow) + `)
+    local n, w = grp.n, math.min(grp.n, ` + strconv.Itoa(pickWindow) + `)
+    -- idiv is a / b rounded down, for whole a >= 0 and b > 0, exactly.
+    local function idiv(a, b) return (a - a % b) / b end
     for _ = 1, grp.npick do
-      local t0 = turn % grp.n
-      local best, bestE, bestLoad, bestW = nil, nil, 0, 1
+      local t0 = turn % n
+      local m = 1
+      for k = 0, w - 1 do m = math.max(m, at((t0 + k) % n)[2]) end
+      local best, bestE, bestLoad, bestW, bestDue = nil, nil, 0, 1, 0
       for k = 0, w - 1 do
-        local x = (t0 + k) % grp.n
+        local x = (t0 + k) % n
         local c = at(x)
         local e, wt = c[1], c[2]
         local l = load[e]
@@ -171,14 +182,20 @@ for _, grp in ipairs(groups) do
           l = tonumber(call("HGET", KEYS[1], e) or "0") or 0
           load[e] = l
         end
-        if best == nil or l * bestW < bestLoad * wt then
-          best, bestE, bestLoad, bestW = x, e, l, wt
+        -- due: the first cursor at or after the turn at x's place in a
+        -- round it takes part in (balance.dueAt).
+        local cur = turn + k
+        local q = idiv(cur, n) % m
+        local j = idiv(q * wt, m) + 1
+        local due = cur + (idiv(j * m + wt - 1, wt) - 1 - q) * n
+        if best == nil or l * bestW < bestLoad * wt or (l * bestW == bestLoad * wt and due < bestDue) then
+          best, bestE, bestLoad, bestW, bestDue = x, e, l, wt, due
         end
       end
       load[bestE] = load[bestE] + 1
       picked[bestE] = (picked[bestE] or 0) + 1
       out[#out + 1] = bestE
-      turn = (best + 1) % grp.n
+      turn = (bestDue + 1) % (m * n)
     end
   end
 end
@@ -271,8 +288,9 @@ func (f *Inflight) Load(entry string) int64 {
 }
 
 // Pick takes the candidate with the fewest requests in flight across every
-// live dispatcher, per unit of weight, and counts one more request to it.
-// A candidate's URL is the entry as the list holds it. Release must follow
+// live dispatcher, per unit of weight (among equals, the one due first in
+// a weighted rotation: each taken as often as its weight says), and counts
+// one more request to it. A candidate's URL is the entry as the list holds it. Release must follow
 // when the request ends. Concurrent picks share a round trip. Up to
 // pickWindow (64) distinct candidates the pick is exact; beyond, it weighs
 // the 64 at and after the turn (see inflightScript). Pass the same slice

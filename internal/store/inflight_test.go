@@ -80,6 +80,42 @@ func TestInflightTiesRotate(t *testing.T) {
 	waitShared(t, f, map[string]int64{})
 }
 
+// With nothing in flight, ties go in a weighted rotation: each candidate
+// as often as its weight says, in turn, and so do the windows of a list
+// longer than 64.
+func TestInflightTiesRotateByWeight(t *testing.T) {
+	s, _ := newStore(t)
+	f := s.NewInflight("d1", true)
+	weighted := []backend.Weighted{{URL: three[0], Weight: 2}, {URL: three[1], Weight: 1}}
+	var got []string
+	for range 6 {
+		e := pickIn(t, f, weighted)
+		got = append(got, e)
+		f.Release(e)
+	}
+	if want := []string{three[0], three[0], three[1], three[0], three[0], three[1]}; !slices.Equal(got, want) {
+		t.Errorf("idle picks over weights 2:1: got %q, want %q", got, want)
+	}
+
+	// 100 candidates, every other one of weight 3: a window of 64 at a
+	// time, they still take three picks to the others' one.
+	cs := manyCands(100)
+	for i := range cs {
+		if i%2 == 0 {
+			cs[i].Weight = 3
+		}
+	}
+	n := map[int]int{}
+	for range 800 {
+		e := pickIn(t, f, cs)
+		n[cs[indexOf(cs, e)].Weight]++
+		f.Release(e)
+	}
+	if n[3] != 600 || n[1] != 200 {
+		t.Errorf("800 idle picks over 50 candidates of weight 3 and 50 of weight 1: got %d and %d, want 600 and 200", n[3], n[1])
+	}
+}
+
 // Counts are shared: what one dispatcher holds steers another's picks, and
 // a weight divides the load.
 func TestInflightCountsAreShared(t *testing.T) {

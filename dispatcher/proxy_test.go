@@ -12,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -413,6 +415,76 @@ func TestProxyPassesUpgrades(t *testing.T) {
 	}
 	if got != 1 {
 		t.Errorf("spread_requests_total{status=\"101\"}: got %v, want 1", got)
+	}
+}
+
+// A backend's informational answers (1xx) reach the client before its
+// final answer, and the final answer's status is the one the client gets
+// and the one counted: 103 Early Hints (with its Link) before a 410, and
+// the 100 Continue that an upload with "Expect: 100-continue" waits for,
+// before the 201 that answers it.
+func TestProxyPassesInformationalAnswers(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b := newBackend(t, "b1", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/hints":
+			w.Header().Set("Link", "</style.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			w.Header().Del("Link")
+			http.Error(w, "gone", http.StatusGone)
+		case "/upload":
+			body, _ := io.ReadAll(r.Body) // sends 100 Continue first
+			w.WriteHeader(http.StatusCreated)
+			fmt.Fprintf(w, "created %d bytes", len(body))
+		}
+	}))
+	s := startServe(t, ctx, proxyEnv(), b.srv.URL)
+
+	var hints []string // 1xx statuses with their Link, as the client got them
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+		hints = append(hints, fmt.Sprint(code, " ", h.Get("Link")))
+		return nil
+	}}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), "GET", s.main+"/hints", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusGone || string(body) != "gone\n" || resp.Header.Get("X-Backend") != "b1" {
+		t.Errorf("after 103: got %d %q from %q, want 410 %q from b1", resp.StatusCode, body, resp.Header.Get("X-Backend"), "gone\n")
+	}
+	if want := "103 </style.css>; rel=preload"; len(hints) != 1 || hints[0] != want {
+		t.Errorf("informational answers: got %q, want [%q]", hints, want)
+	}
+
+	upload := strings.Repeat("x", 5000)
+	req, _ = http.NewRequest("POST", s.main+"/upload", strings.NewReader(upload))
+	req.Header.Set("Expect", "100-continue")
+	client := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: time.Minute}}
+	defer client.CloseIdleConnections()
+	resp, err = client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := "created 5000 bytes"; resp.StatusCode != http.StatusCreated || string(body) != want {
+		t.Errorf("upload after 100 Continue: got %d %q, want 201 %q", resp.StatusCode, body, want)
+	}
+
+	fams := scrape(t, s.adm+"/metrics")
+	for _, status := range []string{"410", "201"} {
+		if got, _ := sample(fams, "spread_requests_total", proxied("proxy", b.srv.URL, status)); got != 1 {
+			t.Errorf("spread_requests_total{status=%q}: got %v, want 1", status, got)
+		}
+	}
+	for _, status := range []string{"100", "103", "200"} {
+		if got, ok := sample(fams, "spread_requests_total", proxied("proxy", b.srv.URL, status)); ok {
+			t.Errorf("spread_requests_total{status=%q}: got %v, want none: no answer ended with it", status, got)
+		}
 	}
 }
 

@@ -775,6 +775,24 @@ func TestCutAnswersEndTheirRequests(t *testing.T) {
 		})
 	})
 
+	// The request log and spread_requests_total see them too, with the
+	// status the client got before the cut.
+	t.Run("counted and logged", func(t *testing.T) {
+		cut := newBackend(t, "cut", &cutShort{})
+		s := startServe(t, ctx, proxyEnv("EJECT_AFTER", "0"), cut.srv.URL)
+		waitFor(t, "the snapshot is read", func() bool { code, _ := s.readyz(t); return code == 200 })
+		getAll(t, s.main+"/cut", 3)
+		if n := cut.hits.Load(); n != 3 {
+			t.Fatalf("the backend got %d requests, want 3", n)
+		}
+		waitFor(t, "3 cut answers in spread_requests_total{status=\"200\"}", func() bool {
+			got, _ := sample(scrape(t, s.adm+"/metrics"), "spread_requests_total", proxied("proxy", cut.srv.URL, "200"))
+			return got == 3
+		})
+		line := "msg=request method=GET path=/cut status=200 backend=" + cut.srv.URL
+		waitFor(t, "3 request lines for /cut in the log", func() bool { return strings.Count(s.logs.String(), line) == 3 })
+	})
+
 	t.Run("retry budget", func(t *testing.T) {
 		bad := newBackend(t, "bad", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "broken", 500)

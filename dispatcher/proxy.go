@@ -190,9 +190,11 @@ func (p *proxier) deliver(c echo.Context, b balance.Backend, try int) (retry boo
 		p.retried()
 		return true
 	}
-	if a.status == http.StatusSwitchingProtocols {
+	if a.status == http.StatusSwitchingProtocols && a.err == nil {
 		// The proxy wrote 101 on the hijacked connection, past Echo's
-		// Response: record it for the log and metrics.
+		// Response: record it for the log and metrics. (With an error,
+		// the switch was refused, a protocol not asked for, and the
+		// client got failed's answer.)
 		c.Response().Status = a.status
 	}
 	return false

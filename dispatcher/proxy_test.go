@@ -418,6 +418,47 @@ func TestProxyPassesUpgrades(t *testing.T) {
 	}
 }
 
+// A backend that switches protocols when it was not asked to, or to
+// another protocol than the one asked for, is refused: the client gets 502,
+// and that is the status counted, not the backend's 101.
+func TestProxyRefusesAnUnaskedSwitch(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b := newBackend(t, "b1", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+	}))
+	s := startServe(t, ctx, proxyEnv(), b.srv.URL)
+	for _, upgrade := range []string{"", "websocket"} {
+		req, _ := http.NewRequest("GET", s.main+"/switch", nil)
+		if upgrade != "" {
+			req.Header.Set("Connection", "Upgrade")
+			req.Header.Set("Upgrade", upgrade)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Errorf("Upgrade %q answered by a switch to h2c: got %d, want 502", upgrade, resp.StatusCode)
+		}
+	}
+	fams := scrape(t, s.adm+"/metrics")
+	if got, _ := sample(fams, "spread_requests_total", proxied("proxy", b.srv.URL, "502")); got != 2 {
+		t.Errorf("spread_requests_total{status=\"502\"}: got %v, want 2", got)
+	}
+	if got, ok := sample(fams, "spread_requests_total", proxied("proxy", b.srv.URL, "101")); ok {
+		t.Errorf("spread_requests_total{status=\"101\"}: got %v, want none: no client got a 101", got)
+	}
+}
+
 // A backend's informational answers (1xx) reach the client before its
 // final answer, and the final answer's status is the one the client gets
 // and the one counted: 103 Early Hints (with its Link) before a 410, and

@@ -316,7 +316,7 @@ func hasBody(r *http.Request) bool {
 //	    failed (refused, unreachable, PROXY_DIAL_TIMEOUT), retried or not. A health
 //	    check can read it, or take over the proxier's connectFailed hook.
 //	spread_proxy_retries_total                  counter: requests moved on to the next
-//	    rotation step after a failed connection.
+//	    rotation step after a failure that PROXY_RETRY_ON names.
 type proxyMetrics struct {
 	connectErrors *prometheus.CounterVec
 	retried       prometheus.Counter

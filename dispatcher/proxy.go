@@ -185,17 +185,37 @@ func (p *proxier) deliver(c echo.Context, b balance.Backend, try int) (retry boo
 		g.Inc()
 		defer g.Dec()
 	}
-	p.sendOnce(c.Response(), req, b, a, try)
+	p.sendOnce(answerWriter{c.Response()}, req, b, a, try)
 	if a.retry {
 		p.retried()
 		return true
 	}
-	if a.status == http.StatusSwitchingProtocols {
+	if a.status == http.StatusSwitchingProtocols && a.err == nil {
 		// The proxy wrote 101 on the hijacked connection, past Echo's
-		// Response: record it for the log and metrics.
+		// Response: record it for the log and metrics. (With an error,
+		// the switch was refused, a protocol not asked for, and the
+		// client got failed's answer.)
 		c.Response().Status = a.status
 	}
 	return false
+}
+
+// answerWriter is the ResponseWriter the ReverseProxy writes the answer
+// to: Echo's Response, except that a backend's informational answers
+// (1xx: 100 Continue, 103 Early Hints), which the ReverseProxy relays as
+// they come, go to the client without committing it. Echo takes the first
+// WriteHeader for the answer and ignores the next ones, so the client got
+// 200 instead of the backend's final status, and the request was counted
+// and logged with the 1xx. (101 is final: the ReverseProxy hijacks the
+// connection for it, and deliver records it.)
+type answerWriter struct{ *echo.Response }
+
+func (w answerWriter) WriteHeader(code int) {
+	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+		w.Response.Writer.WriteHeader(code)
+		return
+	}
+	w.Response.WriteHeader(code)
 }
 
 // errBodyCut is the Err of an attempt whose answer was cut short while the
@@ -296,7 +316,7 @@ func hasBody(r *http.Request) bool {
 //	    failed (refused, unreachable, PROXY_DIAL_TIMEOUT), retried or not. A health
 //	    check can read it, or take over the proxier's connectFailed hook.
 //	spread_proxy_retries_total                  counter: requests moved on to the next
-//	    rotation step after a failed connection.
+//	    rotation step after a failure that PROXY_RETRY_ON names.
 type proxyMetrics struct {
 	connectErrors *prometheus.CounterVec
 	retried       prometheus.Counter

@@ -12,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -416,6 +418,117 @@ func TestProxyPassesUpgrades(t *testing.T) {
 	}
 }
 
+// A backend that switches protocols when it was not asked to, or to
+// another protocol than the one asked for, is refused: the client gets 502,
+// and that is the status counted, not the backend's 101.
+func TestProxyRefusesAnUnaskedSwitch(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b := newBackend(t, "b1", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		fmt.Fprint(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+	}))
+	s := startServe(t, ctx, proxyEnv(), b.srv.URL)
+	for _, upgrade := range []string{"", "websocket"} {
+		req, _ := http.NewRequest("GET", s.main+"/switch", nil)
+		if upgrade != "" {
+			req.Header.Set("Connection", "Upgrade")
+			req.Header.Set("Upgrade", upgrade)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Errorf("Upgrade %q answered by a switch to h2c: got %d, want 502", upgrade, resp.StatusCode)
+		}
+	}
+	fams := scrape(t, s.adm+"/metrics")
+	if got, _ := sample(fams, "spread_requests_total", proxied("proxy", b.srv.URL, "502")); got != 2 {
+		t.Errorf("spread_requests_total{status=\"502\"}: got %v, want 2", got)
+	}
+	if got, ok := sample(fams, "spread_requests_total", proxied("proxy", b.srv.URL, "101")); ok {
+		t.Errorf("spread_requests_total{status=\"101\"}: got %v, want none: no client got a 101", got)
+	}
+}
+
+// A backend's informational answers (1xx) reach the client before its
+// final answer, and the final answer's status is the one the client gets
+// and the one counted: 103 Early Hints (with its Link) before a 410, and
+// the 100 Continue that an upload with "Expect: 100-continue" waits for,
+// before the 201 that answers it.
+func TestProxyPassesInformationalAnswers(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b := newBackend(t, "b1", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/hints":
+			w.Header().Set("Link", "</style.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			w.Header().Del("Link")
+			http.Error(w, "gone", http.StatusGone)
+		case "/upload":
+			body, _ := io.ReadAll(r.Body) // sends 100 Continue first
+			w.WriteHeader(http.StatusCreated)
+			fmt.Fprintf(w, "created %d bytes", len(body))
+		}
+	}))
+	s := startServe(t, ctx, proxyEnv(), b.srv.URL)
+
+	var hints []string // 1xx statuses with their Link, as the client got them
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+		hints = append(hints, fmt.Sprint(code, " ", h.Get("Link")))
+		return nil
+	}}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), "GET", s.main+"/hints", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusGone || string(body) != "gone\n" || resp.Header.Get("X-Backend") != "b1" {
+		t.Errorf("after 103: got %d %q from %q, want 410 %q from b1", resp.StatusCode, body, resp.Header.Get("X-Backend"), "gone\n")
+	}
+	if want := "103 </style.css>; rel=preload"; len(hints) != 1 || hints[0] != want {
+		t.Errorf("informational answers: got %q, want [%q]", hints, want)
+	}
+
+	upload := strings.Repeat("x", 5000)
+	req, _ = http.NewRequest("POST", s.main+"/upload", strings.NewReader(upload))
+	req.Header.Set("Expect", "100-continue")
+	client := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: time.Minute}}
+	defer client.CloseIdleConnections()
+	resp, err = client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := "created 5000 bytes"; resp.StatusCode != http.StatusCreated || string(body) != want {
+		t.Errorf("upload after 100 Continue: got %d %q, want 201 %q", resp.StatusCode, body, want)
+	}
+
+	fams := scrape(t, s.adm+"/metrics")
+	for _, status := range []string{"410", "201"} {
+		if got, _ := sample(fams, "spread_requests_total", proxied("proxy", b.srv.URL, status)); got != 1 {
+			t.Errorf("spread_requests_total{status=%q}: got %v, want 1", status, got)
+		}
+	}
+	for _, status := range []string{"100", "103", "200"} {
+		if got, ok := sample(fams, "spread_requests_total", proxied("proxy", b.srv.URL, status)); ok {
+			t.Errorf("spread_requests_total{status=%q}: got %v, want none: no answer ended with it", status, got)
+		}
+	}
+}
+
 // Requests that find no backend get the same 503 as in redirect mode.
 func TestProxyWithoutBackends(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -701,6 +814,24 @@ func TestCutAnswersEndTheirRequests(t *testing.T) {
 			n, err := s.store.InFlight(ctx)
 			return err == nil && len(n) == 0
 		})
+	})
+
+	// The request log and spread_requests_total see them too, with the
+	// status the client got before the cut.
+	t.Run("counted and logged", func(t *testing.T) {
+		cut := newBackend(t, "cut", &cutShort{})
+		s := startServe(t, ctx, proxyEnv("EJECT_AFTER", "0"), cut.srv.URL)
+		waitFor(t, "the snapshot is read", func() bool { code, _ := s.readyz(t); return code == 200 })
+		getAll(t, s.main+"/cut", 3)
+		if n := cut.hits.Load(); n != 3 {
+			t.Fatalf("the backend got %d requests, want 3", n)
+		}
+		waitFor(t, "3 cut answers in spread_requests_total{status=\"200\"}", func() bool {
+			got, _ := sample(scrape(t, s.adm+"/metrics"), "spread_requests_total", proxied("proxy", cut.srv.URL, "200"))
+			return got == 3
+		})
+		line := "msg=request method=GET path=/cut status=200 backend=" + cut.srv.URL
+		waitFor(t, "3 request lines for /cut in the log", func() bool { return strings.Count(s.logs.String(), line) == 3 })
 	})
 
 	t.Run("retry budget", func(t *testing.T) {

@@ -105,16 +105,23 @@ func (f *front) pick(r *http.Request) (balance.Backend, error) {
 // noBackend answers a request for which no backend could be chosen: 503,
 // the reason in one line, and Retry-After.
 func (f *front) noBackend(c echo.Context, err error) error {
-	status, msg := explain(err)
 	if c.Request().Context().Err() != nil {
 		// The client left before a backend was chosen; nobody reads this.
 		f.log.Debug("client gone before a backend was chosen", "path", c.Request().URL.Path)
-	} else {
-		f.log.Error("no backend for request", "method", c.Request().Method, "path", c.Request().URL.Path, "status", status, "err", err)
+		return c.NoContent(statusClientClosed)
 	}
+	status, msg := explain(err)
+	f.log.Error("no backend for request", "method", c.Request().Method, "path", c.Request().URL.Path, "status", status, "err", err)
 	c.Response().Header().Set("Retry-After", "1")
 	return c.String(status, msg+"\n")
 }
+
+// statusClientClosed is what the request log and spread_requests_total
+// record for a request whose client left before it was answered: nginx's
+// 499 (Client Closed Request). No client receives it. Recording a 502 or
+// a 503 instead would blame the backend, or Redis, for a client that gave
+// up waiting.
+const statusClientClosed = 499
 
 // explain maps a pick error to the status and one-line body a client gets.
 // Every failure is a 503: the dispatcher is up but cannot choose a backend

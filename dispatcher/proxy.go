@@ -255,7 +255,8 @@ func (p *proxier) sendOnce(w http.ResponseWriter, req *http.Request, b balance.B
 // failed is the ReverseProxy's ErrorHandler: the request could not be
 // delivered, or no answer came. A failed connection is reported to
 // connectFailed and, if the attempt may, left for the next backend without
-// writing anything; otherwise the client gets 502, or 504 for a timeout.
+// writing anything; otherwise the client gets 502, or 504 for a timeout,
+// and a client that left is recorded as 499 (statusClientClosed).
 func (p *proxier) failed(w http.ResponseWriter, r *http.Request, err error) {
 	a := attemptOf(r)
 	backend := ""
@@ -279,6 +280,8 @@ func (p *proxier) failed(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case gone:
 		p.log.Debug("client gone while proxying", "backend", backend, "path", r.URL.Path)
+		w.WriteHeader(statusClientClosed)
+		return
 	case tryOut || errors.As(err, &ne) && ne.Timeout() && !connect:
 		status, msg = http.StatusGatewayTimeout, "gateway timeout: the backend did not answer in time"
 		fallthrough

@@ -861,3 +861,63 @@ func TestCutAnswersEndTheirRequests(t *testing.T) {
 		}
 	})
 }
+
+// A client that gives up before it is answered is recorded as 499, nginx's
+// Client Closed Request, in spread_requests_total and the request log: not
+// as a failure of the backend (502) while the proxy waits for the answer,
+// nor of the backend or Redis (502, 503) while the pick waits on a hung
+// Redis (the pick sees its round trip through, then takes the snapshot's
+// backend, and the proxy finds the client gone).
+func TestClientThatLeavesIsRecordedAs499(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	release := make(chan struct{})
+	b := newBackend(t, "b1", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer close(release)
+	s := startServe(t, ctx, proxyEnv("REDIS_TIMEOUT", "1s"), b.srv.URL)
+	if code, name := s.get(t); code != http.StatusOK || name != "b1" {
+		t.Fatalf("first request: got %d from %q, want 200 from b1", code, name)
+	}
+	byStatus := func() (map[string]float64, float64) {
+		counts, total := map[string]float64{}, 0.0
+		if f := scrape(t, s.adm+"/metrics")["spread_requests_total"]; f != nil {
+			for _, m := range f.Metric {
+				for _, l := range m.Label {
+					if l.GetName() == "status" {
+						counts[l.GetValue()] += m.Counter.GetValue()
+						total += m.Counter.GetValue()
+					}
+				}
+			}
+		}
+		return counts, total
+	}
+	impatient := &http.Client{Timeout: 300 * time.Millisecond}
+	leave := func(what string, want float64) map[string]float64 {
+		t.Helper()
+		if resp, err := impatient.Get(s.main + "/slow"); err == nil {
+			resp.Body.Close()
+			t.Fatalf("%s: the client got %s, want it to give up first", what, resp.Status)
+		}
+		waitFor(t, what+": the request counted", func() bool { _, n := byStatus(); return n >= want })
+		got, _ := byStatus()
+		return got
+	}
+
+	if got := leave("a slow backend", 2); got["499"] != 1 || got["502"] != 0 || got["200"] != 1 {
+		t.Errorf("a client that left a slow backend: spread_requests_total by status %v, want 200: 1, 499: 1 and no 502", got)
+	}
+	s.redis.Pause()
+	defer s.redis.Resume()
+	if got := leave("a hung Redis", 3); got["499"] != 2 || got["503"] != 0 || got["502"] != 0 {
+		t.Errorf("a client that left while Redis hung: spread_requests_total by status %v, want 499: 2 and no 502 or 503", got)
+	}
+	if n := strings.Count(s.logs.String(), "status=499"); n != 2 {
+		t.Errorf("the request log has %d lines with status=499, want 2:\n%s", n, s.logs.String())
+	}
+}

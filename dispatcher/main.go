@@ -206,7 +206,7 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 	errc := make(chan error, 2)
 	// Both ports close idle keep-alive connections after IDLE_TIMEOUT and
 	// bound header size and time (app.ServeWith).
-	lim := app.Limits{IdleTimeout: cfg.idleTimeout}
+	lim := app.Limits{IdleTimeout: cfg.idleTimeout, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	go func() { errc <- app.ServeWith(ctx, ln, frontend, cfg.shutdownTimeout, lim) }()
 	go func() { errc <- app.ServeWith(ctx, admin, back, cfg.shutdownTimeout, lim) }()
 	err = <-errc

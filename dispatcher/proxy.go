@@ -122,6 +122,10 @@ func newProxier(cfg proxyConfig, log *slog.Logger, connectFailed func(backend st
 		},
 		ErrorHandler: p.failed,
 		BufferPool:   copyBuffers{},
+		// The ReverseProxy's own complaints (an answer cut short while it
+		// was copied) in the dispatcher's log, at warn, not on stderr in
+		// the standard logger's format.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		// FlushInterval 0: a response of unknown length (streamed,
 		// chunked) or text/event-stream is flushed after every write
 		// anyway; one of known length is copied as it comes.

@@ -832,6 +832,10 @@ func TestCutAnswersEndTheirRequests(t *testing.T) {
 		})
 		line := "msg=request method=GET path=/cut status=200 backend=" + cut.srv.URL
 		waitFor(t, "3 request lines for /cut in the log", func() bool { return strings.Count(s.logs.String(), line) == 3 })
+		// The ReverseProxy's own account of each cut, in the dispatcher's
+		// log and format, not on stderr through the standard logger.
+		complaint := `level=WARN msg="httputil: ReverseProxy read error during body copy`
+		waitFor(t, "3 of the ReverseProxy's complaints in the log", func() bool { return strings.Count(s.logs.String(), complaint) == 3 })
 	})
 
 	t.Run("retry budget", func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/url"
@@ -99,6 +100,10 @@ type Limits struct {
 	// to keep idle connections forever, since each holds a file descriptor
 	// and memory.
 	IdleTimeout time.Duration
+	// ErrorLog, if set, takes the server's own complaints (a TLS handshake
+	// that failed, a handler that panicked), which otherwise go to the
+	// standard logger on stderr.
+	ErrorLog *log.Logger
 }
 
 // Serve is ServeWith with the default Limits.
@@ -124,7 +129,8 @@ func NewServer(h http.Handler, lim Limits) *http.Server {
 	if idle <= 0 {
 		idle = DefaultIdleTimeout
 	}
-	return &http.Server{Handler: h, ReadHeaderTimeout: ReadHeaderTimeout, IdleTimeout: idle, MaxHeaderBytes: MaxHeaderBytes}
+	return &http.Server{Handler: h, ReadHeaderTimeout: ReadHeaderTimeout, IdleTimeout: idle, MaxHeaderBytes: MaxHeaderBytes,
+		ErrorLog: lim.ErrorLog}
 }
 
 // ServeServer serves srv on ln until ctx is done, then shuts it down as

@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -250,5 +252,53 @@ func TestHealthcheckFollowsTheBindAddress(t *testing.T) {
 		if got := LocalURL(tc.host, "81", "/readyz"); got != tc.want {
 			t.Errorf("LocalURL(%q): got %q, want %q", tc.host, got, tc.want)
 		}
+	}
+}
+
+// lockedBuffer is a log destination that the server's goroutines and the
+// test may share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// The server's own complaints (here a handler that sets its status twice)
+// go to Limits.ErrorLog, the program's log, not to the standard logger.
+func TestServeComplainsToErrorLog(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusTeapot)
+		w.WriteHeader(http.StatusOK)
+	})
+	go func() { errc <- ServeWith(ctx, ln, h, time.Second, Limits{ErrorLog: log.New(logs, "", 0)}) }()
+	defer func() { cancel(); <-errc }()
+	resp, err := http.Get("http://" + ln.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTeapot {
+		t.Errorf("got %s, want 418", resp.Status)
+	}
+	if got := logs.String(); !strings.Contains(got, "superfluous response.WriteHeader") {
+		t.Errorf("the error log holds %q, want the server's complaint of a second WriteHeader", got)
 	}
 }

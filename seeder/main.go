@@ -423,7 +423,7 @@ func splitServers(s string) []string {
 
 // printList prints the list, one entry a line, each followed by its marks,
 // tab-separated: "down" for the entries the health checks have marked
-// down, "ejected for 25s (2nd time)" for those a dispatcher has ejected,
+// down, "ejected for 24.6s more (2nd time)" for those a dispatcher has ejected,
 // "registered, heard 0.8s ago" for those a backend registered (REGISTER=1)
 // and the reconciler put there ("registration gone: leaving" once it
 // stopped). Then the registrations not in the list yet; the entries the
@@ -469,7 +469,7 @@ func printList(ctx context.Context, st *store.Store, w io.Writer) error {
 			marks = append(marks, "down")
 		}
 		if x := ejections[e]; !x.Until.IsZero() {
-			marks = append(marks, fmt.Sprintf("ejected for %s more (%s time)", x.Until.Sub(now).Round(100*time.Millisecond), ordinal(x.Times)))
+			marks = append(marks, fmt.Sprintf("ejected for %s more (%s time)", seconds(x.Until.Sub(now)), ordinal(x.Times)))
 		}
 		if m, ok := members[e]; ok {
 			marks = append(marks, registration(m))
@@ -514,7 +514,14 @@ func registration(m store.Member) string {
 	if !m.Alive {
 		return "registration gone: leaving the list"
 	}
-	return fmt.Sprintf("registered, heard %s ago", m.LastHeard.Round(100*time.Millisecond))
+	return fmt.Sprintf("registered, heard %s ago", seconds(m.LastHeard))
+}
+
+// seconds writes d as `seeder list` shows times, in seconds with one
+// decimal: "0.4s", "24.6s", "150.0s" (time.Duration's own "400ms" and
+// "2m30s" would change units from one line to the next).
+func seconds(d time.Duration) string {
+	return fmt.Sprintf("%.1fs", d.Seconds())
 }
 
 // ordinal is "1st", "2nd", "3rd", "4th", ...

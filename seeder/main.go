@@ -2,8 +2,8 @@
 // dispatcher rotates. `seeder help` prints its commands; docs/seeder.md
 // describes them.
 //
-// Every URL is validated before anything is written: one bad URL is named on
-// stderr, the exit status is 2 and Redis is left untouched.
+// Every URL is validated before Redis is asked anything: one bad URL is
+// named on stderr, the exit status is 2 and Redis is left untouched.
 package main
 
 import (
@@ -234,8 +234,9 @@ func parseCheck(args []string, getenv func(string) string) (action, error) {
 }
 
 // parseSeed reads `seed [-probe ORIGIN=PROBE_ORIGIN]... [URL...]`; without
-// URLs, SERVERS, else the tutorial's three. The URLs themselves are
-// validated by the store, before it sends any command.
+// URLs, SERVERS, else the tutorial's three. Every URL and origin is
+// validated here, before Redis is asked anything, so that a bad one is
+// named whether Redis answers or not (the store validates them again).
 func parseSeed(args []string, getenv func(string) string) (action, error) {
 	var probes probeFlags
 	fs := flag.NewFlagSet("seed", flag.ContinueOnError)
@@ -262,6 +263,11 @@ func parseSeed(args []string, getenv func(string) string) (action, error) {
 		urls = slices.Clone(urls)
 		for i, u := range urls {
 			urls[i] = normalize(u)
+		}
+	}
+	for _, u := range urls {
+		if _, err := backend.Parse(u); err != nil {
+			return nil, err
 		}
 	}
 	ops := []store.Op{store.OpSeed, store.OpList}
@@ -297,7 +303,10 @@ func parseAdd(args []string, _ func(string) string) (action, error) {
 		// means ordering the whole list again.
 		return nil, fmt.Errorf("%w: seeder add %q: add takes a URL without a weight; to weigh URLs, seed the whole list: seeder seed URL*N URL ...", errUsage, u)
 	}
-	u = normalize(u)
+	u, err := backend.Normalize(u)
+	if err != nil {
+		return nil, err
+	}
 	return func(ctx context.Context, st *store.Store, stdout io.Writer) error {
 		n, err := st.Add(ctx, u)
 		if err != nil {
@@ -378,12 +387,18 @@ func parseProbe(args []string, _ func(string) string) (action, error) {
 			return nil
 		}, nil
 	case len(args) == 2 && strings.Contains(args[0], ":"):
+		o, err := backend.ParseOrigin(args[0])
+		if err != nil {
+			return nil, err
+		}
+		p, err := backend.ParseOrigin(args[1])
+		if err != nil {
+			return nil, err
+		}
 		return func(ctx context.Context, st *store.Store, w io.Writer) error {
-			if err := st.SetProbe(ctx, args[0], args[1]); err != nil {
+			if err := st.SetProbe(ctx, o, p); err != nil {
 				return err
 			}
-			o, _ := backend.ParseOrigin(args[0])
-			p, _ := backend.ParseOrigin(args[1])
 			fmt.Fprintf(w, "%s is probed at %s%s\n", o, p, health.Path)
 			return nil
 		}, nil
@@ -393,8 +408,8 @@ func parseProbe(args []string, _ func(string) string) (action, error) {
 
 // normalize is u as the list stores it, scheme and host in lower case
 // (backend.Normalize), so that two spellings of one backend are one entry;
-// a URL that backend.Parse refuses is returned as typed, for the store to
-// refuse naming it (seed, add) or for remove to find a hand-made entry.
+// a URL that backend.Parse refuses is returned as typed, for seed to
+// refuse naming it or for remove to find a hand-made entry.
 func normalize(u string) string {
 	if n, err := backend.Normalize(u); err == nil {
 		return n
@@ -552,8 +567,9 @@ func listProbes(ctx context.Context, st *store.Store, w io.Writer) error {
 	return nil
 }
 
-// probeFlags collects -probe ORIGIN=PROBE_ORIGIN flags; nil until one is
-// given.
+// probeFlags collects -probe ORIGIN=PROBE_ORIGIN flags, both origins
+// validated and written as the probe hash holds them
+// (backend.ParseOrigin); nil until one is given.
 type probeFlags struct{ m map[string]string }
 
 func (p *probeFlags) String() string { return fmt.Sprint(p.m) }
@@ -562,6 +578,13 @@ func (p *probeFlags) Set(v string) error {
 	o, probe, ok := strings.Cut(v, "=")
 	if !ok || o == "" || probe == "" {
 		return fmt.Errorf("want ORIGIN=PROBE_ORIGIN, got %q", v)
+	}
+	o, err := backend.ParseOrigin(o)
+	if err != nil {
+		return err
+	}
+	if probe, err = backend.ParseOrigin(probe); err != nil {
+		return err
 	}
 	if p.m == nil {
 		p.m = map[string]string{}

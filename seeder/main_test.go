@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -75,51 +76,84 @@ func TestSeed(t *testing.T) {
 	}
 }
 
-// Bad input (a bad URL, weight, flag or command): it is named, the exit
-// status is 2, and Redis is untouched.
-func TestBadInputChangesNothing(t *testing.T) {
-	srv := redistest.Start(t)
-	if _, err := seeder(t, srv, nil, "seed"); err != nil {
+// badInputs are mistakes in what the user typed (a bad URL, origin,
+// weight, flag, command or Redis setting), each with what its message must
+// mention.
+var badInputs = []struct {
+	args    []string
+	env     map[string]string
+	mention string
+}{
+	{[]string{"seed", "http://ok.example", "javascript:alert(1)"}, nil, "javascript:alert(1)"},
+	{[]string{"http://ok.example", "//evil.example"}, nil, "//evil.example"},
+	{[]string{"seed"}, map[string]string{"SERVERS": "http://ok.example,http://u:p@x.example"}, "http://u:p@x.example"},
+	{[]string{"seed", "http://a.example/?q=1"}, nil, "must not have a query"},
+	{[]string{"seed", "http://a.example:65536"}, nil, "port must be 1-65535"},
+	{[]string{"seed", "http://[fe80::1%25eth0]:5000"}, nil, "host must be a DNS name or an IP address"},
+	{[]string{"seed", ""}, nil, "empty"},
+	{[]string{"add", "/relative"}, nil, "/relative"},
+	{[]string{"add", "http://a.example\r\nX-Evil: 1"}, nil, "http://a.example\\r\\nX-Evil: 1"},
+	{[]string{"add", "http://u@a.example"}, nil, "must not contain user info"},
+	{[]string{"add"}, nil, "exactly one URL"},
+	{[]string{"add", "http://a.example", "http://b.example"}, nil, "exactly one URL"},
+	{[]string{"remove"}, nil, "exactly one URL"},
+	{[]string{"watch", "-n", "-1"}, nil, "must not be negative"},
+	{[]string{"watch", "-x"}, nil, "flag provided but not defined"},
+	{[]string{"watch", "-i", "1"}, nil, `invalid value "1" for flag -i`},
+	{[]string{"list", "extra"}, nil, "takes no arguments"},
+	{[]string{"frobnicate"}, nil, `unknown command "frobnicate"`},
+	{[]string{"seed", "-probe", "http://a:1"}, nil, "ORIGIN=PROBE_ORIGIN"},
+	{[]string{"seed", "-probe", "http://a:1=ftp://b", "http://a:1"}, nil, "ftp://b"},
+	{[]string{"seed", "-probe", "http://a:1/app=http://b:1", "http://a:1"}, nil, "no path"},
+	{[]string{"probe", "http://a:1"}, nil, "seeder probe ORIGIN PROBE_ORIGIN"},
+	{[]string{"probe", "remove"}, nil, "seeder probe ORIGIN PROBE_ORIGIN"},
+	{[]string{"probe", "http://a:1", "javascript:x"}, nil, "javascript:x"},
+	{[]string{"probe", "http://a:1/app", "http://b:1"}, nil, "no path"},
+	{[]string{"strategy", "fastest"}, nil, `unknown strategy "fastest"`},
+	{[]string{"strategy", "hash", "HASH_KEY"}, nil, `"HASH_KEY": want KEY=VALUE`},
+	// A bad weight, a bad URL among weighted ones, a weight given to add.
+	{[]string{"seed", "http://a:5000*2", "http://b:5001*0"}, nil, `"http://b:5001*0"`},
+	{[]string{"seed", "http://a:5000*101"}, nil, `"http://a:5000*101"`},
+	{[]string{"http://a:5000*two", "http://b:5001"}, nil, `"http://a:5000*two"`},
+	{[]string{"seed", "http://a:5000*"}, nil, `"http://a:5000*"`},
+	{[]string{"seed"}, map[string]string{"SERVERS": "http://a:5000*-1"}, `"http://a:5000*-1"`},
+	{[]string{"seed", "http://a:5000*2", "javascript:alert(1)*2"}, nil, "javascript:alert(1)"},
+	{[]string{"add", "http://a:5000*2"}, nil, `"http://a:5000*2"`},
+	// Bad Redis settings.
+	{[]string{"seed", "http://a:5000"}, map[string]string{"REDIS_KEY": " "}, "REDIS_KEY"},
+	{[]string{"add", "http://a:5000"}, map[string]string{"REDIS_KEY": "my servers"}, "REDIS_KEY"},
+	{[]string{"seed", "http://a:5000"}, map[string]string{"REDIS_TLS_CERT": "/nonexistent/client.crt"}, "REDIS_TLS_KEY"},
+	{[]string{"seed", "http://a:5000"}, map[string]string{"REDIS_TLS_CA": "/nonexistent/ca.crt"}, "REDIS_TLS_CA"},
+}
+
+// keyspace is every key on srv with its value (DUMP), to compare.
+func keyspace(t *testing.T, srv *redistest.Server) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := srv.Client.Keys(ctx, "*").Result()
+	if err != nil {
 		t.Fatal(err)
 	}
-	tests := []struct {
-		args    []string
-		env     map[string]string
-		mention string
-	}{
-		{[]string{"seed", "http://ok.example", "javascript:alert(1)"}, nil, "javascript:alert(1)"},
-		{[]string{"http://ok.example", "//evil.example"}, nil, "//evil.example"},
-		{[]string{"seed"}, map[string]string{"SERVERS": "http://ok.example,http://u:p@x.example"}, "http://u:p@x.example"},
-		{[]string{"add", "/relative"}, nil, "/relative"},
-		{[]string{"add", "http://a.example\r\nX-Evil: 1"}, nil, "http://a.example\\r\\nX-Evil: 1"},
-		{[]string{"add"}, nil, "exactly one URL"},
-		{[]string{"add", "http://a.example", "http://b.example"}, nil, "exactly one URL"},
-		{[]string{"remove"}, nil, "exactly one URL"},
-		{[]string{"watch", "-n", "-1"}, nil, "must not be negative"},
-		{[]string{"watch", "-x"}, nil, "flag provided but not defined"},
-		{[]string{"list", "extra"}, nil, "takes no arguments"},
-		{[]string{"frobnicate"}, nil, `unknown command "frobnicate"`},
-		{[]string{"seed", "-probe", "http://a:1"}, nil, "ORIGIN=PROBE_ORIGIN"},
-		{[]string{"seed", "-probe", "http://a:1=ftp://b", "http://a:1"}, nil, "ftp://b"},
-		{[]string{"seed", "-probe", "http://a:1/app=http://b:1", "http://a:1"}, nil, "no path"},
-		{[]string{"probe", "http://a:1"}, nil, "seeder probe ORIGIN PROBE_ORIGIN"},
-		{[]string{"probe", "remove"}, nil, "seeder probe ORIGIN PROBE_ORIGIN"},
-		{[]string{"probe", "http://a:1", "javascript:x"}, nil, "javascript:x"},
-		// A bad weight, a bad URL among weighted ones, a weight given to add.
-		{[]string{"seed", "http://a:5000*2", "http://b:5001*0"}, nil, `"http://b:5001*0"`},
-		{[]string{"seed", "http://a:5000*101"}, nil, `"http://a:5000*101"`},
-		{[]string{"http://a:5000*two", "http://b:5001"}, nil, `"http://a:5000*two"`},
-		{[]string{"seed", "http://a:5000*"}, nil, `"http://a:5000*"`},
-		{[]string{"seed"}, map[string]string{"SERVERS": "http://a:5000*-1"}, `"http://a:5000*-1"`},
-		{[]string{"seed", "http://a:5000*2", "javascript:alert(1)*2"}, nil, "javascript:alert(1)"},
-		{[]string{"add", "http://a:5000*2"}, nil, `"http://a:5000*2"`},
-		// Bad Redis settings.
-		{[]string{"seed", "http://a:5000"}, map[string]string{"REDIS_KEY": " "}, "REDIS_KEY"},
-		{[]string{"add", "http://a:5000"}, map[string]string{"REDIS_KEY": "my servers"}, "REDIS_KEY"},
-		{[]string{"seed", "http://a:5000"}, map[string]string{"REDIS_TLS_CERT": "/nonexistent/client.crt"}, "REDIS_TLS_KEY"},
-		{[]string{"seed", "http://a:5000"}, map[string]string{"REDIS_TLS_CA": "/nonexistent/ca.crt"}, "REDIS_TLS_CA"},
+	out := map[string]string{}
+	for _, k := range keys {
+		if out[k], err = srv.Client.Dump(ctx, k).Result(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	for _, tc := range tests {
+	return out
+}
+
+// Bad input is named, the exit status is 2, and Redis is untouched: no
+// key, the list's version included, changes.
+func TestBadInputChangesNothing(t *testing.T) {
+	srv := redistest.Start(t)
+	for _, args := range [][]string{{"seed", "-probe", "http://127.0.0.1:5000=http://backend1:5000"}, {"strategy", "random"}} {
+		if _, err := seeder(t, srv, nil, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := keyspace(t, srv)
+	for _, tc := range badInputs {
 		_, err := seeder(t, srv, tc.env, tc.args...)
 		if err == nil {
 			t.Errorf("seeder %q: got no error, want one", tc.args)
@@ -133,6 +167,22 @@ func TestBadInputChangesNothing(t *testing.T) {
 		}
 		if got := lrange(t, srv); !slices.Equal(got, tutorialServers) {
 			t.Fatalf("seeder %q changed the list: got %q, want %q", tc.args, got, tutorialServers)
+		}
+		if after := keyspace(t, srv); !maps.Equal(after, before) {
+			t.Fatalf("seeder %q changed Redis: keys %q, want %q", tc.args, slices.Sorted(maps.Keys(after)), slices.Sorted(maps.Keys(before)))
+		}
+	}
+}
+
+// Bad input is named with exit status 2 before Redis is asked anything:
+// with Redis down too, the message is the mistake, not "redis unavailable".
+func TestBadInputIsNamedBeforeRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.Stop()
+	for _, tc := range badInputs {
+		_, err := seeder(t, srv, tc.env, tc.args...)
+		if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), tc.mention) {
+			t.Errorf("seeder %q with Redis down: got %v (exit status %d), want exit status 2 and a message mentioning %q", tc.args, err, exitCode(err), tc.mention)
 		}
 	}
 }

@@ -569,7 +569,8 @@ func listProbes(ctx context.Context, st *store.Store, w io.Writer) error {
 
 // probeFlags collects -probe ORIGIN=PROBE_ORIGIN flags, both origins
 // validated and written as the probe hash holds them
-// (backend.ParseOrigin); nil until one is given.
+// (backend.ParseOrigin), so that two spellings of one origin are one, and
+// one origin given two probe addresses is refused; nil until one is given.
 type probeFlags struct{ m map[string]string }
 
 func (p *probeFlags) String() string { return fmt.Sprint(p.m) }
@@ -585,6 +586,9 @@ func (p *probeFlags) Set(v string) error {
 	}
 	if probe, err = backend.ParseOrigin(probe); err != nil {
 		return err
+	}
+	if had, ok := p.m[o]; ok && had != probe {
+		return fmt.Errorf("%s given two probe addresses, %s and %s", o, had, probe)
 	}
 	if p.m == nil {
 		p.m = map[string]string{}

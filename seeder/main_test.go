@@ -105,6 +105,7 @@ var badInputs = []struct {
 	{[]string{"seed", "-probe", "http://a:1"}, nil, "ORIGIN=PROBE_ORIGIN"},
 	{[]string{"seed", "-probe", "http://a:1=ftp://b", "http://a:1"}, nil, "ftp://b"},
 	{[]string{"seed", "-probe", "http://a:1/app=http://b:1", "http://a:1"}, nil, "no path"},
+	{[]string{"seed", "-probe", "http://a:1=http://b:1", "-probe", "HTTP://A:1/=http://c:1", "http://a:1"}, nil, "http://a:1 given two probe addresses"},
 	{[]string{"probe", "http://a:1"}, nil, "seeder probe ORIGIN PROBE_ORIGIN"},
 	{[]string{"probe", "remove"}, nil, "seeder probe ORIGIN PROBE_ORIGIN"},
 	{[]string{"probe", "http://a:1", "javascript:x"}, nil, "javascript:x"},
@@ -155,14 +156,12 @@ func TestBadInputChangesNothing(t *testing.T) {
 	before := keyspace(t, srv)
 	for _, tc := range badInputs {
 		_, err := seeder(t, srv, tc.env, tc.args...)
-		if err == nil {
+		switch {
+		case err == nil:
 			t.Errorf("seeder %q: got no error, want one", tc.args)
-			continue
-		}
-		if code := exitCode(err); code != 2 {
-			t.Errorf("seeder %q: got exit status %d, want 2 (%v)", tc.args, code, err)
-		}
-		if !strings.Contains(err.Error(), tc.mention) {
+		case exitCode(err) != 2:
+			t.Errorf("seeder %q: got exit status %d, want 2 (%v)", tc.args, exitCode(err), err)
+		case !strings.Contains(err.Error(), tc.mention):
 			t.Errorf("seeder %q: error %q does not mention %q", tc.args, err, tc.mention)
 		}
 		if got := lrange(t, srv); !slices.Equal(got, tutorialServers) {
@@ -297,6 +296,9 @@ func TestProbe(t *testing.T) {
 		{[]string{"probe"}, "http://localhost:5001 http://backend2:5001\nhttp://localhost:5002 http://backend3:5002\n"},
 		{[]string{"seed", "-probe", "http://localhost:5000=http://b:5000", "http://localhost:5000"}, "seeded \"servers\" with 1 URL\nprobe addresses in \"{servers}:probe\": 1\nhttp://localhost:5000\n"},
 		{[]string{"probe"}, "http://localhost:5000 http://b:5000\n"},
+		// One origin in two spellings is one probe address.
+		{[]string{"seed", "-probe", "http://localhost:5000=http://c:5000", "-probe", "HTTP://LOCALHOST:5000/=http://c:5000", "http://localhost:5000"}, "seeded \"servers\" with 1 URL\nprobe addresses in \"{servers}:probe\": 1\nhttp://localhost:5000\n"},
+		{[]string{"probe"}, "http://localhost:5000 http://c:5000\n"},
 	}
 	for _, st := range steps {
 		out, err := seeder(t, srv, nil, st.args...)

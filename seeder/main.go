@@ -357,7 +357,10 @@ func parseWatch(args []string, _ func(string) string) (action, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("%w: seeder watch [-n N] [-i DURATION]: %v", errUsage, err)
 	}
-	if fs.NArg() > 0 || *n < 0 || *every < 0 {
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("%w: seeder watch [-n N] [-i DURATION]: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	if *n < 0 || *every < 0 {
 		return nil, fmt.Errorf("%w: seeder watch [-n N] [-i DURATION]: N and DURATION must not be negative", errUsage)
 	}
 	return func(ctx context.Context, st *store.Store, stdout io.Writer) error {

@@ -100,6 +100,8 @@ var badInputs = []struct {
 	{[]string{"watch", "-n", "-1"}, nil, "must not be negative"},
 	{[]string{"watch", "-x"}, nil, "flag provided but not defined"},
 	{[]string{"watch", "-i", "1"}, nil, `invalid value "1" for flag -i`},
+	{[]string{"watch", "5"}, nil, `unexpected argument "5"`},
+	{[]string{"watch", "-n", "1", "-i", "0", "extra"}, nil, `unexpected argument "extra"`},
 	{[]string{"list", "extra"}, nil, "takes no arguments"},
 	{[]string{"frobnicate"}, nil, `unknown command "frobnicate"`},
 	{[]string{"seed", "-probe", "http://a:1"}, nil, "ORIGIN=PROBE_ORIGIN"},

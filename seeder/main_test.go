@@ -468,3 +468,47 @@ func TestCheck(t *testing.T) {
 		}
 	}
 }
+
+// seed replaces the list and what belongs to the old one (the tally, the
+// quarantine, the reconciler's notes of the entries it added) in one step
+// that changes the list's version, and keeps the probe addresses, the
+// stored strategy and the down set, as docs/seeder.md says.
+func TestSeedReplacesTheListAndKeepsTheRest(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	for _, args := range [][]string{
+		{"seed", "-probe", "http://a:1=http://backend1:1", "http://a:1", "http://b:2"},
+		{"strategy", "random"},
+		{"watch", "-n", "2", "-i", "0"},
+	} {
+		if _, err := seeder(t, srv, nil, args...); err != nil {
+			t.Fatalf("seeder %q: %v", args, err)
+		}
+	}
+	c := srv.Client
+	c.RPush(ctx, "{servers}:quarantine", "http://long.example/x")
+	c.HSet(ctx, "{servers}:joined", "http://b:2", 1)
+	c.SAdd(ctx, "{servers}:down", "http://b:2")
+	before := keyspace(t, srv)
+
+	if _, err := seeder(t, srv, nil, "seed", "http://c:3"); err != nil {
+		t.Fatal(err)
+	}
+	after := keyspace(t, srv)
+	if got := lrange(t, srv); !slices.Equal(got, []string{"http://c:3"}) {
+		t.Errorf("LRANGE: got %q, want [http://c:3]", got)
+	}
+	for _, k := range []string{"{servers}:picks", "{servers}:quarantine", "{servers}:joined"} {
+		if _, ok := after[k]; ok {
+			t.Errorf("%s is still there after seed, want it gone", k)
+		}
+	}
+	if after["{servers}:version"] == before["{servers}:version"] {
+		t.Error("{servers}:version did not change")
+	}
+	for _, k := range []string{"{servers}:probe", "{servers}:strategy", "{servers}:down"} {
+		if after[k] != before[k] || after[k] == "" {
+			t.Errorf("%s changed or went away with seed, want it kept", k)
+		}
+	}
+}

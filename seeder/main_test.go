@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -509,6 +510,41 @@ func TestSeedReplacesTheListAndKeepsTheRest(t *testing.T) {
 	for _, k := range []string{"{servers}:probe", "{servers}:strategy", "{servers}:down"} {
 		if after[k] != before[k] || after[k] == "" {
 			t.Errorf("%s changed or went away with seed, want it kept", k)
+		}
+	}
+}
+
+// A key of the wrong type (put there by hand) is named in the error: the
+// key beside the list that holds it, not the list, which is fine.
+func TestWrongTypeNamesTheKey(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		key  string
+		args []string
+	}{
+		{"{servers}:probe", []string{"probe"}},
+		{"{servers}:probe", []string{"probe", "http://a:1", "http://b:1"}},
+		{"{servers}:probe", []string{"probe", "remove", "http://a:1"}},
+		{"{servers}:picks", []string{"watch", "-n", "1"}},
+		{"servers", []string{"list"}},
+	} {
+		srv := redistest.Start(t)
+		if _, err := seeder(t, srv, nil, "seed"); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Client.Del(ctx, tc.key).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Client.Set(ctx, tc.key, "x", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		_, err := seeder(t, srv, nil, tc.args...)
+		if err == nil || !errors.Is(err, pick.ErrWrongType) || exitCode(err) != 1 || !strings.Contains(err.Error(), strconv.Quote(tc.key)) {
+			t.Errorf("seeder %q with %s a string: got %v (exit status %d), want exit status 1 naming %q", tc.args, tc.key, err, exitCode(err), tc.key)
+			continue
+		}
+		if isList := tc.key == "servers"; strings.Contains(err.Error(), "rotation key") != isList {
+			t.Errorf("seeder %q with %s a string: got %q, which blames the rotation list: %v, want %v", tc.args, tc.key, err, !isList, isList)
 		}
 	}
 }

@@ -118,6 +118,7 @@ var badInputs = []struct {
 	// A bad weight, a bad URL among weighted ones, a weight given to add.
 	{[]string{"seed", "http://a:5000*2", "http://b:5001*0"}, nil, `"http://b:5001*0"`},
 	{[]string{"seed", "http://a:5000*101"}, nil, `"http://a:5000*101"`},
+	{[]string{"seed", "http://a:5000*99999999999999999999"}, nil, `"http://a:5000*99999999999999999999"`},
 	{[]string{"http://a:5000*two", "http://b:5001"}, nil, `"http://a:5000*two"`},
 	{[]string{"seed", "http://a:5000*"}, nil, `"http://a:5000*"`},
 	{[]string{"seed"}, map[string]string{"SERVERS": "http://a:5000*-1"}, `"http://a:5000*-1"`},

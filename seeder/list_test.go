@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spreadlb/spread/internal/redistest"
+	"github.com/spreadlb/spread/internal/store"
 )
 
 // list marks the entries every pick skips as invalid, quoted and cut to
@@ -63,5 +66,42 @@ func TestListReportsTheQuarantine(t *testing.T) {
 		`"` + long[:200] + `…(1048593 bytes)"` + "\n"
 	if err != nil || out != want {
 		t.Errorf("list: got (%.600q, %v), want %.600q", out, err, want)
+	}
+}
+
+// list writes how long ago a registration was heard and how long an
+// ejection lasts in seconds with one decimal, as docs/seeder.md shows them
+// ("registered, heard 0.4s ago", "ejected for 24.6s more (1st time)"),
+// under a second too: not "heard 400ms ago".
+func TestListWritesSecondsAsTheDocsShow(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	if _, err := seeder(t, srv, nil, "seed", "http://a:1", "http://b:2", "http://c:3"); err != nil {
+		t.Fatal(err)
+	}
+	st := store.NewStore(srv.Client, "servers", nil)
+	if e, err := st.Eject(ctx, "http://a:1", store.EjectPolicy{Base: 30 * time.Second, MaxPercent: 100}); err != nil || !e.Ejected {
+		t.Fatalf("eject: got %+v, %v", e, err)
+	}
+	// Registrations heard a few hundred milliseconds ago: the value is
+	// the TTL they were given, the TTL left is what it is now.
+	for _, u := range []string{"http://b:2", "http://d:4"} {
+		if err := srv.Client.Set(ctx, st.MemberKey(u), 6000, 5700*time.Millisecond).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Client.SAdd(ctx, st.MembersKey(), u).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := seeder(t, srv, nil, "list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := regexp.MustCompile(`^http://a:1\tejected for \d+\.\ds more \(1st time\)\n` +
+		`http://b:2\tregistered, heard \d+\.\ds ago\n` +
+		`http://c:3\n` +
+		`\(not in the list yet\)\thttp://d:4\tregistered, heard \d+\.\ds ago\n$`)
+	if !want.MatchString(out) {
+		t.Errorf("list: got %q, want it to match %q", out, want)
 	}
 }

@@ -2,8 +2,8 @@
 // dispatcher rotates. `seeder help` prints its commands; docs/seeder.md
 // describes them.
 //
-// Every URL is validated before anything is written: one bad URL is named on
-// stderr, the exit status is 2 and Redis is left untouched.
+// Every URL is validated before Redis is asked anything: one bad URL is
+// named on stderr, the exit status is 2 and Redis is left untouched.
 package main
 
 import (
@@ -234,8 +234,9 @@ func parseCheck(args []string, getenv func(string) string) (action, error) {
 }
 
 // parseSeed reads `seed [-probe ORIGIN=PROBE_ORIGIN]... [URL...]`; without
-// URLs, SERVERS, else the tutorial's three. The URLs themselves are
-// validated by the store, before it sends any command.
+// URLs, SERVERS, else the tutorial's three. Every URL and origin is
+// validated here, before Redis is asked anything, so that a bad one is
+// named whether Redis answers or not (the store validates them again).
 func parseSeed(args []string, getenv func(string) string) (action, error) {
 	var probes probeFlags
 	fs := flag.NewFlagSet("seed", flag.ContinueOnError)
@@ -262,6 +263,11 @@ func parseSeed(args []string, getenv func(string) string) (action, error) {
 		urls = slices.Clone(urls)
 		for i, u := range urls {
 			urls[i] = normalize(u)
+		}
+	}
+	for _, u := range urls {
+		if _, err := backend.Parse(u); err != nil {
+			return nil, err
 		}
 	}
 	ops := []store.Op{store.OpSeed, store.OpList}
@@ -297,7 +303,10 @@ func parseAdd(args []string, _ func(string) string) (action, error) {
 		// means ordering the whole list again.
 		return nil, fmt.Errorf("%w: seeder add %q: add takes a URL without a weight; to weigh URLs, seed the whole list: seeder seed URL*N URL ...", errUsage, u)
 	}
-	u = normalize(u)
+	u, err := backend.Normalize(u)
+	if err != nil {
+		return nil, err
+	}
 	return func(ctx context.Context, st *store.Store, stdout io.Writer) error {
 		n, err := st.Add(ctx, u)
 		if err != nil {
@@ -348,7 +357,10 @@ func parseWatch(args []string, _ func(string) string) (action, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("%w: seeder watch [-n N] [-i DURATION]: %v", errUsage, err)
 	}
-	if fs.NArg() > 0 || *n < 0 || *every < 0 {
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("%w: seeder watch [-n N] [-i DURATION]: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	if *n < 0 || *every < 0 {
 		return nil, fmt.Errorf("%w: seeder watch [-n N] [-i DURATION]: N and DURATION must not be negative", errUsage)
 	}
 	return func(ctx context.Context, st *store.Store, stdout io.Writer) error {
@@ -378,12 +390,18 @@ func parseProbe(args []string, _ func(string) string) (action, error) {
 			return nil
 		}, nil
 	case len(args) == 2 && strings.Contains(args[0], ":"):
+		o, err := backend.ParseOrigin(args[0])
+		if err != nil {
+			return nil, err
+		}
+		p, err := backend.ParseOrigin(args[1])
+		if err != nil {
+			return nil, err
+		}
 		return func(ctx context.Context, st *store.Store, w io.Writer) error {
-			if err := st.SetProbe(ctx, args[0], args[1]); err != nil {
+			if err := st.SetProbe(ctx, o, p); err != nil {
 				return err
 			}
-			o, _ := backend.ParseOrigin(args[0])
-			p, _ := backend.ParseOrigin(args[1])
 			fmt.Fprintf(w, "%s is probed at %s%s\n", o, p, health.Path)
 			return nil
 		}, nil
@@ -393,8 +411,8 @@ func parseProbe(args []string, _ func(string) string) (action, error) {
 
 // normalize is u as the list stores it, scheme and host in lower case
 // (backend.Normalize), so that two spellings of one backend are one entry;
-// a URL that backend.Parse refuses is returned as typed, for the store to
-// refuse naming it (seed, add) or for remove to find a hand-made entry.
+// a URL that backend.Parse refuses is returned as typed, for seed to
+// refuse naming it or for remove to find a hand-made entry.
 func normalize(u string) string {
 	if n, err := backend.Normalize(u); err == nil {
 		return n
@@ -423,7 +441,7 @@ func splitServers(s string) []string {
 
 // printList prints the list, one entry a line, each followed by its marks,
 // tab-separated: "down" for the entries the health checks have marked
-// down, "ejected for 25s (2nd time)" for those a dispatcher has ejected,
+// down, "ejected for 24.6s more (2nd time)" for those a dispatcher has ejected,
 // "registered, heard 0.8s ago" for those a backend registered (REGISTER=1)
 // and the reconciler put there ("registration gone: leaving" once it
 // stopped). Then the registrations not in the list yet; the entries the
@@ -469,7 +487,7 @@ func printList(ctx context.Context, st *store.Store, w io.Writer) error {
 			marks = append(marks, "down")
 		}
 		if x := ejections[e]; !x.Until.IsZero() {
-			marks = append(marks, fmt.Sprintf("ejected for %s more (%s time)", x.Until.Sub(now).Round(100*time.Millisecond), ordinal(x.Times)))
+			marks = append(marks, fmt.Sprintf("ejected for %s more (%s time)", seconds(x.Until.Sub(now)), ordinal(x.Times)))
 		}
 		if m, ok := members[e]; ok {
 			marks = append(marks, registration(m))
@@ -514,7 +532,14 @@ func registration(m store.Member) string {
 	if !m.Alive {
 		return "registration gone: leaving the list"
 	}
-	return fmt.Sprintf("registered, heard %s ago", m.LastHeard.Round(100*time.Millisecond))
+	return fmt.Sprintf("registered, heard %s ago", seconds(m.LastHeard))
+}
+
+// seconds writes d as `seeder list` shows times, in seconds with one
+// decimal: "0.4s", "24.6s", "150.0s" (time.Duration's own "400ms" and
+// "2m30s" would change units from one line to the next).
+func seconds(d time.Duration) string {
+	return fmt.Sprintf("%.1fs", d.Seconds())
 }
 
 // ordinal is "1st", "2nd", "3rd", "4th", ...
@@ -545,8 +570,10 @@ func listProbes(ctx context.Context, st *store.Store, w io.Writer) error {
 	return nil
 }
 
-// probeFlags collects -probe ORIGIN=PROBE_ORIGIN flags; nil until one is
-// given.
+// probeFlags collects -probe ORIGIN=PROBE_ORIGIN flags, both origins
+// validated and written as the probe hash holds them
+// (backend.ParseOrigin), so that two spellings of one origin are one, and
+// one origin given two probe addresses is refused; nil until one is given.
 type probeFlags struct{ m map[string]string }
 
 func (p *probeFlags) String() string { return fmt.Sprint(p.m) }
@@ -555,6 +582,16 @@ func (p *probeFlags) Set(v string) error {
 	o, probe, ok := strings.Cut(v, "=")
 	if !ok || o == "" || probe == "" {
 		return fmt.Errorf("want ORIGIN=PROBE_ORIGIN, got %q", v)
+	}
+	o, err := backend.ParseOrigin(o)
+	if err != nil {
+		return err
+	}
+	if probe, err = backend.ParseOrigin(probe); err != nil {
+		return err
+	}
+	if had, ok := p.m[o]; ok && had != probe {
+		return fmt.Errorf("%s given two probe addresses, %s and %s", o, had, probe)
 	}
 	if p.m == nil {
 		p.m = map[string]string{}

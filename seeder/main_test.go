@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"maps"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -75,64 +77,115 @@ func TestSeed(t *testing.T) {
 	}
 }
 
-// Bad input (a bad URL, weight, flag or command): it is named, the exit
-// status is 2, and Redis is untouched.
-func TestBadInputChangesNothing(t *testing.T) {
-	srv := redistest.Start(t)
-	if _, err := seeder(t, srv, nil, "seed"); err != nil {
+// badInputs are mistakes in what the user typed (a bad URL, origin,
+// weight, flag, command or Redis setting), each with what its message must
+// mention.
+var badInputs = []struct {
+	args    []string
+	env     map[string]string
+	mention string
+}{
+	{[]string{"seed", "http://ok.example", "javascript:alert(1)"}, nil, "javascript:alert(1)"},
+	{[]string{"http://ok.example", "//evil.example"}, nil, "//evil.example"},
+	{[]string{"seed"}, map[string]string{"SERVERS": "http://ok.example,http://u:p@x.example"}, "http://u:p@x.example"},
+	{[]string{"seed", "http://a.example/?q=1"}, nil, "must not have a query"},
+	{[]string{"seed", "http://a.example:65536"}, nil, "port must be 1-65535"},
+	{[]string{"seed", "http://[fe80::1%25eth0]:5000"}, nil, "host must be a DNS name or an IP address"},
+	{[]string{"seed", ""}, nil, "empty"},
+	{[]string{"add", "/relative"}, nil, "/relative"},
+	{[]string{"add", "http://a.example\r\nX-Evil: 1"}, nil, "http://a.example\\r\\nX-Evil: 1"},
+	{[]string{"add", "http://u@a.example"}, nil, "must not contain user info"},
+	{[]string{"add"}, nil, "exactly one URL"},
+	{[]string{"add", "http://a.example", "http://b.example"}, nil, "exactly one URL"},
+	{[]string{"remove"}, nil, "exactly one URL"},
+	{[]string{"watch", "-n", "-1"}, nil, "must not be negative"},
+	{[]string{"watch", "-x"}, nil, "flag provided but not defined"},
+	{[]string{"watch", "-i", "1"}, nil, `invalid value "1" for flag -i`},
+	{[]string{"watch", "5"}, nil, `unexpected argument "5"`},
+	{[]string{"watch", "-n", "1", "-i", "0", "extra"}, nil, `unexpected argument "extra"`},
+	{[]string{"list", "extra"}, nil, "takes no arguments"},
+	{[]string{"frobnicate"}, nil, `unknown command "frobnicate"`},
+	{[]string{"seed", "-probe", "http://a:1"}, nil, "ORIGIN=PROBE_ORIGIN"},
+	{[]string{"seed", "-probe", "http://a:1=ftp://b", "http://a:1"}, nil, "ftp://b"},
+	{[]string{"seed", "-probe", "http://a:1/app=http://b:1", "http://a:1"}, nil, "no path"},
+	{[]string{"seed", "-probe", "http://a:1=http://b:1", "-probe", "HTTP://A:1/=http://c:1", "http://a:1"}, nil, "http://a:1 given two probe addresses"},
+	{[]string{"probe", "http://a:1"}, nil, "seeder probe ORIGIN PROBE_ORIGIN"},
+	{[]string{"probe", "remove"}, nil, "seeder probe ORIGIN PROBE_ORIGIN"},
+	{[]string{"probe", "http://a:1", "javascript:x"}, nil, "javascript:x"},
+	{[]string{"probe", "http://a:1/app", "http://b:1"}, nil, "no path"},
+	{[]string{"strategy", "fastest"}, nil, `unknown strategy "fastest"`},
+	{[]string{"strategy", "hash", "HASH_KEY"}, nil, `"HASH_KEY": want KEY=VALUE`},
+	// A bad weight, a bad URL among weighted ones, a weight given to add.
+	{[]string{"seed", "http://a:5000*2", "http://b:5001*0"}, nil, `"http://b:5001*0"`},
+	{[]string{"seed", "http://a:5000*101"}, nil, `"http://a:5000*101"`},
+	{[]string{"seed", "http://a:5000*99999999999999999999"}, nil, `"http://a:5000*99999999999999999999"`},
+	{[]string{"http://a:5000*two", "http://b:5001"}, nil, `"http://a:5000*two"`},
+	{[]string{"seed", "http://a:5000*"}, nil, `"http://a:5000*"`},
+	{[]string{"seed"}, map[string]string{"SERVERS": "http://a:5000*-1"}, `"http://a:5000*-1"`},
+	{[]string{"seed", "http://a:5000*2", "javascript:alert(1)*2"}, nil, "javascript:alert(1)"},
+	{[]string{"add", "http://a:5000*2"}, nil, `"http://a:5000*2"`},
+	// Bad Redis settings.
+	{[]string{"seed", "http://a:5000"}, map[string]string{"REDIS_KEY": " "}, "REDIS_KEY"},
+	{[]string{"add", "http://a:5000"}, map[string]string{"REDIS_KEY": "my servers"}, "REDIS_KEY"},
+	{[]string{"seed", "http://a:5000"}, map[string]string{"REDIS_TLS_CERT": "/nonexistent/client.crt"}, "REDIS_TLS_KEY"},
+	{[]string{"seed", "http://a:5000"}, map[string]string{"REDIS_TLS_CA": "/nonexistent/ca.crt"}, "REDIS_TLS_CA"},
+}
+
+// keyspace is every key on srv with its value (DUMP), to compare.
+func keyspace(t *testing.T, srv *redistest.Server) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := srv.Client.Keys(ctx, "*").Result()
+	if err != nil {
 		t.Fatal(err)
 	}
-	tests := []struct {
-		args    []string
-		env     map[string]string
-		mention string
-	}{
-		{[]string{"seed", "http://ok.example", "javascript:alert(1)"}, nil, "javascript:alert(1)"},
-		{[]string{"http://ok.example", "//evil.example"}, nil, "//evil.example"},
-		{[]string{"seed"}, map[string]string{"SERVERS": "http://ok.example,http://u:p@x.example"}, "http://u:p@x.example"},
-		{[]string{"add", "/relative"}, nil, "/relative"},
-		{[]string{"add", "http://a.example\r\nX-Evil: 1"}, nil, "http://a.example\\r\\nX-Evil: 1"},
-		{[]string{"add"}, nil, "exactly one URL"},
-		{[]string{"add", "http://a.example", "http://b.example"}, nil, "exactly one URL"},
-		{[]string{"remove"}, nil, "exactly one URL"},
-		{[]string{"watch", "-n", "-1"}, nil, "must not be negative"},
-		{[]string{"watch", "-x"}, nil, "flag provided but not defined"},
-		{[]string{"list", "extra"}, nil, "takes no arguments"},
-		{[]string{"frobnicate"}, nil, `unknown command "frobnicate"`},
-		{[]string{"seed", "-probe", "http://a:1"}, nil, "ORIGIN=PROBE_ORIGIN"},
-		{[]string{"seed", "-probe", "http://a:1=ftp://b", "http://a:1"}, nil, "ftp://b"},
-		{[]string{"seed", "-probe", "http://a:1/app=http://b:1", "http://a:1"}, nil, "no path"},
-		{[]string{"probe", "http://a:1"}, nil, "seeder probe ORIGIN PROBE_ORIGIN"},
-		{[]string{"probe", "remove"}, nil, "seeder probe ORIGIN PROBE_ORIGIN"},
-		{[]string{"probe", "http://a:1", "javascript:x"}, nil, "javascript:x"},
-		// A bad weight, a bad URL among weighted ones, a weight given to add.
-		{[]string{"seed", "http://a:5000*2", "http://b:5001*0"}, nil, `"http://b:5001*0"`},
-		{[]string{"seed", "http://a:5000*101"}, nil, `"http://a:5000*101"`},
-		{[]string{"http://a:5000*two", "http://b:5001"}, nil, `"http://a:5000*two"`},
-		{[]string{"seed", "http://a:5000*"}, nil, `"http://a:5000*"`},
-		{[]string{"seed"}, map[string]string{"SERVERS": "http://a:5000*-1"}, `"http://a:5000*-1"`},
-		{[]string{"seed", "http://a:5000*2", "javascript:alert(1)*2"}, nil, "javascript:alert(1)"},
-		{[]string{"add", "http://a:5000*2"}, nil, `"http://a:5000*2"`},
-		// Bad Redis settings.
-		{[]string{"seed", "http://a:5000"}, map[string]string{"REDIS_KEY": " "}, "REDIS_KEY"},
-		{[]string{"add", "http://a:5000"}, map[string]string{"REDIS_KEY": "my servers"}, "REDIS_KEY"},
-		{[]string{"seed", "http://a:5000"}, map[string]string{"REDIS_TLS_CERT": "/nonexistent/client.crt"}, "REDIS_TLS_KEY"},
-		{[]string{"seed", "http://a:5000"}, map[string]string{"REDIS_TLS_CA": "/nonexistent/ca.crt"}, "REDIS_TLS_CA"},
+	out := map[string]string{}
+	for _, k := range keys {
+		if out[k], err = srv.Client.Dump(ctx, k).Result(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	for _, tc := range tests {
+	return out
+}
+
+// Bad input is named, the exit status is 2, and Redis is untouched: no
+// key, the list's version included, changes.
+func TestBadInputChangesNothing(t *testing.T) {
+	srv := redistest.Start(t)
+	for _, args := range [][]string{{"seed", "-probe", "http://127.0.0.1:5000=http://backend1:5000"}, {"strategy", "random"}} {
+		if _, err := seeder(t, srv, nil, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := keyspace(t, srv)
+	for _, tc := range badInputs {
 		_, err := seeder(t, srv, tc.env, tc.args...)
-		if err == nil {
+		switch {
+		case err == nil:
 			t.Errorf("seeder %q: got no error, want one", tc.args)
-			continue
-		}
-		if code := exitCode(err); code != 2 {
-			t.Errorf("seeder %q: got exit status %d, want 2 (%v)", tc.args, code, err)
-		}
-		if !strings.Contains(err.Error(), tc.mention) {
+		case exitCode(err) != 2:
+			t.Errorf("seeder %q: got exit status %d, want 2 (%v)", tc.args, exitCode(err), err)
+		case !strings.Contains(err.Error(), tc.mention):
 			t.Errorf("seeder %q: error %q does not mention %q", tc.args, err, tc.mention)
 		}
 		if got := lrange(t, srv); !slices.Equal(got, tutorialServers) {
 			t.Fatalf("seeder %q changed the list: got %q, want %q", tc.args, got, tutorialServers)
+		}
+		if after := keyspace(t, srv); !maps.Equal(after, before) {
+			t.Fatalf("seeder %q changed Redis: keys %q, want %q", tc.args, slices.Sorted(maps.Keys(after)), slices.Sorted(maps.Keys(before)))
+		}
+	}
+}
+
+// Bad input is named with exit status 2 before Redis is asked anything:
+// with Redis down too, the message is the mistake, not "redis unavailable".
+func TestBadInputIsNamedBeforeRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.Stop()
+	for _, tc := range badInputs {
+		_, err := seeder(t, srv, tc.env, tc.args...)
+		if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), tc.mention) {
+			t.Errorf("seeder %q with Redis down: got %v (exit status %d), want exit status 2 and a message mentioning %q", tc.args, err, exitCode(err), tc.mention)
 		}
 	}
 }
@@ -247,6 +300,9 @@ func TestProbe(t *testing.T) {
 		{[]string{"probe"}, "http://localhost:5001 http://backend2:5001\nhttp://localhost:5002 http://backend3:5002\n"},
 		{[]string{"seed", "-probe", "http://localhost:5000=http://b:5000", "http://localhost:5000"}, "seeded \"servers\" with 1 URL\nprobe addresses in \"{servers}:probe\": 1\nhttp://localhost:5000\n"},
 		{[]string{"probe"}, "http://localhost:5000 http://b:5000\n"},
+		// One origin in two spellings is one probe address.
+		{[]string{"seed", "-probe", "http://localhost:5000=http://c:5000", "-probe", "HTTP://LOCALHOST:5000/=http://c:5000", "http://localhost:5000"}, "seeded \"servers\" with 1 URL\nprobe addresses in \"{servers}:probe\": 1\nhttp://localhost:5000\n"},
+		{[]string{"probe"}, "http://localhost:5000 http://c:5000\n"},
 	}
 	for _, st := range steps {
 		out, err := seeder(t, srv, nil, st.args...)
@@ -411,6 +467,85 @@ func TestCheck(t *testing.T) {
 		}
 		if out.Len() > 0 {
 			t.Errorf("check with %v printed %q, want nothing", tc.env, out.String())
+		}
+	}
+}
+
+// seed replaces the list and what belongs to the old one (the tally, the
+// quarantine, the reconciler's notes of the entries it added) in one step
+// that changes the list's version, and keeps the probe addresses, the
+// stored strategy and the down set, as docs/seeder.md says.
+func TestSeedReplacesTheListAndKeepsTheRest(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	for _, args := range [][]string{
+		{"seed", "-probe", "http://a:1=http://backend1:1", "http://a:1", "http://b:2"},
+		{"strategy", "random"},
+		{"watch", "-n", "2", "-i", "0"},
+	} {
+		if _, err := seeder(t, srv, nil, args...); err != nil {
+			t.Fatalf("seeder %q: %v", args, err)
+		}
+	}
+	c := srv.Client
+	c.RPush(ctx, "{servers}:quarantine", "http://long.example/x")
+	c.HSet(ctx, "{servers}:joined", "http://b:2", 1)
+	c.SAdd(ctx, "{servers}:down", "http://b:2")
+	before := keyspace(t, srv)
+
+	if _, err := seeder(t, srv, nil, "seed", "http://c:3"); err != nil {
+		t.Fatal(err)
+	}
+	after := keyspace(t, srv)
+	if got := lrange(t, srv); !slices.Equal(got, []string{"http://c:3"}) {
+		t.Errorf("LRANGE: got %q, want [http://c:3]", got)
+	}
+	for _, k := range []string{"{servers}:picks", "{servers}:quarantine", "{servers}:joined"} {
+		if _, ok := after[k]; ok {
+			t.Errorf("%s is still there after seed, want it gone", k)
+		}
+	}
+	if after["{servers}:version"] == before["{servers}:version"] {
+		t.Error("{servers}:version did not change")
+	}
+	for _, k := range []string{"{servers}:probe", "{servers}:strategy", "{servers}:down"} {
+		if after[k] != before[k] || after[k] == "" {
+			t.Errorf("%s changed or went away with seed, want it kept", k)
+		}
+	}
+}
+
+// A key of the wrong type (put there by hand) is named in the error: the
+// key beside the list that holds it, not the list, which is fine.
+func TestWrongTypeNamesTheKey(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		key  string
+		args []string
+	}{
+		{"{servers}:probe", []string{"probe"}},
+		{"{servers}:probe", []string{"probe", "http://a:1", "http://b:1"}},
+		{"{servers}:probe", []string{"probe", "remove", "http://a:1"}},
+		{"{servers}:picks", []string{"watch", "-n", "1"}},
+		{"servers", []string{"list"}},
+	} {
+		srv := redistest.Start(t)
+		if _, err := seeder(t, srv, nil, "seed"); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Client.Del(ctx, tc.key).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Client.Set(ctx, tc.key, "x", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		_, err := seeder(t, srv, nil, tc.args...)
+		if err == nil || !errors.Is(err, pick.ErrWrongType) || exitCode(err) != 1 || !strings.Contains(err.Error(), strconv.Quote(tc.key)) {
+			t.Errorf("seeder %q with %s a string: got %v (exit status %d), want exit status 1 naming %q", tc.args, tc.key, err, exitCode(err), tc.key)
+			continue
+		}
+		if isList := tc.key == "servers"; strings.Contains(err.Error(), "rotation key") != isList {
+			t.Errorf("seeder %q with %s a string: got %q, which blames the rotation list: %v, want %v", tc.args, tc.key, err, !isList, isList)
 		}
 	}
 }

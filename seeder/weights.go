@@ -27,7 +27,7 @@ func hasWeights(args []string) bool {
 // weigh parses every argument as URL or URL*N, normalizes each URL (so that
 // two spellings of one backend add their weights) and spreads the entries
 // with backend.Spread. A bad weight is an error naming its argument; the
-// URLs themselves are validated by the store before anything is written.
+// URLs themselves are validated by parseSeed.
 func weigh(args []string) (weighted, error) {
 	var ws []backend.Weighted
 	for _, a := range args {

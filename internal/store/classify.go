@@ -89,12 +89,38 @@ func (s *Store) classifyOp(err error, op string) error {
 		strings.Contains(strings.ToLower(msg), "invalid db index"):
 		return fmt.Errorf("%w: the database number in REDIS_URL does not exist on this server: %s", pick.ErrMisconfigured, msg)
 	case strings.Contains(msg, "WRONGTYPE"):
+		if key := keyOf(msg, op); key != "" && key != s.key {
+			return wrongType{key}
+		}
 		return fmt.Errorf("%w: %q", pick.ErrWrongType, s.key)
 	case errors.Is(err, context.Canceled):
 		return err
 	default:
 		return fmt.Errorf("%w: %w", pick.ErrUnavailable, err)
 	}
+}
+
+// wrongType is pick.ErrWrongType for a key beside the list (the probe
+// hash, the tally, ...): errors.Is matches it, as it does for the list, so
+// that what tolerates such a key still does; its message names that key,
+// not the list, which is fine.
+type wrongType struct{ key string }
+
+func (e wrongType) Error() string {
+	return fmt.Sprintf("%q, a key beside the rotation list, holds a value of the wrong type (put there by hand? redis-cli TYPE says which)", e.key)
+}
+
+func (e wrongType) Is(target error) bool { return target == pick.ErrWrongType }
+
+// keyOf is the key of the command that failed with msg: the one a
+// script's call named ("spread: HINCRBY {servers}:picks: WRONGTYPE ..."),
+// else op's ("HGETALL {servers}:probe"); "" if neither says.
+func keyOf(msg, op string) string {
+	if i := strings.Index(msg, scriptCallPrefix); i >= 0 {
+		op, _, _ = strings.Cut(msg[i+len(scriptCallPrefix):], ": ")
+	}
+	_, key, _ := strings.Cut(op, " ")
+	return key
 }
 
 // classified reports an error that classify has made already: one of

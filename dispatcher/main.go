@@ -190,8 +190,7 @@ func serve(ctx context.Context, cfg config, st *store.Store, ln, admin net.Liste
 			f.picker = timedPicker{guarded{picker, ej}, m}
 		}
 	}
-	frontend := newFront(f)
-	frontend.Use(observeRequests(m, log))
+	frontend := newFront(f, observeRequests(m, log))
 
 	// The admin port: readiness, metrics, the dashboard, the strategy.
 	access := &accessCheck{what: func() string { return fmt.Sprint(strats.ops()) },

@@ -237,8 +237,8 @@ func TestRequestLog(t *testing.T) {
 	var buf bytes.Buffer
 	m := newMetrics("redirect", "round-robin")
 	log := slog.New(slog.NewJSONHandler(&buf, nil))
-	h := newFront(&front{picker: balance.NewShared(store.NewRotation(s.store)), timeout: time.Second, log: slog.New(slog.DiscardHandler), deliver: redirector{status: http.StatusFound}})
-	h.Use(observeRequests(m, log))
+	h := newFront(&front{picker: balance.NewShared(store.NewRotation(s.store)), timeout: time.Second, log: slog.New(slog.DiscardHandler), deliver: redirector{status: http.StatusFound}},
+		observeRequests(m, log))
 
 	type line struct {
 		Level, Msg, Method, Path, Backend string
@@ -273,8 +273,8 @@ func TestRequestLog(t *testing.T) {
 
 	// At LOG_LEVEL=warn, requests are not logged.
 	buf.Reset()
-	quiet := newFront(&front{picker: balance.NewShared(store.NewRotation(s.store)), timeout: time.Second, log: slog.New(slog.DiscardHandler), deliver: redirector{status: http.StatusFound}})
-	quiet.Use(observeRequests(m, slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	quiet := newFront(&front{picker: balance.NewShared(store.NewRotation(s.store)), timeout: time.Second, log: slog.New(slog.DiscardHandler), deliver: redirector{status: http.StatusFound}},
+		observeRequests(m, slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	quiet.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
 	if buf.Len() != 0 {
 		t.Errorf("LOG_LEVEL=warn: got %q, want no request line", buf.String())

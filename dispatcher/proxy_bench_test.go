@@ -56,9 +56,7 @@ func BenchmarkProxy(b *testing.B) {
 			m := newMetrics("proxy", "round-robin")
 			p := newProxier(cfg, log, nil, nil)
 			p.inflight = m.inflightGauge
-			e := newFront(&front{picker: timedPicker{bc.picker, m}, timeout: time.Second, log: log, deliver: p})
-			e.Use(observeRequests(m, log))
-			runParallel(b, e)
+			runParallel(b, newFront(&front{picker: timedPicker{bc.picker, m}, timeout: time.Second, log: log, deliver: p}, observeRequests(m, log)))
 		})
 	}
 	b.Run("direct", func(b *testing.B) {

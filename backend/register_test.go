@@ -150,3 +150,24 @@ func TestDrainTimeoutBoundsShutdown(t *testing.T) {
 		t.Errorf("a 10 s request answered %d within a 2 s drain", got.status)
 	}
 }
+
+// ADVERTISE_URL goes into the list as the seeder writes a URL, scheme and
+// host in lower case (backend.Normalize): a backend that registers
+// HTTP://LocalHost:PORT and one seeded as http://localhost:PORT are one
+// entry, not two, to the strategies that count per entry, and its
+// registration key matches an ACL pattern ~{servers}:member:http://*.
+func TestAdvertiseURLNormalized(t *testing.T) {
+	port := freePort(t)
+	want := "http://localhost:" + port
+	st, _, _, _, _ := registeredBackend(t, map[string]string{"PORT": port, "ADVERTISE_URL": "HTTP://LocalHost:" + port})
+	waitUntil(t, 5*time.Second, "the backend in the list as "+want, func() bool {
+		e, _ := st.Entries(context.Background())
+		return len(e) == 2
+	})
+	if got, _ := st.Entries(context.Background()); got[1] != want {
+		t.Errorf("list: got %q, want the seeded entry and %q", got, want)
+	}
+	if m, err := st.Members(context.Background()); err != nil || len(m) != 1 || m[0].URL != want || !m[0].Alive {
+		t.Errorf("registrations: got %+v (%v), want %q alone, alive", m, err, want)
+	}
+}

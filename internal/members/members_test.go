@@ -163,3 +163,35 @@ func TestLeave(t *testing.T) {
 		t.Errorf("Leave with 300ms to go took %v", took)
 	}
 }
+
+// A URL that is also seeded stays in the list when its backend leaves, so
+// Leave does not wait for it: it returns, saying the seeded entry stays,
+// long before its context ends.
+func TestLeaveWithTheURLSeededToo(t *testing.T) {
+	s, _, log := stack(t)
+	ctx := context.Background()
+	seeded := three[1]
+	r := members.NewRegistrar(s, seeded, 100*time.Millisecond, slog.New(slog.NewTextHandler(log, nil)))
+	rctx, stop := context.WithCancel(ctx)
+	go r.Run(rctx)
+	waitFor(t, 5*time.Second, "the registration", func() bool {
+		m, _ := s.Members(ctx)
+		return len(m) == 1 && m[0].Alive
+	})
+	stop()
+	bounded, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	left := make(chan struct{})
+	go func() { r.Leave(bounded); close(left) }()
+	select {
+	case <-left:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Leave still waiting 30 s later for a seeded entry to leave the list")
+	}
+	if e, _ := s.Entries(ctx); !slices.Equal(e, three) {
+		t.Errorf("list: got %q, want the seed %q unchanged", e, three)
+	}
+	if !strings.Contains(log.String(), "seeded or added by hand") {
+		t.Errorf("the log does not say the seeded entry stays:\n%s", log)
+	}
+}

@@ -73,6 +73,15 @@ func (s *Store) Deregister(ctx context.Context, url string) error {
 	return s.classifyOp(s.rdb.Del(ctx, s.MemberKey(url)).Err(), "DEL "+s.MemberKey(url))
 }
 
+// Joined reports whether the list holds url because the reconciler put it
+// there: then the reconciler takes that entry out once url's registration
+// is gone, and a leaving backend waits for it. An entry seeded or added by
+// hand is not joined, and stays.
+func (s *Store) Joined(ctx context.Context, url string) (bool, error) {
+	ok, err := s.rdb.HExists(ctx, s.keys.joined, url).Result()
+	return ok, s.classifyOp(err, "HEXISTS "+s.keys.joined)
+}
+
 // InList reports whether the list holds entry.
 func (s *Store) InList(ctx context.Context, entry string) (bool, error) {
 	entries, err := s.Entries(ctx)

@@ -149,6 +149,16 @@ local out = {}
 for _, e in ipairs(try("SMEMBERS", KEYS[6]) or {}) do out[e] = true end
 try("ZREMRANGEBYSCORE", KEYS[7], "-inf", now)
 for _, e in ipairs(try("ZRANGE", KEYS[7], 0, -1) or {}) do out[e] = true end
+-- An entry that left the list loses its ejection and its count, also one
+-- that had no time in the since hash because it was ejected or down.
+local ej = try("HGETALL", KEYS[8]) or {}
+for i = 1, #ej, 2 do
+  if not inList[ej[i]] then
+    try("ZREM", KEYS[7], ej[i])
+    try("HDEL", KEYS[8], ej[i])
+    changed = true
+  end
+end
 for e, v in pairs(since) do
   if not inList[e] then
     try("HDEL", KEYS[5], e)

@@ -176,9 +176,13 @@ func loadRegister(c *config, getenv func(string) string) error {
 		host, _ := os.Hostname()
 		c.advertise = "http://" + net.JoinHostPort(host, c.port)
 	}
-	if _, err := backend.Parse(c.advertise); err != nil {
+	// As the seeder writes a URL, scheme and host in lower case: the same
+	// backend seeded and registered is one entry, not two.
+	u, err := backend.Normalize(c.advertise)
+	if err != nil {
 		return fmt.Errorf("%s=%q: want the http(s) URL the dispatchers reach this backend at, such as http://backend4:5000: %w", advertiseSetting.Name, c.advertise, err)
 	}
+	c.advertise = u
 	v := heartbeatSetting.Get(getenv)
 	d, err := time.ParseDuration(v)
 	if err != nil || d < 100*time.Millisecond {

@@ -84,7 +84,7 @@ func TestLoadConfig(t *testing.T) {
 		{map[string]string{"BACKEND_NAME": "b", "ADVERTISE_URL": "ftp://x", "HEARTBEAT": "soon", "REDIS_KEY": " "},
 			config{port: "5000", name: "b"}},
 		{map[string]string{"PORT": "5004", "BACKEND_NAME": "b", "REGISTER": "1"},
-			config{port: "5004", name: "b", register: true, advertise: "http://" + net.JoinHostPort(host, "5004"),
+			config{port: "5004", name: "b", register: true, advertise: "http://" + net.JoinHostPort(strings.ToLower(host), "5004"),
 				heartbeat: 2 * time.Second, redisURL: "redis://localhost:6379/0", key: "servers"}},
 		{map[string]string{"BACKEND_NAME": "b", "REGISTER": "1", "ADVERTISE_URL": "http://backend4:5000", "HEARTBEAT": "500ms",
 			"REDIS_URL": "redis://redis:6379/1", "REDIS_KEY": "proxied"},
@@ -134,6 +134,8 @@ func TestBadSettingsRefused(t *testing.T) {
 		{"HEARTBEAT", "0", "a duration of 100ms or more", map[string]string{"REGISTER": "1", "ADVERTISE_URL": "http://b4:5000"}},
 		{"HEARTBEAT", "2", "a duration of 100ms or more", map[string]string{"REGISTER": "1", "ADVERTISE_URL": "http://b4:5000"}},
 		{"REDIS_KEY", "a b", "a Redis key name", map[string]string{"REGISTER": "1", "ADVERTISE_URL": "http://b4:5000"}},
+		// Kubernetes' POD_IP on an IPv6 cluster, without the brackets a URL needs.
+		{"ADVERTISE_URL", "http://fd00::1:5000", "the http(s) URL the dispatchers reach this backend at", map[string]string{"REGISTER": "1"}},
 		{"ADVERTISE_URL", "http://b4:0", "the http(s) URL the dispatchers reach this backend at", map[string]string{"REGISTER": "1"}},
 	}
 	ctx, cancel := context.WithCancel(t.Context())

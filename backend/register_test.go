@@ -1,9 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,10 +52,17 @@ func (l *lockedBuffer) String() string {
 // the program's result.
 func registeredBackend(t *testing.T, env map[string]string) (st *store.Store, url string, log *lockedBuffer, sigterm func(), result <-chan error) {
 	t.Helper()
+	return registeredBackendSeeded(t, env, "http://127.0.0.1:1")
+}
+
+// registeredBackendSeeded is registeredBackend with the list seeded with
+// seed before the backend starts.
+func registeredBackendSeeded(t *testing.T, env map[string]string, seed ...string) (st *store.Store, url string, log *lockedBuffer, sigterm func(), result <-chan error) {
+	t.Helper()
 	srv := redistest.Start(t)
 	st = store.NewStore(srv.Client, "servers", nil)
 	ctx := context.Background()
-	if err := st.Replace(ctx, []string{"http://127.0.0.1:1"}); err != nil {
+	if err := st.Replace(ctx, seed); err != nil {
 		t.Fatal(err)
 	}
 	if held, _, err := st.ClaimLease(ctx, "d1", time.Hour); err != nil || !held {
@@ -63,7 +72,7 @@ func registeredBackend(t *testing.T, env map[string]string) (st *store.Store, ur
 	t.Cleanup(stopReconciling)
 	go members.NewReconciler(st, func() string { return "d1" }, nil).Run(rctx)
 
-	port := freePort(t)
+	port := cmp.Or(env["PORT"], freePort(t))
 	url = "http://127.0.0.1:" + port
 	all := map[string]string{"PORT": port, "BACKEND_NAME": "b4", "REGISTER": "1", "ADVERTISE_URL": url,
 		"HEARTBEAT": "200ms", "REDIS_URL": srv.URL}
@@ -149,4 +158,71 @@ func TestDrainTimeoutBoundsShutdown(t *testing.T) {
 	if got := <-slow; got.status == http.StatusOK {
 		t.Errorf("a 10 s request answered %d within a 2 s drain", got.status)
 	}
+}
+
+// ADVERTISE_URL goes into the list as the seeder writes a URL, scheme and
+// host in lower case (backend.Normalize): a backend that registers
+// HTTP://LocalHost:PORT and one seeded as http://localhost:PORT are one
+// entry, not two, to the strategies that count per entry, and its
+// registration key matches an ACL pattern ~{servers}:member:http://*.
+func TestAdvertiseURLNormalized(t *testing.T) {
+	port := freePort(t)
+	want := "http://localhost:" + port
+	st, _, _, _, _ := registeredBackend(t, map[string]string{"PORT": port, "ADVERTISE_URL": "HTTP://LocalHost:" + port})
+	waitUntil(t, 5*time.Second, "the backend in the list as "+want, func() bool {
+		e, _ := st.Entries(context.Background())
+		return len(e) == 2
+	})
+	if got, _ := st.Entries(context.Background()); got[1] != want {
+		t.Errorf("list: got %q, want the seeded entry and %q", got, want)
+	}
+	if m, err := st.Members(context.Background()); err != nil || len(m) != 1 || m[0].URL != want || !m[0].Alive {
+		t.Errorf("registrations: got %+v (%v), want %q alone, alive", m, err, want)
+	}
+}
+
+// A backend whose URL is also seeded: that entry stays in the list when the
+// backend leaves (registration never removes a seeded entry), so the
+// backend must not wait for it to go. It stops as one whose entry left
+// does: the request in flight answered, and a clean exit, long before
+// DRAIN_TIMEOUT; not after waiting all of it for the entry, with the
+// requests that came meanwhile cut and the exit status 1.
+func TestLeaveWhenTheURLIsAlsoSeeded(t *testing.T) {
+	port := freePort(t)
+	seeded := "http://127.0.0.1:" + port
+	st, url, log, sigterm, result := registeredBackendSeeded(t,
+		map[string]string{"PORT": port, "LATENCY": "500ms", "DRAIN_TIMEOUT": "1m"}, "http://127.0.0.1:1", seeded)
+	waitUntil(t, 5*time.Second, "the registration", func() bool {
+		m, _ := st.Members(context.Background())
+		return len(m) == 1 && m[0].URL == url && m[0].Alive
+	})
+	inFlight := getAsync(context.Background(), url+"/")
+	waitUntil(t, 5*time.Second, "the request in service", func() bool { return getStats(t, url).InService == 1 })
+	sigterm()
+	select {
+	case err := <-result:
+		if err != nil {
+			t.Errorf("run after SIGTERM: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("still running 30 s after SIGTERM (DRAIN_TIMEOUT 1m), waiting for a seeded entry to leave the list:\n%s", log)
+	}
+	if got := <-inFlight; got.status != http.StatusOK {
+		t.Errorf("the request in flight at SIGTERM: got %d (%v), want 200", got.status, got.err)
+	}
+	if got, want := mustEntries(t, st), []string{"http://127.0.0.1:1", seeded}; !slices.Equal(got, want) {
+		t.Errorf("list: got %q, want %q: the seeded entry stays", got, want)
+	}
+	if !strings.Contains(log.String(), "seeded or added by hand") {
+		t.Errorf("the log does not say why the entry stays:\n%s", log)
+	}
+}
+
+func mustEntries(t *testing.T, st *store.Store) []string {
+	t.Helper()
+	e, err := st.Entries(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
 }

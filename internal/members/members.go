@@ -106,10 +106,12 @@ func (r *Registrar) Run(ctx context.Context) {
 }
 
 // Leave deregisters (after Run has returned, so that no heartbeat writes
-// the registration again), then waits until the list no longer holds the
-// URL and for Settle after that, so that no dispatcher sends a new request
-// here once the backend stops taking them. It returns when that is done or
-// ctx is, whichever comes first.
+// the registration again), then waits until the entry the reconciler put in
+// the list has left it and for Settle after that, so that no dispatcher
+// sends a new request here once the backend stops taking them. An entry of
+// the same URL seeded or added by hand stays in the list, and Leave does not
+// wait for it. It returns when that is done or ctx is, whichever comes
+// first.
 func (r *Registrar) Leave(ctx context.Context) {
 	select {
 	case <-r.stopped:
@@ -131,7 +133,14 @@ func (r *Registrar) Leave(ctx context.Context) {
 	}
 	r.log.Info("deregistered: waiting for the entry to leave the list before refusing requests", "url", r.url)
 	for {
-		in, err := r.store.InList(ctx, r.url)
+		// Only the entry the reconciler put in the list leaves it; one
+		// seeded or added by hand stays, and waiting for it would take
+		// all of ctx. A Redis user that may not read the joined hash
+		// waits for the URL to leave the list instead.
+		in, err := r.store.Joined(ctx, r.url)
+		if errors.Is(err, pick.ErrNoPermission) {
+			in, err = r.store.InList(ctx, r.url)
+		}
 		if err != nil || !in {
 			break
 		}
@@ -142,9 +151,15 @@ func (r *Registrar) Leave(ctx context.Context) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+	seeded, _ := r.store.InList(ctx, r.url)
 	select {
 	case <-ctx.Done():
 	case <-time.After(Settle):
+	}
+	if seeded {
+		r.log.Info("the list still holds this URL, seeded or added by hand: that entry stays, and the health checks mark it down once the backend stops",
+			"url", r.url, "key", r.store.Key())
+		return
 	}
 	r.log.Info("out of the list", "url", r.url, "after", time.Since(start).Round(time.Millisecond))
 }

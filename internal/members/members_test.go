@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spreadlb/spread/internal/members"
+	"github.com/spreadlb/spread/internal/redisconn"
 	"github.com/spreadlb/spread/internal/redistest"
 	"github.com/spreadlb/spread/internal/store"
 )
@@ -161,5 +162,76 @@ func TestLeave(t *testing.T) {
 	r2.Leave(bounded)
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("Leave with 300ms to go took %v", took)
+	}
+}
+
+// A URL that is also seeded stays in the list when its backend leaves, so
+// Leave does not wait for it: it returns, saying the seeded entry stays,
+// long before its context ends.
+func TestLeaveWithTheURLSeededToo(t *testing.T) {
+	s, _, log := stack(t)
+	ctx := context.Background()
+	seeded := three[1]
+	r := members.NewRegistrar(s, seeded, 100*time.Millisecond, slog.New(slog.NewTextHandler(log, nil)))
+	rctx, stop := context.WithCancel(ctx)
+	go r.Run(rctx)
+	waitFor(t, 5*time.Second, "the registration", func() bool {
+		m, _ := s.Members(ctx)
+		return len(m) == 1 && m[0].Alive
+	})
+	stop()
+	bounded, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	left := make(chan struct{})
+	go func() { r.Leave(bounded); close(left) }()
+	select {
+	case <-left:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Leave still waiting 30 s later for a seeded entry to leave the list")
+	}
+	if e, _ := s.Entries(ctx); !slices.Equal(e, three) {
+		t.Errorf("list: got %q, want the seed %q unchanged", e, three)
+	}
+	if !strings.Contains(log.String(), "seeded or added by hand") {
+		t.Errorf("the log does not say the seeded entry stays:\n%s", log)
+	}
+}
+
+// The same, as the backend's Redis user that docs/security.md documents: it
+// may read whether its entry is the reconciler's, so it does not wait for
+// a seeded one either, and Redis logs no denial.
+func TestLeaveWithTheURLSeededTooAsTheDocumentedUser(t *testing.T) {
+	s, srv, log := stack(t)
+	ctx := context.Background()
+	if err := s.Replace(ctx, append(slices.Clone(three), b4)); err != nil {
+		t.Fatal(err)
+	}
+	rules, pass := redistest.ACLRules(t, "../../docs/security.md", "spread-backend4")
+	srv.SetUser(t, "spread-backend4", rules...)
+	rdb, err := redisconn.Connect(srv.UserURL("spread-backend4", pass), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	as := store.NewStore(rdb, "servers", nil)
+	r := members.NewRegistrar(as, b4, 100*time.Millisecond, slog.New(slog.NewTextHandler(log, nil)))
+	rctx, stop := context.WithCancel(ctx)
+	go r.Run(rctx)
+	waitFor(t, 5*time.Second, "the registration", func() bool {
+		m, _ := s.Members(ctx)
+		return len(m) == 1 && m[0].Alive
+	})
+	stop()
+	bounded, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	left := make(chan struct{})
+	go func() { r.Leave(bounded); close(left) }()
+	select {
+	case <-left:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Leave still waiting 30 s later for a seeded entry to leave the list")
+	}
+	if denials, err := srv.Client.ACLLog(ctx, 10).Result(); err != nil || len(denials) > 0 {
+		t.Errorf("ACL LOG: got %v (%v), want no denial", denials, err)
 	}
 }

@@ -73,6 +73,15 @@ func (s *Store) Deregister(ctx context.Context, url string) error {
 	return s.classifyOp(s.rdb.Del(ctx, s.MemberKey(url)).Err(), "DEL "+s.MemberKey(url))
 }
 
+// Joined reports whether the list holds url because the reconciler put it
+// there: then the reconciler takes that entry out once url's registration
+// is gone, and a leaving backend waits for it. An entry seeded or added by
+// hand is not joined, and stays.
+func (s *Store) Joined(ctx context.Context, url string) (bool, error) {
+	ok, err := s.rdb.HExists(ctx, s.keys.joined, url).Result()
+	return ok, s.classifyOp(err, "HEXISTS "+s.keys.joined)
+}
+
 // InList reports whether the list holds entry.
 func (s *Store) InList(ctx context.Context, entry string) (bool, error) {
 	entries, err := s.Entries(ctx)
@@ -140,6 +149,16 @@ local out = {}
 for _, e in ipairs(try("SMEMBERS", KEYS[6]) or {}) do out[e] = true end
 try("ZREMRANGEBYSCORE", KEYS[7], "-inf", now)
 for _, e in ipairs(try("ZRANGE", KEYS[7], 0, -1) or {}) do out[e] = true end
+-- An entry that left the list loses its ejection and its count, also one
+-- that had no time in the since hash because it was ejected or down.
+local ej = try("HGETALL", KEYS[8]) or {}
+for i = 1, #ej, 2 do
+  if not inList[ej[i]] then
+    try("ZREM", KEYS[7], ej[i])
+    try("HDEL", KEYS[8], ej[i])
+    changed = true
+  end
+end
 for e, v in pairs(since) do
   if not inList[e] then
     try("HDEL", KEYS[5], e)

@@ -277,3 +277,33 @@ func TestSinceTable(t *testing.T) {
 		t.Errorf("since of a removed entry: still there")
 	}
 }
+
+// An entry that leaves the list loses its ejection (docs/redis.md), also
+// when it was ejected as it left, which is how a crashed backend leaves: the
+// proxies eject it, then its registration expires. Back with the same URL
+// (a restart), it is not skipped for what remained of that ejection, and a
+// new one starts the count again.
+func TestEjectedEntryThatLeavesForgetsItsEjection(t *testing.T) {
+	ctx := context.Background()
+	s, _ := seededStore(t)
+	holdLease(t, s, "d1")
+	const b4 = "http://backend4:5000"
+	s.Register(ctx, b4, time.Minute)
+	reconcile(t, s, "d1")
+	if e, err := s.Eject(ctx, b4, store.EjectPolicy{Base: time.Hour, MaxPercent: 100}); err != nil || !e.Ejected {
+		t.Fatalf("eject %s: %+v, %v", b4, e, err)
+	}
+	reconcile(t, s, "d1")
+	s.Deregister(ctx, b4) // its registration gone: it leaves the list
+	if r := reconcile(t, s, "d1"); !slices.Equal(r.Removed, []string{b4}) {
+		t.Fatalf("reconcile after it left: got removed %q, want %q", r.Removed, b4)
+	}
+	if _, ej, err := s.Ejections(ctx); err != nil || len(ej) > 0 {
+		t.Errorf("ejections after it left the list: got %+v (%v), want none", ej, err)
+	}
+	s.Register(ctx, b4, time.Minute)
+	reconcile(t, s, "d1")
+	if _, ejected, _, err := s.ReadExtras(ctx); err != nil || len(ejected) > 0 {
+		t.Errorf("back in the list: got ejected %v (%v), want none", ejected, err)
+	}
+}

@@ -43,6 +43,15 @@ var fieldSamples = map[string]string{
 	"status.hostIP":           "192.0.2.1",
 }
 
+// ipv6Samples are the samples of the address fields on a cluster whose pods
+// have IPv6 addresses (RFC 3849's documentation range): a value that puts
+// such a variable in brackets, as a URL must, "http://[$(POD_IP)]:5000", is
+// meant for one, and gets these.
+var ipv6Samples = map[string]string{
+	"status.podIP":  "2001:db8::10",
+	"status.hostIP": "2001:db8::1",
+}
+
 // A Report is what Check found: the problems, and for each container of a
 // program whose settings its `check` accepted, what it printed.
 type Report struct {
@@ -353,6 +362,7 @@ func (c *checker) env(o, field string, ctr corev1.Container, prog *Program) (Set
 	names := prog.Defaults.Names()
 	var env []string
 	values := map[string]string{}
+	v6 := map[string]string{} // variables set from an address field -> its IPv6 sample
 	for i, e := range ctr.Env {
 		if !slices.Contains(names, e.Name) && !slices.Contains(goRuntime, e.Name) && !referenced(e.Name, ctr.Env[i+1:]) {
 			if j := slices.IndexFunc(ctr.Env[:i], func(x corev1.EnvVar) bool { return referenced(e.Name, []corev1.EnvVar{x}) }); j >= 0 {
@@ -367,9 +377,16 @@ func (c *checker) env(o, field string, ctr corev1.Container, prog *Program) (Set
 		var v string
 		switch {
 		case e.ValueFrom == nil:
-			v = expand(e.Value, values)
+			v = e.Value
+			for name, ip := range v6 {
+				v = strings.ReplaceAll(v, "[$("+name+")]", "["+ip+"]")
+			}
+			v = expand(v, values)
 		case e.ValueFrom.FieldRef != nil && fieldSamples[e.ValueFrom.FieldRef.FieldPath] != "":
 			v = fieldSamples[e.ValueFrom.FieldRef.FieldPath]
+			if ip := ipv6Samples[e.ValueFrom.FieldRef.FieldPath]; ip != "" {
+				v6[e.Name] = ip
+			}
 		default:
 			// From a Secret, a ConfigMap or a resource: the value is not
 			// known here, so the program judges its default instead.

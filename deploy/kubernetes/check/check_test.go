@@ -351,7 +351,8 @@ func checkSentinel(t *testing.T, objs []Object) {
 // TestBrokenManifests renders small overlays of the base or the lab overlay
 // from testdata, each broken in one way, and checks that the check finds
 // exactly that, naming the object and the field; and what is right in a way
-// the check must accept (control-port, and POD_NAME in helper-variable).
+// the check must accept (control-port, ipv6-pod, and POD_NAME in
+// helper-variable).
 func TestBrokenManifests(t *testing.T) {
 	tests := []struct {
 		dir  string
@@ -385,6 +386,7 @@ func TestBrokenManifests(t *testing.T) {
 			"Service/dispatcher-admin: spec.ports[0].targetPort: admin: no container of Deployment/dispatcher listens there",
 		}},
 		{"control-port", nil},
+		{"ipv6-pod", nil},
 		{"unknown-field", []string{
 			"Deployment/backend: spec.template.spec.containers[0].imagePulPolicy: unknown field",
 		}},
@@ -463,6 +465,22 @@ func TestHelperVariable(t *testing.T) {
 		}
 	}
 	t.Error("the backend's settings were not checked")
+}
+
+// TestIPv6PodAddress checks that a backend advertising its pod's IPv6
+// address in brackets, http://[$(POD_IP)]:5000, reaches its check with an
+// IPv6 address there, which it accepts.
+func TestIPv6PodAddress(t *testing.T) {
+	_, r := render(t, "testdata/ipv6-pod")
+	for _, c := range r.Checked {
+		if c.Program == "backend" && c.Object == "Deployment/backend" {
+			if got, _ := c.Settings.Get("ADVERTISE_URL"); got != "http://[2001:db8::10]:5000" {
+				t.Errorf("ADVERTISE_URL: got %q, want %q", got, "http://[2001:db8::10]:5000")
+			}
+			return
+		}
+	}
+	t.Errorf("the backend's settings were not checked: %v", r.Problems)
 }
 
 func TestProgramOf(t *testing.T) {

@@ -71,7 +71,7 @@ var (
 	advertiseSetting = app.Setting{Name: "ADVERTISE_URL", Default: "",
 		Usage: "REGISTER=1: the URL the list holds for this backend; empty means http://HOSTNAME:PORT"}
 	heartbeatSetting = app.Setting{Name: "HEARTBEAT", Default: members.DefaultHeartbeat.String(),
-		Usage: "REGISTER=1: how often the registration is renewed; it lives three heartbeats"}
+		Usage: "REGISTER=1: how often the registration is renewed, from 100ms to 1h; it lives three heartbeats"}
 	drainSetting = app.Setting{Name: "DRAIN_TIMEOUT", Default: "10s",
 		Usage: "after SIGTERM: how long the backend may take to leave the list (REGISTER=1) and answer the requests in flight before it exits"}
 	settings = []app.Setting{portSetting, nameSetting, latencySetting, jitterSetting, capacitySetting,
@@ -159,6 +159,11 @@ func loadConfig(getenv func(string) string) (config, error) {
 	return c, loadRegister(&c, getenv)
 }
 
+// maxHeartbeat bounds HEARTBEAT: a registration lives three heartbeats, so
+// a backend that crashes stays in the list that long; and three times a
+// duration much longer would overflow time.Duration.
+const maxHeartbeat = time.Hour
+
 // loadRegister reads REGISTER and, with REGISTER=1, what registering needs:
 // ADVERTISE_URL (a URL the list accepts), HEARTBEAT and Redis's settings,
 // as the seeder and the dispatcher read them.
@@ -185,8 +190,8 @@ func loadRegister(c *config, getenv func(string) string) error {
 	c.advertise = u
 	v := heartbeatSetting.Get(getenv)
 	d, err := time.ParseDuration(v)
-	if err != nil || d < 100*time.Millisecond {
-		return fmt.Errorf("%s=%q: want a duration of 100ms or more, such as 2s", heartbeatSetting.Name, v)
+	if err != nil || d < 100*time.Millisecond || d > maxHeartbeat {
+		return fmt.Errorf("%s=%q: want a duration from 100ms to %v, such as 2s", heartbeatSetting.Name, v, maxHeartbeat)
 	}
 	c.heartbeat = d
 	c.redisURL = redisconn.RedisURL.Get(getenv)

@@ -131,8 +131,10 @@ func TestBadSettingsRefused(t *testing.T) {
 		{"REGISTER", "yes", "1 (announce this backend in Redis) or 0", nil},
 		{"ADVERTISE_URL", "ftp://backend4:5000", "the http(s) URL the dispatchers reach this backend at", map[string]string{"REGISTER": "1"}},
 		{"ADVERTISE_URL", "http://user:pw@backend4", "the http(s) URL the dispatchers reach this backend at", map[string]string{"REGISTER": "1"}},
-		{"HEARTBEAT", "0", "a duration of 100ms or more", map[string]string{"REGISTER": "1", "ADVERTISE_URL": "http://b4:5000"}},
-		{"HEARTBEAT", "2", "a duration of 100ms or more", map[string]string{"REGISTER": "1", "ADVERTISE_URL": "http://b4:5000"}},
+		{"HEARTBEAT", "0", "a duration from 100ms to 1h0m0s", map[string]string{"REGISTER": "1", "ADVERTISE_URL": "http://b4:5000"}},
+		{"HEARTBEAT", "2", "a duration from 100ms to 1h0m0s", map[string]string{"REGISTER": "1", "ADVERTISE_URL": "http://b4:5000"}},
+		{"HEARTBEAT", "2h", "a duration from 100ms to 1h0m0s", map[string]string{"REGISTER": "1", "ADVERTISE_URL": "http://b4:5000"}},
+		{"HEARTBEAT", "1000000h", "a duration from 100ms to 1h0m0s", map[string]string{"REGISTER": "1", "ADVERTISE_URL": "http://b4:5000"}},
 		{"REDIS_KEY", "a b", "a Redis key name", map[string]string{"REGISTER": "1", "ADVERTISE_URL": "http://b4:5000"}},
 		// Kubernetes' POD_IP on an IPv6 cluster, without the brackets a URL needs.
 		{"ADVERTISE_URL", "http://fd00::1:5000", "the http(s) URL the dispatchers reach this backend at", map[string]string{"REGISTER": "1"}},

@@ -44,24 +44,16 @@ type failureReport struct {
 
 type failureScenario struct {
 	common
-	Backends    []backendSpec `json:"backends"`
-	Victim      string        `json:"victim"` // the backend that dies
-	Strategy    string        `json:"strategy"`
-	CapacityRPS float64       `json:"capacity_rps"`
-	RateRPS     int           `json:"rate_rps"`
-	Arrivals    string        `json:"arrivals"`
-	RunS        float64       `json:"run_s"`
-	TimeoutS    float64       `json:"timeout_s"`
-	Events      []eventDoc    `json:"events"`
-	Share       string        `json:"share"`
+	poolLoad
+	Victim   string     `json:"victim"` // the backend that dies
+	Strategy string     `json:"strategy"`
+	RunS     float64    `json:"run_s"`
+	Events   []eventDoc `json:"events"`
 }
 
 type failureRow struct {
 	row
-	// ErrorsPerS is, for each second of the run, the requests sent in it
-	// that failed (a status other than 2xx, or no answer in time).
-	ErrorsPerS []float64 `json:"errors_per_s"`
-	SentPerS   []float64 `json:"sent_per_s"`
+	perSecondDoc
 }
 
 func failureSpecs() []backendSpec {
@@ -90,13 +82,11 @@ func runFailure(ctx context.Context, lr labRun) ([]string, error) {
 			return victim.setKnobs(ctx, map[string]any{"down": false})
 		}},
 	}
-	c := capacityRPS(specs)
-	rate := int(failureLoad * c)
+	rate := int(failureLoad * capacityRPS(specs))
 	rep := failureReport{Scenario: failureScenario{
 		common:   newCommon("failure", "A backend dies mid-run: how many requests fail before each mechanism reacts?"),
-		Backends: specs, Victim: victim.Name, Strategy: "round-robin", CapacityRPS: round(c, 1), RateRPS: rate,
-		Arrivals: cfg.arrivals, RunS: run.Seconds(), TimeoutS: cfg.timeout.Seconds(), Events: eventDocs(events),
-		Share: shareMeaning}}
+		poolLoad: newPoolLoad(specs, rate, cfg), Victim: victim.Name, Strategy: "round-robin",
+		RunS: run.Seconds(), Events: eventDocs(events)}}
 	fmt.Fprintf(stdout, "pool: %s; %d req/s (%.0f%% of capacity), round robin; %s down at %s, up at %s of %s\n",
 		poolString(specs), rate, 100*failureLoad, victim.Name, events[0].at, events[1].at, run)
 	for _, v := range failureVariants {
@@ -132,7 +122,7 @@ func runFailure(ctx context.Context, lr labRun) ([]string, error) {
 			return nil, err
 		}
 		d.proc.Stop()
-		r := failureRow{row: newRow(v.name, st.names(), o, sent), ErrorsPerS: toFloats(ps.errors), SentPerS: toFloats(ps.sent)}
+		r := failureRow{row: newRow(v.name, st.names(), o, sent), perSecondDoc: ps.doc()}
 		fmt.Fprintf(stdout, "%-20s %6d requests, %5d errors (%s), p50 %6.1f ms, p99 %7.1f ms\n",
 			v.name, r.Requests, r.Errors, kindsString(o.errorKinds), r.P50MS, r.P99MS)
 		noteLoad(stdout, rep.Scenario.LoadAverage, v.name)

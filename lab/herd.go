@@ -43,18 +43,14 @@ type herdReport struct {
 	Results  []herdRow    `json:"results"`
 }
 
+// herdScenario's rate is in all, spread evenly over the dispatchers.
 type herdScenario struct {
 	common
-	Backends    []backendSpec `json:"backends"`
-	SlowBackend string        `json:"slow_backend"`
-	CapacityRPS float64       `json:"capacity_rps"`
-	RateRPS     int           `json:"rate_rps"` // in all, spread evenly over the dispatchers
-	Load        float64       `json:"load"`
-	Arrivals    string        `json:"arrivals"`
-	DurationS   float64       `json:"duration_s"` // per row
-	TimeoutS    float64       `json:"timeout_s"`
-	Dispatchers []int         `json:"dispatchers"`
-	Share       string        `json:"share"`
+	poolLoad
+	SlowBackend string  `json:"slow_backend"`
+	Load        float64 `json:"load"`
+	DurationS   float64 `json:"duration_s"` // per row
+	Dispatchers []int   `json:"dispatchers"`
 }
 
 type herdRow struct {
@@ -69,12 +65,11 @@ func runHerd(ctx context.Context, lr labRun) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := capacityRPS(cfg.backends)
 	rep := herdReport{Scenario: herdScenario{
 		common:   newCommon("herd", "Do balancers that share their counts herd onto the same backend, and at how many does local or random choice win?"),
-		Backends: cfg.backends, SlowBackend: slowName, CapacityRPS: round(c, 1), RateRPS: cfg.rate,
-		Load: round(float64(cfg.rate)/c, 3), Arrivals: cfg.arrivals, DurationS: cfg.duration.Seconds(),
-		TimeoutS: cfg.timeout.Seconds(), Dispatchers: cfg.herd, Share: shareMeaning + ", summed over the dispatchers"}}
+		poolLoad: newPoolLoad(cfg.backends, cfg.rate, cfg), SlowBackend: slowName,
+		Load: round(float64(cfg.rate)/capacityRPS(cfg.backends), 3), DurationS: cfg.duration.Seconds(), Dispatchers: cfg.herd}}
+	rep.Scenario.Share += ", summed over the dispatchers"
 	fmt.Fprintf(stdout, "pool: %s; %d req/s in all (%.0f%% of capacity), spread over the dispatchers, %s each\n",
 		poolString(cfg.backends), cfg.rate, 100*rep.Scenario.Load, cfg.duration)
 	for _, v := range herdVariants {

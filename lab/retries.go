@@ -46,20 +46,16 @@ type retriesReport struct {
 	Results  []retriesRow    `json:"results"`
 }
 
+// retriesScenario's capacity is the pool's before the slowdown.
 type retriesScenario struct {
 	common
-	Backends    []backendSpec `json:"backends"`
-	Slowed      string        `json:"slowed"` // the backend that slows
-	SlowedTo    float64       `json:"slowed_to_latency_ms"`
-	Strategy    string        `json:"strategy"`
-	CapacityRPS float64       `json:"capacity_rps"` // before the slowdown
-	RateRPS     int           `json:"rate_rps"`
-	Arrivals    string        `json:"arrivals"`
-	RunS        float64       `json:"run_s"`
-	TimeoutS    float64       `json:"timeout_s"`
-	Events      []eventDoc    `json:"events"`
-	Share       string        `json:"share"`
-	Upstream    string        `json:"upstream"` // what amplification counts
+	poolLoad
+	Slowed   string     `json:"slowed"` // the backend that slows
+	SlowedTo float64    `json:"slowed_to_latency_ms"`
+	Strategy string     `json:"strategy"`
+	RunS     float64    `json:"run_s"`
+	Events   []eventDoc `json:"events"`
+	Upstream string     `json:"upstream"` // what amplification counts
 }
 
 type retriesRow struct {
@@ -69,9 +65,8 @@ type retriesRow struct {
 	Amplification     float64   `json:"amplification"`
 	AmplificationPerS []float64 `json:"amplification_per_s"`
 	RetriesRefused    int64     `json:"retries_refused"`
-	ErrorsPerS        []float64 `json:"errors_per_s"`
-	SentPerS          []float64 `json:"sent_per_s"`
-	UpstreamPerS      []float64 `json:"upstream_per_s"`
+	perSecondDoc
+	UpstreamPerS []float64 `json:"upstream_per_s"`
 }
 
 func runRetries(ctx context.Context, lr labRun) ([]string, error) {
@@ -88,13 +83,11 @@ func runRetries(ctx context.Context, lr labRun) ([]string, error) {
 		do: func(ctx context.Context) error {
 			return slowed.setKnobs(ctx, map[string]any{"latency": retriesSlowLatency.String()})
 		}}}
-	c := capacityRPS(specs)
-	rate := int(retriesLoad * c)
+	rate := int(retriesLoad * capacityRPS(specs))
 	rep := retriesReport{Scenario: retriesScenario{
 		common:   newCommon("retries", "When a backend slows down, how many more requests do retries send the pool than the clients send, with and without a retry budget?"),
-		Backends: specs, Slowed: slowed.Name, SlowedTo: ms(retriesSlowLatency), Strategy: "round-robin",
-		CapacityRPS: round(c, 1), RateRPS: rate, Arrivals: cfg.arrivals, RunS: run.Seconds(),
-		TimeoutS: cfg.timeout.Seconds(), Events: eventDocs(events), Share: shareMeaning,
+		poolLoad: newPoolLoad(specs, rate, cfg), Slowed: slowed.Name, SlowedTo: ms(retriesSlowLatency), Strategy: "round-robin",
+		RunS: run.Seconds(), Events: eventDocs(events),
 		Upstream: "attempts the dispatcher made: the client requests plus spread_proxy_retries_total"}}
 	fmt.Fprintf(stdout, "pool: %s; %d req/s (%.0f%% of capacity), round robin; %s slows to %s at %s of %s\n",
 		poolString(specs), rate, 100*retriesLoad, slowed.Name, retriesSlowLatency, events[0].at, run)
@@ -182,8 +175,7 @@ func retriesRun(ctx context.Context, st *stack, cfg config, rate int, run time.D
 	if err != nil {
 		return retriesRow{}, err
 	}
-	r := retriesRow{row: newRow(name, st.names(), o, sent), RetriesRefused: int64(refused),
-		ErrorsPerS: toFloats(ps.errors), SentPerS: toFloats(ps.sent)}
+	r := retriesRow{row: newRow(name, st.names(), o, sent), RetriesRefused: int64(refused), perSecondDoc: ps.doc()}
 	from := int(events[0].at / time.Second)
 	var client, upstream float64
 	for i := range secs {

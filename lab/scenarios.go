@@ -109,6 +109,25 @@ func newCommon(name, question string) common {
 		Variants: map[string]map[string]string{}, LoadAverage: map[string]float64{}}
 }
 
+// poolLoad is what a scenario's report says of the pool and the load on
+// it: the backends, their capacity in all, the rate, how the requests
+// arrived, how long a client waited, and what a result's share counts.
+type poolLoad struct {
+	Backends    []backendSpec `json:"backends"`
+	CapacityRPS float64       `json:"capacity_rps"`
+	RateRPS     int           `json:"rate_rps"`
+	Arrivals    string        `json:"arrivals"`
+	TimeoutS    float64       `json:"timeout_s"`
+	Share       string        `json:"share"`
+}
+
+// newPoolLoad is the poolLoad of rate req/s on specs, with cfg's arrivals
+// and timeout.
+func newPoolLoad(specs []backendSpec, rate int, cfg config) poolLoad {
+	return poolLoad{Backends: specs, CapacityRPS: round(capacityRPS(specs), 1), RateRPS: rate,
+		Arrivals: cfg.arrivals, TimeoutS: cfg.timeout.Seconds(), Share: shareMeaning}
+}
+
 // writeReportJSON writes v as dir/report.json.
 func writeReportJSON(dir string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")

@@ -135,6 +135,18 @@ func (s *stack) urls() []string {
 	return out
 }
 
+// perSecondDoc is a timeline's counts in a report: for each second of the
+// run, the requests sent in it, and those of them that failed (a status
+// other than 2xx, or no answer in time).
+type perSecondDoc struct {
+	ErrorsPerS []float64 `json:"errors_per_s"`
+	SentPerS   []float64 `json:"sent_per_s"`
+}
+
+func (ps perSecond) doc() perSecondDoc {
+	return perSecondDoc{ErrorsPerS: toFloats(ps.errors), SentPerS: toFloats(ps.sent)}
+}
+
 // toFloats converts counts for a chart or a report's series.
 func toFloats(xs []int) []float64 {
 	out := make([]float64, len(xs))

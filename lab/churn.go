@@ -25,10 +25,7 @@ var churnBatch = batch{name: "churn",
 	charts: redraw(writeChurnCharts)}
 
 // churnVariants are the hash methods compared, in order.
-var churnVariants = []struct {
-	name     string
-	settings map[string]string
-}{
+var churnVariants = []variant{
 	{"modulo", map[string]string{"STRATEGY": "hash", "HASH_METHOD": "modulo"}},
 	{"rendezvous", map[string]string{"STRATEGY": "hash", "HASH_METHOD": "rendezvous"}},
 	{"rendezvous-bounded", map[string]string{"STRATEGY": "hash", "HASH_METHOD": "rendezvous", "HASH_BALANCE_FACTOR": "1.25"}},

@@ -23,10 +23,7 @@ var failureBatch = batch{name: "failure",
 // failureVariants are the mechanisms, in order. Every one runs health
 // checks every second (two failed probes mark a backend down, two passed
 // bring it back: the defaults).
-var failureVariants = []struct {
-	name     string
-	settings map[string]string
-}{
+var failureVariants = []variant{
 	{"health-checks", map[string]string{"HEALTH_INTERVAL": "1s", "PROXY_RETRIES": "0", "EJECT_AFTER": "0"}},
 	{"retries", map[string]string{"HEALTH_INTERVAL": "1s", "PROXY_RETRIES": "2", "EJECT_AFTER": "0"}},
 	{"ejection", map[string]string{"HEALTH_INTERVAL": "1s", "PROXY_RETRIES": "0", "EJECT_AFTER": "5", "EJECT_TIME": "5s"}},

@@ -28,10 +28,7 @@ var herdBatch = batch{name: "herd",
 const maxHerd = 16
 
 // herdVariants are the strategies compared, in order.
-var herdVariants = []struct {
-	name     string
-	settings map[string]string
-}{
+var herdVariants = []variant{
 	{"least-conn", map[string]string{"STRATEGY": "least-conn", "LEAST_CONN_SCOPE": "shared"}},
 	{"least-conn-local", map[string]string{"STRATEGY": "least-conn", "LEAST_CONN_SCOPE": "local"}},
 	{"p2c", map[string]string{"STRATEGY": "p2c"}},

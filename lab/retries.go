@@ -24,10 +24,7 @@ var retriesBatch = batch{name: "retries",
 	run:   runRetries, charts: redraw(writeRetriesCharts)}
 
 // retriesVariants are the retry settings compared, in order.
-var retriesVariants = []struct {
-	name     string
-	settings map[string]string
-}{
+var retriesVariants = []variant{
 	{"no-retries", map[string]string{"PROXY_TRY_TIMEOUT": "250ms", "PROXY_RETRIES": "0"}},
 	{"retries", map[string]string{"PROXY_TRY_TIMEOUT": "250ms", "PROXY_RETRIES": "2",
 		"PROXY_RETRY_ON": "connect-failure,per-try-timeout", "RETRY_BUDGET": "0"}},

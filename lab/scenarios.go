@@ -109,6 +109,13 @@ func newCommon(name, question string) common {
 		Variants: map[string]map[string]string{}, LoadAverage: map[string]float64{}}
 }
 
+// variant is one of the settings a scenario compares: its name in the
+// report, and the dispatchers' settings on top of the lab's own.
+type variant struct {
+	name     string
+	settings map[string]string
+}
+
 // poolLoad is what a scenario's report says of the pool and the load on
 // it: the backends, their capacity in all, the rate, how the requests
 // arrived, how long a client waited, and what a result's share counts.
